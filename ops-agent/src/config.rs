@@ -1,0 +1,181 @@
+//! Configuration from the environment, checked once at start-up.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+/// Shortest token the agent accepts.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("OPS_AGENT_TOKEN is not set: refusing to start without a bearer token")]
+    MissingToken,
+    #[error("OPS_AGENT_TOKEN is {0} characters: it must be at least {MIN_TOKEN_LEN}")]
+    ShortToken(usize),
+    #[error("COMPOSE_PROJECT is not set: the agent must know which compose project it may touch")]
+    MissingProject,
+    #[error("{var}={value:?}: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Requests per minute per client IP, every route.
+    pub per_minute: NonZeroU32,
+    pub burst: NonZeroU32,
+    /// Failed authentications per minute per client IP.
+    pub auth_fail_per_minute: NonZeroU32,
+    pub auth_fail_burst: NonZeroU32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub token: String,
+    pub listen: SocketAddr,
+    pub actions_path: PathBuf,
+    pub compose_project: String,
+    pub audit_log: PathBuf,
+    pub trusted_proxies: Vec<IpNet>,
+    pub rate: RateLimits,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need not touch the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let token = lookup("OPS_AGENT_TOKEN").ok_or(ConfigError::MissingToken)?;
+        if token.chars().count() < MIN_TOKEN_LEN {
+            return Err(ConfigError::ShortToken(token.chars().count()));
+        }
+        let compose_project = lookup("COMPOSE_PROJECT")
+            .filter(|p| !p.is_empty())
+            .ok_or(ConfigError::MissingProject)?;
+        let listen = parse_var(&lookup, "OPS_AGENT_LISTEN", "127.0.0.1:7070")?;
+        let trusted_proxies = match lookup("OPS_AGENT_TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    parse_net(s)
+                        .map_err(|reason| invalid("OPS_AGENT_TRUSTED_PROXIES", &list, reason))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Config {
+            token,
+            listen,
+            actions_path: lookup("OPS_AGENT_ACTIONS")
+                .unwrap_or_else(|| "actions.toml".into())
+                .into(),
+            compose_project,
+            audit_log: lookup("OPS_AGENT_AUDIT_LOG")
+                .unwrap_or_else(|| "ops-agent-audit.jsonl".into())
+                .into(),
+            trusted_proxies,
+            rate: RateLimits {
+                per_minute: parse_var(&lookup, "OPS_AGENT_RATE_PER_MIN", "120")?,
+                burst: parse_var(&lookup, "OPS_AGENT_RATE_BURST", "30")?,
+                auth_fail_per_minute: parse_var(&lookup, "OPS_AGENT_AUTH_FAIL_PER_MIN", "10")?,
+                auth_fail_burst: parse_var(&lookup, "OPS_AGENT_AUTH_FAIL_BURST", "5")?,
+            },
+            body_limit: parse_var(&lookup, "OPS_AGENT_BODY_LIMIT", "16384")?,
+        })
+    }
+}
+
+fn invalid(var: &'static str, value: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_var<T>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let value = lookup(var).unwrap_or_else(|| default.to_string());
+    value.trim().parse().map_err(|e| invalid(var, &value, e))
+}
+
+/// A CIDR, or a bare address meaning just that host.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or CIDR"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const TOKEN: (&str, &str) = ("OPS_AGENT_TOKEN", "0123456789abcdef");
+    const PROJECT: (&str, &str) = ("COMPOSE_PROJECT", "demo");
+
+    #[test]
+    fn token_is_required_and_long_enough() {
+        assert!(matches!(from(&[PROJECT]), Err(ConfigError::MissingToken)));
+        assert!(matches!(
+            from(&[("OPS_AGENT_TOKEN", "short"), PROJECT]),
+            Err(ConfigError::ShortToken(5))
+        ));
+        assert!(from(&[TOKEN, PROJECT]).is_ok());
+    }
+
+    #[test]
+    fn defaults_are_documented_ones() {
+        let c = from(&[TOKEN, PROJECT]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.actions_path, PathBuf::from("actions.toml"));
+        assert!(c.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidrs_and_addresses() {
+        let c = from(&[
+            TOKEN,
+            PROJECT,
+            ("OPS_AGENT_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1,::1"),
+        ])
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 3);
+        let e = from(&[TOKEN, PROJECT, ("OPS_AGENT_TRUSTED_PROXIES", "nope")]).unwrap_err();
+        assert!(e.to_string().contains("OPS_AGENT_TRUSTED_PROXIES"), "{e}");
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        let e = from(&[TOKEN, PROJECT, ("OPS_AGENT_RATE_BURST", "0")]).unwrap_err();
+        assert!(e.to_string().starts_with("OPS_AGENT_RATE_BURST="), "{e}");
+    }
+}

@@ -1,0 +1,114 @@
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ops_agent::actions::Allowlist;
+use ops_agent::audit::AuditLog;
+use ops_agent::config::Config;
+use ops_agent::server::{router, AppState};
+
+const USAGE: &str = "usage: ops-agent [check]\n\
+  (no argument)  serve the API (configuration from OPS_AGENT_* and COMPOSE_PROJECT)\n\
+  check          validate the environment and actions.toml, then exit";
+
+/// How often idle clients are dropped from the rate limiters.
+const LIMITER_SWEEP: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let check_only = match args.as_slice() {
+        [] => false,
+        [c] if c == "check" => true,
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let (config, allowlist) = match Config::from_env().map_err(|e| e.to_string()).and_then(|c| {
+        Ok((
+            Allowlist::load(&c.actions_path).map_err(|e| e.to_string())?,
+            c,
+        ))
+    }) {
+        Ok((allowlist, config)) => (config, allowlist),
+        Err(e) => {
+            eprintln!("ops-agent: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if check_only {
+        println!(
+            "ok: {} actions from {}, project {:?}, listen {}",
+            allowlist.iter().count(),
+            config.actions_path.display(),
+            config.compose_project,
+            config.listen
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ops-agent: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(config, allowlist)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ops-agent: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(config: Config, allowlist: Allowlist) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let audit = AuditLog::open(&config.audit_log).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let state = Arc::new(AppState::new(config, allowlist, audit));
+    let sweeper = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIMITER_SWEEP);
+        loop {
+            tick.tick().await;
+            sweeper.limiters.forget_idle();
+        }
+    });
+    tracing::info!(listen = %listener.local_addr()?, project = state.engine.project(), "ops-agent listening");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("ops-agent stopped");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT; running requests (a running action) finish first.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "no SIGTERM handler");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: letting running requests finish");
+}

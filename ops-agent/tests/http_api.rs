@@ -1,0 +1,373 @@
+//! The real ops-agent binary over HTTP, without a Docker engine: start-up
+//! refusals, auth, allowlist, one-at-a-time, timeouts, idempotency, rate
+//! limits, body limits.
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{action, start, Agent, TOKEN};
+use vigil_testkit::TempDir;
+use vigil_wire::{ActionList, ActionOutcome, ActionResult, ErrorBody};
+
+/// A "Docker daemon" that accepts connections and never answers: every
+/// operation hangs until the action's timeout.
+struct HangingDocker {
+    _dir: TempDir,
+    socket: PathBuf,
+}
+
+impl HangingDocker {
+    fn new() -> Self {
+        let dir = TempDir::new("hang");
+        let socket = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                held.push(conn);
+            }
+        });
+        HangingDocker { _dir: dir, socket }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+fn slow_actions() -> String {
+    action("restart_api_core", "restart", &["api-core"], &[], 1.0)
+        + &action("restart_gateway", "restart", &["gateway"], &[], 1.0)
+}
+
+fn agent_with_hanging_docker() -> (Agent, HangingDocker) {
+    let docker = HangingDocker::new();
+    let agent = start(&slow_actions(), &[("DOCKER_HOST", docker.host())]);
+    (agent, docker)
+}
+
+async fn error_code(res: reqwest::Response) -> String {
+    res.json::<ErrorBody>()
+        .await
+        .expect("error body")
+        .error
+        .code
+}
+
+#[test]
+fn refuses_to_start_without_a_long_enough_token() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_ops-agent"));
+    for (token, expect) in [
+        (None, "OPS_AGENT_TOKEN is not set"),
+        (Some("short"), "at least 16"),
+    ] {
+        let mut cmd = Command::new(&bin);
+        cmd.env_clear()
+            .env("COMPOSE_PROJECT", "demo")
+            .env("OPS_AGENT_LISTEN", "127.0.0.1:0");
+        if let Some(t) = token {
+            cmd.env("OPS_AGENT_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expect), "{stderr}");
+    }
+}
+
+#[test]
+fn check_validates_the_allowlist_and_names_the_problem() {
+    let dir = TempDir::new("check");
+    let bad = dir.path().join("actions.toml");
+    std::fs::write(&bad, action("Bad-Name", "restart", &["x"], &[], 1.0)).unwrap();
+    let run = |path: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_ops-agent"))
+            .arg("check")
+            .env_clear()
+            .env("OPS_AGENT_TOKEN", TOKEN)
+            .env("COMPOSE_PROJECT", "demo")
+            .env("OPS_AGENT_ACTIONS", path)
+            .output()
+            .unwrap()
+    };
+    let out = run(&bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("actions.toml") && stderr.contains("Bad-Name"),
+        "{stderr}"
+    );
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../actions.toml");
+    let out = run(&shipped);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 actions"));
+}
+
+#[tokio::test]
+async fn healthz_is_open_and_everything_else_needs_the_token() {
+    let docker = HangingDocker::new();
+    let agent = start(
+        &slow_actions(),
+        &[
+            ("DOCKER_HOST", docker.host()),
+            ("OPS_AGENT_AUTH_FAIL_BURST", "100".into()),
+        ],
+    );
+    let res = agent.http.get(agent.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"ok": true})
+    );
+
+    for path in [
+        "/v1/actions",
+        "/v1/diagnostics",
+        "/v1/audit",
+        "/metrics",
+        "/v1/logs/api-core",
+    ] {
+        let none = agent.http.get(agent.url(path)).send().await.unwrap();
+        let wrong = agent
+            .http
+            .get(agent.url(path))
+            .bearer_auth("wrong-token-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(none.status(), 401, "{path}");
+        assert_eq!(wrong.status(), 401, "{path}");
+        let (a, b) = (none.text().await.unwrap(), wrong.text().await.unwrap());
+        assert_eq!(a, b, "missing and wrong tokens must look the same");
+    }
+    let list: ActionList = agent.get("/v1/actions").await.json().await.unwrap();
+    let names: Vec<_> = list.actions.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["restart_api_core", "restart_gateway"]);
+    assert_eq!(list.actions[0].timeout_ms, 1000);
+}
+
+#[tokio::test]
+async fn unknown_action_is_404_runs_nothing_and_is_audited() {
+    let (agent, _docker) = agent_with_hanging_docker();
+    let res = agent.post("/v1/actions/rm_rf_everything").await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(error_code(res).await, "unknown_action");
+    let lines = agent.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["action"], "rm_rf_everything");
+    assert_eq!(lines[0]["outcome"], "unknown_action");
+    assert_eq!(lines[0]["client_ip"], "127.0.0.1");
+    // A wrong token on an action route is an attempt too.
+    let res = agent
+        .http
+        .post(agent.url("/v1/actions/restart_api_core"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(agent.audit_lines()[1]["outcome"], "unauthorized");
+}
+
+#[tokio::test]
+async fn a_hung_action_times_out_and_a_second_one_meanwhile_gets_409() {
+    let (agent, _docker) = agent_with_hanging_docker();
+    let first = agent.post("/v1/actions/restart_api_core");
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        agent.post("/v1/actions/restart_gateway").await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(second.status(), 409);
+    let body: ErrorBody = second.json().await.unwrap();
+    assert_eq!(body.error.code, "busy");
+    assert!(
+        body.error.message.contains("restart_api_core"),
+        "{}",
+        body.error.message
+    );
+
+    assert_eq!(first.status(), 200);
+    let result: ActionResult = first.json().await.unwrap();
+    assert_eq!(result.outcome, ActionOutcome::TimedOut);
+    assert!(!result.ok);
+    assert!(
+        result.duration_ms >= 1000 && result.duration_ms < 3000,
+        "{}",
+        result.duration_ms
+    );
+    assert!(result.error.unwrap().contains("timed out"));
+
+    // The slot is free again once the first has timed out.
+    let again = agent.post("/v1/actions/restart_gateway").await;
+    assert_eq!(again.status(), 200);
+    let outcomes: Vec<String> = agent
+        .audit_lines()
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(outcomes, ["busy", "timed_out", "timed_out"]);
+
+    let metrics = agent.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"ops_agent_actions_total{action="restart_api_core",outcome="timed_out"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_instead_of_running_twice() {
+    let (agent, _docker) = agent_with_hanging_docker();
+    let send = |key: &'static str, name: &'static str| {
+        agent
+            .http
+            .post(agent.url(&format!("/v1/actions/{name}")))
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", key)
+            .send()
+    };
+    let first = send("incident-7-round-1", "restart_api_core")
+        .await
+        .unwrap();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: ActionResult = first.json().await.unwrap();
+    let started = std::time::Instant::now();
+    let replay = send("incident-7-round-1", "restart_api_core")
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a replay must not run the action"
+    );
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replay: ActionResult = replay.json().await.unwrap();
+    assert_eq!(replay, first);
+    let misuse = send("incident-7-round-1", "restart_gateway").await.unwrap();
+    assert_eq!(misuse.status(), 422);
+    let outcomes: Vec<String> = agent
+        .audit_lines()
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(outcomes, ["timed_out", "replayed"]);
+}
+
+#[tokio::test]
+async fn a_burst_gets_429_with_retry_after() {
+    let docker = HangingDocker::new();
+    let agent = start(
+        &slow_actions(),
+        &[
+            ("DOCKER_HOST", docker.host()),
+            ("OPS_AGENT_RATE_PER_MIN", "60".into()),
+            ("OPS_AGENT_RATE_BURST", "5".into()),
+        ],
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(agent.get("/v1/actions").await);
+    }
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(codes, [200, 200, 200, 200, 200, 429, 429, 429]);
+    let limited = statuses.pop().unwrap();
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(error_code(limited).await, "rate_limited");
+}
+
+#[tokio::test]
+async fn repeated_wrong_tokens_are_cut_off_sooner() {
+    let docker = HangingDocker::new();
+    let agent = start(
+        &slow_actions(),
+        &[
+            ("DOCKER_HOST", docker.host()),
+            ("OPS_AGENT_AUTH_FAIL_BURST", "3".into()),
+        ],
+    );
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let r = agent
+            .http
+            .get(agent.url("/v1/actions"))
+            .bearer_auth("nope-nope-nope-nope")
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+    }
+    assert_eq!(codes, [401, 401, 401, 429, 429]);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_before_anything_runs() {
+    let (agent, _docker) = agent_with_hanging_docker();
+    let res = agent
+        .http
+        .post(agent.url("/v1/actions/restart_api_core"))
+        .bearer_auth(TOKEN)
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(error_code(res).await, "body_too_large");
+    assert!(
+        agent.audit_lines().is_empty(),
+        "nothing ran, nothing to audit"
+    );
+}
+
+#[tokio::test]
+async fn docker_down_is_a_clear_502_not_a_crash() {
+    let dir = TempDir::new("nodocker");
+    let missing = format!("unix://{}", dir.path().join("absent.sock").display());
+    let agent = start(&slow_actions(), &[("DOCKER_HOST", missing)]);
+    let res = agent.post("/v1/actions/restart_api_core").await;
+    assert_eq!(res.status(), 502);
+    let body: ErrorBody = res.json().await.unwrap();
+    assert_eq!(body.error.code, "docker_unavailable");
+    let diag: vigil_wire::Diagnostics = agent.get("/v1/diagnostics").await.json().await.unwrap();
+    assert!(!diag.docker_ok);
+    assert!(diag.docker_error.unwrap().contains("unavailable"));
+    assert!(diag.host.mem_total_bytes > 0);
+    let logs = agent.get("/v1/logs/api-core").await;
+    assert_eq!(logs.status(), 502);
+    // Still serving.
+    assert_eq!(agent.get("/v1/actions").await.status(), 200);
+    assert_eq!(agent.audit_lines()[0]["outcome"], "failed");
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_running_action_finish() {
+    let (mut agent, _docker) = agent_with_hanging_docker();
+    let pending = agent.post("/v1/actions/restart_api_core");
+    let pid = agent.proc.child.id();
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+    };
+    let (res, ()) = tokio::join!(pending, stop);
+    assert_eq!(res.status(), 200);
+    let result: ActionResult = res.json().await.unwrap();
+    assert_eq!(result.outcome, ActionOutcome::TimedOut);
+    let status = agent.proc.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

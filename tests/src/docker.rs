@@ -1,0 +1,127 @@
+//! Containers for the tests, made with the docker CLI against the private
+//! daemon that scripts/test.sh starts (DOCKER_HOST). Arguments are passed as
+//! argv, never through a shell.
+
+use std::process::Command;
+
+/// The image scripts/test.sh imports: static busybox, /www/healthz = "ok".
+pub fn image() -> String {
+    std::env::var("VIGIL_TEST_IMAGE").unwrap_or_else(|_| "local/busybox:latest".into())
+}
+
+/// Runs `docker args...`, panicking with its stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `docker inspect -f FORMAT target`.
+pub fn inspect(target: &str, format: &str) -> String {
+    docker(&["inspect", "-f", format, target])
+}
+
+/// A compose-like project: a network and labelled containers, removed on drop.
+pub struct Project {
+    pub name: String,
+    pub network: String,
+    containers: Vec<String>,
+}
+
+impl Project {
+    pub fn new(name: &str) -> Self {
+        let network = format!("{name}_default");
+        // Leftovers of an earlier failed run.
+        let _ = Command::new("docker")
+            .args(["network", "rm", &network])
+            .output();
+        docker(&["network", "create", &network]);
+        Project {
+            name: name.into(),
+            network,
+            containers: Vec::new(),
+        }
+    }
+
+    /// Starts `service` serving busybox httpd on `port` (127.0.0.1 only)
+    /// with /www as its document root; returns the container name.
+    pub fn web(&mut self, service: &str, port: Option<u16>) -> String {
+        let publish = port.map(|p| format!("127.0.0.1:{p}:8080"));
+        self.run(
+            service,
+            publish.as_deref(),
+            &["httpd", "-f", "-p", "8080", "-h", "/www"],
+        )
+    }
+
+    /// Starts `service` running `cmd`; returns the container name.
+    pub fn run(&mut self, service: &str, publish: Option<&str>, cmd: &[&str]) -> String {
+        let name = format!(
+            "{}_{}_{}",
+            self.name,
+            service,
+            1 + self
+                .containers
+                .iter()
+                .filter(|c| c.contains(&format!("_{service}_")))
+                .count()
+        );
+        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+        let project_label = format!("com.docker.compose.project={}", self.name);
+        let service_label = format!("com.docker.compose.service={service}");
+        let alias = service.to_string();
+        let mut args = vec![
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            &name,
+            "--network",
+            &self.network,
+            "--network-alias",
+            &alias,
+            "--label",
+            &project_label,
+            "--label",
+            &service_label,
+        ];
+        if let Some(p) = publish {
+            args.extend(["-p", p]);
+        }
+        let image = image();
+        args.push(&image);
+        args.extend(cmd);
+        docker(&args);
+        self.containers.push(name.clone());
+        name
+    }
+
+    pub fn id_of(&self, container: &str) -> String {
+        inspect(container, "{{.Id}}")
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        // Every container carrying the label, including recreated ones.
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
