@@ -1,0 +1,431 @@
+//! Discord messages and the outbox that delivers them in order, once each.
+//!
+//! Messages are built within Discord's limits (a webhook answers 400 to an
+//! embed over them); the outbox is part of the persisted state, so an alert
+//! that could not be sent is retried, after a restart too.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use super::probe::{truncate, Health};
+
+// Discord's limits (webhook execute).
+const CONTENT_MAX: usize = 2000;
+const TITLE_MAX: usize = 256;
+const DESCRIPTION_MAX: usize = 4096;
+const FIELD_NAME_MAX: usize = 256;
+const FIELD_VALUE_MAX: usize = 1024;
+const FIELDS_MAX: usize = 25;
+const FOOTER_MAX: usize = 2048;
+const EMBED_TOTAL_MAX: usize = 6000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbedField {
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub inline: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbedFooter {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Embed {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub color: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<EmbedField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footer: Option<EmbedFooter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowedMentions {
+    /// Empty: no @everyone, no roles, no users parsed from the text.
+    pub parse: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+}
+
+/// The body of a webhook execute request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscordMessage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    pub embeds: Vec<Embed>,
+    pub allowed_mentions: AllowedMentions,
+}
+
+pub fn color(h: Health) -> u32 {
+    match h {
+        Health::Healthy => 0x2E_CC_71,
+        Health::Degraded => 0xF1_C4_0F,
+        Health::Down => 0xE7_4C_3C,
+    }
+}
+
+/// Fits an embed into Discord's limits, trimming the longest texts first.
+fn fit(mut e: Embed) -> Embed {
+    e.title = truncate(&e.title, TITLE_MAX);
+    e.description = e.description.map(|d| truncate(&d, DESCRIPTION_MAX));
+    e.fields.truncate(FIELDS_MAX);
+    for f in &mut e.fields {
+        f.name = truncate(non_empty(&f.name), FIELD_NAME_MAX);
+        f.value = truncate(non_empty(&f.value), FIELD_VALUE_MAX);
+    }
+    if let Some(f) = &mut e.footer {
+        f.text = truncate(&f.text, FOOTER_MAX);
+    }
+    let total = |e: &Embed| {
+        e.title.chars().count()
+            + e.description.as_ref().map_or(0, |d| d.chars().count())
+            + e.fields
+                .iter()
+                .map(|f| f.name.chars().count() + f.value.chars().count())
+                .sum::<usize>()
+            + e.footer.as_ref().map_or(0, |f| f.text.chars().count())
+    };
+    while total(&e) > EMBED_TOTAL_MAX {
+        let over = total(&e) - EMBED_TOTAL_MAX;
+        match &e.description {
+            Some(d) if d.chars().count() > 1 => {
+                let keep = d.chars().count().saturating_sub(over).max(1);
+                e.description = Some(truncate(d, keep));
+            }
+            _ => {
+                e.fields.pop();
+            }
+        }
+    }
+    e
+}
+
+fn non_empty(s: &str) -> &str {
+    if s.trim().is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+fn field(name: &str, value: impl Into<String>, inline: bool) -> EmbedField {
+    EmbedField {
+        name: name.into(),
+        value: value.into(),
+        inline,
+    }
+}
+
+/// What a transition alert says.
+pub struct TransitionAlert<'a> {
+    pub target: &'a str,
+    pub from: Health,
+    pub to: Health,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<&'a str>,
+    pub incident_id: &'a str,
+}
+
+pub fn transition_message(a: &TransitionAlert) -> DiscordMessage {
+    let mut fields = vec![
+        field(
+            "Status",
+            a.status.map_or("no answer".into(), |s| s.to_string()),
+            true,
+        ),
+        field("Latency", format!("{} ms", a.latency_ms), true),
+        field("Incident", a.incident_id, true),
+    ];
+    if let Some(e) = a.error {
+        fields.push(field("Error", e, false));
+    }
+    DiscordMessage {
+        content: None,
+        embeds: vec![fit(Embed {
+            title: format!("{}: {} → {}", a.target, a.from.as_str(), a.to.as_str()),
+            description: None,
+            color: color(a.to),
+            fields,
+            footer: Some(EmbedFooter {
+                text: "Vigil".into(),
+            }),
+        })],
+        allowed_mentions: AllowedMentions {
+            parse: Vec::new(),
+            users: Vec::new(),
+        },
+    }
+}
+
+/// The one page of an incident: @mentions the on-call user only.
+pub fn page_message(
+    oncall_user: Option<&str>,
+    target: &str,
+    incident_id: &str,
+    reason: &str,
+    tried: &[String],
+) -> DiscordMessage {
+    let mention = oncall_user.map(|u| format!("<@{u}> ")).unwrap_or_default();
+    let content = truncate(
+        &format!("{mention}Vigil needs a human: {target} ({incident_id}) — {reason}"),
+        CONTENT_MAX,
+    );
+    let description = if tried.is_empty() {
+        "No action was run.".to_string()
+    } else {
+        tried
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("{}. {t}", i + 1))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    DiscordMessage {
+        content: Some(content),
+        embeds: vec![fit(Embed {
+            title: format!("Page: {target}"),
+            description: Some(description),
+            color: color(Health::Down),
+            fields: vec![
+                field("Incident", incident_id, true),
+                field("Reason", reason, false),
+            ],
+            footer: Some(EmbedFooter {
+                text: "Vigil · paged once per incident".into(),
+            }),
+        })],
+        allowed_mentions: AllowedMentions {
+            parse: Vec::new(),
+            users: oncall_user.map(|u| vec![u.to_string()]).unwrap_or_default(),
+        },
+    }
+}
+
+/// One message waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub id: u64,
+    /// What the message is for (incident and transition, or page): the same
+    /// key is never queued twice.
+    pub key: String,
+    pub created_at_ms: u64,
+    pub attempts: u32,
+    pub next_attempt_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub message: DiscordMessage,
+}
+
+/// How a delivery attempt went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Sent,
+    /// 429: try again after this long.
+    RateLimited {
+        retry_after_ms: u64,
+    },
+    /// The webhook refused this message for good (4xx other than 429).
+    Rejected {
+        error: String,
+    },
+    /// 5xx, network error, no webhook configured: try again next cycle.
+    Failed {
+        error: String,
+    },
+}
+
+/// Keys remembered after delivery, so a replayed transition is not re-queued.
+const SENT_KEYS_KEPT: usize = 1000;
+/// Rejected messages kept for the API.
+const DEAD_KEPT: usize = 100;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outbox {
+    pub entries: VecDeque<OutboxEntry>,
+    pub next_id: u64,
+    #[serde(default)]
+    pub sent_keys: VecDeque<String>,
+    /// Messages Discord refused (400): kept, visible, never silently dropped.
+    #[serde(default)]
+    pub dead: VecDeque<OutboxEntry>,
+}
+
+impl Outbox {
+    /// Queues `message` under `key`; false when that key was queued before.
+    pub fn push(&mut self, key: String, message: DiscordMessage, now_ms: u64) -> bool {
+        if self.entries.iter().any(|e| e.key == key) || self.sent_keys.contains(&key) {
+            return false;
+        }
+        self.next_id += 1;
+        self.entries.push_back(OutboxEntry {
+            id: self.next_id,
+            key,
+            created_at_ms: now_ms,
+            attempts: 0,
+            next_attempt_at_ms: now_ms,
+            last_error: None,
+            message,
+        });
+        true
+    }
+
+    /// The message to send now, if any: always the oldest, so alerts arrive
+    /// in the order they happened.
+    pub fn due(&self, now_ms: u64) -> Option<&OutboxEntry> {
+        self.entries
+            .front()
+            .filter(|e| e.next_attempt_at_ms <= now_ms)
+    }
+
+    /// Records how sending entry `id` went.
+    pub fn record(&mut self, id: u64, outcome: Delivery, now_ms: u64) {
+        let Some(pos) = self.entries.iter().position(|e| e.id == id) else {
+            return;
+        };
+        match outcome {
+            Delivery::Sent => {
+                if let Some(e) = self.entries.remove(pos) {
+                    self.sent_keys.push_back(e.key);
+                    while self.sent_keys.len() > SENT_KEYS_KEPT {
+                        self.sent_keys.pop_front();
+                    }
+                }
+            }
+            Delivery::Rejected { error } => {
+                if let Some(mut e) = self.entries.remove(pos) {
+                    e.attempts += 1;
+                    e.last_error = Some(error);
+                    self.dead.push_back(e);
+                    while self.dead.len() > DEAD_KEPT {
+                        self.dead.pop_front();
+                    }
+                }
+            }
+            Delivery::RateLimited { retry_after_ms } => {
+                let e = &mut self.entries[pos];
+                e.attempts += 1;
+                e.next_attempt_at_ms = now_ms + retry_after_ms;
+                e.last_error = Some(format!("rate limited for {retry_after_ms} ms"));
+            }
+            Delivery::Failed { error } => {
+                let e = &mut self.entries[pos];
+                e.attempts += 1;
+                e.last_error = Some(error);
+                // Retried on the next cycle: the shell stops delivering for
+                // this one, so order is kept.
+                e.next_attempt_at_ms = now_ms + 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: u32) -> DiscordMessage {
+        transition_message(&TransitionAlert {
+            target: &format!("t{n}"),
+            from: Health::Healthy,
+            to: Health::Down,
+            status: Some(500),
+            latency_ms: 3,
+            error: Some("boom"),
+            incident_id: "inc-1",
+        })
+    }
+
+    #[test]
+    fn outbox_delivers_in_order_and_retries_the_head() {
+        let mut o = Outbox::default();
+        assert!(o.push("a".into(), msg(1), 0));
+        assert!(o.push("b".into(), msg(2), 0));
+        assert!(!o.push("a".into(), msg(1), 0), "same key twice");
+        let head = o.due(0).unwrap().id;
+        o.record(
+            head,
+            Delivery::Failed {
+                error: "500".into(),
+            },
+            10,
+        );
+        assert!(o.due(10).is_none(), "not before the next cycle");
+        assert_eq!(o.due(11).unwrap().key, "a", "the failed one stays first");
+        o.record(
+            head,
+            Delivery::RateLimited {
+                retry_after_ms: 2000,
+            },
+            20,
+        );
+        assert!(o.due(2019).is_none());
+        assert_eq!(o.due(2020).unwrap().attempts, 2);
+        o.record(head, Delivery::Sent, 2020);
+        assert_eq!(o.due(2020).unwrap().key, "b");
+        assert!(
+            !o.push("a".into(), msg(1), 3000),
+            "a sent key is not queued again"
+        );
+    }
+
+    #[test]
+    fn rejected_messages_move_aside_and_do_not_block() {
+        let mut o = Outbox::default();
+        o.push("a".into(), msg(1), 0);
+        o.push("b".into(), msg(2), 0);
+        let head = o.due(0).unwrap().id;
+        o.record(
+            head,
+            Delivery::Rejected {
+                error: "400".into(),
+            },
+            1,
+        );
+        assert_eq!(o.dead.len(), 1);
+        assert_eq!(o.due(1).unwrap().key, "b");
+    }
+
+    #[test]
+    fn embeds_are_fitted_to_discord_limits() {
+        let long = "x".repeat(10_000);
+        let m = transition_message(&TransitionAlert {
+            target: &long,
+            from: Health::Healthy,
+            to: Health::Down,
+            status: None,
+            latency_ms: 1,
+            error: Some(&long),
+            incident_id: "",
+        });
+        let e = &m.embeds[0];
+        assert_eq!(e.title.chars().count(), TITLE_MAX);
+        assert!(e
+            .fields
+            .iter()
+            .all(|f| !f.value.is_empty() && f.value.chars().count() <= FIELD_VALUE_MAX));
+        let tried: Vec<String> = (0..100)
+            .map(|i| format!("round {i}: {}", "y".repeat(200)))
+            .collect();
+        let p = page_message(Some("42"), "api", "inc-1", &long, &tried);
+        assert!(p.content.as_ref().unwrap().chars().count() <= CONTENT_MAX);
+        assert!(p.content.as_ref().unwrap().starts_with("<@42> "));
+        assert_eq!(p.allowed_mentions.users, ["42"]);
+        assert!(p.allowed_mentions.parse.is_empty());
+        let e = &p.embeds[0];
+        let total = e.title.chars().count()
+            + e.description.as_ref().unwrap().chars().count()
+            + e.fields
+                .iter()
+                .map(|f| f.name.chars().count() + f.value.chars().count())
+                .sum::<usize>()
+            + e.footer.as_ref().unwrap().text.chars().count();
+        assert!(total <= EMBED_TOTAL_MAX, "{total}");
+    }
+}

@@ -1,0 +1,201 @@
+//! An incident and its audit trail: state history, remediation rounds, page,
+//! acknowledgement, manual actions.
+
+use serde::{Deserialize, Serialize};
+use vigil_wire::ActionResult;
+
+use super::probe::{Health, Observation};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// The target's transition number: alerts are keyed by it.
+    pub seq: u64,
+    pub at_ms: u64,
+    pub from: Health,
+    pub to: Health,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where automatic remediation of an incident stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", content = "reason", rename_all = "snake_case")]
+pub enum RemediationStatus {
+    /// Rounds may run.
+    Pending,
+    /// Not for this incident (alert-only target, degraded only, ...).
+    NotApplicable(String),
+    /// Held back: cooldown after a recent incident (a flapping target).
+    Suppressed(String),
+    /// The planner escalated to a human.
+    Escalated(String),
+    /// Every round ran and the target is still bad.
+    Exhausted,
+    /// The host's agent could not be reached, or Docker was down.
+    HostUnreachable(String),
+    /// A human acknowledged the incident.
+    Acknowledged,
+    /// The target recovered.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannerKind {
+    Llm,
+    Ladder,
+}
+
+/// A tool call the model made, and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallRecord {
+    pub name: String,
+    pub arguments: String,
+    /// `accepted`, `read`, or `refused: <why>`.
+    pub verdict: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+impl TokenUsage {
+    pub fn add(&mut self, other: TokenUsage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundOutcome {
+    Recovered,
+    NotRecovered,
+    Escalated,
+    HostUnreachable,
+    /// No allowed action was left to try.
+    NoAction,
+}
+
+/// One remediation round, as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Round {
+    pub n: u32,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+    /// What the agent's diagnostics said, summarised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<String>,
+    pub planner: PlannerKind,
+    /// Why the ladder planned when a model is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCallRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The planner's stated reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_result: Option<ActionResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprobe: Option<Observation>,
+    #[serde(default)]
+    pub usage: TokenUsage,
+    pub outcome: RoundOutcome,
+}
+
+/// An action run by hand through the control API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManualAction {
+    pub at_ms: u64,
+    pub by: String,
+    pub host: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ActionResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Who runs the incident's current round, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    pub round: u32,
+    pub until_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub target: String,
+    pub opened_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    pub history: Vec<StateChange>,
+    pub remediation: RemediationStatus,
+    #[serde(default)]
+    pub rounds: Vec<Round>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paged_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    #[serde(default)]
+    pub manual_actions: Vec<ManualAction>,
+}
+
+impl Incident {
+    pub fn is_open(&self) -> bool {
+        self.resolved_at_ms.is_none()
+    }
+
+    /// How often `action` ran in this incident's rounds.
+    pub fn runs_of(&self, action: &str) -> u32 {
+        self.rounds
+            .iter()
+            .filter(|r| r.action.as_deref() == Some(action) && r.action_result.is_some())
+            .count() as u32
+    }
+
+    /// One line per round, for the page.
+    pub fn tried(&self) -> Vec<String> {
+        self.rounds
+            .iter()
+            .map(|r| {
+                let what = r.action.as_deref().unwrap_or("no action");
+                let result = match (&r.action_result, &r.action_error) {
+                    (Some(res), _) => format!("{:?}", res.outcome).to_lowercase(),
+                    (None, Some(e)) => format!("error: {e}"),
+                    (None, None) => "-".into(),
+                };
+                let after = r.reprobe.as_ref().map_or("not re-probed".to_string(), |o| {
+                    format!("then {}", o.health.as_str())
+                });
+                format!(
+                    "round {} ({:?}): {what} → {result}, {after}",
+                    r.n, r.planner
+                )
+                .to_lowercase()
+            })
+            .collect()
+    }
+}

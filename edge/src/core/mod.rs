@@ -1,0 +1,9 @@
+//! The sans-IO core: pure state machines that take observations and `now`
+//! (epoch milliseconds) and return state changes and events. Nothing here
+//! reads a clock or does I/O.
+
+pub mod alert;
+pub mod incident;
+pub mod planner;
+pub mod probe;
+pub mod state;

@@ -1,0 +1,586 @@
+//! The persisted state and the monitor state machine: observations and `now`
+//! in, state changes and events out. No clock, no I/O.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::alert::{page_message, transition_message, Outbox, TransitionAlert};
+use super::incident::{Incident, Lease, RemediationStatus, Round, RoundOutcome, StateChange};
+use super::probe::{Health, Observation};
+use crate::config::{Config, Role, Target};
+
+/// Anomalies kept (slow observations).
+const ANOMALIES_KEPT: usize = 500;
+/// Resolved incidents kept; open ones are always kept.
+const RESOLVED_KEPT: usize = 200;
+
+/// A target's debounced state and schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetState {
+    pub health: Health,
+    pub since_ms: u64,
+    /// The observed health that differs from `health`, and how many times in
+    /// a row it was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Health>,
+    #[serde(default)]
+    pub streak: u32,
+    /// Number of debounced transitions so far.
+    #[serde(default)]
+    pub transitions: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_incident: Option<String>,
+    pub next_regular_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resolved_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_until_ms: Option<u64>,
+}
+
+impl TargetState {
+    fn new(now_ms: u64) -> Self {
+        TargetState {
+            health: Health::Healthy,
+            since_ms: now_ms,
+            pending: None,
+            streak: 0,
+            transitions: 0,
+            open_incident: None,
+            next_regular_at_ms: now_ms,
+            confirm_at_ms: None,
+            last_resolved_at_ms: None,
+            maintenance_until_ms: None,
+        }
+    }
+
+    pub fn next_probe_at_ms(&self) -> u64 {
+        self.confirm_at_ms
+            .map_or(self.next_regular_at_ms, |c| c.min(self.next_regular_at_ms))
+    }
+
+    pub fn in_maintenance(&self, now_ms: u64) -> bool {
+        self.maintenance_until_ms
+            .is_some_and(|until| now_ms < until)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    pub target: String,
+    pub at_ms: u64,
+    pub latency_ms: u64,
+    pub degraded_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
+/// What an observation caused, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A first bad (or good) observation: a confirm probe is scheduled.
+    Suspect {
+        target: String,
+        confirm_at_ms: u64,
+    },
+    Transition {
+        target: String,
+        from: Health,
+        to: Health,
+    },
+    IncidentOpened {
+        target: String,
+        incident: String,
+    },
+    IncidentResolved {
+        target: String,
+        incident: String,
+    },
+    /// Observed during a maintenance window: nothing else happens.
+    InMaintenance {
+        target: String,
+    },
+}
+
+/// Everything the edge must not forget: one document, so a shell can keep it
+/// in one file or one KV value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub targets: BTreeMap<String, TargetState>,
+    pub incidents: Vec<Incident>,
+    pub next_incident: u64,
+    pub outbox: Outbox,
+    #[serde(default)]
+    pub anomalies: VecDeque<Anomaly>,
+}
+
+/// Who the on-call person is, for the page's @mention.
+pub type OncallUser<'a> = Option<&'a str>;
+
+impl State {
+    pub fn incident(&self, id: &str) -> Option<&Incident> {
+        self.incidents.iter().find(|i| i.id == id)
+    }
+
+    fn incident_mut(&mut self, id: &str) -> Option<&mut Incident> {
+        self.incidents.iter_mut().find(|i| i.id == id)
+    }
+
+    /// Targets whose probe is due at `now`.
+    pub fn due_targets(&mut self, config: &Config, now_ms: u64) -> Vec<String> {
+        config
+            .targets
+            .iter()
+            .filter(|t| {
+                let s = self
+                    .targets
+                    .entry(t.id.clone())
+                    .or_insert_with(|| TargetState::new(now_ms));
+                s.next_probe_at_ms() <= now_ms
+            })
+            .map(|t| t.id.clone())
+            .collect()
+    }
+
+    /// When the next probe is due, over all targets.
+    pub fn next_probe_at_ms(&self) -> Option<u64> {
+        self.targets
+            .values()
+            .map(TargetState::next_probe_at_ms)
+            .min()
+    }
+
+    /// Brings the state in line with the configuration: targets that are
+    /// gone lose their state, and their open incidents are resolved so none
+    /// is left open forever. Leases of a previous process are dropped.
+    pub fn reconcile(&mut self, config: &Config, now_ms: u64, previous_owner_gone: bool) {
+        self.targets.retain(|id, _| config.target(id).is_some());
+        for inc in self.incidents.iter_mut().filter(|i| i.is_open()) {
+            if config.target(&inc.target).is_none() {
+                inc.resolved_at_ms = Some(now_ms);
+                inc.resolution = Some("target removed from the configuration".into());
+                inc.lease = None;
+            }
+            if previous_owner_gone {
+                inc.lease = None;
+            }
+        }
+    }
+
+    /// Feeds one observation through the debounce.
+    pub fn observe(&mut self, config: &Config, obs: &Observation, now_ms: u64) -> Vec<Event> {
+        let Some(target) = config.target(&obs.target) else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        if obs.latency_ms > target.degraded_ms {
+            self.anomalies.push_front(Anomaly {
+                target: target.id.clone(),
+                at_ms: obs.at_ms,
+                latency_ms: obs.latency_ms,
+                degraded_ms: target.degraded_ms,
+                status: obs.status,
+            });
+            self.anomalies.truncate(ANOMALIES_KEPT);
+        }
+        let interval = config.interval_ms().max(1);
+        let ts = self
+            .targets
+            .entry(target.id.clone())
+            .or_insert_with(|| TargetState::new(now_ms));
+        // Keep the regular schedule aligned to its first point: no drift.
+        while ts.next_regular_at_ms <= now_ms {
+            ts.next_regular_at_ms += interval;
+        }
+        ts.confirm_at_ms = None;
+        if ts.in_maintenance(now_ms) {
+            ts.pending = None;
+            ts.streak = 0;
+            events.push(Event::InMaintenance {
+                target: target.id.clone(),
+            });
+            return events;
+        }
+        if obs.health == ts.health {
+            ts.pending = None;
+            ts.streak = 0;
+            return events;
+        }
+        // From healthy, any bad observations count together; otherwise the
+        // same health must be seen in a row.
+        let same_way = |p: Health| {
+            p == obs.health || (ts.health == Health::Healthy && p.is_bad() && obs.health.is_bad())
+        };
+        if ts.pending.is_some_and(same_way) {
+            ts.streak += 1;
+        } else {
+            ts.streak = 1;
+        }
+        ts.pending = Some(obs.health);
+        let threshold = if obs.health == Health::Healthy {
+            config.recovery_threshold
+        } else {
+            config.failure_threshold
+        };
+        if ts.streak < threshold {
+            let at = now_ms + config.retry_after_ms();
+            ts.confirm_at_ms = Some(at);
+            events.push(Event::Suspect {
+                target: target.id.clone(),
+                confirm_at_ms: at,
+            });
+            return events;
+        }
+        let from = ts.health;
+        ts.health = obs.health;
+        ts.since_ms = now_ms;
+        ts.pending = None;
+        ts.streak = 0;
+        ts.transitions += 1;
+        let change = StateChange {
+            seq: ts.transitions,
+            at_ms: now_ms,
+            from,
+            to: obs.health,
+            status: obs.status,
+            latency_ms: obs.latency_ms,
+            error: obs.error.clone(),
+        };
+        events.push(Event::Transition {
+            target: target.id.clone(),
+            from,
+            to: obs.health,
+        });
+        let incident_id = match ts.open_incident.clone() {
+            Some(id) => id,
+            None => {
+                self.next_incident += 1;
+                let id = format!("inc-{}", self.next_incident);
+                let cooldown_left = ts
+                    .last_resolved_at_ms
+                    .map(|r| (r + config.cooldown_ms()).saturating_sub(now_ms))
+                    .filter(|left| *left > 0);
+                let remediation = initial_remediation(target, obs.health, cooldown_left);
+                ts.open_incident = Some(id.clone());
+                self.incidents.push(Incident {
+                    id: id.clone(),
+                    target: target.id.clone(),
+                    opened_at_ms: now_ms,
+                    resolved_at_ms: None,
+                    resolution: None,
+                    history: Vec::new(),
+                    remediation,
+                    rounds: Vec::new(),
+                    paged_at_ms: None,
+                    page_reason: None,
+                    acked_at_ms: None,
+                    acked_by: None,
+                    lease: None,
+                    manual_actions: Vec::new(),
+                });
+                events.push(Event::IncidentOpened {
+                    target: target.id.clone(),
+                    incident: id.clone(),
+                });
+                id
+            }
+        };
+        if obs.health == Health::Healthy {
+            ts.open_incident = None;
+            ts.last_resolved_at_ms = Some(now_ms);
+            events.push(Event::IncidentResolved {
+                target: target.id.clone(),
+                incident: incident_id.clone(),
+            });
+        }
+        let message = transition_message(&TransitionAlert {
+            target: &target.id,
+            from,
+            to: obs.health,
+            status: obs.status,
+            latency_ms: obs.latency_ms,
+            error: obs.error.as_deref(),
+            incident_id: &incident_id,
+        });
+        self.outbox
+            .push(format!("{}/t{}", incident_id, change.seq), message, now_ms);
+        if let Some(inc) = self.incident_mut(&incident_id) {
+            inc.history.push(change);
+            if obs.health == Health::Healthy {
+                inc.resolved_at_ms = Some(now_ms);
+                inc.resolution = Some("recovered".into());
+                inc.lease = None;
+                if matches!(inc.remediation, RemediationStatus::Pending) {
+                    inc.remediation = RemediationStatus::Done;
+                }
+            } else if obs.health == Health::Down
+                && matches!(inc.remediation, RemediationStatus::NotApplicable(_))
+                && target.role == Role::Remediate
+            {
+                // Degraded became down: now it is worth fixing.
+                inc.remediation = RemediationStatus::Pending;
+            }
+        }
+        self.forget_old_incidents();
+        events
+    }
+
+    fn forget_old_incidents(&mut self) {
+        let resolved = self.incidents.iter().filter(|i| !i.is_open()).count();
+        let mut excess = resolved.saturating_sub(RESOLVED_KEPT);
+        self.incidents.retain(|i| {
+            if excess > 0 && !i.is_open() {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Open incidents that want a remediation round now.
+    pub fn remediation_due(&self, config: &Config, now_ms: u64) -> Vec<String> {
+        self.incidents
+            .iter()
+            .filter(|i| {
+                i.is_open()
+                    && i.remediation == RemediationStatus::Pending
+                    && i.acked_at_ms.is_none()
+            })
+            .filter(|i| i.lease.as_ref().is_none_or(|l| l.until_ms <= now_ms))
+            .filter(|i| (i.rounds.len() as u32) < config.max_remediation_rounds)
+            .filter(|i| {
+                !self
+                    .targets
+                    .get(&i.target)
+                    .is_some_and(|t| t.in_maintenance(now_ms))
+            })
+            .map(|i| i.id.clone())
+            .collect()
+    }
+
+    /// Takes the incident's lease for its next round; `None` when someone
+    /// else holds it or no round is due. The round number is derived from the
+    /// record, so a round retried after a crash keeps its number (and its
+    /// idempotency key).
+    pub fn take_lease(
+        &mut self,
+        config: &Config,
+        incident: &str,
+        owner: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Option<u32> {
+        if !self
+            .remediation_due(config, now_ms)
+            .iter()
+            .any(|i| i == incident)
+        {
+            return None;
+        }
+        let inc = self.incident_mut(incident)?;
+        let round = inc.rounds.len() as u32 + 1;
+        inc.lease = Some(Lease {
+            owner: owner.to_string(),
+            round,
+            until_ms: now_ms + ttl_ms,
+        });
+        Some(round)
+    }
+
+    /// Stores a finished round and releases the lease. Returns false (and
+    /// stores nothing) when `owner` no longer holds the lease for it.
+    pub fn finish_round(
+        &mut self,
+        config: &Config,
+        incident: &str,
+        owner: &str,
+        round: Round,
+    ) -> bool {
+        let Some(inc) = self.incident_mut(incident) else {
+            return false;
+        };
+        let holds = inc
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.owner == owner && l.round == round.n);
+        if !holds || inc.rounds.iter().any(|r| r.n == round.n) {
+            return false;
+        }
+        inc.lease = None;
+        let outcome = round.outcome.clone();
+        inc.rounds.push(round);
+        if inc.remediation == RemediationStatus::Pending {
+            inc.remediation = match outcome {
+                RoundOutcome::Recovered => RemediationStatus::Done,
+                RoundOutcome::Escalated => RemediationStatus::Escalated(
+                    inc.rounds
+                        .last()
+                        .and_then(|r| r.reason.clone())
+                        .unwrap_or_default(),
+                ),
+                RoundOutcome::HostUnreachable => RemediationStatus::HostUnreachable(
+                    inc.rounds
+                        .last()
+                        .and_then(|r| r.diagnostics.clone())
+                        .unwrap_or_default(),
+                ),
+                RoundOutcome::NoAction => RemediationStatus::Exhausted,
+                RoundOutcome::NotRecovered
+                    if inc.rounds.len() as u32 >= config.max_remediation_rounds =>
+                {
+                    RemediationStatus::Exhausted
+                }
+                RoundOutcome::NotRecovered => RemediationStatus::Pending,
+            };
+        }
+        true
+    }
+
+    /// Pages the on-call person about `incident`, at most once per incident:
+    /// `paged_at` is recorded with the message queued, before any send.
+    pub fn page(&mut self, incident: &str, reason: &str, oncall: OncallUser, now_ms: u64) -> bool {
+        let Some(inc) = self.incident_mut(incident) else {
+            return false;
+        };
+        if inc.paged_at_ms.is_some() || inc.acked_at_ms.is_some() || !inc.is_open() {
+            return false;
+        }
+        inc.paged_at_ms = Some(now_ms);
+        inc.page_reason = Some(reason.to_string());
+        let message = page_message(oncall, &inc.target, &inc.id, reason, &inc.tried());
+        let key = format!("{}/page", inc.id);
+        self.outbox.push(key, message, now_ms);
+        true
+    }
+
+    /// Incidents whose remediation has ended without a fix and that have not
+    /// paged yet, with the reason to page.
+    pub fn pages_due(&self) -> Vec<(String, String)> {
+        self.incidents
+            .iter()
+            .filter(|i| i.is_open() && i.paged_at_ms.is_none() && i.acked_at_ms.is_none())
+            .filter_map(|i| {
+                let reason = match &i.remediation {
+                    RemediationStatus::Exhausted => {
+                        format!("remediation exhausted after {} round(s)", i.rounds.len())
+                    }
+                    RemediationStatus::Escalated(why) => format!("the planner escalated: {why}"),
+                    RemediationStatus::HostUnreachable(why) => format!("host unreachable: {why}"),
+                    RemediationStatus::Suppressed(why) => format!("remediation held back: {why}"),
+                    _ => return None,
+                };
+                Some((i.id.clone(), reason))
+            })
+            .collect()
+    }
+
+    /// Stores a finished round, feeds its re-probe to the monitor, and pages
+    /// if remediation has ended without a fix.
+    pub fn complete_round(
+        &mut self,
+        config: &Config,
+        incident: &str,
+        owner: &str,
+        round: Round,
+        oncall: OncallUser,
+        now_ms: u64,
+    ) -> Vec<Event> {
+        let reprobe = round.reprobe.clone();
+        if !self.finish_round(config, incident, owner, round) {
+            return Vec::new();
+        }
+        let events = reprobe
+            .map(|obs| self.observe(config, &obs, now_ms))
+            .unwrap_or_default();
+        self.page_due(oncall, now_ms);
+        events
+    }
+
+    /// Sends every page that is due; returns how many were queued.
+    pub fn page_due(&mut self, oncall: OncallUser, now_ms: u64) -> usize {
+        self.pages_due()
+            .into_iter()
+            .filter(|(id, reason)| self.page(id, reason, oncall, now_ms))
+            .count()
+    }
+
+    pub fn acknowledge(&mut self, incident: &str, by: &str, now_ms: u64) -> Result<(), StateError> {
+        let inc = self.incident_mut(incident).ok_or(StateError::NoIncident)?;
+        if !inc.is_open() {
+            return Err(StateError::AlreadyResolved);
+        }
+        inc.acked_at_ms.get_or_insert(now_ms);
+        inc.acked_by.get_or_insert_with(|| by.to_string());
+        inc.remediation = RemediationStatus::Acknowledged;
+        Ok(())
+    }
+
+    /// Resolves by hand. The target starts afresh as healthy: if it is not,
+    /// the debounce opens a new incident.
+    pub fn resolve(&mut self, incident: &str, by: &str, now_ms: u64) -> Result<(), StateError> {
+        let inc = self.incident_mut(incident).ok_or(StateError::NoIncident)?;
+        if !inc.is_open() {
+            return Err(StateError::AlreadyResolved);
+        }
+        inc.resolved_at_ms = Some(now_ms);
+        inc.resolution = Some(format!("resolved by {by}"));
+        inc.lease = None;
+        let target = inc.target.clone();
+        if let Some(ts) = self.targets.get_mut(&target) {
+            ts.health = Health::Healthy;
+            ts.since_ms = now_ms;
+            ts.pending = None;
+            ts.streak = 0;
+            ts.open_incident = None;
+            ts.last_resolved_at_ms = Some(now_ms);
+        }
+        Ok(())
+    }
+
+    pub fn set_maintenance(
+        &mut self,
+        target: &str,
+        until_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), StateError> {
+        let ts = self
+            .targets
+            .entry(target.to_string())
+            .or_insert_with(|| TargetState::new(now_ms));
+        ts.maintenance_until_ms = until_ms;
+        ts.pending = None;
+        ts.streak = 0;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StateError {
+    #[error("no such incident")]
+    NoIncident,
+    #[error("the incident is already resolved")]
+    AlreadyResolved,
+}
+
+fn initial_remediation(
+    target: &Target,
+    health: Health,
+    cooldown_left_ms: Option<u64>,
+) -> RemediationStatus {
+    if target.role == Role::AlertOnly {
+        return RemediationStatus::NotApplicable("alert-only target".into());
+    }
+    if health == Health::Degraded && !target.remediate_degraded {
+        return RemediationStatus::NotApplicable("degraded, and remediate_degraded is off".into());
+    }
+    if let Some(left) = cooldown_left_ms {
+        return RemediationStatus::Suppressed(format!(
+            "the target recovered from an incident moments ago (cooldown, {} s left): it may be flapping",
+            left.div_ceil(1000)
+        ));
+    }
+    RemediationStatus::Pending
+}

@@ -1,0 +1,300 @@
+//! One remediation round: diagnose, plan, act, settle, re-probe. The I/O is a
+//! trait that each shell implements (native: reqwest and tokio; tests: fakes
+//! on a fake clock), so every shell runs this same code. The round only
+//! reads the incident; the shell stores the finished [`Round`] through
+//! [`State::finish_round`](crate::core::state::State::finish_round).
+
+use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionResponse};
+use tracing::Instrument;
+use vigil_wire::{ActionInfo, ActionResult, Diagnostics};
+
+use crate::config::{Config, Target};
+use crate::core::incident::{
+    Incident, PlannerKind, Round, RoundOutcome, TokenUsage, ToolCallRecord,
+};
+use crate::core::planner::{self, Reply, LOG_TAIL};
+use crate::core::probe::{Health, Observation};
+
+/// What a shell must provide. Errors are short human-readable texts: they
+/// end up in the audit trail.
+#[allow(async_fn_in_trait)] // each shell picks its own executor; Send is its business
+pub trait RemediationIo {
+    fn now_ms(&self) -> u64;
+    async fn sleep_ms(&self, ms: u64);
+    async fn diagnostics(&self, host: &str) -> Result<Diagnostics, String>;
+    async fn actions(&self, host: &str) -> Result<Vec<ActionInfo>, String>;
+    async fn logs(&self, host: &str, service: &str, tail: u32) -> Result<Vec<String>, String>;
+    async fn run_action(
+        &self,
+        host: &str,
+        action: &str,
+        idempotency_key: &str,
+    ) -> Result<ActionResult, String>;
+    /// Whether a model is configured; without one the ladder plans.
+    fn has_model(&self) -> bool;
+    /// One chat completion, within the configured per-call timeout.
+    async fn chat(
+        &self,
+        request: &CreateChatCompletionRequest,
+    ) -> Result<CreateChatCompletionResponse, String>;
+    async fn probe(&self, target: &Target) -> Observation;
+}
+
+/// The key that makes a retried round replay instead of acting twice.
+pub fn idempotency_key(incident: &str, round: u32) -> String {
+    format!("vigil-{incident}-round-{round}")
+}
+
+enum Plan {
+    Action {
+        name: String,
+        reason: String,
+    },
+    Escalate {
+        reason: String,
+    },
+    /// The model could not decide; the ladder plans instead.
+    Fallback {
+        why: String,
+    },
+}
+
+struct LlmPlan {
+    plan: Plan,
+    calls: Vec<ToolCallRecord>,
+    usage: TokenUsage,
+}
+
+pub async fn run_round<I: RemediationIo>(
+    io: &I,
+    config: &Config,
+    target: &Target,
+    incident: &Incident,
+    n: u32,
+) -> Round {
+    let span =
+        tracing::info_span!("round", incident = %incident.id, target = %target.id, round = n);
+    round_in_span(io, config, target, incident, n)
+        .instrument(span)
+        .await
+}
+
+async fn round_in_span<I: RemediationIo>(
+    io: &I,
+    config: &Config,
+    target: &Target,
+    incident: &Incident,
+    n: u32,
+) -> Round {
+    let mut round = Round {
+        n,
+        started_at_ms: io.now_ms(),
+        finished_at_ms: 0,
+        diagnostics: None,
+        planner: PlannerKind::Ladder,
+        fallback: None,
+        tool_calls: Vec::new(),
+        action: None,
+        reason: None,
+        action_result: None,
+        action_error: None,
+        reprobe: None,
+        usage: TokenUsage::default(),
+        outcome: RoundOutcome::NoAction,
+    };
+    let host = target.host.clone().unwrap_or_default();
+    let finish = |mut round: Round, outcome| {
+        round.outcome = outcome;
+        round.finished_at_ms = io.now_ms();
+        tracing::info!(outcome = ?round.outcome, action = ?round.action, "round finished");
+        round
+    };
+
+    let diagnostics = match io.diagnostics(&host).await {
+        Ok(d) => d,
+        Err(e) => {
+            round.diagnostics = Some(format!("ops-agent on {host} unreachable: {e}"));
+            return finish(round, RoundOutcome::HostUnreachable);
+        }
+    };
+    let summary = planner::summarize(&diagnostics);
+    round.diagnostics = Some(summary.clone());
+    if !diagnostics.docker_ok {
+        return finish(round, RoundOutcome::HostUnreachable);
+    }
+    let agent_actions = match io.actions(&host).await {
+        Ok(a) => a,
+        Err(e) => {
+            round.diagnostics = Some(format!("ops-agent on {host} unreachable: {e}"));
+            return finish(round, RoundOutcome::HostUnreachable);
+        }
+    };
+    let allowed =
+        planner::allowed_actions(&agent_actions, target, incident, config.max_runs_per_action);
+    let mut services: Vec<String> = diagnostics
+        .containers
+        .iter()
+        .map(|c| c.service.clone())
+        .collect();
+    services.sort();
+    services.dedup();
+
+    let mut plan = Plan::Fallback {
+        why: "no model configured".into(),
+    };
+    if io.has_model() {
+        round.planner = PlannerKind::Llm;
+        let llm = llm_plan(
+            io, config, target, incident, &host, &summary, &allowed, &services,
+        )
+        .await;
+        round.tool_calls = llm.calls;
+        round.usage = llm.usage;
+        plan = llm.plan;
+    }
+    let (name, reason) = match plan {
+        Plan::Action { name, reason } => (name, reason),
+        Plan::Escalate { reason } => {
+            round.reason = Some(reason);
+            return finish(round, RoundOutcome::Escalated);
+        }
+        Plan::Fallback { why } => {
+            if io.has_model() {
+                tracing::warn!(%why, "the ladder takes over from the model");
+                round.fallback = Some(why);
+            }
+            round.planner = PlannerKind::Ladder;
+            match planner::ladder_choice(&allowed, target, incident) {
+                Some(name) => (
+                    name,
+                    "ladder: the narrowest action not yet tried".to_string(),
+                ),
+                None => {
+                    round.reason = Some("no allowed action left to try".into());
+                    return finish(round, RoundOutcome::NoAction);
+                }
+            }
+        }
+    };
+    round.action = Some(name.clone());
+    round.reason = Some(reason);
+
+    let key = idempotency_key(&incident.id, n);
+    let action_span = tracing::info_span!("action", action = %name, %host);
+    match io
+        .run_action(&host, &name, &key)
+        .instrument(action_span)
+        .await
+    {
+        Ok(result) => round.action_result = Some(result),
+        Err(e) => round.action_error = Some(e),
+    }
+    io.sleep_ms(config.settle_ms()).await;
+    let reprobe = io.probe(target).await;
+    let recovered = reprobe.health == Health::Healthy;
+    round.reprobe = Some(reprobe);
+    finish(
+        round,
+        if recovered {
+            RoundOutcome::Recovered
+        } else {
+            RoundOutcome::NotRecovered
+        },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn llm_plan<I: RemediationIo>(
+    io: &I,
+    config: &Config,
+    target: &Target,
+    incident: &Incident,
+    host: &str,
+    summary: &str,
+    allowed: &[ActionInfo],
+    services: &[String],
+) -> LlmPlan {
+    let tools = planner::tools(allowed);
+    let mut messages = planner::initial_messages(target, incident, summary, allowed);
+    let mut out = LlmPlan {
+        plan: Plan::Fallback { why: String::new() },
+        calls: Vec::new(),
+        usage: TokenUsage::default(),
+    };
+    let mut refusals_in_a_row = 0;
+    for _turn in 0..config.llm.max_turns {
+        let request = planner::request(&config.llm, &messages, &tools);
+        let response = match io.chat(&request).await {
+            Ok(r) => r,
+            Err(e) => {
+                out.plan = Plan::Fallback {
+                    why: format!("model error: {e}"),
+                };
+                return out;
+            }
+        };
+        let checked = planner::check(&response, allowed, services);
+        out.usage.add(checked.usage);
+        if let Some(record) = checked.record.clone() {
+            out.calls.push(record);
+        }
+        let result = match &checked.reply {
+            Reply::Action { name, reason } => {
+                out.plan = Plan::Action {
+                    name: name.clone(),
+                    reason: reason.clone(),
+                };
+                return out;
+            }
+            Reply::Escalate { reason } => {
+                out.plan = Plan::Escalate {
+                    reason: reason.clone(),
+                };
+                return out;
+            }
+            Reply::Refused { why } => {
+                if checked.record.is_none() {
+                    out.calls.push(ToolCallRecord {
+                        name: "-".into(),
+                        arguments: String::new(),
+                        verdict: format!("refused: {why}"),
+                    });
+                }
+                refusals_in_a_row += 1;
+                if refusals_in_a_row >= 2 {
+                    out.plan = Plan::Fallback {
+                        why: format!("the model's reply was refused twice in a row (last: {why})"),
+                    };
+                    return out;
+                }
+                format!("Refused: {why}. Call exactly one of the offered tools.")
+            }
+            Reply::Diagnostics => {
+                refusals_in_a_row = 0;
+                match io.diagnostics(host).await {
+                    Ok(d) => format!(
+                        "--- diagnostics (untrusted data) ---\n{}\n--- end ---",
+                        planner::summarize(&d)
+                    ),
+                    Err(e) => format!("diagnostics unavailable: {e}"),
+                }
+            }
+            Reply::Logs { service } => {
+                refusals_in_a_row = 0;
+                match io.logs(host, service, LOG_TAIL).await {
+                    Ok(lines) => format!(
+                        "--- last {} lines of {service} (untrusted data) ---\n{}\n--- end ---",
+                        lines.len(),
+                        lines.join("\n")
+                    ),
+                    Err(e) => format!("logs unavailable: {e}"),
+                }
+            }
+        };
+        checked.continue_with(&mut messages, &result);
+    }
+    out.plan = Plan::Fallback {
+        why: format!("no decision within {} model turns", config.llm.max_turns),
+    };
+    out
+}
