@@ -21,10 +21,13 @@ for _ in $(seq 1 100); do
 done
 docker version >/dev/null 2>&1 || { echo "dockerd did not start:" >&2; tail -20 "$D/dockerd.log" >&2; exit 1; }
 
-# The test image: static busybox, a web root with /www/healthz = "ok".
+# The test image: static busybox, a web root with /www/healthz = "ok", and
+# the stand-in web service (tests/standin) built statically with rustc.
 R="$D/rootfs"
 rm -rf "$R"; mkdir -p "$R/bin" "$R/etc" "$R/www" "$R/tmp"
 cp "$(command -v busybox)" "$R/bin/busybox"
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+rustc --edition 2021 -O -C target-feature=+crt-static "$HERE/tests/standin/main.rs" -o "$R/bin/standin"
 for a in $("$R/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a"; done
 echo 'root:x:0:0:root:/:/bin/sh' > "$R/etc/passwd"
 echo ok > "$R/www/healthz"

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod core;
 pub mod remediation;
+pub mod views;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;

@@ -1,1 +1,165 @@
-fn main() {}
+//! `vigil-edge`: the native edge. `cargo run -- --config FILE`.
+
+use std::future::IntoFuture;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use edge::config::Config;
+use edge::native::api;
+use edge::native::io::{NativeIo, Secrets};
+use edge::native::runner::Runner;
+
+const USAGE: &str = "usage: vigil-edge --config FILE [--once | --check]\n\
+  --config FILE  the edge configuration (TOML); default: $VIGIL_CONFIG or vigil.toml\n\
+  --once         run one cycle, print a table of targets and states, exit\n\
+  --check        validate the configuration and exit";
+
+struct Args {
+    config: String,
+    once: bool,
+    check: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        config: std::env::var("VIGIL_CONFIG").unwrap_or_else(|_| "vigil.toml".into()),
+        once: false,
+        check: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" => args.config = it.next().ok_or("--config needs a file")?,
+            "--once" => args.once = true,
+            "--check" => args.check = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("vigil-edge: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing();
+    let config = match std::fs::read_to_string(&args.config)
+        .map_err(|e| format!("{}: cannot read: {e}", args.config))
+        .and_then(|text| Config::parse(&args.config, &text).map_err(|e| e.to_string()))
+    {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("vigil-edge: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.check {
+        println!(
+            "ok: {} targets, {} hosts in {}",
+            config.targets.len(),
+            config.hosts.len(),
+            args.config
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vigil-edge: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(config, args.once)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil-edge: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("VIGIL_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let secrets = Secrets::from_env(&config, |k| std::env::var(k).ok());
+    if secrets.webhook_url.is_none() {
+        tracing::warn!(var = %config.discord.webhook_url_env, "no Discord webhook: alerts wait in the outbox");
+    }
+    let io = Arc::new(NativeIo::new(config.clone(), secrets));
+    let runner = Runner::open(config.clone(), io)?;
+    if once {
+        runner.once().await;
+        print!("{}", table(&runner));
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, targets = config.targets.len(), "vigil-edge running");
+    let server = axum::serve(listener, api::router(runner.clone()))
+        .with_graceful_shutdown(shutdown_signal());
+    let (served, ()) = tokio::join!(server.into_future(), runner.run(shutdown_signal()));
+    served?;
+    Ok(())
+}
+
+fn table(runner: &Runner) -> String {
+    let mut out = format!(
+        "{:<20} {:<9} {:>8} {:>6}  {}\n",
+        "TARGET", "STATE", "LATENCY", "STATUS", "INCIDENT / ERROR"
+    );
+    runner.read(|s| {
+        for t in &runner.config.targets {
+            let ts = s.targets.get(&t.id);
+            let last = runner.recent(&t.id).into_iter().next();
+            let state = ts.map_or("unknown", |ts| ts.health.as_str());
+            let latency = last
+                .as_ref()
+                .map_or("-".into(), |o| format!("{} ms", o.latency_ms));
+            let status = last
+                .as_ref()
+                .and_then(|o| o.status)
+                .map_or("-".into(), |s| s.to_string());
+            let note = ts
+                .and_then(|ts| ts.open_incident.clone())
+                .or_else(|| last.as_ref().and_then(|o| o.error.clone()))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{:<20} {:<9} {:>8} {:>6}  {}\n",
+                t.id, state, latency, status, note
+            ));
+        }
+    });
+    out
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -10,7 +10,7 @@ use vigil_wire::{ActionInfo, ActionResult, Diagnostics};
 
 use crate::config::{Config, Target};
 use crate::core::incident::{
-    Incident, PlannerKind, Round, RoundOutcome, TokenUsage, ToolCallRecord,
+    Incident, PendingAction, PlannerKind, Round, RoundOutcome, TokenUsage, ToolCallRecord,
 };
 use crate::core::planner::{self, Reply, LOG_TAIL};
 use crate::core::probe::{Health, Observation};
@@ -65,27 +65,34 @@ struct LlmPlan {
     usage: TokenUsage,
 }
 
-pub async fn run_round<I: RemediationIo>(
-    io: &I,
-    config: &Config,
-    target: &Target,
-    incident: &Incident,
-    n: u32,
-) -> Round {
-    let span =
-        tracing::info_span!("round", incident = %incident.id, target = %target.id, round = n);
-    round_in_span(io, config, target, incident, n)
-        .instrument(span)
-        .await
+/// What a round needs besides the I/O.
+pub struct RoundInput<'a> {
+    pub config: &'a Config,
+    pub target: &'a Target,
+    pub incident: &'a Incident,
+    pub n: u32,
+    /// The action an interrupted run of this round had decided on: resent
+    /// under the same idempotency key, without planning again.
+    pub resume: Option<PendingAction>,
+    /// Called with the decision before the action is sent, so the shell can
+    /// persist it ([`State::note_action`](crate::core::state::State::note_action)).
+    pub on_decision: &'a (dyn Fn(&PendingAction) + Sync),
 }
 
-async fn round_in_span<I: RemediationIo>(
-    io: &I,
-    config: &Config,
-    target: &Target,
-    incident: &Incident,
-    n: u32,
-) -> Round {
+pub async fn run_round<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round {
+    let span = tracing::info_span!("round", incident = %input.incident.id, target = %input.target.id, round = input.n);
+    round_in_span(io, input).instrument(span).await
+}
+
+async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round {
+    let RoundInput {
+        config,
+        target,
+        incident,
+        n,
+        resume,
+        on_decision,
+    } = input;
     let mut round = Round {
         n,
         started_at_ms: io.now_ms(),
@@ -142,7 +149,13 @@ async fn round_in_span<I: RemediationIo>(
     let mut plan = Plan::Fallback {
         why: "no model configured".into(),
     };
-    if io.has_model() {
+    if let Some(p) = &resume {
+        round.planner = p.planner;
+        plan = Plan::Action {
+            name: p.action.clone(),
+            reason: format!("{} (resumed after a restart)", p.reason),
+        };
+    } else if io.has_model() {
         round.planner = PlannerKind::Llm;
         let llm = llm_plan(
             io, config, target, incident, &host, &summary, &allowed, &services,
@@ -159,7 +172,7 @@ async fn round_in_span<I: RemediationIo>(
             return finish(round, RoundOutcome::Escalated);
         }
         Plan::Fallback { why } => {
-            if io.has_model() {
+            if round.planner == PlannerKind::Llm {
                 tracing::warn!(%why, "the ladder takes over from the model");
                 round.fallback = Some(why);
             }
@@ -176,6 +189,12 @@ async fn round_in_span<I: RemediationIo>(
             }
         }
     };
+    on_decision(&PendingAction {
+        round: n,
+        action: name.clone(),
+        reason: reason.clone(),
+        planner: round.planner,
+    });
     round.action = Some(name.clone());
     round.reason = Some(reason);
 

@@ -13,10 +13,11 @@ use vigil_wire::{
 
 use crate::config::{Config, Target};
 use crate::core::alert::Delivery;
+use crate::core::incident::PendingAction;
 use crate::core::incident::{PlannerKind, RemediationStatus, RoundOutcome};
 use crate::core::probe::{classify, Health, Observation, ProbeResponse};
 use crate::core::state::{Event, State};
-use crate::remediation::{run_round, RemediationIo};
+use crate::remediation::{run_round, RemediationIo, RoundInput};
 
 const OWNER: &str = "sim";
 const LEASE_MS: u64 = 600_000;
@@ -300,15 +301,28 @@ impl Sim {
         }
         self.state.page_due(Some("42"), now);
         for incident in self.state.remediation_due(&self.config, now) {
-            let Some(n) = self
-                .state
-                .take_lease(&self.config, &incident, OWNER, now, LEASE_MS)
+            let Some((n, resume)) =
+                self.state
+                    .take_lease(&self.config, &incident, OWNER, now, LEASE_MS)
             else {
                 continue;
             };
             let inc = self.state.incident(&incident).unwrap().clone();
             let target = self.config.target(&inc.target).unwrap().clone();
-            let round = run_round(&self.world, &self.config, &target, &inc, n).await;
+            let decided = std::sync::Mutex::new(None);
+            let note = |p: &PendingAction| *decided.lock().unwrap() = Some(p.clone());
+            let input = RoundInput {
+                config: &self.config,
+                target: &target,
+                incident: &inc,
+                n,
+                resume,
+                on_decision: &note,
+            };
+            let round = run_round(&self.world, input).await;
+            if let Some(p) = decided.into_inner().unwrap() {
+                assert!(self.state.note_action(&incident, OWNER, p));
+            }
             let at = self.world.now.get();
             let ev =
                 self.state
@@ -612,7 +626,7 @@ fn overlapping_cycles_run_one_round_and_page_once() {
     assert_eq!(
         s.state
             .take_lease(&c, &inc[0], "cycle-a", now + 15_000, LEASE_MS),
-        Some(1)
+        Some((1, None))
     );
     assert_eq!(
         s.state
@@ -620,11 +634,23 @@ fn overlapping_cycles_run_one_round_and_page_once() {
         None,
         "the second cycle finds the lease taken"
     );
-    // An expired lease (a crashed owner) is taken over with the same round number.
+    let decided = PendingAction {
+        round: 1,
+        action: "restart_api_core".into(),
+        reason: "r".into(),
+        planner: PlannerKind::Ladder,
+    };
+    assert!(s.state.note_action(&inc[0], "cycle-a", decided.clone()));
+    assert!(
+        !s.state.note_action(&inc[0], "cycle-b", decided.clone()),
+        "only the holder records"
+    );
+    // An expired lease (a crashed owner) is taken over with the same round
+    // number and the decision it had made.
     assert_eq!(
         s.state
             .take_lease(&c, &inc[0], "cycle-b", now + 15_000 + LEASE_MS, LEASE_MS),
-        Some(1)
+        Some((1, Some(decided)))
     );
     // The original owner can no longer store its round.
     let round = crate::core::incident::Round {
@@ -913,23 +939,46 @@ fn a_restart_mid_incident_continues_the_same_incident() {
         let held = s
             .state
             .take_lease(&s.config, &id, "old-process", now, LEASE_MS);
-        assert_eq!(held, Some(rounds_before as u32 + 1));
+        let n = rounds_before as u32 + 1;
+        assert_eq!(held, Some((n, None)));
+        // It decided, and perhaps sent, its action: then the process died.
+        let decided = PendingAction {
+            round: n,
+            action: "restart_all".into(),
+            reason: "r".into(),
+            planner: PlannerKind::Ladder,
+        };
+        assert!(s.state.note_action(&id, "old-process", decided));
         // Persist and reload, as a restarted runner does.
         let saved = serde_json::to_string(&s.state).unwrap();
         s.state = serde_json::from_str(&saved).unwrap();
         s.state.reconcile(&s.config, now, true);
         s.run_for(3_600_000).await;
         assert_eq!(s.incidents().len(), 1, "no duplicate incident");
-        let keys: Vec<String> = s
-            .world
-            .actions_run
-            .borrow()
-            .iter()
-            .map(|(_, k)| k.clone())
-            .collect();
-        let mut unique = keys.clone();
-        unique.dedup();
-        assert_eq!(keys, unique, "no round repeated under a new key");
+        let runs = s.world.actions_run.borrow().clone();
+        let key = format!("vigil-{id}-round-{n}");
+        let resumed: Vec<_> = runs.iter().filter(|(_, k)| *k == key).collect();
+        assert_eq!(
+            resumed.len(),
+            1,
+            "the interrupted round is resumed once, with its key: {runs:?}"
+        );
+        assert_eq!(
+            resumed[0].0, "restart_all",
+            "with the action it had decided on"
+        );
+        let rounds = &s.incidents()[0].rounds;
+        let numbers: Vec<u32> = rounds.iter().map(|r| r.n).collect();
+        assert_eq!(
+            numbers,
+            (1..=rounds.len() as u32).collect::<Vec<_>>(),
+            "no round recorded twice"
+        );
+        assert!(rounds[n as usize - 1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("resumed after a restart"));
         assert_eq!(s.pages(), 1);
         // Recovery while "down" leaves nothing open.
         s.world.behaviour.set(Behaviour::Up);

@@ -3,7 +3,6 @@
 
 pub mod actions;
 pub mod audit;
-pub mod auth;
 pub mod client_ip;
 pub mod config;
 pub mod docker;

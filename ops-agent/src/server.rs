@@ -17,12 +17,11 @@ use axum::{Extension, Json, Router};
 use tracing::Instrument;
 use vigil_wire::{
     ActionList, ActionOutcome, ActionResult, AuditEntry, AuditList, Diagnostics, ErrorBody,
-    LogLines, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED,
+    LogLines, TokenCheck, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED,
 };
 
 use crate::actions::Allowlist;
 use crate::audit::AuditLog;
-use crate::auth::TokenCheck;
 use crate::client_ip::client_ip;
 use crate::config::Config;
 use crate::docker::{DockerError, Engine};

@@ -1,8 +1,14 @@
 //! Real local peers and helpers for Vigil's tests. Everything listens on
 //! 127.0.0.1 only.
 
+pub mod discord;
 pub mod docker;
+pub mod edge;
+pub mod openai;
+pub mod pair;
 pub mod process;
+pub mod serve;
+pub mod target;
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};

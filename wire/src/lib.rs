@@ -1,10 +1,14 @@
 //! Wire types of the ops-agent HTTP API.
 //!
 //! The ops-agent serialises these and the edge deserialises them: one
-//! definition of each, so the two sides cannot drift apart. The crate depends
-//! on serde alone so that it builds for wasm32 (the Worker) as well.
+//! definition of each, so the two sides cannot drift apart. Also the bearer
+//! token check both programs use. Light enough to build for wasm32 (the
+//! Worker).
 
 use serde::{Deserialize, Serialize};
+
+pub mod token;
+pub use token::TokenCheck;
 
 /// The fixed Docker operation an action performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

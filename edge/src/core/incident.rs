@@ -128,6 +128,17 @@ pub struct ManualAction {
     pub error: Option<String>,
 }
 
+/// An action a round decided on and is about to send (or has sent):
+/// persisted first, so a runner restarted mid-round resumes the same action
+/// under the same idempotency key instead of planning anew.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAction {
+    pub round: u32,
+    pub action: String,
+    pub reason: String,
+    pub planner: PlannerKind,
+}
+
 /// Who runs the incident's current round, until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -159,6 +170,8 @@ pub struct Incident {
     pub acked_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_action: Option<PendingAction>,
     #[serde(default)]
     pub manual_actions: Vec<ManualAction>,
 }

@@ -497,6 +497,7 @@ mod tests {
             acked_at_ms: None,
             acked_by: None,
             lease: None,
+            pending_action: None,
             manual_actions: vec![],
         }
     }

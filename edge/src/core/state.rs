@@ -6,10 +6,15 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{page_message, transition_message, Outbox, TransitionAlert};
-use super::incident::{Incident, Lease, RemediationStatus, Round, RoundOutcome, StateChange};
+use super::incident::{
+    Incident, Lease, ManualAction, PendingAction, RemediationStatus, Round, RoundOutcome,
+    StateChange, TokenUsage,
+};
 use super::probe::{Health, Observation};
 use crate::config::{Config, Role, Target};
 
+/// Manual actions kept in the state-wide log.
+const MANUAL_KEPT: usize = 200;
 /// Anomalies kept (slow observations).
 const ANOMALIES_KEPT: usize = 500;
 /// Resolved incidents kept; open ones are always kept.
@@ -114,6 +119,9 @@ pub struct State {
     pub outbox: Outbox,
     #[serde(default)]
     pub anomalies: VecDeque<Anomaly>,
+    /// Actions run by hand through the control API, newest first.
+    #[serde(default)]
+    pub manual_actions: VecDeque<ManualAction>,
 }
 
 /// Who the on-call person is, for the page's @mention.
@@ -278,6 +286,7 @@ impl State {
                     acked_at_ms: None,
                     acked_by: None,
                     lease: None,
+                    pending_action: None,
                     manual_actions: Vec::new(),
                 });
                 events.push(Event::IncidentOpened {
@@ -312,6 +321,11 @@ impl State {
                 inc.resolved_at_ms = Some(now_ms);
                 inc.resolution = Some("recovered".into());
                 inc.lease = None;
+                if let Some(p) = inc.pending_action.take() {
+                    // A round cut short (the runner stopped mid-round): keep
+                    // what it did in the record.
+                    inc.rounds.push(interrupted_round(p, now_ms));
+                }
                 if matches!(inc.remediation, RemediationStatus::Pending) {
                     inc.remediation = RemediationStatus::Done;
                 }
@@ -364,7 +378,7 @@ impl State {
     /// Takes the incident's lease for its next round; `None` when someone
     /// else holds it or no round is due. The round number is derived from the
     /// record, so a round retried after a crash keeps its number (and its
-    /// idempotency key).
+    /// idempotency key), and with it the action it had decided on, if any.
     pub fn take_lease(
         &mut self,
         config: &Config,
@@ -372,7 +386,7 @@ impl State {
         owner: &str,
         now_ms: u64,
         ttl_ms: u64,
-    ) -> Option<u32> {
+    ) -> Option<(u32, Option<PendingAction>)> {
         if !self
             .remediation_due(config, now_ms)
             .iter()
@@ -387,7 +401,24 @@ impl State {
             round,
             until_ms: now_ms + ttl_ms,
         });
-        Some(round)
+        let resume = inc.pending_action.clone().filter(|p| p.round == round);
+        Some((round, resume))
+    }
+
+    /// Records, before it is sent, the action the lease holder's round is
+    /// about to run. False when `owner` no longer holds the lease.
+    pub fn note_action(&mut self, incident: &str, owner: &str, pending: PendingAction) -> bool {
+        let Some(inc) = self.incident_mut(incident) else {
+            return false;
+        };
+        let holds = inc
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.owner == owner && l.round == pending.round);
+        if holds {
+            inc.pending_action = Some(pending);
+        }
+        holds
     }
 
     /// Stores a finished round and releases the lease. Returns false (and
@@ -410,6 +441,7 @@ impl State {
             return false;
         }
         inc.lease = None;
+        inc.pending_action = None;
         let outcome = round.outcome.clone();
         inc.rounds.push(round);
         if inc.remediation == RemediationStatus::Pending {
@@ -507,6 +539,20 @@ impl State {
             .count()
     }
 
+    /// Records an action run by hand: in the state-wide log, and on every
+    /// open incident of a target on that host.
+    pub fn record_manual_action(&mut self, config: &Config, action: ManualAction) {
+        for inc in self.incidents.iter_mut().filter(|i| i.is_open()) {
+            if config.target(&inc.target).and_then(|t| t.host.as_deref())
+                == Some(action.host.as_str())
+            {
+                inc.manual_actions.push(action.clone());
+            }
+        }
+        self.manual_actions.push_front(action);
+        self.manual_actions.truncate(MANUAL_KEPT);
+    }
+
     pub fn acknowledge(&mut self, incident: &str, by: &str, now_ms: u64) -> Result<(), StateError> {
         let inc = self.incident_mut(incident).ok_or(StateError::NoIncident)?;
         if !inc.is_open() {
@@ -563,6 +609,25 @@ pub enum StateError {
     NoIncident,
     #[error("the incident is already resolved")]
     AlreadyResolved,
+}
+
+fn interrupted_round(p: PendingAction, now_ms: u64) -> Round {
+    Round {
+        n: p.round,
+        started_at_ms: now_ms,
+        finished_at_ms: now_ms,
+        diagnostics: None,
+        planner: p.planner,
+        fallback: None,
+        tool_calls: Vec::new(),
+        action: Some(p.action),
+        reason: Some(p.reason),
+        action_result: None,
+        action_error: Some("the runner stopped before this round finished; the target recovered meanwhile (the agent's audit log has the action)".into()),
+        reprobe: None,
+        usage: TokenUsage::default(),
+        outcome: RoundOutcome::Recovered,
+    }
 }
 
 fn initial_remediation(

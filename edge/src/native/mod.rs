@@ -1,1 +1,7 @@
+//! The native shell: tokio, reqwest, axum and a file store. This is what
+//! `cargo run` starts.
 
+pub mod api;
+pub mod io;
+pub mod runner;
+pub mod store;

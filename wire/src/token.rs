@@ -1,5 +1,6 @@
-//! Bearer-token check: constant time, on SHA-256 digests so that not even the
-//! token's length leaks through timing.
+//! Bearer-token check, shared by the ops-agent and the edge's API: constant
+//! time, on SHA-256 digests so that not even the token's length leaks through
+//! timing.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

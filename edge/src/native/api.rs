@@ -1,0 +1,372 @@
+//! The native runner's HTTP API: read routes (OPS_READ_TOKEN or
+//! CONTROL_TOKEN) and control routes (CONTROL_TOKEN only).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use vigil_wire::{ErrorBody, TokenCheck};
+
+use super::io::now_ms;
+use super::runner::Runner;
+use crate::core::incident::ManualAction;
+use crate::core::state::StateError;
+use crate::remediation::RemediationIo;
+use crate::views;
+
+/// Largest request body the API reads.
+const BODY_LIMIT: usize = 16 * 1024;
+
+struct Api {
+    runner: Arc<Runner>,
+    read: Vec<TokenCheck>,
+    control: Option<TokenCheck>,
+}
+
+type Shared = Arc<Api>;
+
+pub fn router(runner: Arc<Runner>) -> Router {
+    let secrets = runner.io.secrets().clone();
+    let control = secrets.control_token.as_deref().map(TokenCheck::new);
+    let read = [
+        secrets.read_token.as_deref(),
+        secrets.control_token.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(TokenCheck::new)
+    .collect();
+    if control.is_none() {
+        tracing::warn!("CONTROL_TOKEN is not set: control routes refuse every request");
+    }
+    let api = Arc::new(Api {
+        runner,
+        read,
+        control,
+    });
+    let reads = Router::new()
+        .route("/ops/summary", get(summary))
+        .route("/ops/incidents", get(incidents))
+        .route("/ops/incidents/{id}", get(incident))
+        .route("/ops/target/{id}", get(target))
+        .route("/ops/anomalies", get(anomalies))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_read));
+    let controls = Router::new()
+        .route("/ops/actions/{host}/{name}", post(manual_action))
+        .route("/ops/restart/{target}", post(restart_target))
+        .route("/ops/incidents/{id}/ack", post(ack))
+        .route("/ops/incidents/{id}/resolve", post(resolve))
+        .route("/ops/target/{id}/maintenance", post(maintenance))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_control));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .merge(reads)
+        .merge(controls)
+        .with_state(api)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            )
+        })
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(ErrorBody::new(code, message))).into_response()
+}
+
+fn unauthorized() -> Response {
+    let mut res = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong bearer token",
+    );
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    res
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()
+}
+
+async fn require_read(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    let header = bearer(req.headers());
+    // Every check runs, so timing does not tell which token matched.
+    let ok = api
+        .read
+        .iter()
+        .fold(false, |ok, t| t.accepts_header(header) | ok);
+    if ok {
+        next.run(req).await
+    } else {
+        unauthorized()
+    }
+}
+
+async fn require_control(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    if api
+        .control
+        .as_ref()
+        .is_some_and(|t| t.accepts_header(bearer(req.headers())))
+    {
+        next.run(req).await
+    } else {
+        unauthorized()
+    }
+}
+
+/// Who did it, for the audit trail: the `X-Vigil-Operator` header, else the
+/// token's role.
+fn operator(headers: &HeaderMap) -> String {
+    headers
+        .get("x-vigil-operator")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| crate::core::probe::truncate(v.trim(), 64))
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "control-token".into())
+}
+
+async fn summary(State(api): State<Shared>) -> Response {
+    let now = now_ms();
+    let runner = &api.runner;
+    Json(runner.read(|s| {
+        views::summary(&runner.config, s, now, |id| {
+            runner.recent(id).into_iter().next()
+        })
+    }))
+    .into_response()
+}
+
+async fn incidents(
+    State(api): State<Shared>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let open = match q.get("state").map(String::as_str) {
+        None => None,
+        Some("open") => Some(true),
+        Some("resolved") => Some(false),
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("state must be open or resolved, got {other:?}"),
+            )
+        }
+    };
+    api.runner
+        .read(|s| Json(views::incidents(s, open)).into_response())
+}
+
+async fn incident(State(api): State<Shared>, Path(id): Path<String>) -> Response {
+    match api.runner.read(|s| s.incident(&id).cloned()) {
+        Some(i) => Json(i).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "unknown_incident",
+            format!("no incident {id:?}"),
+        ),
+    }
+}
+
+async fn target(State(api): State<Shared>, Path(id): Path<String>) -> Response {
+    let now = now_ms();
+    let recent = api.runner.recent(&id);
+    api.runner.read(
+        |s| match views::target(&api.runner.config, s, &id, recent, now) {
+            Some(v) => Json(v).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "unknown_target",
+                format!("no target {id:?}"),
+            ),
+        },
+    )
+}
+
+async fn anomalies(State(api): State<Shared>) -> Response {
+    Json(api.runner.read(|s| json!({"anomalies": s.anomalies}))).into_response()
+}
+
+/// Runs an allowlisted action by hand and records it.
+async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
+    if api.runner.config.host(host).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_host",
+            format!("no host {host:?}"),
+        );
+    }
+    match api.runner.io.actions(host).await {
+        Err(e) => return error(StatusCode::BAD_GATEWAY, "agent_unreachable", e),
+        Ok(list) if !list.iter().any(|a| a.name == name) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown_action",
+                format!("{name:?} is not allowlisted on {host}"),
+            )
+        }
+        Ok(_) => {}
+    }
+    let at_ms = now_ms();
+    let key = format!("vigil-manual-{host}-{name}-{at_ms}");
+    let span = tracing::info_span!("action", action = %name, %host, manual = true, %by);
+    let result =
+        tracing::Instrument::instrument(api.runner.io.run_action_on(host, name, &key), span).await;
+    let record = ManualAction {
+        at_ms,
+        by,
+        host: host.to_string(),
+        action: name.to_string(),
+        result: result.as_ref().ok().cloned(),
+        error: result.as_ref().err().cloned(),
+    };
+    let config = api.runner.config.clone();
+    api.runner
+        .update(|s| s.record_manual_action(&config, record));
+    match result {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, "action_failed", e),
+    }
+}
+
+async fn manual_action(
+    State(api): State<Shared>,
+    Path((host, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    run_manual(&api, &host, &name, operator(&headers)).await
+}
+
+async fn restart_target(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(t) = api.runner.config.target(&id).cloned() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_target",
+            format!("no target {id:?}"),
+        );
+    };
+    let (Some(host), Some(first)) = (t.host.as_deref(), t.actions.first()) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_ladder",
+            format!("target {id:?} has no host or actions"),
+        );
+    };
+    run_manual(&api, host, first, operator(&headers)).await
+}
+
+fn state_result(r: Result<(), StateError>, id: &str) -> Response {
+    match r {
+        Ok(()) => Json(json!({"ok": true, "incident": id})).into_response(),
+        Err(StateError::NoIncident) => error(
+            StatusCode::NOT_FOUND,
+            "unknown_incident",
+            format!("no incident {id:?}"),
+        ),
+        Err(StateError::AlreadyResolved) => error(
+            StatusCode::CONFLICT,
+            "already_resolved",
+            format!("incident {id:?} is already resolved"),
+        ),
+    }
+}
+
+async fn ack(State(api): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let by = operator(&headers);
+    state_result(
+        api.runner.update(|s| s.acknowledge(&id, &by, now_ms())),
+        &id,
+    )
+}
+
+async fn resolve(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let by = operator(&headers);
+    state_result(api.runner.update(|s| s.resolve(&id, &by, now_ms())), &id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    /// End of the window (epoch ms); null ends it now.
+    #[serde(default)]
+    until_ms: Option<u64>,
+    /// Or: how long from now.
+    #[serde(default)]
+    duration_s: Option<f64>,
+}
+
+async fn maintenance(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body over {BODY_LIMIT} bytes"),
+        );
+    };
+    if api.runner.config.target(&id).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_target",
+            format!("no target {id:?}"),
+        );
+    }
+    let parsed: MaintenanceBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("expected {{\"until_ms\": ms}} or {{\"duration_s\": s}}: {e}"),
+            )
+        }
+    };
+    let now = now_ms();
+    let until = match (parsed.until_ms, parsed.duration_s) {
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "give until_ms or duration_s, not both",
+            )
+        }
+        (Some(u), None) => Some(u),
+        (None, Some(d)) if d.is_finite() && d > 0.0 => Some(now + (d * 1000.0) as u64),
+        (None, Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "duration_s must be greater than zero",
+            )
+        }
+        (None, None) => None,
+    };
+    let _ = api.runner.update(|s| s.set_maintenance(&id, until, now));
+    Json(json!({"ok": true, "target": id, "maintenance_until_ms": until})).into_response()
+}

@@ -1,0 +1,401 @@
+//! The native shell's I/O: probes, Discord deliveries, the ops-agents and the
+//! model, over reqwest with a timeout on every call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionResponse};
+use futures_util::StreamExt;
+use reqwest::{Client, Method, StatusCode};
+use vigil_wire::{
+    ActionInfo, ActionList, ActionResult, Diagnostics, ErrorBody, LogLines, IDEMPOTENCY_KEY,
+};
+
+use crate::config::{Config, Target};
+use crate::core::alert::{Delivery, DiscordMessage};
+use crate::core::probe::{
+    cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS,
+};
+use crate::remediation::RemediationIo;
+
+/// Most of a probed body that is read (body checks look at the start).
+const BODY_LIMIT: usize = 1 << 20;
+/// Calls to an agent that are not actions.
+const AGENT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Added to an action's own timeout for the HTTP round trip.
+const ACTION_SLACK: Duration = Duration::from_secs(15);
+const DISCORD_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Secrets and endpoints, read from the environment once.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub webhook_url: Option<String>,
+    pub oncall_user: Option<String>,
+    pub openai_key: Option<String>,
+    pub read_token: Option<String>,
+    pub control_token: Option<String>,
+    /// host id -> (agent URL, agent token)
+    pub hosts: HashMap<String, (Option<String>, Option<String>)>,
+}
+
+impl Secrets {
+    pub fn from_env(config: &Config, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |k: &str| lookup(k).filter(|v| !v.is_empty());
+        Secrets {
+            webhook_url: get(&config.discord.webhook_url_env),
+            oncall_user: get(&config.discord.oncall_user_id_env),
+            openai_key: get(&config.llm.api_key_env),
+            read_token: get("OPS_READ_TOKEN"),
+            control_token: get("CONTROL_TOKEN"),
+            hosts: config
+                .hosts
+                .iter()
+                .map(|h| (h.id.clone(), (get(&h.url_env), get(&h.token_env))))
+                .collect(),
+        }
+    }
+}
+
+pub struct NativeIo {
+    http: Client,
+    config: std::sync::Arc<Config>,
+    secrets: Secrets,
+    nonce: AtomicU64,
+    /// Each host's action timeouts, from its last `GET /v1/actions`.
+    timeouts: Mutex<HashMap<(String, String), Duration>>,
+}
+
+impl NativeIo {
+    pub fn new(config: std::sync::Arc<Config>, secrets: Secrets) -> Self {
+        let http = Client::builder()
+            .user_agent(concat!("vigil-edge/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("the HTTP client builds with static settings");
+        NativeIo {
+            http,
+            config,
+            secrets,
+            nonce: AtomicU64::new(now_ms()),
+            timeouts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// Sends one Discord message and says how it went.
+    pub async fn deliver(&self, message: &DiscordMessage) -> Delivery {
+        let Some(url) = &self.secrets.webhook_url else {
+            return Delivery::Failed {
+                error: format!("{} is not set", self.config.discord.webhook_url_env),
+            };
+        };
+        let url = if url.contains('?') {
+            format!("{url}&wait=true")
+        } else {
+            format!("{url}?wait=true")
+        };
+        let res = match self
+            .http
+            .post(url)
+            .json(message)
+            .timeout(DISCORD_TIMEOUT)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return Delivery::Failed {
+                    error: error_chain(&e),
+                }
+            }
+        };
+        let status = res.status();
+        let header_retry = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<f64>().ok());
+        let body = res.text().await.unwrap_or_default();
+        match status {
+            s if s.is_success() => Delivery::Sent,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let body_retry = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("retry_after")?.as_f64());
+                let secs = body_retry.or(header_retry).unwrap_or(1.0).max(0.0);
+                Delivery::RateLimited {
+                    retry_after_ms: (secs * 1000.0).ceil() as u64,
+                }
+            }
+            s if s.is_client_error() => Delivery::Rejected {
+                error: format!("HTTP {s}: {}", crate::core::probe::truncate(&body, 300)),
+            },
+            s => Delivery::Failed {
+                error: format!("HTTP {s}"),
+            },
+        }
+    }
+
+    fn agent(&self, host: &str) -> Result<(&str, &str), String> {
+        let (url, token) = self
+            .secrets
+            .hosts
+            .get(host)
+            .ok_or_else(|| format!("no host {host:?} configured"))?;
+        let cfg = self
+            .config
+            .host(host)
+            .ok_or_else(|| format!("no host {host:?} configured"))?;
+        let url = url
+            .as_deref()
+            .ok_or_else(|| format!("{} is not set", cfg.url_env))?;
+        let token = token
+            .as_deref()
+            .ok_or_else(|| format!("{} is not set", cfg.token_env))?;
+        Ok((url.trim_end_matches('/'), token))
+    }
+
+    async fn agent_call<T: serde::de::DeserializeOwned>(
+        &self,
+        host: &str,
+        method: Method,
+        path: &str,
+        timeout: Duration,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, String> {
+        let (base, token) = self.agent(host)?;
+        let mut req = self
+            .http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token)
+            .timeout(timeout);
+        if let Some(key) = idempotency_key {
+            req = req.header(IDEMPOTENCY_KEY, key);
+        }
+        let res = req.send().await.map_err(|e| error_chain(&e))?;
+        let status = res.status();
+        let body = res.bytes().await.map_err(|e| error_chain(&e))?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(e) => format!(
+                    "HTTP {}: {}: {}",
+                    status.as_u16(),
+                    e.error.code,
+                    e.error.message
+                ),
+                Err(_) => format!("HTTP {}", status.as_u16()),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("unexpected answer from the agent: {e}"))
+    }
+
+    /// Runs one action on a host's agent: what the control API uses too.
+    pub async fn run_action_on(
+        &self,
+        host: &str,
+        action: &str,
+        key: &str,
+    ) -> Result<ActionResult, String> {
+        let timeout = {
+            let known = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
+            known.get(&(host.to_string(), action.to_string())).copied()
+        };
+        let timeout = match timeout {
+            Some(t) => t,
+            None => {
+                let list = self.actions(host).await?;
+                let info = list
+                    .iter()
+                    .find(|a| a.name == action)
+                    .ok_or_else(|| format!("{action} is not allowlisted on {host}"))?;
+                Duration::from_millis(info.timeout_ms)
+            }
+        };
+        let path = format!("/v1/actions/{action}");
+        self.agent_call(host, Method::POST, &path, timeout + ACTION_SLACK, Some(key))
+            .await
+    }
+}
+
+/// An error with its causes, which reqwest keeps apart ("error sending
+/// request" alone says little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl RemediationIo for NativeIo {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    async fn sleep_ms(&self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    async fn diagnostics(&self, host: &str) -> Result<Diagnostics, String> {
+        self.agent_call(
+            host,
+            Method::GET,
+            "/v1/diagnostics",
+            AGENT_READ_TIMEOUT,
+            None,
+        )
+        .await
+    }
+
+    async fn actions(&self, host: &str) -> Result<Vec<ActionInfo>, String> {
+        let list: ActionList = self
+            .agent_call(host, Method::GET, "/v1/actions", AGENT_READ_TIMEOUT, None)
+            .await?;
+        let mut known = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
+        for a in &list.actions {
+            known.insert(
+                (host.to_string(), a.name.clone()),
+                Duration::from_millis(a.timeout_ms),
+            );
+        }
+        Ok(list.actions)
+    }
+
+    async fn logs(&self, host: &str, service: &str, tail: u32) -> Result<Vec<String>, String> {
+        let path = format!("/v1/logs/{service}?tail={tail}");
+        let logs: LogLines = self
+            .agent_call(host, Method::GET, &path, AGENT_READ_TIMEOUT, None)
+            .await?;
+        Ok(logs.lines)
+    }
+
+    async fn run_action(
+        &self,
+        host: &str,
+        action: &str,
+        key: &str,
+    ) -> Result<ActionResult, String> {
+        self.run_action_on(host, action, key).await
+    }
+
+    fn has_model(&self) -> bool {
+        self.secrets.openai_key.is_some()
+    }
+
+    async fn chat(
+        &self,
+        request: &CreateChatCompletionRequest,
+    ) -> Result<CreateChatCompletionResponse, String> {
+        let key = self.secrets.openai_key.as_deref().ok_or("no model key")?;
+        let url = format!(
+            "{}/chat/completions",
+            self.config.llm.base_url.trim_end_matches('/')
+        );
+        let res = self
+            .http
+            .post(url)
+            .bearer_auth(key)
+            .json(request)
+            .timeout(Duration::from_secs_f64(self.config.llm.timeout_s))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "the model timed out".to_string()
+                } else {
+                    error_chain(&e)
+                }
+            })?;
+        let status = res.status();
+        let body = res.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                "the model timed out".to_string()
+            } else {
+                error_chain(&e)
+            }
+        })?;
+        if !status.is_success() {
+            return Err(format!(
+                "HTTP {}: {}",
+                status.as_u16(),
+                crate::core::probe::truncate(&String::from_utf8_lossy(&body), 200)
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("malformed completion: {e}"))
+    }
+
+    async fn probe(&self, target: &Target) -> Observation {
+        let at_ms = now_ms();
+        let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
+        let method = Method::from_bytes(target.method.as_bytes()).unwrap_or(Method::GET);
+        let timeout = Duration::from_millis(target.timeout_ms);
+        let started = Instant::now();
+        let mut req = self
+            .http
+            .request(method, cache_busted_url(&target.url, nonce))
+            .timeout(timeout);
+        for (k, v) in NO_CACHE_HEADERS {
+            req = req.header(k, v);
+        }
+        let elapsed = || started.elapsed().as_millis() as u64;
+        let response = match req.send().await {
+            Err(e) if e.is_timeout() => ProbeResponse::TimedOut {
+                latency_ms: elapsed(),
+            },
+            Err(e) => ProbeResponse::Failed {
+                error: error_chain(&e),
+                latency_ms: elapsed(),
+            },
+            Ok(res) => {
+                let status = res.status().as_u16();
+                let mut body = Vec::new();
+                let mut stream = res.bytes_stream();
+                let mut failure = None;
+                while let Some(chunk) = stream.next().await {
+                    match chunk {
+                        Ok(c) => {
+                            body.extend_from_slice(
+                                &c[..c.len().min(BODY_LIMIT.saturating_sub(body.len()))],
+                            );
+                            if body.len() >= BODY_LIMIT {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failure {
+                    Some(e) if e.is_timeout() => ProbeResponse::TimedOut {
+                        latency_ms: elapsed(),
+                    },
+                    Some(e) => ProbeResponse::Failed {
+                        error: error_chain(&e),
+                        latency_ms: elapsed(),
+                    },
+                    None => ProbeResponse::Answered {
+                        status,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                        latency_ms: elapsed(),
+                    },
+                }
+            }
+        };
+        classify(target, response, at_ms)
+    }
+}

@@ -1,0 +1,282 @@
+//! The native runner: wakes when a probe is due, feeds observations to the
+//! core, starts remediation rounds beside the cycle (never inside it), and
+//! delivers the outbox. State lives in memory behind a mutex and is saved
+//! after every change.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::io::{now_ms, NativeIo};
+use super::store::{FileStore, StoreError};
+use crate::config::Config;
+use crate::core::alert::Delivery;
+use crate::core::probe::Observation;
+use crate::core::state::{Event, State};
+use crate::remediation::{run_round, RemediationIo, RoundInput};
+
+/// Recent observations kept per target, in memory.
+const RECENT_KEPT: usize = 120;
+/// How long a round may hold its incident's lease before another runner
+/// may assume it died.
+const LEASE_MS: u64 = 15 * 60 * 1000;
+
+pub struct Runner {
+    pub config: Arc<Config>,
+    pub io: Arc<NativeIo>,
+    state: Mutex<State>,
+    store: Mutex<FileStore>,
+    recent: Mutex<HashMap<String, VecDeque<Observation>>>,
+    /// One delivery pass at a time, so no message is sent twice.
+    delivering: tokio::sync::Mutex<()>,
+    owner: String,
+    rounds: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Runner {
+    /// Opens the store (refusing a state dir another runner holds) and
+    /// brings the stored state in line with the configuration.
+    pub fn open(config: Arc<Config>, io: Arc<NativeIo>) -> Result<Arc<Self>, StoreError> {
+        let mut store = FileStore::open(std::path::Path::new(&config.state_dir))?;
+        let mut state = store.load()?;
+        // The lock is ours: leases in the file belong to a runner that is gone.
+        state.reconcile(&config, now_ms(), true);
+        store.save(&state)?;
+        Ok(Arc::new(Runner {
+            owner: format!("native-{}-{}", std::process::id(), now_ms()),
+            config,
+            io,
+            state: Mutex::new(state),
+            store: Mutex::new(store),
+            recent: Mutex::new(HashMap::new()),
+            delivering: tokio::sync::Mutex::new(()),
+            rounds: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Reads the state under the lock.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&lock(&self.state))
+    }
+
+    /// Changes the state under the lock and saves it.
+    pub fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut state = lock(&self.state);
+        let out = f(&mut state);
+        if let Err(e) = lock(&self.store).save(&state) {
+            tracing::error!(error = %e, "saving the state failed; it stays in memory and is saved with the next change");
+        }
+        out
+    }
+
+    pub fn recent(&self, target: &str) -> Vec<Observation> {
+        lock(&self.recent)
+            .get(target)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn oncall(&self) -> Option<String> {
+        self.io.secrets().oncall_user.clone()
+    }
+
+    /// One cycle: every due probe (concurrently, bounded), then rounds and
+    /// deliveries. Returns the number of targets probed.
+    pub async fn cycle(self: &Arc<Self>) -> usize {
+        let span = tracing::info_span!("cycle");
+        async {
+            let now = now_ms();
+            let due = self.update(|s| s.due_targets(&self.config, now));
+            let probed = due.len();
+            let observations: Vec<Observation> =
+                stream::iter(due.iter().filter_map(|id| self.config.target(id)))
+                    .map(|target| self.io.probe(target))
+                    .buffer_unordered(self.config.probe_concurrency)
+                    .collect()
+                    .await;
+            self.record(&observations);
+            let oncall = self.oncall();
+            self.update(|s| {
+                let at = now_ms();
+                for obs in &observations {
+                    log_events(&s.observe(&self.config, obs, at));
+                }
+                s.page_due(oncall.as_deref(), at);
+            });
+            self.start_rounds();
+            self.deliver().await;
+            tracing::debug!(probed, "cycle done");
+            probed
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn record(&self, observations: &[Observation]) {
+        let mut recent = lock(&self.recent);
+        for obs in observations {
+            let q = recent.entry(obs.target.clone()).or_default();
+            q.push_front(obs.clone());
+            q.truncate(RECENT_KEPT);
+        }
+    }
+
+    /// Starts a round for every incident that wants one and whose lease is
+    /// free; each runs as its own task.
+    pub fn start_rounds(self: &Arc<Self>) {
+        let now = now_ms();
+        let leased: Vec<_> = self.update(|s| {
+            s.remediation_due(&self.config, now)
+                .into_iter()
+                .filter_map(|id| {
+                    let (n, resume) =
+                        s.take_lease(&self.config, &id, &self.owner, now, LEASE_MS)?;
+                    Some((s.incident(&id)?.clone(), n, resume))
+                })
+                .collect()
+        });
+        for (incident, n, resume) in leased {
+            let Some(target) = self.config.target(&incident.target).cloned() else {
+                continue;
+            };
+            let this = self.clone();
+            let handle = tokio::spawn(async move {
+                let note = |p: &crate::core::incident::PendingAction| {
+                    this.update(|s| s.note_action(&incident.id, &this.owner, p.clone()));
+                };
+                let input = RoundInput {
+                    config: &this.config,
+                    target: &target,
+                    incident: &incident,
+                    n,
+                    resume,
+                    on_decision: &note,
+                };
+                let round = run_round(&*this.io, input).await;
+                let oncall = this.oncall();
+                this.record(round.reprobe.as_slice());
+                this.update(|s| {
+                    log_events(&s.complete_round(
+                        &this.config,
+                        &incident.id,
+                        &this.owner,
+                        round,
+                        oncall.as_deref(),
+                        now_ms(),
+                    ));
+                });
+                this.deliver().await;
+            });
+            lock(&self.rounds).push(handle);
+        }
+    }
+
+    /// Waits for every round started so far (for `--once` and shutdown).
+    pub async fn wait_for_rounds(&self) {
+        loop {
+            let handles: Vec<_> = lock(&self.rounds).drain(..).collect();
+            if handles.is_empty() {
+                return;
+            }
+            for h in handles {
+                let _ = h.await;
+            }
+        }
+    }
+
+    /// Delivers queued messages oldest first, stopping at the first failure
+    /// so that order is kept.
+    pub async fn deliver(&self) {
+        let _one_at_a_time = self.delivering.lock().await;
+        loop {
+            let Some(entry) = self.read(|s| s.outbox.due(now_ms()).cloned()) else {
+                return;
+            };
+            let outcome = self.io.deliver(&entry.message).await;
+            let stop = !matches!(outcome, Delivery::Sent | Delivery::Rejected { .. });
+            match &outcome {
+                Delivery::Sent => tracing::info!(key = %entry.key, "alert delivered"),
+                other => tracing::warn!(key = %entry.key, outcome = ?other, "alert not delivered"),
+            }
+            self.update(|s| s.outbox.record(entry.id, outcome, now_ms()));
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// How long to sleep before the next probe is due.
+    pub fn until_next(&self) -> Duration {
+        let next = self
+            .read(|s| s.next_probe_at_ms())
+            .unwrap_or_else(|| now_ms() + self.config.interval_ms());
+        Duration::from_millis(next.saturating_sub(now_ms()).max(10))
+    }
+
+    /// Runs cycles until `shutdown` resolves.
+    pub async fn run(self: &Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.cycle().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.until_next()) => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        tracing::info!("stopping: letting running rounds finish");
+        self.wait_for_rounds().await;
+    }
+
+    /// One whole cycle for `--once`: every target, the confirm probes the
+    /// cycle asks for, the rounds it starts, and the deliveries.
+    pub async fn once(self: &Arc<Self>) {
+        let now = now_ms();
+        self.update(|s| {
+            s.due_targets(&self.config, now);
+            for ts in s.targets.values_mut() {
+                ts.next_regular_at_ms = now;
+            }
+        });
+        let end = now + self.config.interval_ms();
+        loop {
+            self.cycle().await;
+            let confirm = self.read(|s| s.targets.values().filter_map(|t| t.confirm_at_ms).min());
+            match confirm {
+                Some(at) if at < end => {
+                    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await
+                }
+                _ => break,
+            }
+        }
+        self.wait_for_rounds().await;
+        self.deliver().await;
+    }
+}
+
+fn log_events(events: &[Event]) {
+    for e in events {
+        match e {
+            Event::Suspect { target, .. } => {
+                tracing::info!(%target, "first bad observation: confirming")
+            }
+            Event::Transition { target, from, to } => {
+                tracing::warn!(%target, from = from.as_str(), to = to.as_str(), "state changed")
+            }
+            Event::IncidentOpened { target, incident } => {
+                tracing::warn!(%target, %incident, "incident opened")
+            }
+            Event::IncidentResolved { target, incident } => {
+                tracing::info!(%target, %incident, "incident resolved")
+            }
+            Event::InMaintenance { target } => tracing::debug!(%target, "in maintenance"),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! What the `/ops` read routes answer, computed from the state: the same
+//! views for every shell.
+
+use serde::Serialize;
+
+use crate::config::{Config, Role};
+use crate::core::incident::Incident;
+use crate::core::probe::{Health, Observation};
+use crate::core::state::{State, TargetState};
+
+#[derive(Debug, Serialize)]
+pub struct TargetSummary {
+    pub id: String,
+    pub url: String,
+    pub role: Role,
+    pub state: Health,
+    pub since_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_incident: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<Observation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance_until_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub now_ms: u64,
+    pub targets: Vec<TargetSummary>,
+    pub open_incidents: usize,
+    pub outbox_pending: usize,
+    pub outbox_rejected: usize,
+}
+
+fn target_summary(
+    config: &Config,
+    state: &State,
+    id: &str,
+    last: Option<Observation>,
+    now_ms: u64,
+) -> Option<TargetSummary> {
+    let t = config.target(id)?;
+    let fresh;
+    let ts: &TargetState = match state.targets.get(id) {
+        Some(ts) => ts,
+        None => {
+            fresh = serde_json::from_value(serde_json::json!({"health": "healthy", "since_ms": now_ms, "next_regular_at_ms": now_ms}))
+                .expect("a fresh target state parses");
+            &fresh
+        }
+    };
+    Some(TargetSummary {
+        id: t.id.clone(),
+        url: t.url.clone(),
+        role: t.role,
+        state: ts.health,
+        since_ms: ts.since_ms,
+        open_incident: ts.open_incident.clone(),
+        last,
+        maintenance_until_ms: ts.maintenance_until_ms.filter(|u| *u > now_ms),
+    })
+}
+
+/// `last` gives a target's latest observation, where the shell keeps one.
+pub fn summary(
+    config: &Config,
+    state: &State,
+    now_ms: u64,
+    last: impl Fn(&str) -> Option<Observation>,
+) -> Summary {
+    Summary {
+        now_ms,
+        targets: config
+            .targets
+            .iter()
+            .filter_map(|t| target_summary(config, state, &t.id, last(&t.id), now_ms))
+            .collect(),
+        open_incidents: state.incidents.iter().filter(|i| i.is_open()).count(),
+        outbox_pending: state.outbox.entries.len(),
+        outbox_rejected: state.outbox.dead.len(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct IncidentList<'a> {
+    pub incidents: Vec<&'a Incident>,
+}
+
+/// Incidents newest first; `open` filters by state.
+pub fn incidents(state: &State, open: Option<bool>) -> IncidentList<'_> {
+    IncidentList {
+        incidents: state
+            .incidents
+            .iter()
+            .rev()
+            .filter(|i| open.is_none_or(|o| i.is_open() == o))
+            .collect(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetDetail<'a> {
+    #[serde(flatten)]
+    pub summary: TargetSummary,
+    pub recent: Vec<Observation>,
+    pub incidents: Vec<&'a Incident>,
+}
+
+pub fn target<'a>(
+    config: &Config,
+    state: &'a State,
+    id: &str,
+    recent: Vec<Observation>,
+    now_ms: u64,
+) -> Option<TargetDetail<'a>> {
+    let summary = target_summary(config, state, id, recent.first().cloned(), now_ms)?;
+    Some(TargetDetail {
+        summary,
+        recent,
+        incidents: state
+            .incidents
+            .iter()
+            .rev()
+            .filter(|i| i.target == id)
+            .take(20)
+            .collect(),
+    })
+}

@@ -1,0 +1,387 @@
+//! The real `vigil-edge` binary against real local HTTP peers: targets that
+//! fail in every way, a strict Discord webhook, a restart mid-incident, and
+//! the API's auth and bad inputs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vigil_testkit::discord::{Discord, Fail};
+use vigil_testkit::edge::{config_head, Edge, CONTROL_TOKEN, READ_TOKEN};
+use vigil_testkit::free_port;
+use vigil_testkit::target::{Behaviour, TargetServer};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_vigil-edge"))
+}
+
+fn target_toml(id: &str, url: &str, extra: &str) -> String {
+    format!("[[target]]\nid = {id:?}\nurl = {url:?}\nrole = \"alert_only\"\nbody_contains = \"ok\"\n{extra}\n")
+}
+
+fn discord_env(d: &Discord) -> Vec<(&'static str, String)> {
+    vec![
+        ("DISCORD_WEBHOOK_URL", d.url()),
+        ("DISCORD_ALERT_USER_ID", "424242".into()),
+    ]
+}
+
+#[test]
+fn every_failure_mode_is_classified_and_alerted_once() {
+    let discord = Discord::start();
+    let [error500, wrong_body, slow, hang, fine] = std::array::from_fn(|_| TargetServer::start());
+    error500.set(Behaviour::Status(500));
+    wrong_body.set(Behaviour::Body("maintenance page".into()));
+    slow.set(Behaviour::Slow(Duration::from_millis(400)));
+    hang.set(Behaviour::Hang);
+    let refused = format!("http://127.0.0.1:{}/healthz", free_port());
+    let (dir, addr) = Edge::prepare("modes");
+    let config = config_head(dir.path(), addr, 0.5, 0.2)
+        + &target_toml("error500", &error500.url(), "")
+        + &target_toml("wrong-body", &wrong_body.url(), "")
+        + &target_toml("slow", &slow.url(), "degraded_ms = 150")
+        + &target_toml("hang", &hang.url(), "timeout_ms = 300")
+        + &target_toml("refused", &refused, "")
+        + &target_toml("fine", &fine.url(), "");
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    let expect = [
+        ("error500", "down"),
+        ("wrong-body", "down"),
+        ("slow", "degraded"),
+        ("hang", "down"),
+        ("refused", "down"),
+        ("fine", "healthy"),
+    ];
+    edge.wait_for(
+        "every bad target's incident",
+        Duration::from_secs(15),
+        |e| {
+            e.get("/ops/incidents?state=open")["incidents"]
+                .as_array()
+                .unwrap()
+                .len()
+                == 5
+        },
+    );
+    // A few more cycles: nothing must be alerted twice.
+    std::thread::sleep(Duration::from_millis(1500));
+    for (id, state) in expect {
+        assert_eq!(edge.target_state(id), state, "{id}");
+    }
+    let mut titles = discord.titles();
+    titles.sort();
+    assert_eq!(
+        titles,
+        [
+            "error500: healthy → down",
+            "hang: healthy → down",
+            "refused: healthy → down",
+            "slow: healthy → degraded",
+            "wrong-body: healthy → down"
+        ]
+    );
+    let detail = edge.get("/ops/target/error500");
+    assert_eq!(detail["recent"][0]["status"], 500);
+    assert!(detail["recent"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("unexpected status 500"));
+    let hang_detail = edge.get("/ops/target/hang");
+    assert!(hang_detail["recent"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("timed out after 300 ms"));
+    let anomalies = edge.get("/ops/anomalies");
+    let slow_ones: Vec<&Value> = anomalies["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["target"] == "slow")
+        .collect();
+    assert!(slow_ones.len() >= 2, "{anomalies}");
+    assert!(slow_ones
+        .iter()
+        .all(|a| a["latency_ms"].as_u64().unwrap() >= 400));
+    assert!(discord.pages().is_empty(), "alert-only targets do not page");
+    assert!(discord.rejected().is_empty(), "{:?}", discord.rejected());
+}
+
+#[test]
+fn every_probe_bypasses_caches() {
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("cache");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + &target_toml("t", &format!("{}?x=1", target.url()), "");
+    let edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    edge.wait_for("three probes", Duration::from_secs(10), |_| {
+        target.seen().len() >= 3
+    });
+    let seen = target.seen();
+    let mut nonces = Vec::new();
+    for s in &seen {
+        assert!(s.headers["cache-control"].contains("no-cache"), "{s:?}");
+        assert_eq!(s.headers["pragma"], "no-cache");
+        let q = s.query.clone().unwrap();
+        assert!(q.starts_with("x=1&vigil_nocache="), "{q}");
+        nonces.push(q);
+    }
+    nonces.dedup();
+    assert_eq!(
+        nonces.len(),
+        seen.len(),
+        "every probe has its own cache buster"
+    );
+}
+
+#[test]
+fn a_failing_webhook_is_retried_in_order_and_429_is_honoured() {
+    let discord = Discord::start();
+    discord.script(&[Fail::Status500, Fail::Status500, Fail::RateLimited(1.2)]);
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(503));
+    let (dir, addr) = Edge::prepare("webhook");
+    let config = config_head(dir.path(), addr, 0.3, 0.1) + &target_toml("api", &target.url(), "");
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    edge.wait_for("the down alert", Duration::from_secs(15), |_| {
+        discord.accepted().len() == 1
+    });
+    target.set(Behaviour::Ok);
+    edge.wait_for("the recovery alert", Duration::from_secs(15), |_| {
+        discord.accepted().len() == 2
+    });
+    assert_eq!(
+        discord.titles(),
+        ["api: healthy → down", "api: down → healthy"]
+    );
+    let attempts = discord.attempts();
+    let statuses: Vec<u16> = attempts.iter().map(|a| a.1).collect();
+    assert_eq!(statuses, [500, 500, 429, 200, 200]);
+    let after_429 = attempts[3].0 - attempts[2].0;
+    assert!(
+        after_429 >= Duration::from_millis(1200),
+        "retry_after honoured: {after_429:?}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(discord.accepted().len(), 2, "nothing is sent twice");
+}
+
+#[test]
+fn a_runner_killed_mid_incident_continues_the_same_incident() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(500));
+    let (dir, addr) = Edge::prepare("restart");
+    let config = config_head(dir.path(), addr, 0.3, 0.1) + &target_toml("api", &target.url(), "");
+    let mut edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    edge.wait_for("the incident", Duration::from_secs(10), |_| {
+        discord.accepted().len() == 1
+    });
+    let open = edge.get("/ops/incidents?state=open");
+    let id = open["incidents"][0]["id"].as_str().unwrap().to_string();
+    edge.kill();
+    edge.restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    let open = edge.get("/ops/incidents?state=open")["incidents"].clone();
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(open[0]["id"], id.as_str(), "the same incident continues");
+    assert_eq!(
+        discord.accepted().len(),
+        1,
+        "no duplicate alert after the restart"
+    );
+    // The target recovers while the runner is down: the incident is resolved
+    // at the first probe after the restart, never left open.
+    edge.kill();
+    target.set(Behaviour::Ok);
+    edge.restart();
+    edge.wait_for("the resolve", Duration::from_secs(10), |e| {
+        e.get("/ops/incidents?state=open")["incidents"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    let inc = edge.get(&format!("/ops/incidents/{id}"));
+    assert_eq!(inc["resolution"], "recovered");
+    edge.wait_for("the recovery alert", Duration::from_secs(10), |_| {
+        discord.accepted().len() == 2
+    });
+    assert_eq!(
+        discord.titles(),
+        ["api: healthy → down", "api: down → healthy"]
+    );
+}
+
+#[test]
+fn the_api_checks_tokens_and_refuses_bad_input() {
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("api");
+    let config = config_head(dir.path(), addr, 0.5, 0.2) + &target_toml("api", &target.url(), "");
+    let edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    let base = format!("http://{addr}");
+    let c = &edge.http;
+    let status = |r: reqwest::blocking::RequestBuilder| r.send().unwrap().status().as_u16();
+    assert_eq!(status(c.get(format!("{base}/healthz"))), 200);
+    for path in [
+        "/ops/summary",
+        "/ops/incidents",
+        "/ops/anomalies",
+        "/ops/target/api",
+    ] {
+        assert_eq!(status(c.get(format!("{base}{path}"))), 401, "{path}");
+        assert_eq!(
+            status(
+                c.get(format!("{base}{path}"))
+                    .bearer_auth("wrong-wrong-wrong")
+            ),
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            status(c.get(format!("{base}{path}")).bearer_auth(READ_TOKEN)),
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            status(c.get(format!("{base}{path}")).bearer_auth(CONTROL_TOKEN)),
+            200,
+            "{path}"
+        );
+    }
+    let maint = format!("{base}/ops/target/api/maintenance");
+    assert_eq!(
+        status(
+            c.post(&maint)
+                .bearer_auth(READ_TOKEN)
+                .json(&json!({"duration_s": 60}))
+        ),
+        401,
+        "read token cannot control"
+    );
+    assert_eq!(
+        status(
+            c.get(format!("{base}/ops/incidents?state=bogus"))
+                .bearer_auth(READ_TOKEN)
+        ),
+        400
+    );
+    assert_eq!(
+        status(
+            c.get(format!("{base}/ops/incidents/inc-999"))
+                .bearer_auth(READ_TOKEN)
+        ),
+        404
+    );
+    assert_eq!(
+        status(
+            c.get(format!("{base}/ops/target/nope"))
+                .bearer_auth(READ_TOKEN)
+        ),
+        404
+    );
+    assert_eq!(
+        status(c.post(&maint).bearer_auth(CONTROL_TOKEN).body("{nope")),
+        400
+    );
+    assert_eq!(
+        status(
+            c.post(&maint)
+                .bearer_auth(CONTROL_TOKEN)
+                .json(&json!({"duration_s": 60, "extra": 1}))
+        ),
+        400
+    );
+    assert_eq!(
+        status(
+            c.post(&maint)
+                .bearer_auth(CONTROL_TOKEN)
+                .body(vec![b' '; 64 * 1024])
+        ),
+        413
+    );
+    assert_eq!(
+        status(
+            c.post(format!("{base}/ops/incidents/inc-999/ack"))
+                .bearer_auth(CONTROL_TOKEN)
+        ),
+        404
+    );
+    assert_eq!(
+        status(
+            c.post(format!("{base}/ops/actions/nohost/restart_api_core"))
+                .bearer_auth(CONTROL_TOKEN)
+        ),
+        404
+    );
+    let (code, body) = edge.post(
+        "/ops/target/api/maintenance",
+        Some(json!({"duration_s": 60})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let until = body["maintenance_until_ms"].as_u64().unwrap();
+    let summary = edge.get("/ops/summary");
+    assert_eq!(
+        summary["targets"][0]["maintenance_until_ms"].as_u64(),
+        Some(until)
+    );
+    // Nothing changed by the refused requests.
+    assert_eq!(summary["open_incidents"], 0);
+}
+
+#[test]
+fn once_runs_one_cycle_with_its_confirm_probe_and_prints_a_table() {
+    let good = TargetServer::start();
+    let bad = TargetServer::start();
+    bad.set(Behaviour::Status(502));
+    let (dir, addr) = Edge::prepare("once");
+    let config = config_head(dir.path(), addr, 2.0, 0.3)
+        + &target_toml("good", &good.url(), "")
+        + &target_toml("bad", &bad.url(), "");
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, config).unwrap();
+    let started = Instant::now();
+    let out = std::process::Command::new(bin())
+        .args(["--config", path.to_str().unwrap(), "--once"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "one cycle, not a whole interval"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("good").contains("healthy"), "{table}");
+    assert!(
+        line("bad").contains("down") && line("bad").contains("inc-1"),
+        "{table}"
+    );
+    assert_eq!(bad.seen().len(), 2, "the first probe and its confirm");
+}
+
+#[test]
+fn a_bad_configuration_fails_at_start_naming_file_key_and_reason() {
+    let (dir, _) = Edge::prepare("badcfg");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "interval_s = -1\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["--config", path.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml: interval_s: must be greater than zero"),
+        "{err}"
+    );
+}

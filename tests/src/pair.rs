@@ -1,0 +1,279 @@
+//! The whole pair on one machine: a compose-like project of labelled
+//! containers on the private Docker daemon, the real ops-agent binary, the
+//! real native edge, a strict local Discord and (optionally) a scripted model.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::discord::Discord;
+use crate::docker::Project;
+use crate::edge::{config_head, Edge};
+use crate::openai::Model;
+use crate::process::Proc;
+use crate::{bin_path, free_port, TempDir};
+
+pub const AGENT_TOKEN: &str = "agent-token-0123456789abcdef";
+pub const ONCALL: &str = "424242";
+
+pub struct Options {
+    /// Extra top-level configuration keys.
+    pub config: String,
+    /// The api target's ladder.
+    pub ladder: Vec<&'static str>,
+    pub with_model: bool,
+    pub with_gateway: bool,
+    /// Start the ops-agent (false: its URL points at nothing).
+    pub agent: bool,
+    /// Point the agent at a Docker socket with no daemon behind it.
+    pub docker_dead: bool,
+    /// Extra keys for the api target.
+    pub api_target: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: String::new(),
+            ladder: vec!["restart_api_core", "recreate_api_core", "restart_all"],
+            with_model: false,
+            with_gateway: false,
+            agent: true,
+            docker_dead: false,
+            api_target: String::new(),
+        }
+    }
+}
+
+pub struct Pair {
+    pub project: Project,
+    pub api: String,
+    pub api_port: u16,
+    pub gateway: Option<(String, u16)>,
+    pub agent: Option<Proc>,
+    pub agent_dir: TempDir,
+    pub discord: Discord,
+    pub model: Option<Model>,
+    pub edge: Edge,
+    pub started_s: u64,
+}
+
+fn unix_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Pair {
+    pub fn start(name: &str, o: Options) -> Pair {
+        let started_s = unix_s();
+        let mut project = Project::new(name);
+        let api_port = free_port();
+        let api = project.run(
+            "api-core",
+            Some(&format!("127.0.0.1:{api_port}:8080")),
+            &["standin", "8080"],
+        );
+        let gateway = o.with_gateway.then(|| {
+            let port = free_port();
+            (
+                project.run(
+                    "gateway",
+                    Some(&format!("127.0.0.1:{port}:8080")),
+                    &["standin", "8080"],
+                ),
+                port,
+            )
+        });
+        wait_serving(api_port);
+        if let Some((_, p)) = &gateway {
+            wait_serving(*p);
+        }
+
+        let agent_dir = TempDir::new("pair-agent");
+        let agent_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let actions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../actions.toml");
+        let docker_host = if o.docker_dead {
+            format!(
+                "unix://{}",
+                agent_dir.path().join("no-daemon.sock").display()
+            )
+        } else {
+            std::env::var("DOCKER_HOST").expect("DOCKER_HOST")
+        };
+        let agent = o.agent.then(|| {
+            Proc::start(
+                &bin_path("ops-agent"),
+                &[],
+                &[
+                    ("OPS_AGENT_TOKEN", AGENT_TOKEN.into()),
+                    ("OPS_AGENT_LISTEN", agent_addr.to_string()),
+                    ("OPS_AGENT_ACTIONS", actions.display().to_string()),
+                    (
+                        "OPS_AGENT_AUDIT_LOG",
+                        agent_dir.path().join("audit.jsonl").display().to_string(),
+                    ),
+                    ("COMPOSE_PROJECT", name.to_string()),
+                    ("DOCKER_HOST", docker_host),
+                ],
+                agent_addr,
+                &agent_dir.path().join("agent.log"),
+            )
+        });
+
+        let discord = Discord::start();
+        let model = o.with_model.then(Model::start);
+        let (dir, addr) = Edge::prepare(name);
+        let ladder = o
+            .ladder
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut config = config_head(dir.path(), addr, 1.0, 0.25);
+        config += &format!(
+            "settle_s = 1.0\nremediation_cooldown_s = 600\n{}\n",
+            o.config
+        );
+        if let Some(m) = &model {
+            config += &format!(
+                "[llm]\nbase_url = {:?}\nmodel = \"test-model\"\ntimeout_s = 2\n",
+                m.base_url()
+            );
+        }
+        config += &format!(
+            "[[target]]\nid = \"api\"\nurl = \"http://127.0.0.1:{api_port}/healthz\"\nbody_contains = \"ok\"\ntimeout_ms = 700\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [{ladder}]\n{}\n",
+            o.api_target
+        );
+        if let Some((_, port)) = &gateway {
+            config += &format!(
+                "[[target]]\nid = \"gateway\"\nurl = \"http://127.0.0.1:{port}/healthz\"\nbody_contains = \"ok\"\ntimeout_ms = 700\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_gateway\", \"restart_all\"]\n"
+            );
+        }
+        config += "[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n";
+        let mut env = vec![
+            ("DISCORD_WEBHOOK_URL", discord.url()),
+            ("DISCORD_ALERT_USER_ID", ONCALL.to_string()),
+            ("OPS_AGENT_URL", format!("http://{agent_addr}")),
+            ("OPS_AGENT_TOKEN", AGENT_TOKEN.to_string()),
+        ];
+        if model.is_some() {
+            env.push(("SEPARATE_OPENAI_KEY", "sk-test-key".to_string()));
+        }
+        let edge = Edge::start(&bin_path("vigil-edge"), dir, addr, &config, env);
+        Pair {
+            project,
+            api,
+            api_port,
+            gateway,
+            agent,
+            agent_dir,
+            discord,
+            model,
+            edge,
+            started_s,
+        }
+    }
+
+    /// Injects a fault into the stand-in on `port` (see tests/standin).
+    pub fn fault(&self, port: u16, path: &str) {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let _ = reqwest::blocking::Client::new()
+            .get(url)
+            .timeout(Duration::from_millis(500))
+            .send();
+    }
+
+    /// The actions the Docker daemon saw on `container` since the pair
+    /// started (restart, start, die, create, destroy, ...).
+    pub fn docker_events(&self, container: &str) -> Vec<String> {
+        let out = Command::new("docker")
+            .args([
+                "events",
+                "--since",
+                &self.started_s.to_string(),
+                "--until",
+                &(unix_s() + 1).to_string(),
+                "--filter",
+                &format!("container={container}"),
+                "--format",
+                "{{.Action}}",
+            ])
+            .output()
+            .expect("docker events");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn restarts(&self, container: &str) -> usize {
+        self.docker_events(container)
+            .iter()
+            .filter(|a| *a == "restart")
+            .count()
+    }
+
+    /// The agent's audit log, oldest first.
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.agent_dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn incidents(&self) -> Vec<Value> {
+        self.edge.get("/ops/incidents")["incidents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The newest incident of `target`, in full.
+    pub fn incident(&self, target: &str) -> Value {
+        let id = self
+            .incidents()
+            .iter()
+            .find(|i| i["target"] == target)
+            .and_then(|i| i["id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no incident for {target}; logs:\n{}", self.edge.logs()));
+        self.edge.get(&format!("/ops/incidents/{id}"))
+    }
+
+    pub fn wait(&self, what: &str, secs: u64, f: impl Fn(&Pair) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {what}\nincidents: {:#}\ndiscord: {:?}\nedge logs:\n{}\nagent logs:\n{}",
+            Value::Array(self.incidents()),
+            self.discord.titles(),
+            self.edge.logs(),
+            self.agent.as_ref().map(|a| a.logs()).unwrap_or_default()
+        );
+    }
+}
+
+fn wait_serving(port: u16) {
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let c = reqwest::blocking::Client::new();
+    for _ in 0..100 {
+        if c.get(&url)
+            .timeout(Duration::from_millis(300))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the stand-in on {port} did not serve");
+}

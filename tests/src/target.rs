@@ -1,0 +1,96 @@
+//! A probed target whose behaviour tests change at run time; it records what
+//! each probe sent.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    Ok,
+    Status(u16),
+    Body(String),
+    Slow(Duration),
+    /// Accepts and never answers.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub query: Option<String>,
+    pub headers: HashMap<String, String>,
+}
+
+struct Inner {
+    behaviour: Behaviour,
+    seen: Vec<Seen>,
+}
+
+#[derive(Clone)]
+pub struct TargetServer {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl TargetServer {
+    pub fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            behaviour: Behaviour::Ok,
+            seen: Vec::new(),
+        }));
+        let router = Router::new().fallback(answer).with_state(inner.clone());
+        TargetServer {
+            addr: crate::serve::spawn(router),
+            inner,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/healthz", self.addr)
+    }
+
+    pub fn set(&self, b: Behaviour) {
+        self.inner.lock().unwrap().behaviour = b;
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.inner.lock().unwrap().seen.clone()
+    }
+}
+
+async fn answer(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let behaviour = {
+        let mut i = inner.lock().unwrap();
+        i.seen.push(Seen {
+            query,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                .collect(),
+        });
+        i.behaviour.clone()
+    };
+    match behaviour {
+        Behaviour::Ok => "ok".into_response(),
+        Behaviour::Status(s) => (StatusCode::from_u16(s).unwrap(), "error").into_response(),
+        Behaviour::Body(b) => b.into_response(),
+        Behaviour::Slow(d) => {
+            tokio::time::sleep(d).await;
+            "ok".into_response()
+        }
+        Behaviour::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "late".into_response()
+        }
+    }
+}
