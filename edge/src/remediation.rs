@@ -75,8 +75,9 @@ pub struct RoundInput<'a> {
     /// under the same idempotency key, without planning again.
     pub resume: Option<PendingAction>,
     /// Called with the decision before the action is sent, so the shell can
-    /// persist it ([`State::note_action`](crate::core::state::State::note_action)).
-    pub on_decision: &'a (dyn Fn(&PendingAction) + Sync),
+    /// persist it ([`State::note_action`](crate::core::state::State::note_action));
+    /// false stops the round before it acts.
+    pub on_decision: &'a (dyn Fn(&PendingAction) -> bool + Sync),
 }
 
 pub async fn run_round<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round {
@@ -189,14 +190,18 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
             }
         }
     };
-    on_decision(&PendingAction {
+    round.action = Some(name.clone());
+    round.reason = Some(reason.clone());
+    let decision = PendingAction {
         round: n,
         action: name.clone(),
-        reason: reason.clone(),
+        reason,
         planner: round.planner,
-    });
-    round.action = Some(name.clone());
-    round.reason = Some(reason);
+    };
+    if !on_decision(&decision) {
+        round.action_error = Some("not sent: the incident was acknowledged, resolved or put in maintenance while the round planned".into());
+        return finish(round, RoundOutcome::Cancelled);
+    }
 
     let key = idempotency_key(&incident.id, n);
     let action_span = tracing::info_span!("action", action = %name, %host);

@@ -309,8 +309,14 @@ impl Sim {
             };
             let inc = self.state.incident(&incident).unwrap().clone();
             let target = self.config.target(&inc.target).unwrap().clone();
-            let decided = std::sync::Mutex::new(None);
-            let note = |p: &PendingAction| *decided.lock().unwrap() = Some(p.clone());
+            let state = std::sync::Mutex::new(std::mem::take(&mut self.state));
+            let at = self.world.now.get();
+            let note = |p: &PendingAction| {
+                state
+                    .lock()
+                    .unwrap()
+                    .note_action(&incident, OWNER, p.clone(), at)
+            };
             let input = RoundInput {
                 config: &self.config,
                 target: &target,
@@ -320,9 +326,7 @@ impl Sim {
                 on_decision: &note,
             };
             let round = run_round(&self.world, input).await;
-            if let Some(p) = decided.into_inner().unwrap() {
-                assert!(self.state.note_action(&incident, OWNER, p));
-            }
+            self.state = state.into_inner().unwrap();
             let at = self.world.now.get();
             let ev =
                 self.state
@@ -640,9 +644,12 @@ fn overlapping_cycles_run_one_round_and_page_once() {
         reason: "r".into(),
         planner: PlannerKind::Ladder,
     };
-    assert!(s.state.note_action(&inc[0], "cycle-a", decided.clone()));
+    assert!(s
+        .state
+        .note_action(&inc[0], "cycle-a", decided.clone(), now + 15_000));
     assert!(
-        !s.state.note_action(&inc[0], "cycle-b", decided.clone()),
+        !s.state
+            .note_action(&inc[0], "cycle-b", decided.clone(), now + 15_000),
         "only the holder records"
     );
     // An expired lease (a crashed owner) is taken over with the same round
@@ -948,7 +955,7 @@ fn a_restart_mid_incident_continues_the_same_incident() {
             reason: "r".into(),
             planner: PlannerKind::Ladder,
         };
-        assert!(s.state.note_action(&id, "old-process", decided));
+        assert!(s.state.note_action(&id, "old-process", decided, now));
         // Persist and reload, as a restarted runner does.
         let saved = serde_json::to_string(&s.state).unwrap();
         s.state = serde_json::from_str(&saved).unwrap();
@@ -1040,4 +1047,156 @@ fn a_removed_target_leaves_no_incident_open() {
     s.state.reconcile(&fewer, 20_000, false);
     assert!(!s.state.incidents[0].is_open());
     assert!(!s.state.targets.contains_key("api"));
+}
+
+fn detected(s: &mut Sim) -> String {
+    let c = s.config.clone();
+    s.world.behaviour.set(Behaviour::Crashed);
+    for at in [1_000, 16_000] {
+        let obs = s.world.observe_target(&c.targets[0]);
+        s.state.observe(&c, &Observation { at_ms: at, ..obs }, at);
+    }
+    s.state.incidents[0].id.clone()
+}
+
+fn bare_round(n: u32, outcome: RoundOutcome) -> crate::core::incident::Round {
+    crate::core::incident::Round {
+        n,
+        started_at_ms: 0,
+        finished_at_ms: 0,
+        diagnostics: Some("d".into()),
+        planner: PlannerKind::Llm,
+        fallback: None,
+        tool_calls: vec![],
+        action: Some("restart_api_core".into()),
+        reason: Some("model's reason".into()),
+        action_result: None,
+        action_error: None,
+        reprobe: None,
+        usage: Default::default(),
+        outcome,
+    }
+}
+
+#[test]
+fn a_round_in_flight_keeps_its_record_when_a_regular_probe_resolves_first() {
+    let mut s = Sim::new("");
+    let c = s.config.clone();
+    let id = detected(&mut s);
+    let (n, _) = s
+        .state
+        .take_lease(&c, &id, OWNER, 17_000, LEASE_MS)
+        .unwrap();
+    let p = PendingAction {
+        round: n,
+        action: "restart_api_core".into(),
+        reason: "r".into(),
+        planner: PlannerKind::Llm,
+    };
+    assert!(s.state.note_action(&id, OWNER, p, 17_000));
+    // The action fixed it; the regular cycle sees it before the round's re-probe.
+    s.world.behaviour.set(Behaviour::Up);
+    let obs = s.world.observe_target(&c.targets[0]);
+    s.state.observe(
+        &c,
+        &Observation {
+            at_ms: 18_000,
+            ..obs
+        },
+        18_000,
+    );
+    assert!(!s.state.incidents[0].is_open());
+    assert!(
+        s.state.incidents[0].rounds.is_empty(),
+        "the live round writes its own record"
+    );
+    assert!(s
+        .state
+        .finish_round(&c, &id, OWNER, bare_round(n, RoundOutcome::Recovered)));
+    let inc = &s.state.incidents[0];
+    assert_eq!(inc.rounds.len(), 1);
+    assert_eq!(
+        inc.rounds[0].reason.as_deref(),
+        Some("model's reason"),
+        "the full record, not a stand-in"
+    );
+    assert!(inc.lease.is_none() && inc.pending_action.is_none());
+}
+
+#[test]
+fn a_round_whose_runner_died_after_the_resolve_is_recorded_as_interrupted() {
+    let mut s = Sim::new("");
+    let c = s.config.clone();
+    let id = detected(&mut s);
+    let (n, _) = s
+        .state
+        .take_lease(&c, &id, "dead", 17_000, LEASE_MS)
+        .unwrap();
+    let p = PendingAction {
+        round: n,
+        action: "restart_api_core".into(),
+        reason: "r".into(),
+        planner: PlannerKind::Ladder,
+    };
+    assert!(s.state.note_action(&id, "dead", p, 17_000));
+    s.world.behaviour.set(Behaviour::Up);
+    let obs = s.world.observe_target(&c.targets[0]);
+    s.state.observe(
+        &c,
+        &Observation {
+            at_ms: 18_000,
+            ..obs
+        },
+        18_000,
+    );
+    s.state.reconcile(&c, 19_000, true);
+    let inc = &s.state.incidents[0];
+    assert_eq!(inc.rounds.len(), 1);
+    assert_eq!(inc.rounds[0].action.as_deref(), Some("restart_api_core"));
+    assert!(inc.rounds[0]
+        .action_error
+        .as_deref()
+        .unwrap()
+        .contains("stopped before this round finished"));
+}
+
+#[test]
+fn an_ack_while_the_round_plans_stops_it_before_it_acts() {
+    block(async {
+        let mut s = Sim::new("");
+        let c = s.config.clone();
+        let id = detected(&mut s);
+        let (n, resume) = s
+            .state
+            .take_lease(&c, &id, OWNER, 17_000, LEASE_MS)
+            .unwrap();
+        let inc = s.state.incident(&id).unwrap().clone();
+        // The operator acknowledges while the round is planning.
+        s.state.acknowledge(&id, "bob", 17_500).unwrap();
+        let state = std::sync::Mutex::new(std::mem::take(&mut s.state));
+        let note = |p: &PendingAction| {
+            state
+                .lock()
+                .unwrap()
+                .note_action(&id, OWNER, p.clone(), 17_500)
+        };
+        let input = RoundInput {
+            config: &c,
+            target: &c.targets[0],
+            incident: &inc,
+            n,
+            resume,
+            on_decision: &note,
+        };
+        let round = run_round(&s.world, input).await;
+        s.state = state.into_inner().unwrap();
+        assert_eq!(round.outcome, RoundOutcome::Cancelled);
+        assert!(s.world.ran().is_empty(), "nothing reached the agent");
+        assert!(s.state.finish_round(&c, &id, OWNER, round));
+        assert_eq!(
+            s.state.incidents[0].remediation,
+            RemediationStatus::Acknowledged
+        );
+        assert_eq!(s.state.page_due(Some("42"), 18_000), 0);
+    });
 }

@@ -134,10 +134,13 @@ impl Pair {
             .collect::<Vec<_>>()
             .join(", ");
         let mut config = config_head(dir.path(), addr, 1.0, 0.25);
-        config += &format!(
-            "settle_s = 1.0\nremediation_cooldown_s = 600\n{}\n",
-            o.config
-        );
+        for default in ["settle_s = 1.0", "remediation_cooldown_s = 600"] {
+            let key = default.split(' ').next().unwrap_or_default();
+            if !o.config.lines().any(|l| l.trim_start().starts_with(key)) {
+                config += &format!("{default}\n");
+            }
+        }
+        config += &format!("{}\n", o.config);
         if let Some(m) = &model {
             config += &format!(
                 "[llm]\nbase_url = {:?}\nmodel = \"test-model\"\ntimeout_s = 2\n",
@@ -242,6 +245,21 @@ impl Pair {
             .and_then(|i| i["id"].as_str().map(str::to_string))
             .unwrap_or_else(|| panic!("no incident for {target}; logs:\n{}", self.edge.logs()));
         self.edge.get(&format!("/ops/incidents/{id}"))
+    }
+
+    /// How many rounds the newest incident of `target` has (0 if none yet).
+    pub fn rounds_of(&self, target: &str) -> usize {
+        let Some(id) = self
+            .incidents()
+            .iter()
+            .find(|i| i["target"] == target)
+            .and_then(|i| i["id"].as_str().map(str::to_string))
+        else {
+            return 0;
+        };
+        self.edge.get(&format!("/ops/incidents/{id}"))["rounds"]
+            .as_array()
+            .map_or(0, |r| r.len())
     }
 
     pub fn wait(&self, what: &str, secs: u64, f: impl Fn(&Pair) -> bool) {

@@ -82,6 +82,9 @@ pub enum RoundOutcome {
     HostUnreachable,
     /// No allowed action was left to try.
     NoAction,
+    /// Stopped before acting: acknowledged, resolved or in maintenance
+    /// while the round was planning.
+    Cancelled,
 }
 
 /// One remediation round, as the audit trail keeps it.

@@ -165,14 +165,17 @@ impl State {
     /// is left open forever. Leases of a previous process are dropped.
     pub fn reconcile(&mut self, config: &Config, now_ms: u64, previous_owner_gone: bool) {
         self.targets.retain(|id, _| config.target(id).is_some());
-        for inc in self.incidents.iter_mut().filter(|i| i.is_open()) {
-            if config.target(&inc.target).is_none() {
+        for inc in self.incidents.iter_mut() {
+            if inc.is_open() && config.target(&inc.target).is_none() {
                 inc.resolved_at_ms = Some(now_ms);
                 inc.resolution = Some("target removed from the configuration".into());
-                inc.lease = None;
             }
-            if previous_owner_gone {
-                inc.lease = None;
+            if previous_owner_gone && inc.lease.take().is_some() && !inc.is_open() {
+                // The round's runner is gone and the incident ended
+                // meanwhile: nobody will resume it, so record it as it stands.
+                if let Some(p) = inc.pending_action.take() {
+                    inc.rounds.push(interrupted_round(p, now_ms));
+                }
             }
         }
     }
@@ -320,11 +323,13 @@ impl State {
             if obs.health == Health::Healthy {
                 inc.resolved_at_ms = Some(now_ms);
                 inc.resolution = Some("recovered".into());
-                inc.lease = None;
-                if let Some(p) = inc.pending_action.take() {
-                    // A round cut short (the runner stopped mid-round): keep
-                    // what it did in the record.
-                    inc.rounds.push(interrupted_round(p, now_ms));
+                // A round still in flight keeps its lease and stores its
+                // record when it finishes; one whose runner is gone is kept
+                // in the record as it stands.
+                if inc.lease.is_none() {
+                    if let Some(p) = inc.pending_action.take() {
+                        inc.rounds.push(interrupted_round(p, now_ms));
+                    }
                 }
                 if matches!(inc.remediation, RemediationStatus::Pending) {
                     inc.remediation = RemediationStatus::Done;
@@ -406,8 +411,23 @@ impl State {
     }
 
     /// Records, before it is sent, the action the lease holder's round is
-    /// about to run. False when `owner` no longer holds the lease.
-    pub fn note_action(&mut self, incident: &str, owner: &str, pending: PendingAction) -> bool {
+    /// about to run. False (and the round must not act) when `owner` no
+    /// longer holds the lease, or the incident was acknowledged, resolved or
+    /// put in maintenance meanwhile.
+    pub fn note_action(
+        &mut self,
+        incident: &str,
+        owner: &str,
+        pending: PendingAction,
+        now_ms: u64,
+    ) -> bool {
+        let Some(target) = self.incident(incident).map(|i| i.target.clone()) else {
+            return false;
+        };
+        let in_maintenance = self
+            .targets
+            .get(&target)
+            .is_some_and(|t| t.in_maintenance(now_ms));
         let Some(inc) = self.incident_mut(incident) else {
             return false;
         };
@@ -415,10 +435,11 @@ impl State {
             .lease
             .as_ref()
             .is_some_and(|l| l.owner == owner && l.round == pending.round);
-        if holds {
+        let proceed = holds && inc.is_open() && inc.acked_at_ms.is_none() && !in_maintenance;
+        if proceed {
             inc.pending_action = Some(pending);
         }
-        holds
+        proceed
     }
 
     /// Stores a finished round and releases the lease. Returns false (and
@@ -460,6 +481,7 @@ impl State {
                         .unwrap_or_default(),
                 ),
                 RoundOutcome::NoAction => RemediationStatus::Exhausted,
+                RoundOutcome::Cancelled => RemediationStatus::Pending,
                 RoundOutcome::NotRecovered
                     if inc.rounds.len() as u32 >= config.max_remediation_rounds =>
                 {

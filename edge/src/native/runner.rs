@@ -150,7 +150,7 @@ impl Runner {
             let this = self.clone();
             let handle = tokio::spawn(async move {
                 let note = |p: &crate::core::incident::PendingAction| {
-                    this.update(|s| s.note_action(&incident.id, &this.owner, p.clone()));
+                    this.update(|s| s.note_action(&incident.id, &this.owner, p.clone(), now_ms()))
                 };
                 let input = RoundInput {
                     config: &this.config,
