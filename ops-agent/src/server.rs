@@ -477,21 +477,20 @@ async fn diagnostics(State(state): State<Arc<AppState>>) -> Json<Diagnostics> {
     })
 }
 
+/// A whole-number query parameter, capped at `max`; the error is the
+/// answer to give.
 fn bounded_param(
     query: &HashMap<String, String>,
     name: &str,
     default: usize,
     max: usize,
-) -> Result<usize, Response> {
+) -> Result<usize, String> {
     match query.get(name) {
         None => Ok(default),
-        Some(v) => v.parse::<usize>().map(|n| n.min(max)).map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "bad_query",
-                format!("{name} must be a whole number, got {v:?}"),
-            )
-        }),
+        Some(v) => v
+            .parse::<usize>()
+            .map(|n| n.min(max))
+            .map_err(|_| format!("{name} must be a whole number, got {v:?}")),
     }
 }
 
@@ -511,7 +510,7 @@ async fn logs(
 ) -> Response {
     let tail = match bounded_param(&query, "tail", LOG_TAIL_DEFAULT, LOG_TAIL_MAX) {
         Ok(t) => t,
-        Err(res) => return res,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_query", why),
     };
     match state.engine.services().await {
         Err(e) => return docker_error(e),
@@ -539,7 +538,7 @@ async fn audit(
 ) -> Response {
     let limit = match bounded_param(&query, "limit", AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX) {
         Ok(l) => l,
-        Err(res) => return res,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_query", why),
     };
     match state.audit.newest(limit).await {
         Ok(entries) => Json(AuditList { entries }).into_response(),

@@ -146,7 +146,7 @@ pub fn validate(m: &Value) -> Result<(), String> {
             return Err("embeds.0.footer.text: Must be 2048 or fewer in length".into());
         }
         if let Some(c) = e.get("color") {
-            if !c.as_u64().is_some_and(|c| c <= 0xFF_FF_FF) {
+            if c.as_u64().is_none_or(|c| c > 0xFF_FF_FF) {
                 return Err(
                     "embeds.0.color: Int value should be less than or equal to 16777215".into(),
                 );

@@ -41,7 +41,7 @@ fn actions_run(p: &Pair) -> Vec<(String, String)> {
         .collect()
 }
 
-/// 1. api-core killed: detected after two failures, restart_api_core, recovered, no page.
+/// Scenario 1: api-core killed: detected after two failures, restart_api_core, recovered, no page.
 #[test]
 fn s01_killed_api_core_is_restarted_without_a_page() {
     if !docker_or_skip() {
@@ -76,7 +76,7 @@ fn s01_killed_api_core_is_restarted_without_a_page() {
     );
 }
 
-/// 2. api-core wedged (accepts, never answers): timeouts, restart fixes it.
+/// Scenario 2: api-core wedged (accepts, never answers): timeouts, restart fixes it.
 #[test]
 fn s02_wedged_api_core_times_out_and_a_restart_fixes_it() {
     if !docker_or_skip() {
@@ -98,7 +98,7 @@ fn s02_wedged_api_core_times_out_and_a_restart_fixes_it() {
     assert!(p.discord.pages().is_empty());
 }
 
-/// 3. A bad state only a recreate clears: the ladder climbs to recreate_api_core.
+/// Scenario 3: A bad state only a recreate clears: the ladder climbs to recreate_api_core.
 #[test]
 fn s03_restart_does_not_help_so_the_ladder_recreates() {
     if !docker_or_skip() {
@@ -122,7 +122,7 @@ fn s03_restart_does_not_help_so_the_ladder_recreates() {
     assert!(p.discord.pages().is_empty());
 }
 
-/// 4. The gateway answers 500: restart_gateway, and api-core is left alone.
+/// Scenario 4: The gateway answers 500: restart_gateway, and api-core is left alone.
 #[test]
 fn s04_gateway_500_restarts_the_gateway_only() {
     if !docker_or_skip() {
@@ -145,7 +145,7 @@ fn s04_gateway_500_restarts_the_gateway_only() {
     assert_eq!(p.restarts(&p.api), 0);
 }
 
-/// 5. Slow answers: a degraded alert, and no remediation unless configured.
+/// Scenario 5: Slow answers: a degraded alert, and no remediation unless configured.
 #[test]
 fn s05_slow_answers_alert_degraded_without_remediation() {
     if !docker_or_skip() {
@@ -171,7 +171,7 @@ fn s05_slow_answers_alert_degraded_without_remediation() {
     assert!(anomalies["anomalies"].as_array().unwrap().len() >= 2);
 }
 
-/// 6. A single blip: nothing at all.
+/// Scenario 6: A single blip: nothing at all.
 #[test]
 fn s06_a_single_blip_does_nothing() {
     if !docker_or_skip() {
@@ -186,7 +186,7 @@ fn s06_a_single_blip_does_nothing() {
     assert!(p.audit().is_empty());
 }
 
-/// 7. A flapping target: the cooldown holds; no restart loop; one page.
+/// Scenario 7: A flapping target: the cooldown holds; no restart loop; one page.
 #[test]
 fn s07_flapping_target_is_not_restart_looped() {
     if !docker_or_skip() {
@@ -224,7 +224,7 @@ fn s07_flapping_target_is_not_restart_looped() {
     );
 }
 
-/// 8. The ops-agent is down: one page naming the host, no actions.
+/// Scenario 8: The ops-agent is down: one page naming the host, no actions.
 #[test]
 fn s08_agent_down_pages_once_naming_the_host() {
     if !docker_or_skip() {
@@ -256,7 +256,7 @@ fn s08_agent_down_pages_once_naming_the_host() {
     assert_eq!(inspect(&p.api, "{{.State.Status}}"), "exited");
 }
 
-/// 9. Docker is down on the host: the agent says so clearly; the edge pages once.
+/// Scenario 9: Docker is down on the host: the agent says so clearly; the edge pages once.
 #[test]
 fn s09_docker_down_pages_once_with_the_agents_reason() {
     if !docker_or_skip() {
@@ -285,7 +285,7 @@ fn s09_docker_down_pages_once_with_the_agents_reason() {
     assert!(p.agent.as_ref().unwrap().child.id() > 0);
 }
 
-/// 10. Nothing helps: exactly max rounds, then exactly one page with the history.
+/// Scenario 10: Nothing helps: exactly max rounds, then exactly one page with the history.
 #[test]
 fn s10_nothing_helps_max_rounds_then_one_page_with_history() {
     if !docker_or_skip() {
@@ -321,7 +321,7 @@ fn s10_nothing_helps_max_rounds_then_one_page_with_history() {
     assert_eq!(ran, ["restart_api_core", "restart_all"]);
 }
 
-/// 11. The model names a tool that does not exist, then answers garbage:
+/// Scenario 11: The model names a tool that does not exist, then answers garbage:
 /// refused, and the ladder takes over.
 #[test]
 fn s11_a_misbehaving_model_is_refused_and_the_ladder_takes_over() {
@@ -387,7 +387,7 @@ fn s11_a_misbehaving_model_is_refused_and_the_ladder_takes_over() {
     assert_eq!(msgs.last().unwrap()["tool_call_id"], "call_1");
 }
 
-/// 12. Discord down for three cycles: every alert arrives afterwards, in order, once.
+/// Scenario 12: Discord down for three cycles: every alert arrives afterwards, in order, once.
 #[test]
 fn s12_discord_down_then_every_alert_in_order_once() {
     if !docker_or_skip() {
@@ -410,7 +410,7 @@ fn s12_discord_down_then_every_alert_in_order_once() {
     );
 }
 
-/// 13. The edge restarted mid-remediation: the same incident continues; no
+/// Scenario 13: The edge restarted mid-remediation: the same incident continues; no
 /// duplicate round or page; the action is not run twice.
 #[test]
 fn s13_edge_restarted_mid_round_continues_without_duplicates() {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every test of Vigil: installs what is missing, starts a private Docker
+# daemon (removed again on exit, pass or fail), builds the workspace, runs
+# every test. Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+D=$(mktemp -d /tmp/vigil-docker.XXXXXX)
+trap 'scripts/docker-down.sh "$D"' EXIT
+eval "$(scripts/docker-up.sh "$D")"
+echo "test: private Docker daemon at $DOCKER_HOST"
+
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
+# The integration tests start the binaries: build them first.
+cargo build --workspace --all-targets
+cargo test --workspace "$@"
