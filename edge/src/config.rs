@@ -293,10 +293,10 @@ impl Config {
                 "must be zero or more".into(),
             ));
         }
-        if self.retry_after_s >= self.interval_s {
+        if self.retry_after_s > self.interval_s {
             return Err((
                 "retry_after_s".into(),
-                "must be shorter than interval_s (the confirm probe belongs to the same cycle)"
+                "must not be longer than interval_s (the confirm probe belongs to the same cycle)"
                     .into(),
             ));
         }
@@ -473,7 +473,7 @@ token_env = "OPS_AGENT_TOKEN"
         let e = err(&GOOD.replace("http://127", "ftp://127"));
         assert!(e.contains("target[0].url"), "{e}");
         let e = err(&GOOD.replace("retry_after_s = 0.1", "retry_after_s = 0.7"));
-        assert!(e.contains("retry_after_s: must be shorter"), "{e}");
+        assert!(e.contains("retry_after_s: must not be longer"), "{e}");
         let e = err(&format!(
             "{GOOD}\n[[target]]\nid = \"api\"\nurl = \"http://x\"\n"
         ));
