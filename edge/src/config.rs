@@ -206,7 +206,7 @@ fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
 fn default_concurrency() -> usize {
-    64
+    256
 }
 fn default_settle() -> f64 {
     10.0

@@ -1200,3 +1200,33 @@ fn an_ack_while_the_round_plans_stops_it_before_it_acts() {
         assert_eq!(s.state.page_due(Some("42"), 18_000), 0);
     });
 }
+
+#[test]
+fn a_runner_back_after_a_long_stop_resumes_the_aligned_schedule() {
+    let mut s = Sim::new("");
+    let c = s.config.clone();
+    let obs = s.world.observe_target(&c.targets[0]);
+    s.state.observe(
+        &c,
+        &Observation {
+            at_ms: 0,
+            ..obs.clone()
+        },
+        0,
+    );
+    assert_eq!(s.state.targets["api"].next_regular_at_ms, 60_000);
+    // Thirty days later, mid-interval: the next probe is the next aligned point.
+    let later = 30 * 86_400_000 + 25_000;
+    s.state.observe(
+        &c,
+        &Observation {
+            at_ms: later,
+            ..obs
+        },
+        later,
+    );
+    assert_eq!(
+        s.state.targets["api"].next_regular_at_ms,
+        30 * 86_400_000 + 60_000
+    );
+}

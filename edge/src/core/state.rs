@@ -202,8 +202,9 @@ impl State {
             .entry(target.id.clone())
             .or_insert_with(|| TargetState::new(now_ms));
         // Keep the regular schedule aligned to its first point: no drift.
-        while ts.next_regular_at_ms <= now_ms {
-            ts.next_regular_at_ms += interval;
+        if ts.next_regular_at_ms <= now_ms {
+            let missed = (now_ms - ts.next_regular_at_ms) / interval + 1;
+            ts.next_regular_at_ms += missed * interval;
         }
         ts.confirm_at_ms = None;
         if ts.in_maintenance(now_ms) {

@@ -77,7 +77,6 @@ impl NativeIo {
     pub fn new(config: std::sync::Arc<Config>, secrets: Secrets) -> Self {
         let http = Client::builder()
             .user_agent(concat!("vigil-edge/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(64)
             .build()
             .expect("the HTTP client builds with static settings");
         NativeIo {

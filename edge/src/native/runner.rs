@@ -96,12 +96,19 @@ impl Runner {
             let now = now_ms();
             let due = self.update(|s| s.due_targets(&self.config, now));
             let probed = due.len();
-            let observations: Vec<Observation> =
-                stream::iter(due.iter().filter_map(|id| self.config.target(id)))
-                    .map(|target| self.io.probe(target))
-                    .buffer_unordered(self.config.probe_concurrency)
-                    .collect()
-                    .await;
+            // Owned indexes: a stream closure borrowing targets would tie the
+            // future to one lifetime and keep it from being spawned.
+            let indexes: Vec<usize> = (0..self.config.targets.len())
+                .filter(|i| due.contains(&self.config.targets[*i].id))
+                .collect();
+            let observations: Vec<Observation> = stream::iter(indexes)
+                .map(|i| {
+                    let (io, config) = (self.io.clone(), self.config.clone());
+                    async move { io.probe(&config.targets[i]).await }
+                })
+                .buffer_unordered(self.config.probe_concurrency)
+                .collect()
+                .await;
             self.record(&observations);
             let oncall = self.oncall();
             self.update(|s| {
