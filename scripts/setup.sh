@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine of this kind (idempotent):
 # Debian's Docker Engine, a static busybox for the test image, static libc
-# for the stand-in service, and wrk for the benchmarks.
+# for the stand-in service, docker-compose, nginx and openssl to validate
+# deploy/, and wrk, bc and curl for the benchmarks.
 set -euo pipefail
 need=()
-for pkg in docker.io busybox-static libc6-dev wrk; do
+for pkg in docker.io busybox-static libc6-dev docker-compose nginx-light openssl wrk bc curl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -14,4 +14,5 @@ echo "test: private Docker daemon at $DOCKER_HOST"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 # The integration tests start the binaries: build them first.
 cargo build --workspace --all-targets
+scripts/validate-deploy.sh
 cargo test --workspace "$@"
