@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge::config::Config;
-use edge::native::io::{now_ms, NativeIo, Secrets};
+use edge::native::io::{now_ms, NativeIo};
 use edge::native::runner::Runner;
+use edge::shell::Secrets;
 use vigil_testkit::target::{Behaviour, TargetServer};
 use vigil_testkit::TempDir;
 

@@ -1,14 +1,19 @@
 //! Vigil's edge: probes, debounce, incidents, alerts and the remediation
 //! loop. `core` is pure; `remediation` runs a round over an I/O trait;
-//! `native` is the tokio shell that `cargo run` starts. See ARCHITECTURE.md.
+//! `native` is the tokio shell that `cargo run` starts, `worker` the
+//! Cloudflare Worker shell (wasm32 only). See ARCHITECTURE.md.
 
 pub mod config;
 pub mod core;
+pub mod ops_requests;
 pub mod remediation;
+pub mod shell;
 pub mod views;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+#[cfg(target_arch = "wasm32")]
+mod worker;
 
 #[cfg(test)]
 mod simulation;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use edge::config::Config;
 use edge::native::api;
-use edge::native::io::{NativeIo, Secrets};
+use edge::native::io::NativeIo;
 use edge::native::runner::Runner;
+use edge::shell::Secrets;
 
 const USAGE: &str = "usage: vigil-edge --config FILE [--once | --check]\n\
   --config FILE  the edge configuration (TOML); default: $VIGIL_CONFIG or vigil.toml\n\

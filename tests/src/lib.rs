@@ -9,6 +9,7 @@ pub mod pair;
 pub mod process;
 pub mod serve;
 pub mod target;
+pub mod wrangler;
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};

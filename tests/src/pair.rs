@@ -26,6 +26,8 @@ pub struct Options {
     pub ladder: Vec<&'static str>,
     pub with_model: bool,
     pub with_gateway: bool,
+    /// Start the native edge (false: another shell, the Worker, runs it).
+    pub native_edge: bool,
     /// Start the ops-agent (false: its URL points at nothing).
     pub agent: bool,
     /// Point the agent at a Docker socket with no daemon behind it.
@@ -41,6 +43,7 @@ impl Default for Options {
             ladder: vec!["restart_api_core", "recreate_api_core", "restart_all"],
             with_model: false,
             with_gateway: false,
+            native_edge: true,
             agent: true,
             docker_dead: false,
             api_target: String::new(),
@@ -57,7 +60,12 @@ pub struct Pair {
     pub agent_dir: TempDir,
     pub discord: Discord,
     pub model: Option<Model>,
-    pub edge: Edge,
+    edge: Option<Edge>,
+    /// The edge configuration and environment the pair was set up with.
+    pub edge_config: String,
+    pub edge_env: Vec<(&'static str, String)>,
+    /// Kept while no native edge owns it.
+    _edge_dir: Option<TempDir>,
     pub started_s: u64,
 }
 
@@ -166,8 +174,25 @@ impl Pair {
         if model.is_some() {
             env.push(("SEPARATE_OPENAI_KEY", "sk-test-key".to_string()));
         }
-        let edge = Edge::start(&bin_path("vigil-edge"), dir, addr, &config, env);
+        let edge_env = env.clone();
+        let (edge, _edge_dir) = if o.native_edge {
+            (
+                Some(Edge::start(
+                    &bin_path("vigil-edge"),
+                    dir,
+                    addr,
+                    &config,
+                    env,
+                )),
+                None,
+            )
+        } else {
+            (None, Some(dir))
+        };
         Pair {
+            edge_config: config,
+            edge_env,
+            _edge_dir,
             project,
             api,
             api_port,
@@ -179,6 +204,15 @@ impl Pair {
             edge,
             started_s,
         }
+    }
+
+    /// The native edge (the pair was started with one).
+    pub fn edge(&self) -> &Edge {
+        self.edge.as_ref().expect("this pair runs no native edge")
+    }
+
+    pub fn edge_mut(&mut self) -> &mut Edge {
+        self.edge.as_mut().expect("this pair runs no native edge")
     }
 
     /// Injects a fault into the stand-in on `port` (see tests/standin).
@@ -230,7 +264,7 @@ impl Pair {
     }
 
     pub fn incidents(&self) -> Vec<Value> {
-        self.edge.get("/ops/incidents")["incidents"]
+        self.edge().get("/ops/incidents")["incidents"]
             .as_array()
             .cloned()
             .unwrap_or_default()
@@ -243,8 +277,13 @@ impl Pair {
             .iter()
             .find(|i| i["target"] == target)
             .and_then(|i| i["id"].as_str().map(str::to_string))
-            .unwrap_or_else(|| panic!("no incident for {target}; logs:\n{}", self.edge.logs()));
-        self.edge.get(&format!("/ops/incidents/{id}"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no incident for {target}; logs:\n{}",
+                    self.edge.as_ref().map(|e| e.logs()).unwrap_or_default()
+                )
+            });
+        self.edge().get(&format!("/ops/incidents/{id}"))
     }
 
     /// How many rounds the newest incident of `target` has (0 if none yet).
@@ -257,7 +296,7 @@ impl Pair {
         else {
             return 0;
         };
-        self.edge.get(&format!("/ops/incidents/{id}"))["rounds"]
+        self.edge().get(&format!("/ops/incidents/{id}"))["rounds"]
             .as_array()
             .map_or(0, |r| r.len())
     }
@@ -274,7 +313,7 @@ impl Pair {
             "timed out waiting for {what}\nincidents: {:#}\ndiscord: {:?}\nedge logs:\n{}\nagent logs:\n{}",
             Value::Array(self.incidents()),
             self.discord.titles(),
-            self.edge.logs(),
+            self.edge.as_ref().map(|e| e.logs()).unwrap_or_default(),
             self.agent.as_ref().map(|a| a.logs()).unwrap_or_default()
         );
     }

@@ -19,6 +19,8 @@ pub enum Behaviour {
     Slow(Duration),
     /// Accepts and never answers.
     Hang,
+    /// Answers this status once, then is well again.
+    Blip(u16),
 }
 
 #[derive(Debug, Clone)]
@@ -78,11 +80,17 @@ async fn answer(
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
                 .collect(),
         });
-        i.behaviour.clone()
+        let b = i.behaviour.clone();
+        if matches!(b, Behaviour::Blip(_)) {
+            i.behaviour = Behaviour::Ok;
+        }
+        b
     };
     match behaviour {
         Behaviour::Ok => "ok".into_response(),
-        Behaviour::Status(s) => (StatusCode::from_u16(s).unwrap(), "error").into_response(),
+        Behaviour::Status(s) | Behaviour::Blip(s) => {
+            (StatusCode::from_u16(s).unwrap(), "error").into_response()
+        }
         Behaviour::Body(b) => b.into_response(),
         Behaviour::Slow(d) => {
             tokio::time::sleep(d).await;

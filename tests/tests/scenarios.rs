@@ -167,7 +167,7 @@ fn s05_slow_answers_alert_degraded_without_remediation() {
     assert_eq!(p.discord.titles(), ["api: healthy → degraded"]);
     assert!(p.audit().is_empty(), "no action reached the agent");
     assert_eq!(p.restarts(&p.api), 0);
-    let anomalies = p.edge.get("/ops/anomalies");
+    let anomalies = p.edge().get("/ops/anomalies");
     assert!(anomalies["anomalies"].as_array().unwrap().len() >= 2);
 }
 
@@ -431,9 +431,9 @@ fn s13_edge_restarted_mid_round_continues_without_duplicates() {
             .iter()
             .any(|(a, o)| a == "restart_api_core" && o == "ok")
     });
-    p.edge.kill();
+    p.edge_mut().kill();
     p.fault(p.api_port, "/break"); // still broken: the resumed round must act again, idempotently
-    p.edge.restart();
+    p.edge_mut().restart();
     p.wait("the resumed round", 40, |p| p.rounds_of("api") >= 1);
     let incidents = p.incidents();
     assert_eq!(incidents.len(), 1, "{incidents:#?}");
@@ -622,7 +622,7 @@ fn control_api_maintenance_ack_and_manual_action() {
             ..Options::default()
         },
     );
-    let (code, _) = p.edge.post(
+    let (code, _) = p.edge().post(
         "/ops/target/api/maintenance",
         Some(serde_json::json!({"duration_s": 3})),
     );
@@ -640,7 +640,7 @@ fn control_api_maintenance_ack_and_manual_action() {
     );
     p.wait("the incident", 30, |p| !open(p).is_empty());
     let id = open(&p)[0]["id"].as_str().unwrap().to_string();
-    let (code, _) = p.edge.post(&format!("/ops/incidents/{id}/ack"), None);
+    let (code, _) = p.edge().post(&format!("/ops/incidents/{id}/ack"), None);
     assert_eq!(code, 200);
     p.wait("the cancelled round", 20, |p| p.rounds_of("api") >= 1);
     std::thread::sleep(Duration::from_secs(3));
@@ -656,9 +656,9 @@ fn control_api_maintenance_ack_and_manual_action() {
         "an acknowledged incident never pages"
     );
     let post = |path: &str| {
-        p.edge
+        p.edge()
             .http
-            .post(format!("http://{}{path}", p.edge.addr))
+            .post(format!("http://{}{path}", p.edge().addr))
             .bearer_auth(vigil_testkit::edge::CONTROL_TOKEN)
             .header("X-Vigil-Operator", "alice")
             .send()

@@ -36,8 +36,11 @@ pub struct TargetState {
     pub transitions: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_incident: Option<String>,
+    /// The schedule is not persisted: after a restart every target is due
+    /// at once, and a steady cycle changes nothing stored (no KV write).
+    #[serde(skip)]
     pub next_regular_at_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     pub confirm_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_resolved_at_ms: Option<u64>,

@@ -12,7 +12,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::json;
 use vigil_wire::{ErrorBody, TokenCheck};
 
@@ -21,7 +20,7 @@ use super::runner::Runner;
 use crate::core::incident::ManualAction;
 use crate::core::state::StateError;
 use crate::remediation::RemediationIo;
-use crate::views;
+use crate::{ops_requests, views};
 
 /// Largest request body the API reads.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -130,15 +129,12 @@ async fn require_control(State(api): State<Shared>, req: Request, next: Next) ->
     }
 }
 
-/// Who did it, for the audit trail: the `X-Vigil-Operator` header, else the
-/// token's role.
 fn operator(headers: &HeaderMap) -> String {
-    headers
-        .get("x-vigil-operator")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| crate::core::probe::truncate(v.trim(), 64))
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "control-token".into())
+    ops_requests::operator(
+        headers
+            .get("x-vigil-operator")
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 async fn summary(State(api): State<Shared>) -> Response {
@@ -156,17 +152,9 @@ async fn incidents(
     State(api): State<Shared>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let open = match q.get("state").map(String::as_str) {
-        None => None,
-        Some("open") => Some(true),
-        Some("resolved") => Some(false),
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_query",
-                format!("state must be open or resolved, got {other:?}"),
-            )
-        }
+    let open = match ops_requests::state_filter(q.get("state").map(String::as_str)) {
+        Ok(o) => o,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_query", why),
     };
     api.runner
         .read(|s| Json(views::incidents(s, open)).into_response())
@@ -307,17 +295,6 @@ async fn resolve(
     state_result(api.runner.update(|s| s.resolve(&id, &by, now_ms())), &id)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MaintenanceBody {
-    /// End of the window (epoch ms); null ends it now.
-    #[serde(default)]
-    until_ms: Option<u64>,
-    /// Or: how long from now.
-    #[serde(default)]
-    duration_s: Option<f64>,
-}
-
 async fn maintenance(
     State(api): State<Shared>,
     Path(id): Path<String>,
@@ -337,35 +314,10 @@ async fn maintenance(
             format!("no target {id:?}"),
         );
     }
-    let parsed: MaintenanceBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("expected {{\"until_ms\": ms}} or {{\"duration_s\": s}}: {e}"),
-            )
-        }
-    };
     let now = now_ms();
-    let until = match (parsed.until_ms, parsed.duration_s) {
-        (Some(_), Some(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "give until_ms or duration_s, not both",
-            )
-        }
-        (Some(u), None) => Some(u),
-        (None, Some(d)) if d.is_finite() && d > 0.0 => Some(now + (d * 1000.0) as u64),
-        (None, Some(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "duration_s must be greater than zero",
-            )
-        }
-        (None, None) => None,
+    let until = match ops_requests::maintenance_until(&body, now) {
+        Ok(u) => u,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
     };
     let _ = api.runner.update(|s| s.set_maintenance(&id, until, now));
     Json(json!({"ok": true, "target": id, "maintenance_until_ms": until})).into_response()

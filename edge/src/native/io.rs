@@ -8,10 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionResponse};
 use futures_util::StreamExt;
-use reqwest::{Client, Method, StatusCode};
-use vigil_wire::{
-    ActionInfo, ActionList, ActionResult, Diagnostics, ErrorBody, LogLines, IDEMPOTENCY_KEY,
-};
+use reqwest::{Client, Method};
+use vigil_wire::{ActionInfo, ActionList, ActionResult, Diagnostics, LogLines, IDEMPOTENCY_KEY};
 
 use crate::config::{Config, Target};
 use crate::core::alert::{Delivery, DiscordMessage};
@@ -19,6 +17,7 @@ use crate::core::probe::{
     cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS,
 };
 use crate::remediation::RemediationIo;
+use crate::shell::{agent_error, delivery_outcome, model_error, Secrets};
 
 /// Most of a probed body that is read (body checks look at the start).
 const BODY_LIMIT: usize = 1 << 20;
@@ -32,36 +31,6 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Secrets and endpoints, read from the environment once.
-#[derive(Clone, Default)]
-pub struct Secrets {
-    pub webhook_url: Option<String>,
-    pub oncall_user: Option<String>,
-    pub openai_key: Option<String>,
-    pub read_token: Option<String>,
-    pub control_token: Option<String>,
-    /// host id -> (agent URL, agent token)
-    pub hosts: HashMap<String, (Option<String>, Option<String>)>,
-}
-
-impl Secrets {
-    pub fn from_env(config: &Config, lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let get = |k: &str| lookup(k).filter(|v| !v.is_empty());
-        Secrets {
-            webhook_url: get(&config.discord.webhook_url_env),
-            oncall_user: get(&config.discord.oncall_user_id_env),
-            openai_key: get(&config.llm.api_key_env),
-            read_token: get("OPS_READ_TOKEN"),
-            control_token: get("CONTROL_TOKEN"),
-            hosts: config
-                .hosts
-                .iter()
-                .map(|h| (h.id.clone(), (get(&h.url_env), get(&h.token_env))))
-                .collect(),
-        }
-    }
 }
 
 pub struct NativeIo {
@@ -94,15 +63,9 @@ impl NativeIo {
 
     /// Sends one Discord message and says how it went.
     pub async fn deliver(&self, message: &DiscordMessage) -> Delivery {
-        let Some(url) = &self.secrets.webhook_url else {
-            return Delivery::Failed {
-                error: format!("{} is not set", self.config.discord.webhook_url_env),
-            };
-        };
-        let url = if url.contains('?') {
-            format!("{url}&wait=true")
-        } else {
-            format!("{url}?wait=true")
+        let url = match self.secrets.webhook(&self.config) {
+            Ok(u) => u,
+            Err(error) => return Delivery::Failed { error },
         };
         let res = match self
             .http
@@ -119,49 +82,13 @@ impl NativeIo {
                 }
             }
         };
-        let status = res.status();
+        let status = res.status().as_u16();
         let header_retry = res
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok()?.parse::<f64>().ok());
         let body = res.text().await.unwrap_or_default();
-        match status {
-            s if s.is_success() => Delivery::Sent,
-            StatusCode::TOO_MANY_REQUESTS => {
-                let body_retry = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("retry_after")?.as_f64());
-                let secs = body_retry.or(header_retry).unwrap_or(1.0).max(0.0);
-                Delivery::RateLimited {
-                    retry_after_ms: (secs * 1000.0).ceil() as u64,
-                }
-            }
-            s if s.is_client_error() => Delivery::Rejected {
-                error: format!("HTTP {s}: {}", crate::core::probe::truncate(&body, 300)),
-            },
-            s => Delivery::Failed {
-                error: format!("HTTP {s}"),
-            },
-        }
-    }
-
-    fn agent(&self, host: &str) -> Result<(&str, &str), String> {
-        let (url, token) = self
-            .secrets
-            .hosts
-            .get(host)
-            .ok_or_else(|| format!("no host {host:?} configured"))?;
-        let cfg = self
-            .config
-            .host(host)
-            .ok_or_else(|| format!("no host {host:?} configured"))?;
-        let url = url
-            .as_deref()
-            .ok_or_else(|| format!("{} is not set", cfg.url_env))?;
-        let token = token
-            .as_deref()
-            .ok_or_else(|| format!("{} is not set", cfg.token_env))?;
-        Ok((url.trim_end_matches('/'), token))
+        delivery_outcome(status, header_retry, &body)
     }
 
     async fn agent_call<T: serde::de::DeserializeOwned>(
@@ -172,7 +99,7 @@ impl NativeIo {
         timeout: Duration,
         idempotency_key: Option<&str>,
     ) -> Result<T, String> {
-        let (base, token) = self.agent(host)?;
+        let (base, token) = self.secrets.agent(&self.config, host)?;
         let mut req = self
             .http
             .request(method, format!("{base}{path}"))
@@ -185,15 +112,7 @@ impl NativeIo {
         let status = res.status();
         let body = res.bytes().await.map_err(|e| error_chain(&e))?;
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(e) => format!(
-                    "HTTP {}: {}: {}",
-                    status.as_u16(),
-                    e.error.code,
-                    e.error.message
-                ),
-                Err(_) => format!("HTTP {}", status.as_u16()),
-            });
+            return Err(agent_error(status.as_u16(), &body));
         }
         serde_json::from_slice(&body).map_err(|e| format!("unexpected answer from the agent: {e}"))
     }
@@ -327,11 +246,7 @@ impl RemediationIo for NativeIo {
             }
         })?;
         if !status.is_success() {
-            return Err(format!(
-                "HTTP {}: {}",
-                status.as_u16(),
-                crate::core::probe::truncate(&String::from_utf8_lossy(&body), 200)
-            ));
+            return Err(model_error(status.as_u16(), &body));
         }
         serde_json::from_slice(&body).map_err(|e| format!("malformed completion: {e}"))
     }

@@ -1,0 +1,149 @@
+//! What every shell (native, Worker) shares around its own HTTP client:
+//! secrets from the environment, where an agent is, and what the answers of
+//! Discord, the agents and the model mean.
+
+use std::collections::HashMap;
+
+use vigil_wire::ErrorBody;
+
+use crate::config::Config;
+use crate::core::alert::Delivery;
+use crate::core::probe::truncate;
+
+/// Secrets and endpoints, read from the environment once.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub webhook_url: Option<String>,
+    pub oncall_user: Option<String>,
+    pub openai_key: Option<String>,
+    pub read_token: Option<String>,
+    pub control_token: Option<String>,
+    /// host id -> (agent URL, agent token)
+    pub hosts: HashMap<String, (Option<String>, Option<String>)>,
+}
+
+impl Secrets {
+    pub fn from_env(config: &Config, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |k: &str| lookup(k).filter(|v| !v.is_empty());
+        Secrets {
+            webhook_url: get(&config.discord.webhook_url_env),
+            oncall_user: get(&config.discord.oncall_user_id_env),
+            openai_key: get(&config.llm.api_key_env),
+            read_token: get("OPS_READ_TOKEN"),
+            control_token: get("CONTROL_TOKEN"),
+            hosts: config
+                .hosts
+                .iter()
+                .map(|h| (h.id.clone(), (get(&h.url_env), get(&h.token_env))))
+                .collect(),
+        }
+    }
+
+    /// A host's agent: base URL (no trailing slash) and token.
+    pub fn agent<'a>(&'a self, config: &Config, host: &str) -> Result<(&'a str, &'a str), String> {
+        let cfg = config
+            .host(host)
+            .ok_or_else(|| format!("no host {host:?} configured"))?;
+        let (url, token) = self
+            .hosts
+            .get(host)
+            .ok_or_else(|| format!("no host {host:?} configured"))?;
+        let url = url
+            .as_deref()
+            .ok_or_else(|| format!("{} is not set", cfg.url_env))?;
+        let token = token
+            .as_deref()
+            .ok_or_else(|| format!("{} is not set", cfg.token_env))?;
+        Ok((url.trim_end_matches('/'), token))
+    }
+
+    /// The webhook URL asking Discord to answer with the created message.
+    pub fn webhook(&self, config: &Config) -> Result<String, String> {
+        let url = self
+            .webhook_url
+            .as_deref()
+            .ok_or_else(|| format!("{} is not set", config.discord.webhook_url_env))?;
+        Ok(if url.contains('?') {
+            format!("{url}&wait=true")
+        } else {
+            format!("{url}?wait=true")
+        })
+    }
+}
+
+/// What a webhook's answer means for the outbox.
+pub fn delivery_outcome(status: u16, retry_after_header: Option<f64>, body: &str) -> Delivery {
+    match status {
+        200..=299 => Delivery::Sent,
+        429 => {
+            let body_retry = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("retry_after")?.as_f64());
+            let secs = body_retry.or(retry_after_header).unwrap_or(1.0).max(0.0);
+            Delivery::RateLimited {
+                retry_after_ms: (secs * 1000.0).ceil() as u64,
+            }
+        }
+        400..=499 => Delivery::Rejected {
+            error: format!("HTTP {status}: {}", truncate(body, 300)),
+        },
+        _ => Delivery::Failed {
+            error: format!("HTTP {status}"),
+        },
+    }
+}
+
+/// An agent's error answer, as the audit trail shows it.
+pub fn agent_error(status: u16, body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => format!("HTTP {status}: {}: {}", e.error.code, e.error.message),
+        Err(_) => format!("HTTP {status}"),
+    }
+}
+
+/// A model server's error answer.
+pub fn model_error(status: u16, body: &[u8]) -> String {
+    format!(
+        "HTTP {status}: {}",
+        truncate(&String::from_utf8_lossy(body), 200)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_answers() {
+        assert_eq!(delivery_outcome(204, None, ""), Delivery::Sent);
+        assert_eq!(
+            delivery_outcome(429, Some(3.0), r#"{"retry_after": 1.5}"#),
+            Delivery::RateLimited {
+                retry_after_ms: 1500
+            }
+        );
+        assert_eq!(
+            delivery_outcome(429, Some(3.0), "not json"),
+            Delivery::RateLimited {
+                retry_after_ms: 3000
+            }
+        );
+        assert!(
+            matches!(delivery_outcome(400, None, "Invalid Form Body"), Delivery::Rejected { error } if error.contains("Invalid Form Body"))
+        );
+        assert!(matches!(
+            delivery_outcome(502, None, ""),
+            Delivery::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn agent_errors_name_code_and_message() {
+        let body = serde_json::to_vec(&ErrorBody::new("busy", "restart_all is running")).unwrap();
+        assert_eq!(
+            agent_error(409, &body),
+            "HTTP 409: busy: restart_all is running"
+        );
+        assert_eq!(agent_error(502, b"<html>"), "HTTP 502");
+    }
+}

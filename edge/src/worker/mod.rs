@@ -1,0 +1,452 @@
+//! The Cloudflare Worker shell: the cron trigger runs one cycle of the same
+//! core (probes and confirm probes, debounce, alerts, remediation rounds),
+//! the fetch handler serves the same `/ops` API. State is one Workers KV
+//! value, read once per cycle and written only when it changed; Analytics
+//! Engine gets one data point per probe and per round, best effort. Every
+//! error is handled here: a panic would abort the isolate.
+
+mod io;
+
+use std::sync::Mutex;
+
+use futures_util::future::join_all;
+use serde::Serialize;
+use vigil_wire::{ErrorBody, TokenCheck};
+use worker::{
+    console_error, console_log, event, AnalyticsEngineDataPointBuilder, AnalyticsEngineDataset,
+    Context, Env, KvStore, Method, Request, Response, ScheduleContext, ScheduledEvent,
+};
+
+use self::io::{now_ms, WorkerIo};
+use crate::config::Config;
+use crate::core::incident::{ManualAction, PendingAction, Round};
+use crate::core::probe::{truncate, Observation};
+use crate::core::state::{State, StateError};
+use crate::remediation::{run_round, RemediationIo, RoundInput};
+use crate::shell::Secrets;
+use crate::{ops_requests, views};
+
+const KV_BINDING: &str = "VIGIL_KV";
+const AE_BINDING: &str = "VIGIL_AE";
+const STATE_KEY: &str = "state";
+/// The configuration TOML, as a var (or secret).
+const CONFIG_VAR: &str = "VIGIL_CONFIG";
+/// A round's lease: longer than any round lasts inside one invocation.
+const LEASE_MS: u64 = 5 * 60 * 1000;
+
+type Fallible<T> = std::result::Result<T, String>;
+
+fn lookup(env: &Env, key: &str) -> Option<String> {
+    env.secret(key)
+        .ok()
+        .map(|s| s.to_string())
+        .or_else(|| env.var(key).ok().map(|v| v.to_string()))
+}
+
+fn load_config(env: &Env) -> Fallible<Config> {
+    let text = lookup(env, CONFIG_VAR).ok_or_else(|| format!("{CONFIG_VAR} is not set"))?;
+    Config::parse(CONFIG_VAR, &text).map_err(|e| e.to_string())
+}
+
+/// The KV value and what it held when read, so unchanged state is never
+/// written back.
+struct Store {
+    kv: KvStore,
+    stored: Option<String>,
+    reads: u32,
+    writes: u32,
+}
+
+impl Store {
+    async fn open(env: &Env) -> Fallible<(Self, State)> {
+        let kv = env.kv(KV_BINDING).map_err(|e| e.to_string())?;
+        let stored = kv.get(STATE_KEY).text().await.map_err(|e| e.to_string())?;
+        let state = match &stored {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| format!("stored state is unreadable: {e}"))?,
+            None => State::default(),
+        };
+        Ok((
+            Store {
+                kv,
+                stored,
+                reads: 1,
+                writes: 0,
+            },
+            state,
+        ))
+    }
+
+    async fn save(&mut self, state: &State) -> Fallible<bool> {
+        let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
+        if self.stored.as_deref() == Some(text.as_str()) {
+            return Ok(false);
+        }
+        self.kv
+            .put(STATE_KEY, text.as_str())
+            .map_err(|e| e.to_string())?
+            .execute()
+            .await
+            .map_err(|e| e.to_string())?;
+        self.stored = Some(text);
+        self.writes += 1;
+        Ok(true)
+    }
+}
+
+fn probe_point(ae: &AnalyticsEngineDataset, o: &Observation) {
+    let point = AnalyticsEngineDataPointBuilder::new()
+        .indexes([o.target.as_str()])
+        .add_blob(o.health.as_str())
+        .add_blob(truncate(o.error.as_deref().unwrap_or(""), 200).as_str())
+        .add_blob("scheduled")
+        .add_double(o.latency_ms as f64)
+        .add_double(o.status.unwrap_or(0) as f64);
+    if let Err(e) = point.write_to(ae) {
+        console_log!("analytics engine write failed: {e}");
+    }
+}
+
+fn round_point(ae: &AnalyticsEngineDataset, target: &str, r: &Round) {
+    let point = AnalyticsEngineDataPointBuilder::new()
+        .indexes([target])
+        .add_blob("round")
+        .add_blob(r.action.as_deref().unwrap_or("-"))
+        .add_blob(format!("{:?}", r.planner).to_lowercase().as_str())
+        .add_blob(format!("{:?}", r.outcome).to_lowercase().as_str())
+        .add_double(r.finished_at_ms.saturating_sub(r.started_at_ms) as f64);
+    if let Err(e) = point.write_to(ae) {
+        console_log!("analytics engine write failed: {e}");
+    }
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    match cycle(&env).await {
+        Ok(report) => console_log!(
+            "vigil cycle: {}",
+            serde_json::to_string(&report).unwrap_or_default()
+        ),
+        Err(e) => console_error!("vigil cycle failed: {e}"),
+    }
+}
+
+#[derive(Serialize)]
+struct CycleReport {
+    probes: usize,
+    rounds: usize,
+    delivered: usize,
+    kv_reads: u32,
+    kv_writes: u32,
+}
+
+async fn cycle(env: &Env) -> Fallible<CycleReport> {
+    let config = load_config(env)?;
+    let io = WorkerIo::new(
+        config.clone(),
+        Secrets::from_env(&config, |k| lookup(env, k)),
+    );
+    let ae = env.analytics_engine(AE_BINDING).ok();
+    let (mut store, mut state) = Store::open(env).await?;
+    let start = now_ms();
+    let owner = format!("worker-{start}");
+    state.reconcile(&config, start, false);
+    let mut report = CycleReport {
+        probes: 0,
+        rounds: 0,
+        delivered: 0,
+        kv_reads: 0,
+        kv_writes: 0,
+    };
+
+    // The cron is the schedule: every invocation probes every target, then
+    // the confirm probes the debounce asks for, inside the same invocation.
+    let mut due: Vec<usize> = (0..config.targets.len()).collect();
+    while !due.is_empty() {
+        let observations = join_all(due.iter().map(|i| io.probe(&config.targets[*i]))).await;
+        report.probes += observations.len();
+        for o in &observations {
+            state.observe(&config, o, now_ms());
+            if let Some(ae) = &ae {
+                probe_point(ae, o);
+            }
+        }
+        let next = state.targets.values().filter_map(|t| t.confirm_at_ms).min();
+        match next {
+            Some(at) if at < start + config.interval_ms() => {
+                io.sleep_ms(at.saturating_sub(now_ms())).await;
+                let now = now_ms();
+                due = (0..config.targets.len())
+                    .filter(|i| {
+                        state
+                            .targets
+                            .get(&config.targets[*i].id)
+                            .and_then(|t| t.confirm_at_ms)
+                            .is_some_and(|c| c <= now)
+                    })
+                    .collect();
+            }
+            _ => due.clear(),
+        }
+    }
+    let oncall = io.secrets.oncall_user.clone();
+    state.page_due(oncall.as_deref(), now_ms());
+
+    for id in state.remediation_due(&config, now_ms()) {
+        let Some((n, resume)) = state.take_lease(&config, &id, &owner, now_ms(), LEASE_MS) else {
+            continue;
+        };
+        let (Some(incident), Some(target)) = (
+            state.incident(&id).cloned(),
+            state
+                .incident(&id)
+                .and_then(|i| config.target(&i.target))
+                .cloned(),
+        ) else {
+            continue;
+        };
+        // The lease is stored before the round acts.
+        store.save(&state).await?;
+        let shared = Mutex::new(std::mem::take(&mut state));
+        let note = |p: &PendingAction| {
+            shared
+                .lock()
+                .map(|mut s| s.note_action(&id, &owner, p.clone(), now_ms()))
+                .unwrap_or(false)
+        };
+        let input = RoundInput {
+            config: &config,
+            target: &target,
+            incident: &incident,
+            n,
+            resume,
+            on_decision: &note,
+        };
+        let round = run_round(&io, input).await;
+        state = shared
+            .into_inner()
+            .map_err(|_| "state lock poisoned".to_string())?;
+        if let Some(ae) = &ae {
+            round_point(ae, &target.id, &round);
+        }
+        state.complete_round(&config, &id, &owner, round, oncall.as_deref(), now_ms());
+        report.rounds += 1;
+    }
+
+    report.delivered = deliver(&io, &mut state).await;
+    store.save(&state).await?;
+    report.kv_reads = store.reads;
+    report.kv_writes = store.writes;
+    Ok(report)
+}
+
+/// Delivers the outbox oldest first, stopping at the first failure.
+async fn deliver(io: &WorkerIo, state: &mut State) -> usize {
+    let mut sent = 0;
+    while let Some(entry) = state.outbox.due(now_ms()).cloned() {
+        let outcome = io.deliver(&entry.message).await;
+        let stop = !matches!(
+            outcome,
+            crate::core::alert::Delivery::Sent | crate::core::alert::Delivery::Rejected { .. }
+        );
+        if matches!(outcome, crate::core::alert::Delivery::Sent) {
+            sent += 1;
+        }
+        state.outbox.record(entry.id, outcome, now_ms());
+        if stop {
+            break;
+        }
+    }
+    sent
+}
+
+fn json<T: Serialize>(status: u16, body: &T) -> worker::Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
+}
+
+fn error(status: u16, code: &str, message: impl Into<String>) -> worker::Result<Response> {
+    json(status, &ErrorBody::new(code, message))
+}
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    match route(&mut req, &env).await {
+        Ok(res) => Ok(res),
+        Err(e) => error(500, "internal", e.to_string()),
+    }
+}
+
+enum Access {
+    Open,
+    Read,
+    Control,
+}
+
+async fn route(req: &mut Request, env: &Env) -> worker::Result<Response> {
+    let path = req.path();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method();
+    let access = match (&method, segments.as_slice()) {
+        (Method::Get, ["healthz"]) => Access::Open,
+        (Method::Get, ["ops", "summary" | "incidents" | "anomalies"])
+        | (Method::Get, ["ops", "incidents" | "target", _]) => Access::Read,
+        (Method::Post, ["ops", "actions", _, _]) | (Method::Post, ["ops", "restart", _]) => {
+            Access::Control
+        }
+        (Method::Post, ["ops", "incidents", _, "ack" | "resolve"])
+        | (Method::Post, ["ops", "target", _, "maintenance"]) => Access::Control,
+        _ => return error(404, "not_found", "no such route"),
+    };
+    if matches!(access, Access::Open) {
+        return json(200, &serde_json::json!({"ok": true}));
+    }
+    let config = match load_config(env) {
+        Ok(c) => c,
+        Err(e) => return error(500, "no_configuration", e),
+    };
+    let secrets = Secrets::from_env(&config, |k| lookup(env, k));
+    let header = req.headers().get("authorization")?;
+    let check = |t: &Option<String>| {
+        t.as_deref()
+            .map(TokenCheck::new)
+            .is_some_and(|c| c.accepts_header(header.as_deref()))
+    };
+    let allowed = match access {
+        Access::Read => check(&secrets.read_token) | check(&secrets.control_token),
+        _ => check(&secrets.control_token),
+    };
+    if !allowed {
+        return error(401, "unauthorized", "missing or wrong bearer token");
+    }
+    let (mut store, mut state) = match Store::open(env).await {
+        Ok(s) => s,
+        Err(e) => return error(502, "kv_unavailable", e),
+    };
+    let now = now_ms();
+    let operator = ops_requests::operator(req.headers().get("x-vigil-operator")?.as_deref());
+    let url = req.url()?;
+    let query = |k: &str| {
+        url.query_pairs()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    let res = match segments.as_slice() {
+        ["ops", "summary"] => json(200, &views::summary(&config, &state, now, |_| None)),
+        ["ops", "anomalies"] => json(200, &serde_json::json!({"anomalies": state.anomalies})),
+        ["ops", "incidents"] => match ops_requests::state_filter(query("state").as_deref()) {
+            Ok(open) => json(200, &views::incidents(&state, open)),
+            Err(why) => error(400, "bad_query", why),
+        },
+        ["ops", "incidents", id] => match state.incident(id) {
+            Some(i) => json(200, i),
+            None => error(404, "unknown_incident", format!("no incident {id:?}")),
+        },
+        // History lives in Analytics Engine: no recent observations here.
+        ["ops", "target", id] => match views::target(&config, &state, id, Vec::new(), now) {
+            Some(v) => json(200, &v),
+            None => error(404, "unknown_target", format!("no target {id:?}")),
+        },
+        ["ops", "incidents", id, verb] => {
+            let done = if *verb == "ack" {
+                state.acknowledge(id, &operator, now)
+            } else {
+                state.resolve(id, &operator, now)
+            };
+            match done {
+                Ok(()) => json(200, &serde_json::json!({"ok": true, "incident": id})),
+                Err(StateError::NoIncident) => {
+                    error(404, "unknown_incident", format!("no incident {id:?}"))
+                }
+                Err(StateError::AlreadyResolved) => error(
+                    409,
+                    "already_resolved",
+                    format!("incident {id:?} is already resolved"),
+                ),
+            }
+        }
+        ["ops", "target", id, "maintenance"] => {
+            let body = req.bytes().await?;
+            if body.len() > 16 * 1024 {
+                error(413, "body_too_large", "body over 16384 bytes")
+            } else if config.target(id).is_none() {
+                error(404, "unknown_target", format!("no target {id:?}"))
+            } else {
+                match ops_requests::maintenance_until(&body, now) {
+                    Ok(until) => {
+                        let _ = state.set_maintenance(id, until, now);
+                        json(
+                            200,
+                            &serde_json::json!({"ok": true, "target": id, "maintenance_until_ms": until}),
+                        )
+                    }
+                    Err(why) => error(400, "bad_body", why),
+                }
+            }
+        }
+        ["ops", "actions", host, name] => {
+            manual(&config, secrets, &mut state, host, name, operator).await
+        }
+        ["ops", "restart", id] => match config
+            .target(id)
+            .and_then(|t| Some((t.host.clone()?, t.actions.first()?.clone())))
+        {
+            Some((host, first)) => {
+                manual(&config, secrets, &mut state, &host, &first, operator).await
+            }
+            None => error(
+                404,
+                "unknown_target",
+                format!("no target {id:?} with a host and actions"),
+            ),
+        },
+        _ => error(404, "not_found", "no such route"),
+    };
+    if let Err(e) = store.save(&state).await {
+        return error(502, "kv_unavailable", e);
+    }
+    res
+}
+
+async fn manual(
+    config: &Config,
+    secrets: Secrets,
+    state: &mut State,
+    host: &str,
+    name: &str,
+    by: String,
+) -> worker::Result<Response> {
+    if config.host(host).is_none() {
+        return error(404, "unknown_host", format!("no host {host:?}"));
+    }
+    let io = WorkerIo::new(config.clone(), secrets);
+    match io.actions(host).await {
+        Err(e) => return error(502, "agent_unreachable", e),
+        Ok(list) if !list.iter().any(|a| a.name == name) => {
+            return error(
+                404,
+                "unknown_action",
+                format!("{name:?} is not allowlisted on {host}"),
+            )
+        }
+        Ok(_) => {}
+    }
+    let at_ms = now_ms();
+    let result = io
+        .run_action_on(host, name, &format!("vigil-manual-{host}-{name}-{at_ms}"))
+        .await;
+    state.record_manual_action(
+        config,
+        ManualAction {
+            at_ms,
+            by,
+            host: host.to_string(),
+            action: name.to_string(),
+            result: result.as_ref().ok().cloned(),
+            error: result.as_ref().err().cloned(),
+        },
+    );
+    match result {
+        Ok(r) => json(200, &r),
+        Err(e) => error(502, "action_failed", e),
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the edge Worker (edge/build/) with worker-build kept off the network
+# (WASM_BINDGEN_BIN, WASM_OPT_BIN, ESBUILD_BIN), size-optimised: release
+# profile overrides for this build only, then one more wasm-opt -Oz pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS=$(scripts/worker-toolchain.sh | tail -n1)
+NODE_BIN=$PWD/deploy/node_modules/.bin
+export PATH="$TOOLS/bin:$NODE_BIN:$PATH"
+export WASM_BINDGEN_BIN="$TOOLS/bin/wasm-bindgen" WASM_OPT_BIN="$NODE_BIN/wasm-opt" ESBUILD_BIN="$NODE_BIN/esbuild"
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=true \
+       CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_PANIC=abort
+(cd edge && worker-build --release)
+"$NODE_BIN/wasm-opt" -Oz --strip-debug --strip-producers --enable-bulk-memory \
+  --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals \
+  edge/build/index_bg.wasm -o edge/build/index_bg.wasm
+echo "worker: edge/build/index_bg.wasm $(stat -c %s edge/build/index_bg.wasm) bytes, $(gzip -9 -c edge/build/index_bg.wasm | wc -c) gzip -9"

@@ -1,0 +1,266 @@
+//! The edge as a Cloudflare Worker, running in workerd (`wrangler dev
+//! --test-scheduled`), driven through `/__scheduled` against local targets, a
+//! strict local Discord, a scripted model and the real ops-agent with real
+//! containers. KV reads and writes are counted by the Worker itself (its
+//! cycle report).
+
+use serde_json::Value;
+use vigil_testkit::discord::Discord;
+use vigil_testkit::docker_or_skip;
+use vigil_testkit::edge::{CONTROL_TOKEN, READ_TOKEN};
+use vigil_testkit::pair::{Options, Pair};
+use vigil_testkit::target::{Behaviour, TargetServer};
+use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
+
+fn vars(config: String, extra: Vec<(&'static str, String)>) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("VIGIL_CONFIG".to_string(), config),
+        ("OPS_READ_TOKEN".to_string(), READ_TOKEN.to_string()),
+        ("CONTROL_TOKEN".to_string(), CONTROL_TOKEN.to_string()),
+    ];
+    v.extend(extra.into_iter().map(|(k, s)| (k.to_string(), s)));
+    v
+}
+
+fn alert_only(id: &str, url: &str) -> String {
+    format!("[[target]]\nid = {id:?}\nurl = {url:?}\nbody_contains = \"ok\"\ntimeout_ms = 2000\n")
+}
+
+fn get(w: &Wrangler, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = w.http.get(w.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().expect("GET");
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn blip_ignored_two_failures_alert_once_state_survives_restart_and_steady_cycles_write_nothing() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n{}",
+        alert_only("api", &target.url())
+    );
+    let mut w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
+
+    // First cycle stores the new target; a steady one then writes nothing.
+    let first = w.scheduled();
+    assert_eq!(first["kv_reads"], 1);
+    let steady = w.scheduled();
+    assert_eq!(
+        (steady["kv_reads"].as_u64(), steady["kv_writes"].as_u64()),
+        (Some(1), Some(0)),
+        "{steady}"
+    );
+
+    // A blip: the confirm probe inside the same invocation clears it.
+    target.set(Behaviour::Blip(500));
+    let blip = w.scheduled();
+    assert_eq!(blip["probes"], 2, "the probe and its confirm: {blip}");
+    assert_eq!(
+        blip["kv_writes"], 0,
+        "a blip that cleared changes nothing stored: {blip}"
+    );
+    assert!(discord.accepted().is_empty());
+
+    // Down: two failures in one invocation, one alert.
+    target.set(Behaviour::Status(500));
+    let down = w.scheduled();
+    assert_eq!(down["delivered"], 1, "{down}");
+    assert_eq!(discord.titles(), ["api: healthy → down"]);
+    let again = w.scheduled();
+    assert_eq!(again["delivered"], 0);
+    assert_eq!(again["kv_writes"], 0, "still down, nothing new: {again}");
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    let id = open["incidents"][0]["id"].as_str().unwrap().to_string();
+
+    // The state survives a restart of wrangler (workerd and its local KV).
+    w.restart();
+    w.scheduled();
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(open["incidents"][0]["id"], id.as_str());
+    assert_eq!(
+        discord.accepted().len(),
+        1,
+        "no duplicate alert after the restart"
+    );
+
+    target.set(Behaviour::Ok);
+    let up = w.scheduled();
+    assert_eq!(up["delivered"], 1);
+    assert_eq!(
+        discord.titles(),
+        ["api: healthy → down", "api: down → healthy"]
+    );
+    let (_, inc) = get(&w, &format!("/ops/incidents/{id}"), Some(READ_TOKEN));
+    assert_eq!(inc["resolution"], "recovered");
+    // The probes bypassed caches.
+    assert!(target.seen().iter().all(|s| s
+        .query
+        .as_deref()
+        .is_some_and(|q| q.starts_with("vigil_nocache="))
+        && s.headers["cache-control"].contains("no-cache")));
+}
+
+#[test]
+fn the_ops_api_answers_with_and_without_the_right_token() {
+    if !worker_or_skip() {
+        return;
+    }
+    let target = TargetServer::start();
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n{}",
+        alert_only("api", &target.url())
+    );
+    let w = Wrangler::start(vars(config, vec![]));
+    w.scheduled();
+    assert_eq!(get(&w, "/healthz", None).0, 200);
+    for path in [
+        "/ops/summary",
+        "/ops/incidents",
+        "/ops/anomalies",
+        "/ops/target/api",
+    ] {
+        assert_eq!(get(&w, path, None).0, 401, "{path}");
+        assert_eq!(get(&w, path, Some("wrong-token-wrong")).0, 401, "{path}");
+        assert_eq!(get(&w, path, Some(READ_TOKEN)).0, 200, "{path}");
+    }
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert_eq!(summary["targets"][0]["state"], "healthy");
+    assert_eq!(
+        get(&w, "/ops/incidents?state=bogus", Some(READ_TOKEN)).0,
+        400
+    );
+    assert_eq!(get(&w, "/ops/incidents/inc-9", Some(READ_TOKEN)).0, 404);
+    assert_eq!(get(&w, "/nope", Some(READ_TOKEN)).0, 404);
+    let post = |path: &str, token: &str, body: &str| {
+        w.http
+            .post(w.url(path))
+            .bearer_auth(token)
+            .body(body.to_string())
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        post(
+            "/ops/target/api/maintenance",
+            READ_TOKEN,
+            r#"{"duration_s": 60}"#
+        ),
+        401,
+        "read token cannot control"
+    );
+    assert_eq!(
+        post("/ops/target/api/maintenance", CONTROL_TOKEN, "{nope"),
+        400
+    );
+    assert_eq!(
+        post(
+            "/ops/target/api/maintenance",
+            CONTROL_TOKEN,
+            &" ".repeat(20_000)
+        ),
+        413
+    );
+    assert_eq!(
+        post(
+            "/ops/target/api/maintenance",
+            CONTROL_TOKEN,
+            r#"{"duration_s": 60}"#
+        ),
+        200
+    );
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert!(summary["targets"][0]["maintenance_until_ms"]
+        .as_u64()
+        .is_some());
+}
+
+#[test]
+fn remediation_runs_through_the_allowlist_and_the_target_recovers() {
+    if !worker_or_skip() || !docker_or_skip() {
+        return;
+    }
+    let p = Pair::start(
+        "vw1",
+        Options {
+            native_edge: false,
+            ..Options::default()
+        },
+    );
+    let config = p.edge_config.replace("interval_s = 1", "interval_s = 60");
+    let w = Wrangler::start(vars(config, p.edge_env.clone()));
+    w.scheduled();
+    p.fault(p.api_port, "/crash");
+    let report = w.scheduled();
+    assert_eq!(report["rounds"], 1, "{report}\n{}", w.logs());
+    let (_, incidents) = get(&w, "/ops/incidents", Some(READ_TOKEN));
+    let inc = &incidents["incidents"][0];
+    assert_eq!(inc["resolution"], "recovered", "{inc:#}");
+    assert_eq!(inc["rounds"][0]["action"], "restart_api_core");
+    assert_eq!(inc["rounds"][0]["outcome"], "recovered");
+    assert_eq!(
+        p.discord.titles(),
+        ["api: healthy → down", "api: down → healthy"]
+    );
+    assert!(p.discord.pages().is_empty());
+    assert_eq!(p.restarts(&p.api), 1);
+    let audit: Vec<String> = p
+        .audit()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(audit, ["restart_api_core:ok"]);
+}
+
+#[test]
+fn exhaustion_pages_once_from_the_worker() {
+    if !worker_or_skip() || !docker_or_skip() {
+        return;
+    }
+    let p = Pair::start(
+        "vw2",
+        Options {
+            native_edge: false,
+            ladder: vec!["restart_api_core"],
+            config: "max_remediation_rounds = 1".into(),
+            ..Options::default()
+        },
+    );
+    let config = p.edge_config.replace("interval_s = 1", "interval_s = 60");
+    let w = Wrangler::start(vars(config, p.edge_env.clone()));
+    w.scheduled();
+    p.fault(p.api_port, "/break-disk");
+    let report = w.scheduled();
+    assert_eq!(report["rounds"], 1, "{report}");
+    for _ in 0..2 {
+        let later = w.scheduled();
+        assert_eq!(later["rounds"], 0, "no round after exhaustion: {later}");
+    }
+    let pages = p.discord.pages();
+    assert_eq!(pages.len(), 1, "{:?}", p.discord.titles());
+    assert!(pages[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("remediation exhausted after 1 round(s)"));
+    let (_, incidents) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    assert_eq!(
+        incidents["incidents"][0]["remediation"]["status"],
+        "exhausted"
+    );
+}
