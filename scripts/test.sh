@@ -12,6 +12,9 @@ eval "$(scripts/docker-up.sh "$D")"
 echo "test: private Docker daemon at $DOCKER_HOST"
 
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
+# The Worker runs in workerd under wrangler dev: install its toolchain
+# (pinned, cached) and build it.
+scripts/worker-build.sh
 # The integration tests start the binaries: build them first.
 cargo build --workspace --all-targets
 scripts/validate-deploy.sh

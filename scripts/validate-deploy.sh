@@ -3,7 +3,8 @@
 # (docker-compose config), the nginx snippet (nginx -t, with a throwaway
 # certificate), the systemd units (systemd-analyze verify, when present), the
 # example edge configuration (vigil-edge --check) and the allowlist
-# (ops-agent check). Terraform is not validated: no registry this project
+# (ops-agent check), and deploy/wrangler.toml (wrangler deploy --dry-run).
+# Terraform is not validated: no registry this project
 # reaches ships terraform or tofu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,15 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   ok "systemd-analyze verify deploy/systemd/*.service"
 else
   echo "deploy: skipped: systemd-analyze is not installed"
+fi
+
+if [ -x deploy/node_modules/.bin/wrangler ]; then
+  (cd deploy && PATH="$PWD/node_modules/.bin:$PATH" CI=true WRANGLER_SEND_METRICS=false \
+    CLOUDFLARE_CF_FETCH_ENABLED=false HOME="$T" wrangler deploy --dry-run --outdir "$T/worker" >"$T/wrangler.log" 2>&1) \
+    || { cat "$T/wrangler.log"; exit 1; }
+  ok "wrangler deploy --dry-run (deploy/wrangler.toml builds and bundles)"
+else
+  echo "deploy: skipped: wrangler is not installed (scripts/worker-toolchain.sh)"
 fi
 
 cargo run -q -p edge -- --config deploy/edge.example.toml --check >/dev/null
