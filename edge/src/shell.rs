@@ -71,6 +71,23 @@ impl Secrets {
     }
 }
 
+/// The agent API's paths, as the edge calls them.
+pub fn action_path(action: &str) -> String {
+    format!("/v1/actions/{action}")
+}
+
+pub fn logs_path(service: &str, tail: u32) -> String {
+    format!("/v1/logs/{service}?tail={tail}")
+}
+
+/// The chat completions endpoint under a configured base URL.
+pub fn chat_url(config: &Config) -> String {
+    format!(
+        "{}/chat/completions",
+        config.llm.base_url.trim_end_matches('/')
+    )
+}
+
 /// What a webhook's answer means for the outbox.
 pub fn delivery_outcome(status: u16, retry_after_header: Option<f64>, body: &str) -> Delivery {
     match status {

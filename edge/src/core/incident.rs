@@ -142,6 +142,25 @@ pub struct PendingAction {
     pub planner: PlannerKind,
 }
 
+impl ManualAction {
+    pub fn new(
+        at_ms: u64,
+        by: String,
+        host: &str,
+        action: &str,
+        result: &Result<ActionResult, String>,
+    ) -> Self {
+        ManualAction {
+            at_ms,
+            by,
+            host: host.to_string(),
+            action: action.to_string(),
+            result: result.as_ref().ok().cloned(),
+            error: result.as_ref().err().cloned(),
+        }
+    }
+}
+
 /// Who runs the incident's current round, until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -180,6 +199,32 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// A new open incident with nothing recorded yet.
+    pub fn new(
+        id: String,
+        target: String,
+        opened_at_ms: u64,
+        remediation: RemediationStatus,
+    ) -> Self {
+        Incident {
+            id,
+            target,
+            opened_at_ms,
+            resolved_at_ms: None,
+            resolution: None,
+            history: Vec::new(),
+            remediation,
+            rounds: Vec::new(),
+            paged_at_ms: None,
+            page_reason: None,
+            acked_at_ms: None,
+            acked_by: None,
+            lease: None,
+            pending_action: None,
+            manual_actions: Vec::new(),
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.resolved_at_ms.is_none()
     }

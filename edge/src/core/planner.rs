@@ -483,23 +483,7 @@ mod tests {
     }
 
     fn incident() -> Incident {
-        Incident {
-            id: "inc-1".into(),
-            target: "api".into(),
-            opened_at_ms: 0,
-            resolved_at_ms: None,
-            resolution: None,
-            history: vec![],
-            remediation: RemediationStatus::Pending,
-            rounds: vec![],
-            paged_at_ms: None,
-            page_reason: None,
-            acked_at_ms: None,
-            acked_by: None,
-            lease: None,
-            pending_action: None,
-            manual_actions: vec![],
-        }
+        Incident::new("inc-1".into(), "api".into(), 0, RemediationStatus::Pending)
     }
 
     fn reply(calls: serde_json::Value) -> CreateChatCompletionResponse {

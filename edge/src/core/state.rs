@@ -279,23 +279,12 @@ impl State {
                     .filter(|left| *left > 0);
                 let remediation = initial_remediation(target, obs.health, cooldown_left);
                 ts.open_incident = Some(id.clone());
-                self.incidents.push(Incident {
-                    id: id.clone(),
-                    target: target.id.clone(),
-                    opened_at_ms: now_ms,
-                    resolved_at_ms: None,
-                    resolution: None,
-                    history: Vec::new(),
+                self.incidents.push(Incident::new(
+                    id.clone(),
+                    target.id.clone(),
+                    now_ms,
                     remediation,
-                    rounds: Vec::new(),
-                    paged_at_ms: None,
-                    page_reason: None,
-                    acked_at_ms: None,
-                    acked_by: None,
-                    lease: None,
-                    pending_action: None,
-                    manual_actions: Vec::new(),
-                });
+                ));
                 events.push(Event::IncidentOpened {
                     target: target.id.clone(),
                     incident: id.clone(),

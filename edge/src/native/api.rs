@@ -215,14 +215,7 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
     let span = tracing::info_span!("action", action = %name, %host, manual = true, %by);
     let result =
         tracing::Instrument::instrument(api.runner.io.run_action_on(host, name, &key), span).await;
-    let record = ManualAction {
-        at_ms,
-        by,
-        host: host.to_string(),
-        action: name.to_string(),
-        result: result.as_ref().ok().cloned(),
-        error: result.as_ref().err().cloned(),
-    };
+    let record = ManualAction::new(at_ms, by, host, name, &result);
     let config = api.runner.config.clone();
     api.runner
         .update(|s| s.record_manual_action(&config, record));

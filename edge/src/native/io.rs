@@ -17,7 +17,9 @@ use crate::core::probe::{
     cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS,
 };
 use crate::remediation::RemediationIo;
-use crate::shell::{agent_error, delivery_outcome, model_error, Secrets};
+use crate::shell::{
+    action_path, agent_error, chat_url, delivery_outcome, logs_path, model_error, Secrets,
+};
 
 /// Most of a probed body that is read (body checks look at the start).
 const BODY_LIMIT: usize = 1 << 20;
@@ -139,7 +141,7 @@ impl NativeIo {
                 Duration::from_millis(info.timeout_ms)
             }
         };
-        let path = format!("/v1/actions/{action}");
+        let path = action_path(action);
         self.agent_call(host, Method::POST, &path, timeout + ACTION_SLACK, Some(key))
             .await
     }
@@ -193,7 +195,7 @@ impl RemediationIo for NativeIo {
     }
 
     async fn logs(&self, host: &str, service: &str, tail: u32) -> Result<Vec<String>, String> {
-        let path = format!("/v1/logs/{service}?tail={tail}");
+        let path = logs_path(service, tail);
         let logs: LogLines = self
             .agent_call(host, Method::GET, &path, AGENT_READ_TIMEOUT, None)
             .await?;
@@ -218,10 +220,7 @@ impl RemediationIo for NativeIo {
         request: &CreateChatCompletionRequest,
     ) -> Result<CreateChatCompletionResponse, String> {
         let key = self.secrets.openai_key.as_deref().ok_or("no model key")?;
-        let url = format!(
-            "{}/chat/completions",
-            self.config.llm.base_url.trim_end_matches('/')
-        );
+        let url = chat_url(&self.config);
         let res = self
             .http
             .post(url)

@@ -18,7 +18,9 @@ use crate::core::probe::{
     cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS,
 };
 use crate::remediation::RemediationIo;
-use crate::shell::{agent_error, delivery_outcome, model_error, Secrets};
+use crate::shell::{
+    action_path, agent_error, chat_url, delivery_outcome, logs_path, model_error, Secrets,
+};
 
 const AGENT_READ_TIMEOUT_MS: u64 = 15_000;
 const ACTION_SLACK_MS: u64 = 15_000;
@@ -194,7 +196,7 @@ impl WorkerIo {
             .iter()
             .find(|a| a.name == action)
             .ok_or_else(|| format!("{action} is not allowlisted on {host}"))?;
-        let path = format!("/v1/actions/{action}");
+        let path = action_path(action);
         self.agent_json(
             host,
             Method::Post,
@@ -240,7 +242,7 @@ impl RemediationIo for WorkerIo {
     }
 
     async fn logs(&self, host: &str, service: &str, tail: u32) -> Result<Vec<String>, String> {
-        let path = format!("/v1/logs/{service}?tail={tail}");
+        let path = logs_path(service, tail);
         let logs: LogLines = self
             .agent_json(host, Method::Get, &path, AGENT_READ_TIMEOUT_MS, None)
             .await?;
@@ -265,10 +267,7 @@ impl RemediationIo for WorkerIo {
         request: &CreateChatCompletionRequest,
     ) -> Result<CreateChatCompletionResponse, String> {
         let key = self.secrets.openai_key.as_deref().ok_or("no model key")?;
-        let url = format!(
-            "{}/chat/completions",
-            self.config.llm.base_url.trim_end_matches('/')
-        );
+        let url = chat_url(&self.config);
         let body = serde_json::to_string(request).map_err(|e| e.to_string())?;
         let auth = format!("Bearer {key}");
         let headers = [

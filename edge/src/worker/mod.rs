@@ -434,17 +434,7 @@ async fn manual(
     let result = io
         .run_action_on(host, name, &format!("vigil-manual-{host}-{name}-{at_ms}"))
         .await;
-    state.record_manual_action(
-        config,
-        ManualAction {
-            at_ms,
-            by,
-            host: host.to_string(),
-            action: name.to_string(),
-            result: result.as_ref().ok().cloned(),
-            error: result.as_ref().err().cloned(),
-        },
-    );
+    state.record_manual_action(config, ManualAction::new(at_ms, by, host, name, &result));
     match result {
         Ok(r) => json(200, &r),
         Err(e) => error(502, "action_failed", e),
