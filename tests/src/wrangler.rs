@@ -44,7 +44,7 @@ impl Wrangler {
     pub fn start(vars: Vec<(String, String)>) -> Self {
         let dir = TempDir::new("wrangler");
         let config = format!(
-            "name = \"vigil-edge-test\"\nmain = {:?}\ncompatibility_date = \"2025-09-01\"\nsend_metrics = false\n\n[[kv_namespaces]]\nbinding = \"VIGIL_KV\"\nid = \"vigil-test\"\n\n[[analytics_engine_datasets]]\nbinding = \"VIGIL_AE\"\ndataset = \"vigil_test\"\n",
+            "name = \"vigil-edge-test\"\nmain = {:?}\ncompatibility_date = \"2025-09-01\"\nsend_metrics = false\n\n[[kv_namespaces]]\nbinding = \"VIGIL_KV\"\nid = \"vigil-test\"\n\n[[analytics_engine_datasets]]\nbinding = \"VIGIL_AE\"\ndataset = \"vigil_test\"\n\n[[durable_objects.bindings]]\nname = \"VIGIL_DO\"\nclass_name = \"VigilEdge\"\n\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"VigilEdge\"]\n",
             repo().join("edge/build/worker/shim.mjs").display().to_string()
         );
         std::fs::write(dir.path().join("wrangler.toml"), config).expect("write wrangler.toml");
@@ -143,6 +143,15 @@ impl Wrangler {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Triggers the cron handler without waiting for a report.
+    pub fn trigger(&self) -> u16 {
+        self.http
+            .get(self.url("/__scheduled?cron=*+*+*+*+*"))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
     }
 
     /// Runs the cron handler once and returns its cycle report.

@@ -264,3 +264,79 @@ fn exhaustion_pages_once_from_the_worker() {
         "exhausted"
     );
 }
+
+/// The Durable Object store: one cycle at a time (an overlapping one is
+/// refused), so a page is sent once even when cron invocations overlap;
+/// control writes during a cycle get 503; the state survives a restart.
+#[test]
+fn durable_object_store_runs_one_cycle_at_a_time_and_pages_once() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(500));
+    let dead_agent = format!("http://127.0.0.1:{}", vigil_testkit::free_port());
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 1.5\n[[target]]\nid = \"api\"\nurl = {:?}\nbody_contains = \"ok\"\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n",
+        target.url()
+    );
+    let mut w = Wrangler::start(vars(
+        config,
+        vec![
+            ("VIGIL_STORE", "durable_object".into()),
+            ("DISCORD_WEBHOOK_URL", discord.url()),
+            ("DISCORD_ALERT_USER_ID", "424242".into()),
+            ("OPS_AGENT_URL", dead_agent),
+            ("OPS_AGENT_TOKEN", "agent-token-0123456789".into()),
+        ],
+    ));
+    // Two invocations at once: the second finds the cycle running.
+    std::thread::scope(|s| {
+        let a = s.spawn(|| w.trigger());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let b = s.spawn(|| w.trigger());
+        // A control write while the cycle runs is refused, not lost.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let res = w
+            .http
+            .post(w.url("/ops/target/api/maintenance"))
+            .bearer_auth(CONTROL_TOKEN)
+            .body(r#"{"duration_s": 60}"#)
+            .send()
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 503);
+        assert_eq!(res.headers()["retry-after"], "5");
+        assert_eq!((a.join().unwrap(), b.join().unwrap()), (200, 200));
+    });
+    let logs = w.logs();
+    assert_eq!(w.reports().len(), 1, "{logs}");
+    assert!(logs.contains("cycle_running"), "{logs}");
+    let report = &w.reports()[0];
+    assert_eq!(report["rounds"], 1, "{report}");
+    assert_eq!(discord.pages().len(), 1, "{:?}", discord.titles());
+    assert!(discord.pages()[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("host unreachable"));
+    // Later cycles, and a restart, never page again.
+    w.scheduled();
+    w.restart();
+    let after = w.scheduled();
+    assert_eq!(after["kv_reads"], 1, "{after}");
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    assert_eq!(
+        open["incidents"].as_array().unwrap().len(),
+        1,
+        "the state survived the restart: {open}"
+    );
+    assert_eq!(discord.pages().len(), 1);
+    assert_eq!(
+        discord
+            .titles()
+            .iter()
+            .filter(|t| t.as_str() == "api: healthy → down")
+            .count(),
+        1
+    );
+}

@@ -1,20 +1,24 @@
 //! The Cloudflare Worker shell: the cron trigger runs one cycle of the same
 //! core (probes and confirm probes, debounce, alerts, remediation rounds),
-//! the fetch handler serves the same `/ops` API. State is one Workers KV
-//! value, read once per cycle and written only when it changed; Analytics
-//! Engine gets one data point per probe and per round, best effort. Every
-//! error is handled here: a panic would abort the isolate.
+//! the fetch handler serves the same `/ops` API. State is one document, read
+//! once per cycle and written only when it changed: in Workers KV (the
+//! default), or in a Durable Object (`VIGIL_STORE = "durable_object"`) that
+//! runs every cycle itself, one at a time, for a strongly consistent store.
+//! Analytics Engine gets one data point per probe and per round, best effort.
+//! Every error is handled here: a panic would abort the isolate.
 
 mod io;
 
+use std::cell::Cell;
 use std::sync::Mutex;
 
 use futures_util::future::join_all;
 use serde::Serialize;
 use vigil_wire::{ErrorBody, TokenCheck};
 use worker::{
-    console_error, console_log, event, AnalyticsEngineDataPointBuilder, AnalyticsEngineDataset,
-    Context, Env, KvStore, Method, Request, Response, ScheduleContext, ScheduledEvent,
+    console_error, console_log, durable_object, event, AnalyticsEngineDataPointBuilder,
+    AnalyticsEngineDataset, Context, DurableObject, Env, KvStore, Method, Request, Response,
+    ScheduleContext, ScheduledEvent, Storage,
 };
 
 use self::io::{now_ms, WorkerIo};
@@ -27,6 +31,9 @@ use crate::shell::Secrets;
 use crate::{ops_requests, views};
 
 const KV_BINDING: &str = "VIGIL_KV";
+const DO_BINDING: &str = "VIGIL_DO";
+/// `kv` (default) or `durable_object`.
+const STORE_VAR: &str = "VIGIL_STORE";
 const AE_BINDING: &str = "VIGIL_AE";
 const STATE_KEY: &str = "state";
 /// The configuration TOML, as a var (or secret).
@@ -48,19 +55,36 @@ fn load_config(env: &Env) -> Fallible<Config> {
     Config::parse(CONFIG_VAR, &text).map_err(|e| e.to_string())
 }
 
-/// The KV value and what it held when read, so unchanged state is never
-/// written back.
-struct Store {
-    kv: KvStore,
+/// Where the state document lives.
+enum Backend<'a> {
+    Kv(KvStore),
+    Durable(&'a Storage),
+}
+
+/// The state document and what it held when read, so unchanged state is
+/// never written back.
+struct Store<'a> {
+    backend: Backend<'a>,
     stored: Option<String>,
     reads: u32,
     writes: u32,
 }
 
-impl Store {
-    async fn open(env: &Env) -> Fallible<(Self, State)> {
-        let kv = env.kv(KV_BINDING).map_err(|e| e.to_string())?;
-        let stored = kv.get(STATE_KEY).text().await.map_err(|e| e.to_string())?;
+impl<'a> Store<'a> {
+    /// `durable`: the Durable Object's storage, when this runs inside it.
+    async fn open(env: &Env, durable: Option<&'a Storage>) -> Fallible<(Self, State)> {
+        let (backend, stored) = match durable {
+            Some(storage) => {
+                let stored: Option<String> =
+                    storage.get(STATE_KEY).await.map_err(|e| e.to_string())?;
+                (Backend::Durable(storage), stored)
+            }
+            None => {
+                let kv = env.kv(KV_BINDING).map_err(|e| e.to_string())?;
+                let stored = kv.get(STATE_KEY).text().await.map_err(|e| e.to_string())?;
+                (Backend::Kv(kv), stored)
+            }
+        };
         let state = match &stored {
             Some(text) => serde_json::from_str(text)
                 .map_err(|e| format!("stored state is unreadable: {e}"))?,
@@ -68,7 +92,7 @@ impl Store {
         };
         Ok((
             Store {
-                kv,
+                backend,
                 stored,
                 reads: 1,
                 writes: 0,
@@ -82,16 +106,33 @@ impl Store {
         if self.stored.as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
-        self.kv
-            .put(STATE_KEY, text.as_str())
-            .map_err(|e| e.to_string())?
-            .execute()
-            .await
-            .map_err(|e| e.to_string())?;
+        match &self.backend {
+            Backend::Kv(kv) => kv
+                .put(STATE_KEY, text.as_str())
+                .map_err(|e| e.to_string())?
+                .execute()
+                .await
+                .map_err(|e| e.to_string())?,
+            Backend::Durable(storage) => storage
+                .put(STATE_KEY, text.as_str())
+                .await
+                .map_err(|e| e.to_string())?,
+        }
         self.stored = Some(text);
         self.writes += 1;
         Ok(true)
     }
+}
+
+fn durable_mode(env: &Env) -> bool {
+    lookup(env, STORE_VAR).as_deref() == Some("durable_object")
+}
+
+/// The one Durable Object that owns the state.
+fn durable_stub(env: &Env) -> worker::Result<worker::Stub> {
+    env.durable_object(DO_BINDING)?
+        .id_from_name("vigil")?
+        .get_stub()
 }
 
 fn probe_point(ae: &AnalyticsEngineDataset, o: &Observation) {
@@ -122,12 +163,81 @@ fn round_point(ae: &AnalyticsEngineDataset, target: &str, r: &Round) {
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    match cycle(&env).await {
-        Ok(report) => console_log!(
-            "vigil cycle: {}",
-            serde_json::to_string(&report).unwrap_or_default()
-        ),
+    let report = if durable_mode(&env) {
+        durable_cycle(&env).await
+    } else {
+        cycle(&env, None)
+            .await
+            .map(|r| serde_json::to_string(&r).unwrap_or_default())
+    };
+    match report {
+        Ok(report) => console_log!("vigil cycle: {report}"),
         Err(e) => console_error!("vigil cycle failed: {e}"),
+    }
+}
+
+/// Asks the Durable Object to run the cycle against its own storage.
+async fn durable_cycle(env: &Env) -> Fallible<String> {
+    let stub = durable_stub(env).map_err(|e| e.to_string())?;
+    let mut res = stub
+        .fetch_with_str("https://vigil.internal/cycle")
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = res.text().await.map_err(|e| e.to_string())?;
+    if res.status_code() == 200 {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// The Durable Object store: one instance (by name) owns the state and runs
+/// every cycle itself, one at a time. Its storage is strongly consistent,
+/// and nothing else writes the state while a cycle runs (control requests
+/// then get 503 with Retry-After), so a page or an action decided by one
+/// cycle is seen by the next: exactly once.
+#[durable_object]
+pub struct VigilEdge {
+    state: worker::State,
+    env: Env,
+    cycling: Cell<bool>,
+}
+
+impl DurableObject for VigilEdge {
+    fn new(state: worker::State, env: Env) -> Self {
+        VigilEdge {
+            state,
+            env,
+            cycling: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let storage = self.state.storage();
+        if req.path() == "/cycle" {
+            if self.cycling.replace(true) {
+                return error(409, "cycle_running", "a cycle is already running");
+            }
+            let result = cycle(&self.env, Some(&storage)).await;
+            self.cycling.set(false);
+            return match result {
+                Ok(report) => json(200, &report),
+                Err(e) => error(500, "cycle_failed", e),
+            };
+        }
+        if self.cycling.get() && req.method() == Method::Post {
+            let mut res = error(
+                503,
+                "cycle_running",
+                "a cycle is running; retry in a few seconds",
+            )?;
+            res.headers_mut().set("retry-after", "5")?;
+            return Ok(res);
+        }
+        match route(&mut req, &self.env, Some(&storage)).await {
+            Ok(res) => Ok(res),
+            Err(e) => error(500, "internal", e.to_string()),
+        }
     }
 }
 
@@ -140,14 +250,14 @@ struct CycleReport {
     kv_writes: u32,
 }
 
-async fn cycle(env: &Env) -> Fallible<CycleReport> {
+async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
     let config = load_config(env)?;
     let io = WorkerIo::new(
         config.clone(),
         Secrets::from_env(&config, |k| lookup(env, k)),
     );
     let ae = env.analytics_engine(AE_BINDING).ok();
-    let (mut store, mut state) = Store::open(env).await?;
+    let (mut store, mut state) = Store::open(env, durable).await?;
     let start = now_ms();
     let owner = format!("worker-{start}");
     state.reconcile(&config, start, false);
@@ -270,7 +380,13 @@ fn error(status: u16, code: &str, message: impl Into<String>) -> worker::Result<
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    match route(&mut req, &env).await {
+    if durable_mode(&env) && req.path().starts_with("/ops/") {
+        return match durable_stub(&env) {
+            Ok(stub) => stub.fetch_with_request(req).await,
+            Err(e) => error(502, "durable_object_unavailable", e.to_string()),
+        };
+    }
+    match route(&mut req, &env, None).await {
         Ok(res) => Ok(res),
         Err(e) => error(500, "internal", e.to_string()),
     }
@@ -282,7 +398,11 @@ enum Access {
     Control,
 }
 
-async fn route(req: &mut Request, env: &Env) -> worker::Result<Response> {
+async fn route(
+    req: &mut Request,
+    env: &Env,
+    durable: Option<&Storage>,
+) -> worker::Result<Response> {
     let path = req.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
@@ -318,7 +438,7 @@ async fn route(req: &mut Request, env: &Env) -> worker::Result<Response> {
     if !allowed {
         return error(401, "unauthorized", "missing or wrong bearer token");
     }
-    let (mut store, mut state) = match Store::open(env).await {
+    let (mut store, mut state) = match Store::open(env, durable).await {
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
