@@ -8,7 +8,7 @@ TOOLS=$(scripts/worker-toolchain.sh | tail -n1)
 NODE_BIN=$PWD/deploy/node_modules/.bin
 export PATH="$TOOLS/bin:$NODE_BIN:$PATH"
 export WASM_BINDGEN_BIN="$TOOLS/bin/wasm-bindgen" WASM_OPT_BIN="$NODE_BIN/wasm-opt" ESBUILD_BIN="$NODE_BIN/esbuild"
-export CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=true \
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=${VIGIL_WASM_OPT_LEVEL:-z} CARGO_PROFILE_RELEASE_LTO=true \
        CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_PANIC=abort
 (cd edge && worker-build --release)
 "$NODE_BIN/wasm-opt" -Oz --strip-debug --strip-producers --enable-bulk-memory \

@@ -4,7 +4,6 @@
 //! reads the incident; the shell stores the finished [`Round`] through
 //! [`State::finish_round`](crate::core::state::State::finish_round).
 
-use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionResponse};
 use tracing::Instrument;
 use vigil_wire::{ActionInfo, ActionResult, Diagnostics};
 
@@ -12,7 +11,7 @@ use crate::config::{Config, Target};
 use crate::core::incident::{
     Incident, PendingAction, PlannerKind, Round, RoundOutcome, TokenUsage, ToolCallRecord,
 };
-use crate::core::planner::{self, Reply, LOG_TAIL};
+use crate::core::planner::{self, Completion, Reply, LOG_TAIL};
 use crate::core::probe::{Health, Observation};
 
 /// What a shell must provide. Errors are short human-readable texts: they
@@ -33,10 +32,7 @@ pub trait RemediationIo {
     /// Whether a model is configured; without one the ladder plans.
     fn has_model(&self) -> bool;
     /// One chat completion, within the configured per-call timeout.
-    async fn chat(
-        &self,
-        request: &CreateChatCompletionRequest,
-    ) -> Result<CreateChatCompletionResponse, String>;
+    async fn chat(&self, request: &serde_json::Value) -> Result<Completion, String>;
     async fn probe(&self, target: &Target) -> Observation;
 }
 

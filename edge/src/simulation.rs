@@ -5,7 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
-use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionResponse};
+use crate::core::planner::Completion;
 use serde_json::json;
 use vigil_wire::{
     ActionInfo, ActionKind, ActionOutcome, ActionResult, ContainerInfo, Diagnostics, HostMetrics,
@@ -230,10 +230,7 @@ impl RemediationIo for World {
     fn has_model(&self) -> bool {
         self.model.borrow().is_some()
     }
-    async fn chat(
-        &self,
-        request: &CreateChatCompletionRequest,
-    ) -> Result<CreateChatCompletionResponse, String> {
+    async fn chat(&self, request: &serde_json::Value) -> Result<Completion, String> {
         self.model_requests
             .borrow_mut()
             .push(serde_json::to_value(request).unwrap());

@@ -12,9 +12,9 @@ use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestSystemMessageContent,
     ChatCompletionRequestToolMessage, ChatCompletionRequestToolMessageContent,
-    ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent, ChatCompletionTool,
-    ChatCompletionToolChoiceOption, ChatCompletionTools, CreateChatCompletionRequest,
-    CreateChatCompletionResponse, FunctionObject, ToolChoiceOptions,
+    ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent,
+    ChatCompletionResponseMessage, ChatCompletionTool, ChatCompletionToolChoiceOption,
+    ChatCompletionTools, CompletionUsage, FunctionObject, ToolChoiceOptions,
 };
 use serde_json::json;
 use vigil_wire::{ActionInfo, Diagnostics};
@@ -217,23 +217,36 @@ pub fn initial_messages(
     ]
 }
 
-#[allow(deprecated)] // the request type carries deprecated fields we leave unset
+/// The request body: async-openai's message and tool types in the chat
+/// completions envelope, with exactly the options Vigil sets (the full
+/// request type would carry serde code for every optional feature into the
+/// Worker bundle).
 pub fn request(
     llm: &Llm,
     messages: &[ChatCompletionRequestMessage],
     tools: &[ChatCompletionTools],
-) -> CreateChatCompletionRequest {
-    CreateChatCompletionRequest {
-        model: llm.model.clone(),
-        messages: messages.to_vec(),
-        tools: Some(tools.to_vec()),
-        tool_choice: Some(ChatCompletionToolChoiceOption::Mode(
-            ToolChoiceOptions::Required,
-        )),
-        parallel_tool_calls: Some(false),
-        temperature: Some(0.0),
-        ..Default::default()
-    }
+) -> serde_json::Value {
+    json!({
+        "model": llm.model,
+        "messages": messages,
+        "tools": tools,
+        "tool_choice": ChatCompletionToolChoiceOption::Mode(ToolChoiceOptions::Required),
+        "parallel_tool_calls": false,
+        "temperature": 0.0,
+    })
+}
+
+/// The parts of a chat completion Vigil reads.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Completion {
+    pub choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    pub usage: Option<CompletionUsage>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct CompletionChoice {
+    pub message: ChatCompletionResponseMessage,
 }
 
 /// What a reply asks for, once checked.
@@ -314,11 +327,7 @@ fn reason_arg(args: &serde_json::Value) -> Option<String> {
 /// Checks a reply against the tools offered. `services` are the compose
 /// services `get_logs` may read.
 #[allow(deprecated)]
-pub fn check(
-    response: &CreateChatCompletionResponse,
-    allowed: &[ActionInfo],
-    services: &[String],
-) -> Checked {
+pub fn check(response: &Completion, allowed: &[ActionInfo], services: &[String]) -> Checked {
     let usage = response
         .usage
         .as_ref()
@@ -486,7 +495,7 @@ mod tests {
         Incident::new("inc-1".into(), "api".into(), 0, RemediationStatus::Pending)
     }
 
-    fn reply(calls: serde_json::Value) -> CreateChatCompletionResponse {
+    fn reply(calls: serde_json::Value) -> Completion {
         serde_json::from_value(json!({
             "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
             "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": null,

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionResponse};
 use futures_util::StreamExt;
 use reqwest::{Client, Method};
 use vigil_wire::{ActionInfo, ActionList, ActionResult, Diagnostics, LogLines, IDEMPOTENCY_KEY};
 
 use crate::config::{Config, Target};
 use crate::core::alert::{Delivery, DiscordMessage};
+use crate::core::planner::Completion;
 use crate::core::probe::{
     cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS,
 };
@@ -215,10 +215,7 @@ impl RemediationIo for NativeIo {
         self.secrets.openai_key.is_some()
     }
 
-    async fn chat(
-        &self,
-        request: &CreateChatCompletionRequest,
-    ) -> Result<CreateChatCompletionResponse, String> {
+    async fn chat(&self, request: &serde_json::Value) -> Result<Completion, String> {
         let key = self.secrets.openai_key.as_deref().ok_or("no model key")?;
         let url = chat_url(&self.config);
         let res = self

@@ -5,7 +5,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::time::Duration;
 
-use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionResponse};
 use futures_util::future::{select, Either};
 use vigil_wire::{ActionInfo, ActionList, ActionResult, Diagnostics, LogLines, IDEMPOTENCY_KEY};
 use worker::{
@@ -14,6 +13,7 @@ use worker::{
 
 use crate::config::{Config, Target};
 use crate::core::alert::{Delivery, DiscordMessage};
+use crate::core::planner::Completion;
 use crate::core::probe::{
     cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS,
 };
@@ -262,10 +262,7 @@ impl RemediationIo for WorkerIo {
         self.secrets.openai_key.is_some()
     }
 
-    async fn chat(
-        &self,
-        request: &CreateChatCompletionRequest,
-    ) -> Result<CreateChatCompletionResponse, String> {
+    async fn chat(&self, request: &serde_json::Value) -> Result<Completion, String> {
         let key = self.secrets.openai_key.as_deref().ok_or("no model key")?;
         let url = chat_url(&self.config);
         let body = serde_json::to_string(request).map_err(|e| e.to_string())?;
