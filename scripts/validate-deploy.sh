@@ -49,7 +49,7 @@ fi
 
 if [ -x deploy/node_modules/.bin/wrangler ]; then
   (cd deploy && PATH="$PWD/node_modules/.bin:$PATH" CI=true WRANGLER_SEND_METRICS=false \
-    CLOUDFLARE_CF_FETCH_ENABLED=false HOME="$T" wrangler deploy --dry-run --outdir "$T/worker" >"$T/wrangler.log" 2>&1) \
+    CLOUDFLARE_CF_FETCH_ENABLED=false wrangler deploy --dry-run --outdir "$T/worker" >"$T/wrangler.log" 2>&1) \
     || { cat "$T/wrangler.log"; exit 1; }
   ok "wrangler deploy --dry-run (deploy/wrangler.toml builds and bundles)"
 else
