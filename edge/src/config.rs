@@ -58,6 +58,20 @@ pub struct Target {
     pub remediate_degraded: bool,
 }
 
+/// A job that reports heartbeats: late after `period_s + grace_s` without
+/// an `ok`; a run started and not ended within `grace_s` is late too.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub id: String,
+    pub period_s: f64,
+    #[serde(default)]
+    pub grace_s: f64,
+    /// Page the on-call person when the job's incident opens.
+    #[serde(default)]
+    pub page: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
@@ -149,6 +163,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Host>,
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<Job>,
 }
 
 fn default_method() -> String {
@@ -241,6 +257,10 @@ impl Config {
 
     pub fn target(&self, id: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.id == id)
+    }
+
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.id == id)
     }
 
     pub fn host(&self, id: &str) -> Option<&Host> {
@@ -394,6 +414,31 @@ impl Config {
             }
             if let Some(bad) = t.actions.iter().find(|a| !valid_action(a)) {
                 return Err((key("actions"), format!("{bad:?} is not an action name")));
+            }
+        }
+        let mut jobs = BTreeMap::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            let key = |k: &str| format!("job[{i}].{k}");
+            if !valid_id(&job.id) {
+                return Err((
+                    key("id"),
+                    format!("{:?} must match [a-z0-9][a-z0-9_-]*", job.id),
+                ));
+            }
+            if jobs.insert(job.id.as_str(), ()).is_some() {
+                return Err((key("id"), format!("duplicate job id {:?}", job.id)));
+            }
+            if !(job.period_s.is_finite() && job.period_s > 0.0) {
+                return Err((
+                    key("period_s"),
+                    format!("must be greater than zero (got {})", job.period_s),
+                ));
+            }
+            if !(job.grace_s.is_finite() && job.grace_s >= 0.0) {
+                return Err((
+                    key("grace_s"),
+                    format!("must be zero or more (got {})", job.grace_s),
+                ));
             }
         }
         Ok(())

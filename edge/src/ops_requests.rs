@@ -37,6 +37,29 @@ pub fn maintenance_until(body: &[u8], now_ms: u64) -> Result<Option<u64>, String
     }
 }
 
+/// The body of `POST /ops/jobs/heartbeat`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub job: String,
+    pub status: crate::core::jobs::Signal,
+    #[serde(default)]
+    pub run_id: Option<String>,
+}
+
+pub fn heartbeat(body: &[u8]) -> Result<Heartbeat, String> {
+    let hb: Heartbeat = serde_json::from_slice(body)
+        .map_err(|e| format!("expected {{\"job\": id, \"status\": \"ok\" | \"start\" | \"fail\", \"run_id\": optional}}: {e}"))?;
+    if hb
+        .run_id
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.len() > 128)
+    {
+        return Err("run_id must be 1 to 128 characters".into());
+    }
+    Ok(hb)
+}
+
 /// Who did it, for the audit trail: the `X-Vigil-Operator` header, else the
 /// token's role.
 pub fn operator(header: Option<&str>) -> String {
@@ -62,6 +85,21 @@ mod tests {
         assert!(maintenance_until(br#"{"duration_s": 1, "until_ms": 2}"#, 0).is_err());
         assert!(maintenance_until(br#"{"extra": 1}"#, 0).is_err());
         assert!(maintenance_until(b"{nope", 0).is_err());
+    }
+
+    #[test]
+    fn heartbeat_bodies() {
+        let hb = heartbeat(br#"{"job": "backup", "status": "start", "run_id": "r1"}"#).unwrap();
+        assert_eq!(
+            (hb.job.as_str(), hb.status, hb.run_id.as_deref()),
+            ("backup", crate::core::jobs::Signal::Start, Some("r1"))
+        );
+        assert!(heartbeat(br#"{"job": "backup", "status": "done"}"#)
+            .unwrap_err()
+            .contains("unknown variant"));
+        assert!(heartbeat(br#"{"status": "ok"}"#).is_err());
+        assert!(heartbeat(br#"{"job": "b", "status": "ok", "run_id": ""}"#).is_err());
+        assert!(heartbeat(br#"{"job": "b", "status": "ok", "extra": 1}"#).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub struct Secrets {
     pub openai_key: Option<String>,
     pub read_token: Option<String>,
     pub control_token: Option<String>,
+    pub jobs_token: Option<String>,
     /// host id -> (agent URL, agent token)
     pub hosts: HashMap<String, (Option<String>, Option<String>)>,
 }
@@ -31,6 +32,7 @@ impl Secrets {
             openai_key: get(&config.llm.api_key_env),
             read_token: get("OPS_READ_TOKEN"),
             control_token: get("CONTROL_TOKEN"),
+            jobs_token: get("JOBS_TOKEN"),
             hosts: config
                 .hosts
                 .iter()

@@ -126,3 +126,43 @@ pub fn target<'a>(
             .collect(),
     })
 }
+
+#[derive(Debug, Serialize)]
+pub struct JobView<'a> {
+    pub id: &'a str,
+    pub period_s: f64,
+    pub grace_s: f64,
+    pub state: Health,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ok_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_fail_ms: Option<u64>,
+    /// Runs started and not ended: run id → start time.
+    pub running: Option<&'a std::collections::BTreeMap<String, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_incident: Option<&'a str>,
+}
+
+/// `GET /ops/jobs`: every configured job and where it stands.
+pub fn jobs<'a>(config: &'a Config, state: &'a State) -> Vec<JobView<'a>> {
+    config
+        .jobs
+        .iter()
+        .map(|j| {
+            let js = state.jobs.get(&j.id);
+            JobView {
+                id: &j.id,
+                period_s: j.period_s,
+                grace_s: j.grace_s,
+                state: js.map_or(Health::Healthy, |s| s.health),
+                since_ms: js.map(|s| s.since_ms),
+                last_ok_ms: js.and_then(|s| s.last_ok_ms),
+                last_fail_ms: js.and_then(|s| s.last_fail_ms),
+                running: js.map(|s| &s.running),
+                open_incident: js.and_then(|s| s.open_incident.as_deref()),
+            }
+        })
+        .collect()
+}

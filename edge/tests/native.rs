@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vigil_testkit::discord::{Discord, Fail};
-use vigil_testkit::edge::{config_head, Edge, CONTROL_TOKEN, READ_TOKEN};
+use vigil_testkit::edge::{config_head, Edge, CONTROL_TOKEN, JOBS_TOKEN, READ_TOKEN};
 use vigil_testkit::free_port;
 use vigil_testkit::target::{Behaviour, TargetServer};
 
@@ -384,4 +384,91 @@ fn a_bad_configuration_fails_at_start_naming_file_key_and_reason() {
         err.contains("bad.toml: interval_s: must be greater than zero"),
         "{err}"
     );
+}
+
+#[test]
+fn job_heartbeats_open_and_resolve_incidents_and_refuse_bad_input() {
+    let discord = Discord::start();
+    let (dir, addr) = Edge::prepare("jobs");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[[job]]\nid = \"backup\"\nperiod_s = 1\ngrace_s = 0.5\n";
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    let url = format!("http://{addr}/ops/jobs/heartbeat");
+    let send = |token: Option<&str>, body: &str| {
+        let mut req = edge.http.post(&url).body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().unwrap().status().as_u16()
+    };
+    let ok = r#"{"job": "backup", "status": "ok"}"#;
+    assert_eq!(send(None, ok), 401);
+    assert_eq!(send(Some("wrong-wrong-wrong-wrong"), ok), 401);
+    assert_eq!(send(Some(READ_TOKEN), ok), 401, "the jobs token only");
+    assert_eq!(send(Some(JOBS_TOKEN), "{nope"), 400);
+    assert_eq!(
+        send(Some(JOBS_TOKEN), r#"{"job": "backup", "status": "done"}"#),
+        400
+    );
+    assert_eq!(
+        send(Some(JOBS_TOKEN), r#"{"job": "nightly", "status": "ok"}"#),
+        404
+    );
+    assert_eq!(
+        send(
+            Some(JOBS_TOKEN),
+            &format!(
+                r#"{{"job": "backup", "status": "ok", "run_id": "{}"}}"#,
+                "x".repeat(20_000)
+            )
+        ),
+        413
+    );
+    assert!(
+        edge.get("/ops/incidents")["incidents"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "refused heartbeats changed nothing"
+    );
+    assert_eq!(send(Some(JOBS_TOKEN), ok), 200);
+    let jobs = edge.get("/ops/jobs");
+    assert!(jobs["jobs"][0]["last_ok_ms"].as_u64().is_some(), "{jobs}");
+    // Silence: late after period + grace (1.5 s), within a cycle.
+    edge.wait_for("the late job's incident", Duration::from_secs(10), |e| {
+        e.get("/ops/jobs")["jobs"][0]["state"] == "down"
+    });
+    let inc = &edge.get("/ops/incidents?state=open")["incidents"][0];
+    assert_eq!(inc["target"], "job:backup");
+    assert!(
+        inc["history"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no ok for"),
+        "{inc}"
+    );
+    // It reports again: resolved.
+    assert_eq!(send(Some(JOBS_TOKEN), ok), 200);
+    assert_eq!(edge.get("/ops/jobs")["jobs"][0]["state"], "healthy");
+    // A failure opens an incident at once.
+    assert_eq!(
+        send(
+            Some(JOBS_TOKEN),
+            r#"{"job": "backup", "status": "fail", "run_id": "r7"}"#
+        ),
+        200
+    );
+    assert_eq!(edge.get("/ops/jobs")["jobs"][0]["state"], "down");
+    edge.wait_for("the alerts", Duration::from_secs(10), |_| {
+        discord.accepted().len() == 3
+    });
+    assert_eq!(
+        discord.titles(),
+        [
+            "job:backup: healthy → down",
+            "job:backup: down → healthy",
+            "job:backup: healthy → down"
+        ]
+    );
+    assert!(discord.rejected().is_empty());
 }

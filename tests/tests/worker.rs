@@ -7,7 +7,7 @@
 use serde_json::Value;
 use vigil_testkit::discord::Discord;
 use vigil_testkit::docker_or_skip;
-use vigil_testkit::edge::{CONTROL_TOKEN, READ_TOKEN};
+use vigil_testkit::edge::{CONTROL_TOKEN, JOBS_TOKEN, READ_TOKEN};
 use vigil_testkit::pair::{Options, Pair};
 use vigil_testkit::target::{Behaviour, TargetServer};
 use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
@@ -17,6 +17,7 @@ fn vars(config: String, extra: Vec<(&'static str, String)>) -> Vec<(String, Stri
         ("VIGIL_CONFIG".to_string(), config),
         ("OPS_READ_TOKEN".to_string(), READ_TOKEN.to_string()),
         ("CONTROL_TOKEN".to_string(), CONTROL_TOKEN.to_string()),
+        ("JOBS_TOKEN".to_string(), JOBS_TOKEN.to_string()),
     ];
     v.extend(extra.into_iter().map(|(k, s)| (k.to_string(), s)));
     v
@@ -339,4 +340,55 @@ fn durable_object_store_runs_one_cycle_at_a_time_and_pages_once() {
             .count(),
         1
     );
+}
+
+#[test]
+fn job_heartbeats_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let config =
+        "interval_s = 60\n[[job]]\nid = \"backup\"\nperiod_s = 3600\ngrace_s = 600\n".to_string();
+    let w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
+    let send = |token: Option<&str>, body: &str| {
+        let mut req = w
+            .http
+            .post(w.url("/ops/jobs/heartbeat"))
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().unwrap().status().as_u16()
+    };
+    assert_eq!(send(None, r#"{"job": "backup", "status": "ok"}"#), 401);
+    assert_eq!(
+        send(Some(CONTROL_TOKEN), r#"{"job": "backup", "status": "ok"}"#),
+        401
+    );
+    assert_eq!(send(Some(JOBS_TOKEN), "{nope"), 400);
+    assert_eq!(
+        send(Some(JOBS_TOKEN), r#"{"job": "nightly", "status": "ok"}"#),
+        404
+    );
+    assert_eq!(send(Some(JOBS_TOKEN), &" ".repeat(20_000)), 413);
+    assert_eq!(
+        send(Some(JOBS_TOKEN), r#"{"job": "backup", "status": "ok"}"#),
+        200
+    );
+    let (_, jobs) = get(&w, "/ops/jobs", Some(READ_TOKEN));
+    assert_eq!(jobs["jobs"][0]["state"], "healthy", "{jobs}");
+    assert!(jobs["jobs"][0]["last_ok_ms"].as_u64().is_some());
+    assert_eq!(
+        send(
+            Some(JOBS_TOKEN),
+            r#"{"job": "backup", "status": "fail", "run_id": "r1"}"#
+        ),
+        200
+    );
+    let report = w.scheduled();
+    assert_eq!(report["delivered"], 1, "{report}");
+    assert_eq!(discord.titles(), ["job:backup: healthy → down"]);
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    assert_eq!(open["incidents"][0]["target"], "job:backup");
 }

@@ -4,6 +4,7 @@
 
 pub mod alert;
 pub mod incident;
+pub mod jobs;
 pub mod planner;
 pub mod probe;
 pub mod state;

@@ -125,6 +125,8 @@ pub struct State {
     /// Actions run by hand through the control API, newest first.
     #[serde(default)]
     pub manual_actions: VecDeque<ManualAction>,
+    #[serde(default)]
+    pub jobs: BTreeMap<String, super::jobs::JobState>,
 }
 
 /// Who the on-call person is, for the page's @mention.
@@ -169,7 +171,11 @@ impl State {
     pub fn reconcile(&mut self, config: &Config, now_ms: u64, previous_owner_gone: bool) {
         self.targets.retain(|id, _| config.target(id).is_some());
         for inc in self.incidents.iter_mut() {
-            if inc.is_open() && config.target(&inc.target).is_none() {
+            let watched = match inc.target.strip_prefix("job:") {
+                Some(job) => config.job(job).is_some(),
+                None => config.target(&inc.target).is_some(),
+            };
+            if inc.is_open() && !watched {
                 inc.resolved_at_ms = Some(now_ms);
                 inc.resolution = Some("target removed from the configuration".into());
             }

@@ -29,6 +29,7 @@ struct Api {
     runner: Arc<Runner>,
     read: Vec<TokenCheck>,
     control: Option<TokenCheck>,
+    jobs: Option<TokenCheck>,
 }
 
 type Shared = Arc<Api>;
@@ -47,10 +48,12 @@ pub fn router(runner: Arc<Runner>) -> Router {
     if control.is_none() {
         tracing::warn!("CONTROL_TOKEN is not set: control routes refuse every request");
     }
+    let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
     let api = Arc::new(Api {
         runner,
         read,
         control,
+        jobs,
     });
     let reads = Router::new()
         .route("/ops/summary", get(summary))
@@ -58,6 +61,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ops/incidents/{id}", get(incident))
         .route("/ops/target/{id}", get(target))
         .route("/ops/anomalies", get(anomalies))
+        .route("/ops/jobs", get(list_jobs))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_read));
     let controls = Router::new()
         .route("/ops/actions/{host}/{name}", post(manual_action))
@@ -66,8 +70,12 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ops/incidents/{id}/resolve", post(resolve))
         .route("/ops/target/{id}/maintenance", post(maintenance))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_control));
+    let heartbeats = Router::new()
+        .route("/ops/jobs/heartbeat", post(heartbeat))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_jobs));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .merge(heartbeats)
         .merge(reads)
         .merge(controls)
         .with_state(api)
@@ -120,6 +128,18 @@ async fn require_read(State(api): State<Shared>, req: Request, next: Next) -> Re
 async fn require_control(State(api): State<Shared>, req: Request, next: Next) -> Response {
     if api
         .control
+        .as_ref()
+        .is_some_and(|t| t.accepts_header(bearer(req.headers())))
+    {
+        next.run(req).await
+    } else {
+        unauthorized()
+    }
+}
+
+async fn require_jobs(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    if api
+        .jobs
         .as_ref()
         .is_some_and(|t| t.accepts_header(bearer(req.headers())))
     {
@@ -184,6 +204,45 @@ async fn target(State(api): State<Shared>, Path(id): Path<String>) -> Response {
             ),
         },
     )
+}
+
+async fn list_jobs(State(api): State<Shared>) -> Response {
+    let config = &api.runner.config;
+    api.runner
+        .read(|s| Json(json!({"jobs": views::jobs(config, s)})).into_response())
+}
+
+async fn heartbeat(State(api): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    let Ok(body) = body else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body over {BODY_LIMIT} bytes"),
+        );
+    };
+    let hb = match ops_requests::heartbeat(&body) {
+        Ok(hb) => hb,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
+    };
+    let config = api.runner.config.clone();
+    let oncall = api.runner.io.secrets().oncall_user.clone();
+    let done = api.runner.update(|s| {
+        s.heartbeat(
+            &config,
+            &hb.job,
+            hb.status,
+            hb.run_id.as_deref(),
+            oncall.as_deref(),
+            now_ms(),
+        )
+    });
+    match done {
+        Ok(_) => {
+            api.runner.deliver().await;
+            Json(json!({"ok": true, "job": hb.job})).into_response()
+        }
+        Err(e) => error(StatusCode::NOT_FOUND, "unknown_job", e.to_string()),
+    }
 }
 
 async fn anomalies(State(api): State<Shared>) -> Response {

@@ -116,6 +116,7 @@ impl Runner {
                 for obs in &observations {
                     log_events(&s.observe(&self.config, obs, at));
                 }
+                log_events(&s.check_jobs(&self.config, oncall.as_deref(), at));
                 s.page_due(oncall.as_deref(), at);
             });
             self.start_rounds();

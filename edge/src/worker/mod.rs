@@ -300,6 +300,7 @@ async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
         }
     }
     let oncall = io.secrets.oncall_user.clone();
+    state.check_jobs(&config, oncall.as_deref(), now_ms());
     state.page_due(oncall.as_deref(), now_ms());
 
     for id in state.remediation_due(&config, now_ms()) {
@@ -396,6 +397,7 @@ enum Access {
     Open,
     Read,
     Control,
+    Jobs,
 }
 
 async fn route(
@@ -408,7 +410,8 @@ async fn route(
     let method = req.method();
     let access = match (&method, segments.as_slice()) {
         (Method::Get, ["healthz"]) => Access::Open,
-        (Method::Get, ["ops", "summary" | "incidents" | "anomalies"])
+        (Method::Post, ["ops", "jobs", "heartbeat"]) => Access::Jobs,
+        (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs"])
         | (Method::Get, ["ops", "incidents" | "target", _]) => Access::Read,
         (Method::Post, ["ops", "actions", _, _]) | (Method::Post, ["ops", "restart", _]) => {
             Access::Control
@@ -433,6 +436,7 @@ async fn route(
     };
     let allowed = match access {
         Access::Read => check(&secrets.read_token) | check(&secrets.control_token),
+        Access::Jobs => check(&secrets.jobs_token),
         _ => check(&secrets.control_token),
     };
     if !allowed {
@@ -453,6 +457,32 @@ async fn route(
     let res = match segments.as_slice() {
         ["ops", "summary"] => json(200, &views::summary(&config, &state, now, |_| None)),
         ["ops", "anomalies"] => json(200, &serde_json::json!({"anomalies": state.anomalies})),
+        ["ops", "jobs"] => json(
+            200,
+            &serde_json::json!({"jobs": views::jobs(&config, &state)}),
+        ),
+        ["ops", "jobs", "heartbeat"] => {
+            let body = req.bytes().await?;
+            if body.len() > 16 * 1024 {
+                error(413, "body_too_large", "body over 16384 bytes")
+            } else {
+                match ops_requests::heartbeat(&body) {
+                    Err(why) => error(400, "bad_body", why),
+                    Ok(hb) => match state.heartbeat(
+                        &config,
+                        &hb.job,
+                        hb.status,
+                        hb.run_id.as_deref(),
+                        secrets.oncall_user.as_deref(),
+                        now,
+                    ) {
+                        // Alerts go out with the next cycle's outbox.
+                        Ok(_) => json(200, &serde_json::json!({"ok": true, "job": hb.job})),
+                        Err(e) => error(404, "unknown_job", e.to_string()),
+                    },
+                }
+            }
+        }
         ["ops", "incidents"] => match ops_requests::state_filter(query("state").as_deref()) {
             Ok(open) => json(200, &views::incidents(&state, open)),
             Err(why) => error(400, "bad_query", why),

@@ -1,0 +1,478 @@
+//! Job heartbeats: a job that stops reporting, runs too long or reports a
+//! failure becomes an incident like a target does (alerted, paged per its
+//! policy), and resolves when it reports `ok` again. Pure: signals and `now`
+//! in, state changes and events out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::alert::{transition_message, TransitionAlert};
+use super::incident::{Incident, RemediationStatus, StateChange};
+use super::probe::Health;
+use super::state::{Event, OncallUser, State};
+use crate::config::{Config, Job};
+
+/// Runs remembered per job (started, not yet ended).
+const RUNS_KEPT: usize = 100;
+/// The run id of a `start` sent without one.
+const NO_RUN_ID: &str = "-";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    Ok,
+    Start,
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobState {
+    pub health: Health,
+    pub since_ms: u64,
+    /// When Vigil started watching: the first deadline of a job never heard.
+    pub watched_since_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fail_ms: Option<u64>,
+    /// Runs started and not ended: run id → start time.
+    #[serde(default)]
+    pub running: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_incident: Option<String>,
+    #[serde(default)]
+    pub transitions: u64,
+}
+
+impl JobState {
+    fn new(now_ms: u64) -> Self {
+        JobState {
+            health: Health::Healthy,
+            since_ms: now_ms,
+            watched_since_ms: now_ms,
+            last_ok_ms: None,
+            last_fail_ms: None,
+            running: BTreeMap::new(),
+            open_incident: None,
+            transitions: 0,
+        }
+    }
+
+    /// Why the job is late at `now`, if it is.
+    fn lateness(&self, job: &Job, now_ms: u64) -> Option<String> {
+        let grace = (job.grace_s * 1000.0) as u64;
+        let period = (job.period_s * 1000.0) as u64;
+        if let Some((run, started)) = self.running.iter().find(|(_, s)| now_ms > **s + grace) {
+            return Some(format!(
+                "run {run} started {} s ago and has not ended (grace {} s)",
+                (now_ms - started) / 1000,
+                job.grace_s
+            ));
+        }
+        let since = self.last_ok_ms.unwrap_or(self.watched_since_ms);
+        (now_ms > since + period + grace).then(|| match self.last_ok_ms {
+            Some(_) => format!(
+                "no ok for {} s (period {} s + grace {} s)",
+                (now_ms - since) / 1000,
+                job.period_s,
+                job.grace_s
+            ),
+            None => format!(
+                "never reported in {} s (period {} s + grace {} s)",
+                (now_ms - since) / 1000,
+                job.period_s,
+                job.grace_s
+            ),
+        })
+    }
+}
+
+/// The subject of a job's incidents, beside target ids.
+pub fn subject(job: &str) -> String {
+    format!("job:{job}")
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JobError {
+    #[error("no job {0:?} is configured")]
+    UnknownJob(String),
+}
+
+impl State {
+    /// A heartbeat from `job`.
+    pub fn heartbeat(
+        &mut self,
+        config: &Config,
+        job: &str,
+        signal: Signal,
+        run_id: Option<&str>,
+        oncall: OncallUser,
+        now_ms: u64,
+    ) -> Result<Vec<Event>, JobError> {
+        let spec = config
+            .job(job)
+            .ok_or_else(|| JobError::UnknownJob(job.to_string()))?
+            .clone();
+        let js = self
+            .jobs
+            .entry(job.to_string())
+            .or_insert_with(|| JobState::new(now_ms));
+        let run = run_id.unwrap_or(NO_RUN_ID).to_string();
+        match signal {
+            Signal::Start => {
+                js.running.insert(run, now_ms);
+                while js.running.len() > RUNS_KEPT {
+                    let oldest = js
+                        .running
+                        .iter()
+                        .min_by_key(|(_, s)| **s)
+                        .map(|(r, _)| r.clone());
+                    oldest.map(|r| js.running.remove(&r));
+                }
+                Ok(Vec::new())
+            }
+            Signal::Ok => {
+                js.last_ok_ms = Some(now_ms);
+                js.running.remove(&run);
+                Ok(self.job_transition(&spec, Health::Healthy, None, None, oncall, now_ms))
+            }
+            Signal::Fail => {
+                js.last_fail_ms = Some(now_ms);
+                js.running.remove(&run);
+                let why = format!("the job reported a failure (run {run})");
+                Ok(self.job_transition(&spec, Health::Down, Some(why), None, oncall, now_ms))
+            }
+        }
+    }
+
+    /// Opens incidents for jobs that are late at `now`.
+    pub fn check_jobs(&mut self, config: &Config, oncall: OncallUser, now_ms: u64) -> Vec<Event> {
+        self.jobs.retain(|id, _| config.job(id).is_some());
+        let mut events = Vec::new();
+        for job in &config.jobs {
+            let js = self
+                .jobs
+                .entry(job.id.clone())
+                .or_insert_with(|| JobState::new(now_ms));
+            if js.health == Health::Healthy {
+                if let Some(why) = js.lateness(job, now_ms) {
+                    events.extend(self.job_transition(
+                        job,
+                        Health::Down,
+                        Some(why),
+                        None,
+                        oncall,
+                        now_ms,
+                    ));
+                }
+            }
+        }
+        events
+    }
+
+    fn job_transition(
+        &mut self,
+        job: &Job,
+        to: Health,
+        error: Option<String>,
+        status: Option<u16>,
+        oncall: OncallUser,
+        now_ms: u64,
+    ) -> Vec<Event> {
+        let subject = subject(&job.id);
+        let Some(js) = self.jobs.get_mut(&job.id) else {
+            return Vec::new();
+        };
+        if js.health == to {
+            return Vec::new();
+        }
+        let from = js.health;
+        js.health = to;
+        js.since_ms = now_ms;
+        js.transitions += 1;
+        let seq = js.transitions;
+        let mut events = vec![Event::Transition {
+            target: subject.clone(),
+            from,
+            to,
+        }];
+        let incident_id = match js.open_incident.clone() {
+            Some(id) => id,
+            None => {
+                self.next_incident += 1;
+                let id = format!("inc-{}", self.next_incident);
+                if let Some(js) = self.jobs.get_mut(&job.id) {
+                    js.open_incident = Some(id.clone());
+                }
+                self.incidents.push(Incident::new(
+                    id.clone(),
+                    subject.clone(),
+                    now_ms,
+                    RemediationStatus::NotApplicable("a job: no remediation".into()),
+                ));
+                events.push(Event::IncidentOpened {
+                    target: subject.clone(),
+                    incident: id.clone(),
+                });
+                id
+            }
+        };
+        let message = transition_message(&TransitionAlert {
+            target: &subject,
+            from,
+            to,
+            status,
+            latency_ms: 0,
+            error: error.as_deref(),
+            incident_id: &incident_id,
+        });
+        self.outbox
+            .push(format!("{incident_id}/t{seq}"), message, now_ms);
+        let change = StateChange {
+            seq,
+            at_ms: now_ms,
+            from,
+            to,
+            status,
+            latency_ms: 0,
+            error: error.clone(),
+        };
+        if let Some(inc) = self.incidents.iter_mut().find(|i| i.id == incident_id) {
+            inc.history.push(change);
+            if to == Health::Healthy {
+                inc.resolved_at_ms = Some(now_ms);
+                inc.resolution = Some("the job reported ok".into());
+            }
+        }
+        if to == Health::Healthy {
+            if let Some(js) = self.jobs.get_mut(&job.id) {
+                js.open_incident = None;
+            }
+            events.push(Event::IncidentResolved {
+                target: subject,
+                incident: incident_id,
+            });
+        } else if job.page {
+            let reason = error.unwrap_or_else(|| "the job is late".into());
+            self.page(&incident_id, &reason, oncall, now_ms);
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60_000;
+
+    fn config() -> Config {
+        Config::parse(
+            "jobs.toml",
+            "[[job]]\nid = \"backup\"\nperiod_s = 3600\ngrace_s = 600\n[[job]]\nid = \"report\"\nperiod_s = 60\ngrace_s = 30\npage = true\n",
+        )
+        .unwrap()
+    }
+
+    /// The events about one job.
+    fn about(events: Vec<Event>, job: &str) -> Vec<Event> {
+        let subject = subject(job);
+        events
+            .into_iter()
+            .filter(|e| match e {
+                Event::Transition { target, .. }
+                | Event::IncidentOpened { target, .. }
+                | Event::IncidentResolved { target, .. } => *target == subject,
+                _ => false,
+            })
+            .collect()
+    }
+
+    fn titles(s: &State) -> Vec<String> {
+        s.outbox
+            .entries
+            .iter()
+            .map(|e| {
+                e.message
+                    .content
+                    .clone()
+                    .unwrap_or_else(|| e.message.embeds[0].title.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_job_is_late_after_period_plus_grace_and_resolves_when_it_reports() {
+        let c = config();
+        let mut s = State::default();
+        let mut c = c;
+        c.jobs.retain(|j| j.id == "backup");
+        s.heartbeat(&c, "backup", Signal::Ok, None, None, 0)
+            .unwrap();
+        assert!(
+            s.check_jobs(&c, None, 70 * MIN).is_empty(),
+            "within period + grace"
+        );
+        let ev = s.check_jobs(&c, None, 70 * MIN + 1);
+        assert!(
+            ev.contains(&Event::IncidentOpened {
+                target: "job:backup".into(),
+                incident: "inc-1".into()
+            }),
+            "{ev:?}"
+        );
+        assert!(
+            s.check_jobs(&c, None, 80 * MIN).is_empty(),
+            "one incident, one alert"
+        );
+        let inc = s.incident("inc-1").unwrap();
+        assert!(inc.history[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no ok for 4200 s"));
+        // The late job reports again: resolved.
+        let ev = s
+            .heartbeat(&c, "backup", Signal::Ok, None, None, 90 * MIN)
+            .unwrap();
+        assert!(ev.contains(&Event::IncidentResolved {
+            target: "job:backup".into(),
+            incident: "inc-1".into()
+        }));
+        assert_eq!(
+            titles(&s),
+            ["job:backup: healthy → down", "job:backup: down → healthy"]
+        );
+    }
+
+    #[test]
+    fn a_job_never_heard_from_is_late_from_when_it_was_first_watched() {
+        let c = config();
+        let mut s = State::default();
+        s.check_jobs(&c, None, 1000);
+        assert!(about(s.check_jobs(&c, None, 1000 + 70 * MIN), "backup").is_empty());
+        let ev = about(s.check_jobs(&c, None, 1001 + 70 * MIN), "backup");
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        let inc = s
+            .incidents
+            .iter()
+            .find(|i| i.target == "job:backup")
+            .unwrap();
+        assert!(inc.history[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("never reported"));
+        let report = s
+            .incidents
+            .iter()
+            .find(|i| i.target == "job:report")
+            .unwrap();
+        assert_eq!(
+            report.opened_at_ms,
+            1000 + 70 * MIN,
+            "report was late long before, and opened at the first check after"
+        );
+    }
+
+    #[test]
+    fn after_start_the_grace_caps_the_run_time() {
+        let c = config();
+        let mut s = State::default();
+        s.heartbeat(&c, "backup", Signal::Ok, None, None, 0)
+            .unwrap();
+        s.heartbeat(&c, "backup", Signal::Start, Some("r1"), None, 5 * MIN)
+            .unwrap();
+        assert!(
+            about(s.check_jobs(&c, None, 15 * MIN), "backup").is_empty(),
+            "10 minutes of grace"
+        );
+        let ev = about(s.check_jobs(&c, None, 15 * MIN + 1), "backup");
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        let inc = s
+            .incidents
+            .iter()
+            .find(|i| i.target == "job:backup")
+            .unwrap();
+        assert!(inc.history[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("run r1 started 600 s ago"));
+    }
+
+    #[test]
+    fn run_ids_pair_overlapping_runs() {
+        let c = config();
+        let mut s = State::default();
+        s.heartbeat(&c, "backup", Signal::Start, Some("a"), None, 0)
+            .unwrap();
+        s.heartbeat(&c, "backup", Signal::Start, Some("b"), None, 5 * MIN)
+            .unwrap();
+        // "a" ends; "b" is still within its grace.
+        s.heartbeat(&c, "backup", Signal::Ok, Some("a"), None, 8 * MIN)
+            .unwrap();
+        assert!(about(s.check_jobs(&c, None, 14 * MIN), "backup").is_empty());
+        assert_eq!(s.jobs["backup"].running.keys().collect::<Vec<_>>(), ["b"]);
+        // "b" overruns its grace.
+        let ev = about(s.check_jobs(&c, None, 15 * MIN + 1), "backup");
+        assert!(!ev.is_empty());
+        let inc = s
+            .incidents
+            .iter()
+            .find(|i| i.target == "job:backup")
+            .unwrap();
+        assert!(inc.history[0].error.as_deref().unwrap().contains("run b"));
+    }
+
+    #[test]
+    fn fail_opens_an_incident_at_once_and_pages_per_policy() {
+        let c = config();
+        let mut s = State::default();
+        let ev = s
+            .heartbeat(&c, "report", Signal::Fail, Some("r9"), Some("42"), 10)
+            .unwrap();
+        assert_eq!(ev.len(), 2);
+        let inc = s.incident("inc-1").unwrap();
+        assert!(inc.paged_at_ms.is_some(), "report pages");
+        assert!(titles(&s)[1].starts_with("<@42>"), "{:?}", titles(&s));
+        // A second failure neither re-alerts nor re-pages.
+        s.heartbeat(&c, "report", Signal::Fail, None, Some("42"), 20)
+            .unwrap();
+        assert_eq!(s.outbox.entries.len(), 2);
+        let ev = s
+            .heartbeat(&c, "backup", Signal::Fail, None, Some("42"), 30)
+            .unwrap();
+        assert_eq!(ev.len(), 2);
+        assert!(
+            s.incident("inc-2").unwrap().paged_at_ms.is_none(),
+            "backup does not page"
+        );
+    }
+
+    #[test]
+    fn unknown_jobs_are_refused_and_change_nothing() {
+        let c = config();
+        let mut s = State::default();
+        assert_eq!(
+            s.heartbeat(&c, "nope", Signal::Ok, None, None, 0),
+            Err(JobError::UnknownJob("nope".into()))
+        );
+        assert_eq!(s, State::default());
+    }
+
+    #[test]
+    fn job_incidents_survive_reconcile_and_removed_jobs_do_not() {
+        let c = config();
+        let mut s = State::default();
+        s.heartbeat(&c, "backup", Signal::Fail, None, None, 0)
+            .unwrap();
+        s.reconcile(&c, 1, true);
+        assert!(s.incident("inc-1").unwrap().is_open());
+        let mut fewer = c.clone();
+        fewer.jobs.retain(|j| j.id != "backup");
+        s.reconcile(&fewer, 2, true);
+        assert!(!s.incident("inc-1").unwrap().is_open());
+    }
+}
