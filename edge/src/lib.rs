@@ -3,6 +3,7 @@
 //! `native` is the tokio shell that `cargo run` starts, `worker` the
 //! Cloudflare Worker shell (wasm32 only). See ARCHITECTURE.md.
 
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod ops_requests;

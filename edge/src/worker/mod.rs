@@ -21,7 +21,7 @@ use worker::{
     ScheduleContext, ScheduledEvent, Storage,
 };
 
-use self::io::{now_ms, WorkerIo};
+use self::io::{now_ms, worker_io, WorkerIo};
 use crate::config::Config;
 use crate::core::incident::{ManualAction, PendingAction, Round};
 use crate::core::probe::{truncate, Observation};
@@ -252,10 +252,7 @@ struct CycleReport {
 
 async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
     let config = load_config(env)?;
-    let io = WorkerIo::new(
-        config.clone(),
-        Secrets::from_env(&config, |k| lookup(env, k)),
-    );
+    let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
     let ae = env.analytics_engine(AE_BINDING).ok();
     let (mut store, mut state) = Store::open(env, durable).await?;
     let start = now_ms();
@@ -568,7 +565,7 @@ async fn manual(
     if config.host(host).is_none() {
         return error(404, "unknown_host", format!("no host {host:?}"));
     }
-    let io = WorkerIo::new(config.clone(), secrets);
+    let io = worker_io(config, secrets);
     match io.actions(host).await {
         Err(e) => return error(502, "agent_unreachable", e),
         Ok(list) if !list.iter().any(|a| a.name == name) => {

@@ -1,0 +1,304 @@
+//! The edge's outbound calls, written once: probes, Discord deliveries, the
+//! ops-agents and the model. Each shell supplies only a [`Transport`] (one
+//! HTTP exchange with a timeout, a clock, a sleep): reqwest and tokio
+//! natively, `worker::Fetch` in the Worker.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use vigil_wire::{ActionInfo, ActionList, ActionResult, Diagnostics, LogLines, IDEMPOTENCY_KEY};
+
+use crate::config::{Config, Target};
+use crate::core::alert::{Delivery, DiscordMessage};
+use crate::core::planner::Completion;
+use crate::core::probe::{
+    cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS,
+};
+use crate::remediation::RemediationIo;
+use crate::shell::{
+    action_path, agent_error, chat_url, delivery_outcome, logs_path, model_error, Secrets,
+};
+
+/// Most of an answer's body that is read (a probe's body check looks at the
+/// start).
+pub const BODY_LIMIT: usize = 1 << 20;
+/// Calls to an agent that are not actions.
+const AGENT_READ_TIMEOUT_MS: u64 = 15_000;
+/// Added to an action's own timeout for the HTTP round trip.
+const ACTION_SLACK_MS: u64 = 15_000;
+const DISCORD_TIMEOUT_MS: u64 = 10_000;
+
+/// How one HTTP exchange ended, and how long it took.
+#[derive(Debug)]
+pub enum Exchange {
+    Answered {
+        status: u16,
+        retry_after: Option<f64>,
+        body: Vec<u8>,
+        elapsed_ms: u64,
+    },
+    TimedOut {
+        elapsed_ms: u64,
+    },
+    Failed {
+        error: String,
+        elapsed_ms: u64,
+    },
+}
+
+/// What a shell provides for the edge's outbound calls.
+#[allow(async_fn_in_trait)] // each shell picks its own executor; Send is its business
+pub trait Transport {
+    /// Wall-clock epoch milliseconds.
+    fn now_ms(&self) -> u64;
+    async fn sleep_ms(&self, ms: u64);
+    /// One request, abandoned after `timeout_ms`, bypassing caches where
+    /// the transport has one, reading at most [`BODY_LIMIT`] of the answer.
+    async fn exchange(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+        timeout_ms: u64,
+    ) -> Exchange;
+}
+
+pub struct Client<T> {
+    pub transport: T,
+    pub config: Arc<Config>,
+    pub secrets: Secrets,
+    nonce: AtomicU64,
+    /// Each host's action timeouts, from its last `GET /v1/actions`.
+    timeouts: Mutex<HashMap<(String, String), u64>>,
+}
+
+impl<T: Transport> Client<T> {
+    pub fn with_transport(transport: T, config: Arc<Config>, secrets: Secrets) -> Self {
+        let nonce = AtomicU64::new(transport.now_ms());
+        Client {
+            transport,
+            config,
+            secrets,
+            nonce,
+            timeouts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// Sends one Discord message and says how it went.
+    pub async fn deliver(&self, message: &DiscordMessage) -> Delivery {
+        let url = match self.secrets.webhook(&self.config) {
+            Ok(u) => u,
+            Err(error) => return Delivery::Failed { error },
+        };
+        let body = match serde_json::to_string(message) {
+            Ok(b) => b,
+            Err(e) => {
+                return Delivery::Rejected {
+                    error: e.to_string(),
+                }
+            }
+        };
+        let headers = [("Content-Type", "application/json")];
+        match self
+            .transport
+            .exchange("POST", &url, &headers, Some(body), DISCORD_TIMEOUT_MS)
+            .await
+        {
+            Exchange::Answered {
+                status,
+                retry_after,
+                body,
+                ..
+            } => delivery_outcome(status, retry_after, &String::from_utf8_lossy(&body)),
+            Exchange::TimedOut { .. } => Delivery::Failed {
+                error: "Discord timed out".into(),
+            },
+            Exchange::Failed { error, .. } => Delivery::Failed { error },
+        }
+    }
+
+    async fn agent_json<D: serde::de::DeserializeOwned>(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+        timeout_ms: u64,
+        key: Option<&str>,
+    ) -> Result<D, String> {
+        let (base, token) = self.secrets.agent(&self.config, host)?;
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if let Some(k) = key {
+            headers.push((IDEMPOTENCY_KEY, k));
+        }
+        match self
+            .transport
+            .exchange(method, &format!("{base}{path}"), &headers, None, timeout_ms)
+            .await
+        {
+            Exchange::Answered { status, body, .. } if (200..300).contains(&status) => {
+                serde_json::from_slice(&body)
+                    .map_err(|e| format!("unexpected answer from the agent: {e}"))
+            }
+            Exchange::Answered { status, body, .. } => Err(agent_error(status, &body)),
+            Exchange::TimedOut { .. } => {
+                Err(format!("no answer from the agent within {timeout_ms} ms"))
+            }
+            Exchange::Failed { error, .. } => Err(error),
+        }
+    }
+
+    /// Runs one action on a host's agent: what the control API uses too.
+    pub async fn run_action_on(
+        &self,
+        host: &str,
+        action: &str,
+        key: &str,
+    ) -> Result<ActionResult, String> {
+        let known = {
+            let known = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
+            known.get(&(host.to_string(), action.to_string())).copied()
+        };
+        let timeout_ms = match known {
+            Some(t) => t,
+            None => {
+                let list = self.actions(host).await?;
+                list.iter()
+                    .find(|a| a.name == action)
+                    .ok_or_else(|| format!("{action} is not allowlisted on {host}"))?
+                    .timeout_ms
+            }
+        };
+        self.agent_json(
+            host,
+            "POST",
+            &action_path(action),
+            timeout_ms + ACTION_SLACK_MS,
+            Some(key),
+        )
+        .await
+    }
+}
+
+impl<T: Transport> RemediationIo for Client<T> {
+    fn now_ms(&self) -> u64 {
+        self.transport.now_ms()
+    }
+
+    async fn sleep_ms(&self, ms: u64) {
+        self.transport.sleep_ms(ms).await;
+    }
+
+    async fn diagnostics(&self, host: &str) -> Result<Diagnostics, String> {
+        self.agent_json(host, "GET", "/v1/diagnostics", AGENT_READ_TIMEOUT_MS, None)
+            .await
+    }
+
+    async fn actions(&self, host: &str) -> Result<Vec<ActionInfo>, String> {
+        let list: ActionList = self
+            .agent_json(host, "GET", "/v1/actions", AGENT_READ_TIMEOUT_MS, None)
+            .await?;
+        let mut known = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
+        for a in &list.actions {
+            known.insert((host.to_string(), a.name.clone()), a.timeout_ms);
+        }
+        Ok(list.actions)
+    }
+
+    async fn logs(&self, host: &str, service: &str, tail: u32) -> Result<Vec<String>, String> {
+        let logs: LogLines = self
+            .agent_json(
+                host,
+                "GET",
+                &logs_path(service, tail),
+                AGENT_READ_TIMEOUT_MS,
+                None,
+            )
+            .await?;
+        Ok(logs.lines)
+    }
+
+    async fn run_action(
+        &self,
+        host: &str,
+        action: &str,
+        key: &str,
+    ) -> Result<ActionResult, String> {
+        self.run_action_on(host, action, key).await
+    }
+
+    fn has_model(&self) -> bool {
+        self.secrets.openai_key.is_some()
+    }
+
+    async fn chat(&self, request: &serde_json::Value) -> Result<Completion, String> {
+        let key = self.secrets.openai_key.as_deref().ok_or("no model key")?;
+        let body = serde_json::to_string(request).map_err(|e| e.to_string())?;
+        let auth = format!("Bearer {key}");
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        let timeout_ms = (self.config.llm.timeout_s * 1000.0) as u64;
+        match self
+            .transport
+            .exchange(
+                "POST",
+                &chat_url(&self.config),
+                &headers,
+                Some(body),
+                timeout_ms,
+            )
+            .await
+        {
+            Exchange::Answered { status, body, .. } if (200..300).contains(&status) => {
+                serde_json::from_slice(&body).map_err(|e| format!("malformed completion: {e}"))
+            }
+            Exchange::Answered { status, body, .. } => Err(model_error(status, &body)),
+            Exchange::TimedOut { .. } => Err("the model timed out".into()),
+            Exchange::Failed { error, .. } => Err(error),
+        }
+    }
+
+    async fn probe(&self, target: &Target) -> Observation {
+        let at_ms = self.transport.now_ms();
+        let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
+        let url = cache_busted_url(&target.url, nonce);
+        let response = match self
+            .transport
+            .exchange(
+                &target.method,
+                &url,
+                &NO_CACHE_HEADERS,
+                None,
+                target.timeout_ms,
+            )
+            .await
+        {
+            Exchange::Answered {
+                status,
+                body,
+                elapsed_ms,
+                ..
+            } => ProbeResponse::Answered {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                latency_ms: elapsed_ms,
+            },
+            Exchange::TimedOut { elapsed_ms } => ProbeResponse::TimedOut {
+                latency_ms: elapsed_ms,
+            },
+            Exchange::Failed { error, elapsed_ms } => ProbeResponse::Failed {
+                error,
+                latency_ms: elapsed_ms,
+            },
+        };
+        classify(target, response, at_ms)
+    }
+}
