@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{transition_message, TransitionAlert};
-use super::incident::{Incident, RemediationStatus, StateChange};
+use super::incident::{RemediationStatus, StateChange};
 use super::probe::Health;
 use super::state::{Event, OncallUser, State};
 use crate::config::{Config, Job};
@@ -197,20 +196,12 @@ impl State {
             from,
             to,
         }];
-        let incident_id = match js.open_incident.clone() {
+        let existing = js.open_incident.clone();
+        let incident_id = match existing {
             Some(id) => id,
             None => {
-                self.next_incident += 1;
-                let id = format!("inc-{}", self.next_incident);
-                if let Some(js) = self.jobs.get_mut(&job.id) {
-                    js.open_incident = Some(id.clone());
-                }
-                self.incidents.push(Incident::new(
-                    id.clone(),
-                    subject.clone(),
-                    now_ms,
-                    RemediationStatus::NotApplicable("a job: no remediation".into()),
-                ));
+                let remediation = RemediationStatus::NotApplicable("a job: no remediation".into());
+                let id = self.open_incident(&subject, remediation, now_ms);
                 events.push(Event::IncidentOpened {
                     target: subject.clone(),
                     incident: id.clone(),
@@ -218,17 +209,9 @@ impl State {
                 id
             }
         };
-        let message = transition_message(&TransitionAlert {
-            target: &subject,
-            from,
-            to,
-            status,
-            latency_ms: 0,
-            error: error.as_deref(),
-            incident_id: &incident_id,
-        });
-        self.outbox
-            .push(format!("{incident_id}/t{seq}"), message, now_ms);
+        if let Some(js) = self.jobs.get_mut(&job.id) {
+            js.open_incident = (to != Health::Healthy).then(|| incident_id.clone());
+        }
         let change = StateChange {
             seq,
             at_ms: now_ms,
@@ -238,17 +221,13 @@ impl State {
             latency_ms: 0,
             error: error.clone(),
         };
-        if let Some(inc) = self.incidents.iter_mut().find(|i| i.id == incident_id) {
-            inc.history.push(change);
+        if let Some(inc) = self.record_transition(&subject, &incident_id, change, now_ms) {
             if to == Health::Healthy {
                 inc.resolved_at_ms = Some(now_ms);
                 inc.resolution = Some("the job reported ok".into());
             }
         }
         if to == Health::Healthy {
-            if let Some(js) = self.jobs.get_mut(&job.id) {
-                js.open_incident = None;
-            }
             events.push(Event::IncidentResolved {
                 target: subject,
                 incident: incident_id,

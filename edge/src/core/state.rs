@@ -274,23 +274,16 @@ impl State {
             from,
             to: obs.health,
         });
-        let incident_id = match ts.open_incident.clone() {
+        let existing = ts.open_incident.clone();
+        let cooldown_left = ts
+            .last_resolved_at_ms
+            .map(|r| (r + config.cooldown_ms()).saturating_sub(now_ms))
+            .filter(|left| *left > 0);
+        let incident_id = match existing {
             Some(id) => id,
             None => {
-                self.next_incident += 1;
-                let id = format!("inc-{}", self.next_incident);
-                let cooldown_left = ts
-                    .last_resolved_at_ms
-                    .map(|r| (r + config.cooldown_ms()).saturating_sub(now_ms))
-                    .filter(|left| *left > 0);
                 let remediation = initial_remediation(target, obs.health, cooldown_left);
-                ts.open_incident = Some(id.clone());
-                self.incidents.push(Incident::new(
-                    id.clone(),
-                    target.id.clone(),
-                    now_ms,
-                    remediation,
-                ));
+                let id = self.open_incident(&target.id, remediation, now_ms);
                 events.push(Event::IncidentOpened {
                     target: target.id.clone(),
                     incident: id.clone(),
@@ -298,27 +291,21 @@ impl State {
                 id
             }
         };
+        if let Some(ts) = self.targets.get_mut(&target.id) {
+            if obs.health == Health::Healthy {
+                ts.open_incident = None;
+                ts.last_resolved_at_ms = Some(now_ms);
+            } else {
+                ts.open_incident = Some(incident_id.clone());
+            }
+        }
         if obs.health == Health::Healthy {
-            ts.open_incident = None;
-            ts.last_resolved_at_ms = Some(now_ms);
             events.push(Event::IncidentResolved {
                 target: target.id.clone(),
                 incident: incident_id.clone(),
             });
         }
-        let message = transition_message(&TransitionAlert {
-            target: &target.id,
-            from,
-            to: obs.health,
-            status: obs.status,
-            latency_ms: obs.latency_ms,
-            error: obs.error.as_deref(),
-            incident_id: &incident_id,
-        });
-        self.outbox
-            .push(format!("{}/t{}", incident_id, change.seq), message, now_ms);
-        if let Some(inc) = self.incident_mut(&incident_id) {
-            inc.history.push(change);
+        if let Some(inc) = self.record_transition(&target.id, &incident_id, change, now_ms) {
             if obs.health == Health::Healthy {
                 inc.resolved_at_ms = Some(now_ms);
                 inc.resolution = Some("recovered".into());
@@ -343,6 +330,50 @@ impl State {
         }
         self.forget_old_incidents();
         events
+    }
+
+    /// A new open incident about `subject` (a target id, or `job:<id>`).
+    pub(super) fn open_incident(
+        &mut self,
+        subject: &str,
+        remediation: RemediationStatus,
+        now_ms: u64,
+    ) -> String {
+        self.next_incident += 1;
+        let id = format!("inc-{}", self.next_incident);
+        self.incidents.push(Incident::new(
+            id.clone(),
+            subject.to_string(),
+            now_ms,
+            remediation,
+        ));
+        id
+    }
+
+    /// Queues the alert for one debounced transition (keyed by incident and
+    /// transition number, so it is never queued twice) and records it in the
+    /// incident's history; returns the incident for the caller's own changes.
+    pub(super) fn record_transition(
+        &mut self,
+        subject: &str,
+        incident_id: &str,
+        change: StateChange,
+        now_ms: u64,
+    ) -> Option<&mut Incident> {
+        let message = transition_message(&TransitionAlert {
+            target: subject,
+            from: change.from,
+            to: change.to,
+            status: change.status,
+            latency_ms: change.latency_ms,
+            error: change.error.as_deref(),
+            incident_id,
+        });
+        self.outbox
+            .push(format!("{incident_id}/t{}", change.seq), message, now_ms);
+        let inc = self.incident_mut(incident_id)?;
+        inc.history.push(change);
+        Some(inc)
     }
 
     fn forget_old_incidents(&mut self) {
