@@ -11,6 +11,7 @@ use vigil_wire::{ActionInfo, ActionList, ActionResult, Diagnostics, LogLines, ID
 
 use crate::config::{Config, Target};
 use crate::core::alert::{Delivery, DiscordMessage};
+use crate::core::incident::ManualAction;
 use crate::core::planner::Completion;
 use crate::core::probe::{
     cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS,
@@ -183,6 +184,58 @@ impl<T: Transport> Client<T> {
             Some(key),
         )
         .await
+    }
+}
+
+/// Why an action asked for by hand was not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManualRefusal {
+    UnknownHost,
+    AgentUnreachable(String),
+    NotAllowlisted,
+}
+
+impl ManualRefusal {
+    /// The HTTP answer: status, error code, message.
+    pub fn answer(&self, host: &str, action: &str) -> (u16, &'static str, String) {
+        match self {
+            ManualRefusal::UnknownHost => (404, "unknown_host", format!("no host {host:?}")),
+            ManualRefusal::AgentUnreachable(e) => (502, "agent_unreachable", e.clone()),
+            ManualRefusal::NotAllowlisted => (
+                404,
+                "unknown_action",
+                format!("{action:?} is not allowlisted on {host}"),
+            ),
+        }
+    }
+}
+
+impl<T: Transport> Client<T> {
+    /// Runs an action by hand (the control API): the host must be
+    /// configured and its agent must list the action. The record, for the
+    /// audit trail, holds the result or the error.
+    pub async fn manual_action(
+        &self,
+        host: &str,
+        action: &str,
+        by: String,
+    ) -> Result<ManualAction, ManualRefusal> {
+        if self.config.host(host).is_none() {
+            return Err(ManualRefusal::UnknownHost);
+        }
+        let list = self
+            .actions(host)
+            .await
+            .map_err(ManualRefusal::AgentUnreachable)?;
+        if !list.iter().any(|a| a.name == action) {
+            return Err(ManualRefusal::NotAllowlisted);
+        }
+        let at_ms = self.transport.now_ms();
+        let key = format!("vigil-manual-{host}-{action}-{at_ms}");
+        let span = tracing::info_span!("action", %action, %host, manual = true, %by);
+        let result =
+            tracing::Instrument::instrument(self.run_action_on(host, action, &key), span).await;
+        Ok(ManualAction::new(at_ms, by, host, action, &result))
     }
 }
 

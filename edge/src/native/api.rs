@@ -17,9 +17,7 @@ use vigil_wire::{ErrorBody, TokenCheck};
 
 use super::io::now_ms;
 use super::runner::Runner;
-use crate::core::incident::ManualAction;
 use crate::core::state::StateError;
-use crate::remediation::RemediationIo;
 use crate::{ops_requests, views};
 
 /// Largest request body the API reads.
@@ -251,36 +249,27 @@ async fn anomalies(State(api): State<Shared>) -> Response {
 
 /// Runs an allowlisted action by hand and records it.
 async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
-    if api.runner.config.host(host).is_none() {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_host",
-            format!("no host {host:?}"),
-        );
-    }
-    match api.runner.io.actions(host).await {
-        Err(e) => return error(StatusCode::BAD_GATEWAY, "agent_unreachable", e),
-        Ok(list) if !list.iter().any(|a| a.name == name) => {
+    let record = match api.runner.io.manual_action(host, name, by).await {
+        Ok(r) => r,
+        Err(refusal) => {
+            let (status, code, message) = refusal.answer(host, name);
             return error(
-                StatusCode::NOT_FOUND,
-                "unknown_action",
-                format!("{name:?} is not allowlisted on {host}"),
-            )
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                code,
+                message,
+            );
         }
-        Ok(_) => {}
-    }
-    let at_ms = now_ms();
-    let key = format!("vigil-manual-{host}-{name}-{at_ms}");
-    let span = tracing::info_span!("action", action = %name, %host, manual = true, %by);
-    let result =
-        tracing::Instrument::instrument(api.runner.io.run_action_on(host, name, &key), span).await;
-    let record = ManualAction::new(at_ms, by, host, name, &result);
+    };
     let config = api.runner.config.clone();
     api.runner
-        .update(|s| s.record_manual_action(&config, record));
-    match result {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => error(StatusCode::BAD_GATEWAY, "action_failed", e),
+        .update(|s| s.record_manual_action(&config, record.clone()));
+    match (record.result, record.error) {
+        (Some(r), _) => Json(r).into_response(),
+        (None, e) => error(
+            StatusCode::BAD_GATEWAY,
+            "action_failed",
+            e.unwrap_or_default(),
+        ),
     }
 }
 

@@ -23,7 +23,7 @@ use worker::{
 
 use self::io::{now_ms, worker_io, WorkerIo};
 use crate::config::Config;
-use crate::core::incident::{ManualAction, PendingAction, Round};
+use crate::core::incident::{PendingAction, Round};
 use crate::core::probe::{truncate, Observation};
 use crate::core::state::{State, StateError};
 use crate::remediation::{run_round, RemediationIo, RoundInput};
@@ -562,28 +562,19 @@ async fn manual(
     name: &str,
     by: String,
 ) -> worker::Result<Response> {
-    if config.host(host).is_none() {
-        return error(404, "unknown_host", format!("no host {host:?}"));
-    }
-    let io = worker_io(config, secrets);
-    match io.actions(host).await {
-        Err(e) => return error(502, "agent_unreachable", e),
-        Ok(list) if !list.iter().any(|a| a.name == name) => {
-            return error(
-                404,
-                "unknown_action",
-                format!("{name:?} is not allowlisted on {host}"),
-            )
+    let record = match worker_io(config, secrets)
+        .manual_action(host, name, by)
+        .await
+    {
+        Ok(r) => r,
+        Err(refusal) => {
+            let (status, code, message) = refusal.answer(host, name);
+            return error(status, code, message);
         }
-        Ok(_) => {}
-    }
-    let at_ms = now_ms();
-    let result = io
-        .run_action_on(host, name, &format!("vigil-manual-{host}-{name}-{at_ms}"))
-        .await;
-    state.record_manual_action(config, ManualAction::new(at_ms, by, host, name, &result));
-    match result {
-        Ok(r) => json(200, &r),
-        Err(e) => error(502, "action_failed", e),
+    };
+    state.record_manual_action(config, record.clone());
+    match (record.result, record.error) {
+        (Some(r), _) => json(200, &r),
+        (None, e) => error(502, "action_failed", e.unwrap_or_default()),
     }
 }
