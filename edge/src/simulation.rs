@@ -18,6 +18,7 @@ use crate::core::incident::{PlannerKind, RemediationStatus, RoundOutcome};
 use crate::core::probe::{classify, Health, Observation, ProbeResponse};
 use crate::core::state::{Event, State};
 use crate::remediation::{run_round, RemediationIo, RoundInput};
+use vigil_testkit::openai::tool_names;
 
 const OWNER: &str = "sim";
 const LEASE_MS: u64 = 600_000;
@@ -800,12 +801,7 @@ fn the_model_picks_the_action_and_the_round_records_it() {
         assert_eq!(r.tool_calls[0].verdict, "read");
         assert_eq!(r.usage.total_tokens, 220);
         let reqs = s.world.model_requests.borrow();
-        let tools: Vec<&str> = reqs[0]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["function"]["name"].as_str().unwrap())
-            .collect();
+        let tools = tool_names(&reqs[0]);
         assert_eq!(
             tools,
             [

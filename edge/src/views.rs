@@ -44,8 +44,7 @@ fn target_summary(
     let ts: &TargetState = match state.targets.get(id) {
         Some(ts) => ts,
         None => {
-            fresh = serde_json::from_value(serde_json::json!({"health": "healthy", "since_ms": now_ms, "next_regular_at_ms": now_ms}))
-                .expect("a fresh target state parses");
+            fresh = TargetState::new(now_ms);
             &fresh
         }
     };

@@ -72,6 +72,19 @@ impl Model {
     }
 }
 
+/// The names of the tools a chat completions request offered.
+pub fn tool_names(request: &Value) -> Vec<String> {
+    request["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| t["function"]["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn completion(message: Value, finish: &str) -> Value {
     json!({
         "id": "chatcmpl-test", "object": "chat.completion", "created": 1_700_000_000, "model": "test-model",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use vigil_testkit::docker::inspect;
 use vigil_testkit::docker_or_skip;
-use vigil_testkit::openai::Reply;
+use vigil_testkit::openai::{tool_names, Reply};
 use vigil_testkit::pair::{Options, Pair, ONCALL};
 
 fn open(p: &Pair) -> Vec<Value> {
@@ -361,12 +361,7 @@ fn s11_a_misbehaving_model_is_refused_and_the_ladder_takes_over() {
     );
     let requests = model.requests();
     assert_eq!(requests.len(), 2);
-    let tools: Vec<&str> = requests[0]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["function"]["name"].as_str().unwrap())
-        .collect();
+    let tools = tool_names(&requests[0]);
     assert_eq!(
         tools,
         [
@@ -595,12 +590,7 @@ fn llm_prompt_injection_and_parallel_calls_change_nothing() {
         [("restart_api_core".to_string(), "ok".to_string())],
         "only the allowlisted ladder acted"
     );
-    let tools: Vec<String> = model.requests()[0]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["function"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let tools = tool_names(&model.requests()[0]);
     assert!(
         !tools.contains(&"prune_docker".to_string()) && !tools.contains(&"restart_all".to_string())
     );

@@ -49,7 +49,8 @@ pub struct TargetState {
 }
 
 impl TargetState {
-    fn new(now_ms: u64) -> Self {
+    /// A target not observed yet: healthy, due at once.
+    pub fn new(now_ms: u64) -> Self {
         TargetState {
             health: Health::Healthy,
             since_ms: now_ms,
