@@ -56,6 +56,13 @@ pub struct Target {
     /// Whether a degraded (slow but correct) target is remediated too.
     #[serde(default)]
     pub remediate_degraded: bool,
+    /// Availability objective in percent (e.g. 99.9): error budget and
+    /// burn-rate alerts.
+    #[serde(default)]
+    pub slo: Option<f64>,
+    /// The objective's window, in days (at most 30: the history kept).
+    #[serde(default = "default_slo_days")]
+    pub slo_days: u32,
 }
 
 /// A job that reports heartbeats: late after `period_s + grace_s` without
@@ -155,6 +162,16 @@ pub struct Config {
     pub max_runs_per_action: u32,
     #[serde(default = "default_cooldown")]
     pub remediation_cooldown_s: f64,
+    /// How long history may wait in memory before it is stored (the Worker
+    /// pays one KV write per store).
+    #[serde(default = "default_history_flush")]
+    pub history_flush_s: f64,
+    /// How often an ops-agent's host metrics are read outside incidents.
+    #[serde(default = "default_host_metrics_every")]
+    pub host_metrics_every_s: f64,
+    /// Crash reports: how long one fingerprint stays quiet after its alert.
+    #[serde(default = "default_crash_cooldown")]
+    pub crash_cooldown_s: f64,
     #[serde(default)]
     pub discord: Discord,
     #[serde(default)]
@@ -237,6 +254,19 @@ fn default_cooldown() -> f64 {
     600.0
 }
 
+fn default_slo_days() -> u32 {
+    30
+}
+fn default_history_flush() -> f64 {
+    600.0
+}
+fn default_host_metrics_every() -> f64 {
+    300.0
+}
+fn default_crash_cooldown() -> f64 {
+    3600.0
+}
+
 fn secs_to_ms(s: f64) -> u64 {
     (s * 1000.0).round() as u64
 }
@@ -253,6 +283,15 @@ impl Config {
     }
     pub fn cooldown_ms(&self) -> u64 {
         secs_to_ms(self.remediation_cooldown_s)
+    }
+    pub fn history_flush_ms(&self) -> u64 {
+        secs_to_ms(self.history_flush_s)
+    }
+    pub fn host_metrics_every_ms(&self) -> u64 {
+        secs_to_ms(self.host_metrics_every_s)
+    }
+    pub fn crash_cooldown_ms(&self) -> u64 {
+        secs_to_ms(self.crash_cooldown_s)
     }
 
     pub fn target(&self, id: &str) -> Option<&Target> {
@@ -307,11 +346,15 @@ impl Config {
         if !(self.settle_s.is_finite() && self.settle_s >= 0.0) {
             return Err(("settle_s".into(), "must be zero or more".into()));
         }
-        if !(self.remediation_cooldown_s.is_finite() && self.remediation_cooldown_s >= 0.0) {
-            return Err((
-                "remediation_cooldown_s".into(),
-                "must be zero or more".into(),
-            ));
+        for (key, v) in [
+            ("remediation_cooldown_s", self.remediation_cooldown_s),
+            ("history_flush_s", self.history_flush_s),
+            ("host_metrics_every_s", self.host_metrics_every_s),
+            ("crash_cooldown_s", self.crash_cooldown_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err((key.into(), "must be zero or more".into()));
+            }
         }
         if self.retry_after_s > self.interval_s {
             return Err((
@@ -411,6 +454,20 @@ impl Config {
                         "a remediate target needs at least one action".into(),
                     ));
                 }
+            }
+            if let Some(slo) = t.slo {
+                if !(slo.is_finite() && slo > 0.0 && slo < 100.0) {
+                    return Err((
+                        key("slo"),
+                        format!("a percentage between 0 and 100, exclusive (got {slo})"),
+                    ));
+                }
+            }
+            if !(1..=30).contains(&t.slo_days) {
+                return Err((
+                    key("slo_days"),
+                    format!("1 to 30 days, the history kept (got {})", t.slo_days),
+                ));
             }
             if let Some(bad) = t.actions.iter().find(|a| !valid_action(a)) {
                 return Err((key("actions"), format!("{bad:?} is not an action name")));
@@ -525,5 +582,9 @@ token_env = "OPS_AGENT_TOKEN"
         assert!(e.contains("target[1].id: duplicate"), "{e}");
         let e = err(&GOOD.replace("\"restart_all\"", "\"rm -rf\""));
         assert!(e.contains("target[0].actions"), "{e}");
+        let e = err(&GOOD.replace("role =", "slo = 100\nrole ="));
+        assert!(e.contains("target[0].slo: a percentage"), "{e}");
+        let e = err(&GOOD.replace("role =", "slo = 99.9\nslo_days = 90\nrole ="));
+        assert!(e.contains("target[0].slo_days"), "{e}");
     }
 }

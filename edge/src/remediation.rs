@@ -95,6 +95,7 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
         started_at_ms: io.now_ms(),
         finished_at_ms: 0,
         diagnostics: None,
+        host_metrics: None,
         planner: PlannerKind::Ladder,
         fallback: None,
         tool_calls: Vec::new(),
@@ -123,6 +124,7 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
     };
     let summary = planner::summarize(&diagnostics);
     round.diagnostics = Some(summary.clone());
+    round.host_metrics = Some(diagnostics.host.clone());
     if !diagnostics.docker_ok {
         return finish(round, RoundOutcome::HostUnreachable);
     }

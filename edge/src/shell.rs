@@ -19,6 +19,7 @@ pub struct Secrets {
     pub read_token: Option<String>,
     pub control_token: Option<String>,
     pub jobs_token: Option<String>,
+    pub crash_log_token: Option<String>,
     /// host id -> (agent URL, agent token)
     pub hosts: HashMap<String, (Option<String>, Option<String>)>,
 }
@@ -33,6 +34,7 @@ impl Secrets {
             read_token: get("OPS_READ_TOKEN"),
             control_token: get("CONTROL_TOKEN"),
             jobs_token: get("JOBS_TOKEN"),
+            crash_log_token: get("CRASH_LOG_TOKEN"),
             hosts: config
                 .hosts
                 .iter()
@@ -72,6 +74,23 @@ impl Secrets {
         })
     }
 }
+
+/// Largest body of a crash report (`POST /_log`).
+pub const CRASH_BODY_LIMIT: usize = 32 * 1024;
+/// Largest body of every other request.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// CORS answers for `/_log`: browsers post crash reports from the pages
+/// they crash in, on other origins.
+pub const CRASH_CORS: [(&str, &str); 4] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "POST, OPTIONS"),
+    (
+        "access-control-allow-headers",
+        "authorization, content-type",
+    ),
+    ("access-control-max-age", "86400"),
+];
 
 /// The agent API's paths, as the edge calls them.
 pub fn action_path(action: &str) -> String {

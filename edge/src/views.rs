@@ -4,6 +4,8 @@
 use serde::Serialize;
 
 use crate::config::{Config, Role};
+use crate::core::crash::{Crash, CrashLog};
+use crate::core::history::{History, HostSample, SloStatus, Stats};
 use crate::core::incident::Incident;
 use crate::core::probe::{Health, Observation};
 use crate::core::state::{State, TargetState};
@@ -21,6 +23,10 @@ pub struct TargetSummary {
     pub last: Option<Observation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance_until_ms: Option<u64>,
+    #[serde(flatten)]
+    pub stats: Stats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,6 +41,7 @@ pub struct Summary {
 fn target_summary(
     config: &Config,
     state: &State,
+    history: &History,
     id: &str,
     last: Option<Observation>,
     now_ms: u64,
@@ -57,6 +64,10 @@ fn target_summary(
         open_incident: ts.open_incident.clone(),
         last,
         maintenance_until_ms: ts.maintenance_until_ms.filter(|u| *u > now_ms),
+        stats: history.stats(id, now_ms),
+        slo: t
+            .slo
+            .map(|objective| history.slo(id, objective, t.slo_days, now_ms)),
     })
 }
 
@@ -64,6 +75,7 @@ fn target_summary(
 pub fn summary(
     config: &Config,
     state: &State,
+    history: &History,
     now_ms: u64,
     last: impl Fn(&str) -> Option<Observation>,
 ) -> Summary {
@@ -72,7 +84,7 @@ pub fn summary(
         targets: config
             .targets
             .iter()
-            .filter_map(|t| target_summary(config, state, &t.id, last(&t.id), now_ms))
+            .filter_map(|t| target_summary(config, state, history, &t.id, last(&t.id), now_ms))
             .collect(),
         open_incidents: state.incidents.iter().filter(|i| i.is_open()).count(),
         outbox_pending: state.outbox.entries.len(),
@@ -103,19 +115,31 @@ pub struct TargetDetail<'a> {
     pub summary: TargetSummary,
     pub recent: Vec<Observation>,
     pub incidents: Vec<&'a Incident>,
+    /// The target's host, and its metrics as read from its ops-agent
+    /// (oldest first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<&'a str>,
+    pub host_metrics: Vec<&'a HostSample>,
 }
 
 pub fn target<'a>(
-    config: &Config,
+    config: &'a Config,
     state: &'a State,
+    history: &'a History,
     id: &str,
     recent: Vec<Observation>,
     now_ms: u64,
 ) -> Option<TargetDetail<'a>> {
-    let summary = target_summary(config, state, id, recent.first().cloned(), now_ms)?;
+    let summary = target_summary(config, state, history, id, recent.first().cloned(), now_ms)?;
+    let host = config.target(id).and_then(|t| t.host.as_deref());
     Some(TargetDetail {
         summary,
         recent,
+        host,
+        host_metrics: host
+            .and_then(|h| history.host_samples(h))
+            .map(|s| s.iter().collect())
+            .unwrap_or_default(),
         incidents: state
             .incidents
             .iter()
@@ -164,4 +188,28 @@ pub fn jobs<'a>(config: &'a Config, state: &'a State) -> Vec<JobView<'a>> {
             }
         })
         .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct CrashList<'a> {
+    pub crashes: Vec<&'a Crash>,
+}
+
+/// `GET /ops/crashes?app=&limit=`: newest first.
+pub fn crashes<'a>(
+    log: &'a CrashLog,
+    app: Option<&'a str>,
+    limit: Option<&str>,
+) -> Result<CrashList<'a>, String> {
+    let limit = match limit {
+        None => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| format!("limit must be 1 to 500, got {l:?}"))?,
+    };
+    Ok(CrashList {
+        crashes: log.recent(app, limit),
+    })
 }

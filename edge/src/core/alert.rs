@@ -164,6 +164,75 @@ pub fn transition_message(a: &TransitionAlert) -> DiscordMessage {
     }
 }
 
+/// An embed-only message that mentions nobody.
+fn notice(
+    title: String,
+    description: String,
+    to: Health,
+    fields: Vec<EmbedField>,
+) -> DiscordMessage {
+    DiscordMessage {
+        content: None,
+        embeds: vec![fit(Embed {
+            title,
+            description: Some(description),
+            color: color(to),
+            fields,
+            footer: Some(EmbedFooter {
+                text: "Vigil".into(),
+            }),
+        })],
+        allowed_mentions: AllowedMentions {
+            parse: Vec::new(),
+            users: Vec::new(),
+        },
+    }
+}
+
+/// A burn-rate alert: the error budget goes faster than `threshold` times
+/// the sustainable rate over `window`.
+pub fn slo_message(
+    target: &str,
+    window: &str,
+    burn: f64,
+    threshold: f64,
+    objective: f64,
+    days: u32,
+    budget_remaining: Option<f64>,
+) -> DiscordMessage {
+    let remaining = budget_remaining.map_or("unknown".into(), |r| format!("{r:.1} %"));
+    notice(
+        format!("{target}: error budget burning {burn:.1}× over the last {window}"),
+        format!(
+            "Objective {objective} % over {days} days. At this rate the budget is spent long before the window ends (alert threshold {threshold}×)."
+        ),
+        Health::Degraded,
+        vec![
+            field("Burn rate", format!("{burn:.1}×"), true),
+            field("Budget left", remaining, true),
+        ],
+    )
+}
+
+/// A critical crash report from a frontend.
+pub fn crash_message(
+    app: &str,
+    message: &str,
+    url: Option<&str>,
+    incident_id: &str,
+) -> DiscordMessage {
+    let mut fields = vec![field("Incident", incident_id, true)];
+    if let Some(u) = url {
+        fields.push(field("URL", u, false));
+    }
+    notice(
+        format!("{app}: critical crash"),
+        message.to_string(),
+        Health::Down,
+        fields,
+    )
+}
+
 /// The one page of an incident: @mentions the on-call user only.
 pub fn page_message(
     oncall_user: Option<&str>,

@@ -96,6 +96,9 @@ pub struct Round {
     /// What the agent's diagnostics said, summarised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnostics: Option<String>,
+    /// The host's metrics when the round read its diagnostics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_metrics: Option<vigil_wire::HostMetrics>,
     pub planner: PlannerKind,
     /// Why the ladder planned when a model is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +199,13 @@ pub struct Incident {
     pub pending_action: Option<PendingAction>,
     #[serde(default)]
     pub manual_actions: Vec<ManualAction>,
+    /// Critical crash reports counted into this incident (crash subjects).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crash_reports: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Incident {
@@ -222,6 +232,7 @@ impl Incident {
             lease: None,
             pending_action: None,
             manual_actions: Vec::new(),
+            crash_reports: 0,
         }
     }
 

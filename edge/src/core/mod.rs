@@ -3,8 +3,11 @@
 //! reads a clock or does I/O.
 
 pub mod alert;
+pub mod crash;
+pub mod history;
 pub mod incident;
 pub mod jobs;
 pub mod planner;
 pub mod probe;
+pub mod slo;
 pub mod state;

@@ -636,6 +636,7 @@ mod tests {
             started_at_ms: 0,
             finished_at_ms: 0,
             diagnostics: None,
+            host_metrics: None,
             planner: crate::core::incident::PlannerKind::Ladder,
             fallback: None,
             tool_calls: vec![],

@@ -6,11 +6,13 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{page_message, transition_message, Outbox, TransitionAlert};
+use super::history::History;
 use super::incident::{
     Incident, Lease, ManualAction, PendingAction, RemediationStatus, Round, RoundOutcome,
     StateChange, TokenUsage,
 };
 use super::probe::{Health, Observation};
+use super::slo::Burning;
 use crate::config::{Config, Role, Target};
 
 /// Manual actions kept in the state-wide log.
@@ -46,6 +48,8 @@ pub struct TargetState {
     pub last_resolved_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_until_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Burning::is_quiet")]
+    pub burning: Burning,
 }
 
 impl TargetState {
@@ -62,6 +66,7 @@ impl TargetState {
             confirm_at_ms: None,
             last_resolved_at_ms: None,
             maintenance_until_ms: None,
+            burning: Burning::default(),
         }
     }
 
@@ -111,6 +116,11 @@ pub enum Event {
     InMaintenance {
         target: String,
     },
+    /// A burn-rate episode began (and was alerted) over this window.
+    BurnRate {
+        target: String,
+        window: u64,
+    },
 }
 
 /// Everything the edge must not forget: one document, so a shell can keep it
@@ -128,6 +138,9 @@ pub struct State {
     pub manual_actions: VecDeque<ManualAction>,
     #[serde(default)]
     pub jobs: BTreeMap<String, super::jobs::JobState>,
+    /// Crash fingerprints alerted within the cooldown: fingerprint → when.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub crash_alerts: BTreeMap<String, u64>,
 }
 
 /// Who the on-call person is, for the page's @mention.
@@ -138,7 +151,7 @@ impl State {
         self.incidents.iter().find(|i| i.id == id)
     }
 
-    fn incident_mut(&mut self, id: &str) -> Option<&mut Incident> {
+    pub(super) fn incident_mut(&mut self, id: &str) -> Option<&mut Incident> {
         self.incidents.iter_mut().find(|i| i.id == id)
     }
 
@@ -172,9 +185,10 @@ impl State {
     pub fn reconcile(&mut self, config: &Config, now_ms: u64, previous_owner_gone: bool) {
         self.targets.retain(|id, _| config.target(id).is_some());
         for inc in self.incidents.iter_mut() {
-            let watched = match inc.target.strip_prefix("job:") {
-                Some(job) => config.job(job).is_some(),
-                None => config.target(&inc.target).is_some(),
+            let watched = match inc.target.split_once(':') {
+                Some(("job", job)) => config.job(job).is_some(),
+                Some(("crash", _)) => true,
+                _ => config.target(&inc.target).is_some(),
             };
             if inc.is_open() && !watched {
                 inc.resolved_at_ms = Some(now_ms);
@@ -188,6 +202,42 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Feeds one regular observation through the debounce and into the
+    /// history (not while the target is in maintenance: a planned outage
+    /// does not count against uptime).
+    pub fn observe_and_record(
+        &mut self,
+        config: &Config,
+        history: &mut History,
+        obs: &Observation,
+        now_ms: u64,
+    ) -> Vec<Event> {
+        let events = self.observe(config, obs, now_ms);
+        if !events
+            .iter()
+            .any(|e| matches!(e, Event::InMaintenance { .. }))
+        {
+            history.record(obs, config.interval_ms());
+        }
+        events
+    }
+
+    /// The periodic checks after a cycle's observations: late jobs, quiet
+    /// crash incidents, SLO burn rates, and the pages that are due.
+    pub fn tick(
+        &mut self,
+        config: &Config,
+        history: &History,
+        oncall: OncallUser,
+        now_ms: u64,
+    ) -> Vec<Event> {
+        let mut events = self.check_jobs(config, oncall, now_ms);
+        self.check_crashes(now_ms);
+        events.extend(self.check_slo(config, history, now_ms));
+        self.page_due(oncall, now_ms);
+        events
     }
 
     /// Feeds one observation through the debounce.
@@ -670,6 +720,7 @@ fn interrupted_round(p: PendingAction, now_ms: u64) -> Round {
         started_at_ms: now_ms,
         finished_at_ms: now_ms,
         diagnostics: None,
+        host_metrics: None,
         planner: p.planner,
         fallback: None,
         tool_calls: Vec::new(),

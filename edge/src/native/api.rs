@@ -17,17 +17,17 @@ use vigil_wire::{ErrorBody, TokenCheck};
 
 use super::io::now_ms;
 use super::runner::Runner;
+use crate::core::crash::CrashReport;
 use crate::core::state::StateError;
+use crate::shell::{BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
-
-/// Largest request body the API reads.
-const BODY_LIMIT: usize = 16 * 1024;
 
 struct Api {
     runner: Arc<Runner>,
     read: Vec<TokenCheck>,
     control: Option<TokenCheck>,
     jobs: Option<TokenCheck>,
+    crash_log: Option<TokenCheck>,
 }
 
 type Shared = Arc<Api>;
@@ -47,11 +47,13 @@ pub fn router(runner: Arc<Runner>) -> Router {
         tracing::warn!("CONTROL_TOKEN is not set: control routes refuse every request");
     }
     let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
+    let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
     let api = Arc::new(Api {
         runner,
         read,
         control,
         jobs,
+        crash_log,
     });
     let reads = Router::new()
         .route("/ops/summary", get(summary))
@@ -60,6 +62,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ops/target/{id}", get(target))
         .route("/ops/anomalies", get(anomalies))
         .route("/ops/jobs", get(list_jobs))
+        .route("/ops/crashes", get(crashes))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_read));
     let controls = Router::new()
         .route("/ops/actions/{host}/{name}", post(manual_action))
@@ -71,13 +74,22 @@ pub fn router(runner: Arc<Runner>) -> Router {
     let heartbeats = Router::new()
         .route("/ops/jobs/heartbeat", post(heartbeat))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_jobs));
+    let crash_log = Router::new()
+        .route("/_log", post(crash_report))
+        .route_layer(middleware::from_fn_with_state(
+            api.clone(),
+            require_crash_log,
+        ))
+        .route("/_log", axum::routing::options(crash_preflight))
+        .layer(DefaultBodyLimit::max(CRASH_BODY_LIMIT));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .merge(heartbeats)
         .merge(reads)
         .merge(controls)
-        .with_state(api)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .merge(crash_log)
+        .with_state(api)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -147,6 +159,68 @@ async fn require_jobs(State(api): State<Shared>, req: Request, next: Next) -> Re
     }
 }
 
+async fn require_crash_log(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    let mut res = if api
+        .crash_log
+        .as_ref()
+        .is_some_and(|t| t.accepts_header(bearer(req.headers())))
+    {
+        next.run(req).await
+    } else {
+        unauthorized()
+    };
+    with_cors(&mut res);
+    res
+}
+
+fn with_cors(res: &mut Response) {
+    for (name, value) in CRASH_CORS {
+        res.headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
+}
+
+async fn crash_preflight() -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    with_cors(&mut res);
+    res
+}
+
+async fn crash_report(State(api): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    let Ok(body) = body else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body over {CRASH_BODY_LIMIT} bytes"),
+        );
+    };
+    let (report, truncated) = match CrashReport::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+    };
+    let crash = api.runner.take_crash(report, truncated);
+    if crash.alerted {
+        api.runner.deliver().await;
+    }
+    (StatusCode::ACCEPTED, Json(crash)).into_response()
+}
+
+async fn crashes(
+    State(api): State<Shared>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    api.runner.read_crashes(|log| {
+        match views::crashes(
+            log,
+            q.get("app").map(String::as_str),
+            q.get("limit").map(String::as_str),
+        ) {
+            Ok(list) => Json(list).into_response(),
+            Err(why) => error(StatusCode::BAD_REQUEST, "bad_query", why),
+        }
+    })
+}
+
 fn operator(headers: &HeaderMap) -> String {
     ops_requests::operator(
         headers
@@ -158,8 +232,8 @@ fn operator(headers: &HeaderMap) -> String {
 async fn summary(State(api): State<Shared>) -> Response {
     let now = now_ms();
     let runner = &api.runner;
-    Json(runner.read(|s| {
-        views::summary(&runner.config, s, now, |id| {
+    Json(runner.read_with_history(|s, h| {
+        views::summary(&runner.config, s, h, now, |id| {
             runner.recent(id).into_iter().next()
         })
     }))
@@ -192,16 +266,16 @@ async fn incident(State(api): State<Shared>, Path(id): Path<String>) -> Response
 async fn target(State(api): State<Shared>, Path(id): Path<String>) -> Response {
     let now = now_ms();
     let recent = api.runner.recent(&id);
-    api.runner.read(
-        |s| match views::target(&api.runner.config, s, &id, recent, now) {
+    api.runner.read_with_history(|s, h| {
+        match views::target(&api.runner.config, s, h, &id, recent, now) {
             Some(v) => Json(v).into_response(),
             None => error(
                 StatusCode::NOT_FOUND,
                 "unknown_target",
                 format!("no target {id:?}"),
             ),
-        },
-    )
+        }
+    })
 }
 
 async fn list_jobs(State(api): State<Shared>) -> Response {

@@ -12,9 +12,11 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::io::{now_ms, NativeIo};
-use super::store::{FileStore, StoreError};
+use super::store::{FileStore, StoreError, CRASHES_DOC, HISTORY_DOC};
 use crate::config::Config;
 use crate::core::alert::Delivery;
+use crate::core::crash::{self, Crash, CrashLog, CrashReport};
+use crate::core::history::History;
 use crate::core::probe::Observation;
 use crate::core::state::{Event, State};
 use crate::remediation::{run_round, RemediationIo, RoundInput};
@@ -29,6 +31,9 @@ pub struct Runner {
     pub config: Arc<Config>,
     pub io: Arc<NativeIo>,
     state: Mutex<State>,
+    /// Locked before `state` where both are needed.
+    history: Mutex<History>,
+    crashes: Mutex<CrashLog>,
     store: Mutex<FileStore>,
     recent: Mutex<HashMap<String, VecDeque<Observation>>>,
     /// One delivery pass at a time, so no message is sent twice.
@@ -50,11 +55,16 @@ impl Runner {
         // The lock is ours: leases in the file belong to a runner that is gone.
         state.reconcile(&config, now_ms(), true);
         store.save(&state)?;
+        let mut history: History = store.load_doc(HISTORY_DOC)?;
+        history.retain_targets(|id| config.target(id).is_some());
+        let crashes = store.load_doc(CRASHES_DOC)?;
         Ok(Arc::new(Runner {
             owner: format!("native-{}-{}", std::process::id(), now_ms()),
             config,
             io,
             state: Mutex::new(state),
+            history: Mutex::new(history),
+            crashes: Mutex::new(crashes),
             store: Mutex::new(store),
             recent: Mutex::new(HashMap::new()),
             delivering: tokio::sync::Mutex::new(()),
@@ -75,6 +85,66 @@ impl Runner {
             tracing::error!(error = %e, "saving the state failed; it stays in memory and is saved with the next change");
         }
         out
+    }
+
+    /// Reads the history and the state together.
+    pub fn read_with_history<R>(&self, f: impl FnOnce(&State, &History) -> R) -> R {
+        let history = lock(&self.history);
+        f(&lock(&self.state), &history)
+    }
+
+    pub fn read_crashes<R>(&self, f: impl FnOnce(&CrashLog) -> R) -> R {
+        f(&lock(&self.crashes))
+    }
+
+    /// Takes a crash report: incident and alert in the state, the report in
+    /// the crash log; both saved before this returns.
+    pub fn take_crash(&self, report: CrashReport, truncated: bool) -> Crash {
+        let mut log = lock(&self.crashes);
+        let cooldown = self.config.crash_cooldown_ms();
+        let crash = self
+            .update(|s| crash::intake(s, &mut log, report, truncated, cooldown, now_ms()).clone());
+        if let Err(e) = lock(&self.store).save_doc(CRASHES_DOC, &*log) {
+            tracing::error!(error = %e, "saving the crash log failed; it stays in memory and is saved with the next report");
+        }
+        crash
+    }
+
+    /// Stores the history when its flush is due (or now, with `force`).
+    fn flush_history(&self, force: bool) {
+        let mut history = lock(&self.history);
+        if !(force || history.flush_due(now_ms(), self.config.history_flush_ms())) {
+            return;
+        }
+        match lock(&self.store).save_doc(HISTORY_DOC, &*history) {
+            Ok(_) => history.mark_stored(),
+            Err(e) => {
+                tracing::error!(error = %e, "saving the history failed; retried at the next flush")
+            }
+        }
+    }
+
+    /// Reads the metrics of every host whose poll is due, beside the cycle.
+    fn poll_hosts(self: &Arc<Self>) {
+        let every = self.config.host_metrics_every_ms();
+        let now = now_ms();
+        let due = lock(&self.history).take_host_polls(
+            self.config.hosts.iter().map(|h| h.id.as_str()),
+            now,
+            every,
+        );
+        for host in due {
+            let this = self.clone();
+            tokio::spawn(
+                async move {
+                    match this.io.diagnostics(&host).await {
+                        Ok(d) => lock(&this.history).record_host(&host, &d.host, now_ms()),
+                        Err(e) => tracing::info!(%host, error = %e, "host metrics unavailable"),
+                    }
+                }
+                .instrument(tracing::info_span!("host_metrics")),
+            );
+        }
     }
 
     pub fn recent(&self, target: &str) -> Vec<Observation> {
@@ -111,14 +181,18 @@ impl Runner {
                 .await;
             self.record(&observations);
             let oncall = self.oncall();
-            self.update(|s| {
-                let at = now_ms();
-                for obs in &observations {
-                    log_events(&s.observe(&self.config, obs, at));
-                }
-                log_events(&s.check_jobs(&self.config, oncall.as_deref(), at));
-                s.page_due(oncall.as_deref(), at);
-            });
+            {
+                let mut history = lock(&self.history);
+                self.update(|s| {
+                    let at = now_ms();
+                    for obs in &observations {
+                        log_events(&s.observe_and_record(&self.config, &mut history, obs, at));
+                    }
+                    log_events(&s.tick(&self.config, &history, oncall.as_deref(), at));
+                });
+            }
+            self.flush_history(false);
+            self.poll_hosts();
             self.start_rounds();
             self.deliver().await;
             tracing::debug!(probed, "cycle done");
@@ -171,6 +245,9 @@ impl Runner {
                 let round = run_round(&*this.io, input).await;
                 let oncall = this.oncall();
                 this.record(round.reprobe.as_slice());
+                if let (Some(host), Some(m)) = (&target.host, &round.host_metrics) {
+                    lock(&this.history).record_host(host, m, round.finished_at_ms);
+                }
                 this.update(|s| {
                     log_events(&s.complete_round(
                         &this.config,
@@ -241,6 +318,7 @@ impl Runner {
         }
         tracing::info!("stopping: letting running rounds finish");
         self.wait_for_rounds().await;
+        self.flush_history(true);
     }
 
     /// One whole cycle for `--once`: every target, the confirm probes the
@@ -266,6 +344,7 @@ impl Runner {
         }
         self.wait_for_rounds().await;
         self.deliver().await;
+        self.flush_history(true);
     }
 }
 
@@ -285,6 +364,9 @@ fn log_events(events: &[Event]) {
                 tracing::info!(%target, %incident, "incident resolved")
             }
             Event::InMaintenance { target } => tracing::debug!(%target, "in maintenance"),
+            Event::BurnRate { target, window } => {
+                tracing::warn!(%target, window_ms = window, "error budget burning fast: alerted")
+            }
         }
     }
 }

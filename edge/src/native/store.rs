@@ -1,12 +1,16 @@
-//! The native runner's store: one JSON document in `state_dir/state.json`,
+//! The native runner's store: JSON documents in `state_dir` (`state.json`,
+//! `history.json`, `crashes.json`), each
 //! written atomically (temp file, fsync, rename, fsync of the directory), and
 //! a lock file so two runners never share a state dir.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use fs2::FileExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::core::state::State;
 
@@ -29,9 +33,15 @@ pub enum StoreError {
 pub struct FileStore {
     dir: PathBuf,
     _lock: File,
-    /// The bytes last written, to skip writes that change nothing.
-    last: Vec<u8>,
+    /// The bytes last written per document, to skip writes that change
+    /// nothing.
+    last: HashMap<&'static str, Vec<u8>>,
 }
+
+/// The documents in a state dir.
+pub const STATE_DOC: &str = "state";
+pub const HISTORY_DOC: &str = "history";
+pub const CRASHES_DOC: &str = "crashes";
 
 impl FileStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -51,25 +61,38 @@ impl FileStore {
         Ok(FileStore {
             dir: dir.to_owned(),
             _lock: lock,
-            last: Vec::new(),
+            last: HashMap::new(),
         })
     }
 
-    fn path(&self) -> PathBuf {
-        self.dir.join("state.json")
+    fn path(&self, doc: &str) -> PathBuf {
+        self.dir.join(format!("{doc}.json"))
     }
 
     /// The stored state, or a fresh one when there is none yet.
     pub fn load(&mut self) -> Result<State, StoreError> {
-        let path = self.path();
+        self.load_doc(STATE_DOC)
+    }
+
+    /// Writes `state` if it differs from what is stored; true when written.
+    pub fn save(&mut self, state: &State) -> Result<bool, StoreError> {
+        self.save_doc(STATE_DOC, state)
+    }
+
+    /// A stored document, or a fresh one when there is none yet.
+    pub fn load_doc<T: DeserializeOwned + Default>(
+        &mut self,
+        doc: &'static str,
+    ) -> Result<T, StoreError> {
+        let path = self.path(doc);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let state = serde_json::from_slice(&bytes)
+                let value = serde_json::from_slice(&bytes)
                     .map_err(|source| StoreError::Corrupt { path, source })?;
-                self.last = bytes;
-                Ok(state)
+                self.last.insert(doc, bytes);
+                Ok(value)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
             Err(source) => Err(StoreError::Io {
                 dir: self.dir.clone(),
                 source,
@@ -77,25 +100,29 @@ impl FileStore {
         }
     }
 
-    /// Writes `state` if it differs from what is stored; true when written.
-    pub fn save(&mut self, state: &State) -> Result<bool, StoreError> {
-        let bytes = serde_json::to_vec(state).expect("the state always serialises");
-        if bytes == self.last {
+    /// Writes a document atomically if it changed; true when written.
+    pub fn save_doc<T: Serialize>(
+        &mut self,
+        doc: &'static str,
+        value: &T,
+    ) -> Result<bool, StoreError> {
+        let bytes = serde_json::to_vec(value).expect("documents always serialise");
+        if self.last.get(doc) == Some(&bytes) {
             return Ok(false);
         }
         let io = |source| StoreError::Io {
             dir: self.dir.clone(),
             source,
         };
-        let tmp = self.dir.join("state.json.tmp");
+        let tmp = self.dir.join(format!("{doc}.json.tmp"));
         let mut f = File::create(&tmp).map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, self.path()).map_err(io)?;
+        std::fs::rename(&tmp, self.path(doc)).map_err(io)?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io)?;
-        self.last = bytes;
+        self.last.insert(doc, bytes);
         Ok(true)
     }
 }

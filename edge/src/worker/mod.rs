@@ -9,7 +9,7 @@
 
 mod io;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
 
 use futures_util::future::join_all;
@@ -23,11 +23,13 @@ use worker::{
 
 use self::io::{now_ms, worker_io, WorkerIo};
 use crate::config::Config;
+use crate::core::crash::{self, CrashLog, CrashReport};
+use crate::core::history::{History, HostSample};
 use crate::core::incident::{PendingAction, Round};
 use crate::core::probe::{truncate, Observation};
 use crate::core::state::{State, StateError};
 use crate::remediation::{run_round, RemediationIo, RoundInput};
-use crate::shell::Secrets;
+use crate::shell::{Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
 
 const KV_BINDING: &str = "VIGIL_KV";
@@ -36,12 +38,25 @@ const DO_BINDING: &str = "VIGIL_DO";
 const STORE_VAR: &str = "VIGIL_STORE";
 const AE_BINDING: &str = "VIGIL_AE";
 const STATE_KEY: &str = "state";
+/// History and crash reports are documents of their own: they change at
+/// other times than the state.
+const HISTORY_KEY: &str = "history";
+const CRASHES_KEY: &str = "crashes";
 /// The configuration TOML, as a var (or secret).
 const CONFIG_VAR: &str = "VIGIL_CONFIG";
 /// A round's lease: longer than any round lasts inside one invocation.
 const LEASE_MS: u64 = 5 * 60 * 1000;
 
 type Fallible<T> = std::result::Result<T, String>;
+
+thread_local! {
+    /// The history as this isolate last saw it, changes not yet stored
+    /// included: it is stored every `history_flush_s` (and when an hour
+    /// ends), not every cycle, to keep within KV's write budget. An isolate
+    /// evicted meanwhile loses those samples; uptime and percentiles are
+    /// over the samples kept, so they lose precision, not correctness.
+    static HISTORY: RefCell<Option<History>> = const { RefCell::new(None) };
+}
 
 fn lookup(env: &Env, key: &str) -> Option<String> {
     env.secret(key)
@@ -62,12 +77,13 @@ enum Backend<'a> {
 }
 
 /// The state document and what it held when read, so unchanged state is
-/// never written back.
+/// never written back; other documents through `load_doc`/`save_doc`.
 struct Store<'a> {
     backend: Backend<'a>,
     stored: Option<String>,
     reads: u32,
     writes: u32,
+    doc_writes: u32,
 }
 
 impl<'a> Store<'a> {
@@ -96,9 +112,57 @@ impl<'a> Store<'a> {
                 stored,
                 reads: 1,
                 writes: 0,
+                doc_writes: 0,
             },
             state,
         ))
+    }
+
+    async fn get_text(&mut self, key: &str) -> Fallible<Option<String>> {
+        self.reads += 1;
+        match &self.backend {
+            Backend::Kv(kv) => kv.get(key).text().await.map_err(|e| e.to_string()),
+            Backend::Durable(storage) => storage.get(key).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn put_text(&self, key: &str, text: &str) -> Fallible<()> {
+        match &self.backend {
+            Backend::Kv(kv) => kv
+                .put(key, text)
+                .map_err(|e| e.to_string())?
+                .execute()
+                .await
+                .map_err(|e| e.to_string()),
+            Backend::Durable(storage) => storage.put(key, text).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn load_doc<T: serde::de::DeserializeOwned + Default>(
+        &mut self,
+        key: &str,
+    ) -> Fallible<T> {
+        match self.get_text(key).await? {
+            Some(text) => {
+                serde_json::from_str(&text).map_err(|e| format!("stored {key} is unreadable: {e}"))
+            }
+            None => Ok(T::default()),
+        }
+    }
+
+    async fn save_doc<T: Serialize>(&mut self, key: &str, value: &T) -> Fallible<()> {
+        let text = serde_json::to_string(value).map_err(|e| e.to_string())?;
+        self.put_text(key, &text).await?;
+        self.doc_writes += 1;
+        Ok(())
+    }
+
+    /// The history: this isolate's copy, else the stored one.
+    async fn history(&mut self) -> Fallible<History> {
+        match HISTORY.with(|h| h.borrow_mut().take()) {
+            Some(h) => Ok(h),
+            None => self.load_doc(HISTORY_KEY).await,
+        }
     }
 
     async fn save(&mut self, state: &State) -> Fallible<bool> {
@@ -106,18 +170,7 @@ impl<'a> Store<'a> {
         if self.stored.as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
-        match &self.backend {
-            Backend::Kv(kv) => kv
-                .put(STATE_KEY, text.as_str())
-                .map_err(|e| e.to_string())?
-                .execute()
-                .await
-                .map_err(|e| e.to_string())?,
-            Backend::Durable(storage) => storage
-                .put(STATE_KEY, text.as_str())
-                .await
-                .map_err(|e| e.to_string())?,
-        }
+        self.put_text(STATE_KEY, &text).await?;
         self.stored = Some(text);
         self.writes += 1;
         Ok(true)
@@ -143,6 +196,19 @@ fn probe_point(ae: &AnalyticsEngineDataset, o: &Observation) {
         .add_blob("scheduled")
         .add_double(o.latency_ms as f64)
         .add_double(o.status.unwrap_or(0) as f64);
+    if let Err(e) = point.write_to(ae) {
+        console_log!("analytics engine write failed: {e}");
+    }
+}
+
+fn host_point(ae: &AnalyticsEngineDataset, host: &str, s: &HostSample) {
+    let point = AnalyticsEngineDataPointBuilder::new()
+        .indexes([host])
+        .add_blob("host")
+        .add_double(s.cpu_percent)
+        .add_double(s.mem_used_percent)
+        .add_double(s.disk_used_percent)
+        .add_double(s.load_1);
     if let Err(e) = point.write_to(ae) {
         console_log!("analytics engine write failed: {e}");
     }
@@ -234,7 +300,7 @@ impl DurableObject for VigilEdge {
             res.headers_mut().set("retry-after", "5")?;
             return Ok(res);
         }
-        match route(&mut req, &self.env, Some(&storage)).await {
+        match serve(&mut req, &self.env, Some(&storage)).await {
             Ok(res) => Ok(res),
             Err(e) => error(500, "internal", e.to_string()),
         }
@@ -246,8 +312,12 @@ struct CycleReport {
     probes: usize,
     rounds: usize,
     delivered: usize,
+    host_polls: usize,
     kv_reads: u32,
+    /// Writes of the state document.
     kv_writes: u32,
+    /// Writes of the history document (every `history_flush_s`).
+    history_writes: u32,
 }
 
 async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
@@ -255,6 +325,8 @@ async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
     let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
     let ae = env.analytics_engine(AE_BINDING).ok();
     let (mut store, mut state) = Store::open(env, durable).await?;
+    let mut history = store.history().await?;
+    history.retain_targets(|id| config.target(id).is_some());
     let start = now_ms();
     let owner = format!("worker-{start}");
     state.reconcile(&config, start, false);
@@ -262,8 +334,10 @@ async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
         probes: 0,
         rounds: 0,
         delivered: 0,
+        host_polls: 0,
         kv_reads: 0,
         kv_writes: 0,
+        history_writes: 0,
     };
 
     // The cron is the schedule: every invocation probes every target, then
@@ -273,7 +347,7 @@ async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
         let observations = join_all(due.iter().map(|i| io.probe(&config.targets[*i]))).await;
         report.probes += observations.len();
         for o in &observations {
-            state.observe(&config, o, now_ms());
+            state.observe_and_record(&config, &mut history, o, now_ms());
             if let Some(ae) = &ae {
                 probe_point(ae, o);
             }
@@ -297,8 +371,19 @@ async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
         }
     }
     let oncall = io.secrets.oncall_user.clone();
-    state.check_jobs(&config, oncall.as_deref(), now_ms());
-    state.page_due(oncall.as_deref(), now_ms());
+    state.tick(&config, &history, oncall.as_deref(), now_ms());
+    let polls = history.take_host_polls(
+        config.hosts.iter().map(|h| h.id.as_str()),
+        now_ms(),
+        config.host_metrics_every_ms(),
+    );
+    for host in polls {
+        report.host_polls += 1;
+        match io.diagnostics(&host).await {
+            Ok(d) => record_host(&mut history, ae.as_ref(), &host, &d.host),
+            Err(e) => console_log!("host metrics of {host} unavailable: {e}"),
+        }
+    }
 
     for id in state.remediation_due(&config, now_ms()) {
         let Some((n, resume)) = state.take_lease(&config, &id, &owner, now_ms(), LEASE_MS) else {
@@ -337,15 +422,39 @@ async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
         if let Some(ae) = &ae {
             round_point(ae, &target.id, &round);
         }
+        if let (Some(host), Some(m)) = (&target.host, &round.host_metrics) {
+            record_host(&mut history, ae.as_ref(), host, m);
+        }
         state.complete_round(&config, &id, &owner, round, oncall.as_deref(), now_ms());
         report.rounds += 1;
     }
 
     report.delivered = deliver(&io, &mut state).await;
     store.save(&state).await?;
+    if history.flush_due(now_ms(), config.history_flush_ms()) {
+        match store.save_doc(HISTORY_KEY, &history).await {
+            Ok(()) => history.mark_stored(),
+            Err(e) => console_error!("storing the history failed (kept in memory): {e}"),
+        }
+    }
+    HISTORY.with(|h| *h.borrow_mut() = Some(history));
     report.kv_reads = store.reads;
     report.kv_writes = store.writes;
+    report.history_writes = store.doc_writes;
     Ok(report)
+}
+
+fn record_host(
+    history: &mut History,
+    ae: Option<&AnalyticsEngineDataset>,
+    host: &str,
+    metrics: &vigil_wire::HostMetrics,
+) {
+    let at = now_ms();
+    history.record_host(host, metrics, at);
+    if let Some(ae) = ae {
+        host_point(ae, host, &HostSample::new(metrics, at));
+    }
 }
 
 /// Delivers the outbox oldest first, stopping at the first failure.
@@ -378,13 +487,13 @@ fn error(status: u16, code: &str, message: impl Into<String>) -> worker::Result<
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    if durable_mode(&env) && req.path().starts_with("/ops/") {
+    if durable_mode(&env) && (req.path().starts_with("/ops/") || req.path() == "/_log") {
         return match durable_stub(&env) {
             Ok(stub) => stub.fetch_with_request(req).await,
             Err(e) => error(502, "durable_object_unavailable", e.to_string()),
         };
     }
-    match route(&mut req, &env, None).await {
+    match serve(&mut req, &env, None).await {
         Ok(res) => Ok(res),
         Err(e) => error(500, "internal", e.to_string()),
     }
@@ -395,6 +504,27 @@ enum Access {
     Read,
     Control,
     Jobs,
+    CrashLog,
+}
+
+/// Every request: `/_log` answers with CORS headers (browsers post crash
+/// reports from other origins), the rest goes straight to `route`.
+async fn serve(
+    req: &mut Request,
+    env: &Env,
+    durable: Option<&Storage>,
+) -> worker::Result<Response> {
+    if req.path() == "/_log" {
+        let mut res = match req.method() {
+            Method::Options => Response::empty().map(|r| r.with_status(204)),
+            _ => route(req, env, durable).await,
+        }?;
+        for (name, value) in CRASH_CORS {
+            res.headers_mut().set(name, value)?;
+        }
+        return Ok(res);
+    }
+    route(req, env, durable).await
 }
 
 async fn route(
@@ -407,8 +537,9 @@ async fn route(
     let method = req.method();
     let access = match (&method, segments.as_slice()) {
         (Method::Get, ["healthz"]) => Access::Open,
+        (Method::Post, ["_log"]) => Access::CrashLog,
         (Method::Post, ["ops", "jobs", "heartbeat"]) => Access::Jobs,
-        (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs"])
+        (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes"])
         | (Method::Get, ["ops", "incidents" | "target", _]) => Access::Read,
         (Method::Post, ["ops", "actions", _, _]) | (Method::Post, ["ops", "restart", _]) => {
             Access::Control
@@ -434,6 +565,7 @@ async fn route(
     let allowed = match access {
         Access::Read => check(&secrets.read_token) | check(&secrets.control_token),
         Access::Jobs => check(&secrets.jobs_token),
+        Access::CrashLog => check(&secrets.crash_log_token),
         _ => check(&secrets.control_token),
     };
     if !allowed {
@@ -452,7 +584,49 @@ async fn route(
             .map(|(_, v)| v.into_owned())
     };
     let res = match segments.as_slice() {
-        ["ops", "summary"] => json(200, &views::summary(&config, &state, now, |_| None)),
+        ["ops", "summary"] => {
+            let history = read_history(&mut store).await;
+            json(
+                200,
+                &views::summary(&config, &state, &history, now, |_| None),
+            )
+        }
+        ["ops", "crashes"] => {
+            let log: CrashLog = match store.load_doc(CRASHES_KEY).await {
+                Ok(l) => l,
+                Err(e) => return error(502, "kv_unavailable", e),
+            };
+            match views::crashes(&log, query("app").as_deref(), query("limit").as_deref()) {
+                Ok(list) => json(200, &list),
+                Err(why) => error(400, "bad_query", why),
+            }
+        }
+        ["_log"] => {
+            let body = req.bytes().await?;
+            if body.len() > CRASH_BODY_LIMIT {
+                return error(
+                    413,
+                    "body_too_large",
+                    format!("body over {CRASH_BODY_LIMIT} bytes"),
+                );
+            }
+            let (report, truncated) = match CrashReport::parse(&body) {
+                Ok(r) => r,
+                Err(e) => return error(400, "bad_body", e.to_string()),
+            };
+            let mut log: CrashLog = match store.load_doc(CRASHES_KEY).await {
+                Ok(l) => l,
+                Err(e) => return error(502, "kv_unavailable", e),
+            };
+            let cooldown = config.crash_cooldown_ms();
+            let stored =
+                crash::intake(&mut state, &mut log, report, truncated, cooldown, now).clone();
+            if let Err(e) = store.save_doc(CRASHES_KEY, &log).await {
+                return error(502, "kv_unavailable", e);
+            }
+            // Alerts go out with the next cycle's outbox.
+            json(202, &stored)
+        }
         ["ops", "anomalies"] => json(200, &serde_json::json!({"anomalies": state.anomalies})),
         ["ops", "jobs"] => json(
             200,
@@ -460,8 +634,12 @@ async fn route(
         ),
         ["ops", "jobs", "heartbeat"] => {
             let body = req.bytes().await?;
-            if body.len() > 16 * 1024 {
-                error(413, "body_too_large", "body over 16384 bytes")
+            if body.len() > BODY_LIMIT {
+                error(
+                    413,
+                    "body_too_large",
+                    format!("body over {BODY_LIMIT} bytes"),
+                )
             } else {
                 match ops_requests::heartbeat(&body) {
                     Err(why) => error(400, "bad_body", why),
@@ -489,10 +667,13 @@ async fn route(
             None => error(404, "unknown_incident", format!("no incident {id:?}")),
         },
         // History lives in Analytics Engine: no recent observations here.
-        ["ops", "target", id] => match views::target(&config, &state, id, Vec::new(), now) {
-            Some(v) => json(200, &v),
-            None => error(404, "unknown_target", format!("no target {id:?}")),
-        },
+        ["ops", "target", id] => {
+            let history = read_history(&mut store).await;
+            match views::target(&config, &state, &history, id, Vec::new(), now) {
+                Some(v) => json(200, &v),
+                None => error(404, "unknown_target", format!("no target {id:?}")),
+            }
+        }
         ["ops", "incidents", id, verb] => {
             let done = if *verb == "ack" {
                 state.acknowledge(id, &operator, now)
@@ -513,8 +694,12 @@ async fn route(
         }
         ["ops", "target", id, "maintenance"] => {
             let body = req.bytes().await?;
-            if body.len() > 16 * 1024 {
-                error(413, "body_too_large", "body over 16384 bytes")
+            if body.len() > BODY_LIMIT {
+                error(
+                    413,
+                    "body_too_large",
+                    format!("body over {BODY_LIMIT} bytes"),
+                )
             } else if config.target(id).is_none() {
                 error(404, "unknown_target", format!("no target {id:?}"))
             } else {
@@ -552,6 +737,15 @@ async fn route(
         return error(502, "kv_unavailable", e);
     }
     res
+}
+
+/// The history for a read route: this isolate's copy (unstored samples
+/// included), else the stored one, else none yet.
+async fn read_history(store: &mut Store<'_>) -> History {
+    if let Some(h) = HISTORY.with(|h| h.borrow().clone()) {
+        return h;
+    }
+    store.load_doc(HISTORY_KEY).await.unwrap_or_default()
 }
 
 async fn manual(
