@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vigil_testkit::discord::{Discord, Fail};
-use vigil_testkit::edge::{config_head, Edge, CONTROL_TOKEN, JOBS_TOKEN, READ_TOKEN};
+use vigil_testkit::edge::{
+    config_head, Edge, CONTROL_TOKEN, CRASH_LOG_TOKEN, JOBS_TOKEN, READ_TOKEN,
+};
 use vigil_testkit::free_port;
 use vigil_testkit::target::{Behaviour, TargetServer};
 
@@ -470,5 +472,262 @@ fn job_heartbeats_open_and_resolve_incidents_and_refuse_bad_input() {
             "job:backup: healthy → down"
         ]
     );
+    assert!(discord.rejected().is_empty());
+}
+
+#[test]
+fn crash_reports_are_checked_stored_alerted_once_per_fingerprint_and_listed() {
+    let discord = Discord::start();
+    let (dir, addr) = Edge::prepare("crashes");
+    let config = config_head(dir.path(), addr, 0.3, 0.1);
+    let mut edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    let url = format!("http://{addr}/_log");
+    let send = |edge: &Edge, token: Option<&str>, body: &str| {
+        let mut req = edge.http.post(&url).body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().unwrap();
+        let cors = res
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            cors.as_deref(),
+            Some("*"),
+            "every /_log answer allows browsers"
+        );
+        let status = res.status().as_u16();
+        (status, res.json::<Value>().unwrap_or(Value::Null))
+    };
+    let critical = r#"{"app": "shop", "message": "TypeError: cart is undefined", "severity": "critical", "url": "https://shop.example/cart", "userAgent": "Firefox/140", "timestamp": 1732450000000}"#;
+    assert_eq!(send(&edge, None, critical).0, 401);
+    assert_eq!(
+        send(&edge, Some("wrong-wrong-wrong-wrong"), critical).0,
+        401
+    );
+    assert_eq!(
+        send(&edge, Some(JOBS_TOKEN), critical).0,
+        401,
+        "the crash-log token only"
+    );
+    let (status, body) = send(&edge, Some(CRASH_LOG_TOKEN), "{nope");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_body"))
+    );
+    let (status, body) = send(&edge, Some(CRASH_LOG_TOKEN), r#"{"message": "m"}"#);
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("app"),
+        "{body}"
+    );
+    let (status, _) = send(
+        &edge,
+        Some(CRASH_LOG_TOKEN),
+        r#"{"app": "shop", "message": "m", "severity": "fatal"}"#,
+    );
+    assert_eq!(status, 400);
+    let huge = format!(
+        r#"{{"app": "shop", "message": "m", "stack": "{}"}}"#,
+        "s".repeat(40_000)
+    );
+    assert_eq!(send(&edge, Some(CRASH_LOG_TOKEN), &huge).0, 413);
+    let crashes = |edge: &Edge| {
+        edge.get("/ops/crashes")["crashes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert!(crashes(&edge).is_empty(), "refused reports stored nothing");
+    assert!(edge.get("/ops/incidents")["incidents"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // 20 KiB: over the API's usual 16 KiB, within /_log's 32 KiB; the
+    // stack is cut to its limit and the report says so.
+    let long = format!(
+        r#"{{"app": "shop", "message": "slow render", "stack": "{}"}}"#,
+        "s".repeat(20_000)
+    );
+    let (status, stored) = send(&edge, Some(CRASH_LOG_TOKEN), &long);
+    assert_eq!(status, 202, "{stored}");
+    assert_eq!(stored["truncated"], true);
+    assert_eq!(stored["stack"].as_str().unwrap().chars().count(), 8000);
+    assert_eq!(stored["severity"], "error");
+    assert!(
+        stored.get("incident").is_none(),
+        "not critical: no incident"
+    );
+
+    let (status, first) = send(&edge, Some(CRASH_LOG_TOKEN), critical);
+    assert_eq!(status, 202);
+    assert_eq!(first["alerted"], true);
+    let incident = first["incident"].as_str().unwrap().to_string();
+    let (_, again) = send(&edge, Some(CRASH_LOG_TOKEN), critical);
+    assert_eq!(
+        (again["alerted"].as_bool(), again["incident"].as_str()),
+        (None, Some(incident.as_str()))
+    );
+    assert_eq!(again["fingerprint"], first["fingerprint"]);
+    let other = r#"{"app": "shop", "message": "RangeError: too deep", "severity": "critical"}"#;
+    let (_, third) = send(&edge, Some(CRASH_LOG_TOKEN), other);
+    assert_eq!(
+        (third["alerted"].as_bool(), third["incident"].as_str()),
+        (Some(true), Some(incident.as_str()))
+    );
+
+    edge.wait_for("the crash alerts", Duration::from_secs(10), |_| {
+        discord.accepted().len() == 2
+    });
+    assert_eq!(
+        discord.titles(),
+        ["shop: critical crash", "shop: critical crash"]
+    );
+    let inc = edge.get(&format!("/ops/incidents/{incident}"));
+    assert_eq!(
+        (inc["target"].as_str(), inc["crash_reports"].as_u64()),
+        (Some("crash:shop"), Some(3))
+    );
+
+    // Listed newest first; filtered by app; a bad limit is refused.
+    let list = crashes(&edge);
+    assert_eq!(list.len(), 4);
+    assert_eq!(list[0]["message"], "RangeError: too deep");
+    assert_eq!(list[3]["message"], "slow render");
+    assert_eq!(list[1]["user_agent"], "Firefox/140");
+    assert_eq!(
+        edge.get("/ops/crashes?limit=1")["crashes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(edge.get("/ops/crashes?app=blog")["crashes"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let bad = edge
+        .http
+        .get(format!("http://{addr}/ops/crashes?limit=0"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let anon = edge
+        .http
+        .get(format!("http://{addr}/ops/crashes"))
+        .send()
+        .unwrap();
+    assert_eq!(anon.status().as_u16(), 401);
+
+    // A browser's preflight.
+    let pre = edge
+        .http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .unwrap();
+    assert_eq!(pre.status().as_u16(), 204);
+    assert!(pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+
+    // The crash log and the incident survive a restart.
+    edge.kill();
+    edge.restart();
+    assert_eq!(crashes(&edge).len(), 4);
+    assert_eq!(
+        edge.get(&format!("/ops/incidents/{incident}"))["resolved_at_ms"],
+        Value::Null
+    );
+    assert!(discord.rejected().is_empty());
+}
+
+#[test]
+fn targets_show_uptime_percentiles_and_their_objective_and_burn_alerts_once() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("history");
+    // history_flush_s = 0: stored every cycle, so a killed edge keeps it.
+    let config = config_head(dir.path(), addr, 0.2, 0.1)
+        + "history_flush_s = 0\n"
+        + &target_toml("web", &target.url(), "slo = 99.999");
+    let mut edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    let web = |edge: &Edge| {
+        edge.get("/ops/summary")["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == "web")
+            .cloned()
+            .unwrap()
+    };
+    edge.wait_for("some history", Duration::from_secs(10), |e| {
+        web(e)["samples_24h"].as_u64().unwrap_or(0) >= 5
+    });
+    let healthy = web(&edge);
+    assert_eq!(healthy["uptime_24h"], 100.0, "{healthy}");
+    assert!(healthy["p50_ms_24h"].as_u64().is_some(), "{healthy}");
+    assert!(healthy["p50_ms_24h"].as_u64() <= healthy["p99_ms_24h"].as_u64());
+    assert_eq!(healthy["slo"]["objective"], 99.999);
+    assert_eq!(healthy["slo"]["budget_remaining"], 100.0);
+
+    // Down for two seconds: uptime drops, the budget burns, one fast and
+    // one slow burn alert (the episode lasts while the rate stays high).
+    // Windows are real hours and time not watched counts as good, so the
+    // objective is strict enough for seconds to matter: 14.4× a budget of
+    // 0.001 % over an hour is 0.52 s down; 6× over six hours is 1.3 s.
+    target.set(Behaviour::Status(503));
+    edge.wait_for("the incident", Duration::from_secs(10), |e| {
+        e.target_state("web") == "down"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    target.set(Behaviour::Ok);
+    edge.wait_for("recovery", Duration::from_secs(10), |e| {
+        e.target_state("web") == "healthy"
+    });
+    let after = web(&edge);
+    let uptime = after["uptime_24h"].as_f64().unwrap();
+    assert!(uptime < 100.0 && uptime > 0.0, "{after}");
+    assert!(
+        after["slo"]["budget_remaining"].as_f64().unwrap() < 0.0,
+        "{after}"
+    );
+    assert!(after["slo"]["burn_1h"].as_f64().unwrap() > 14.4, "{after}");
+    edge.wait_for("alerts", Duration::from_secs(10), |_| {
+        discord.accepted().len() >= 4
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let titles = discord.titles();
+    let burns: Vec<_> = titles
+        .iter()
+        .filter(|t| t.contains("error budget burning"))
+        .collect();
+    assert_eq!(burns.len(), 2, "{titles:?}");
+    assert!(
+        burns.iter().any(|t| t.contains("last hour"))
+            && burns.iter().any(|t| t.contains("last 6 hours"))
+    );
+
+    // Detail shows the same figures; the history survives a restart.
+    let detail = edge.get("/ops/target/web");
+    assert!(detail["uptime_24h"].as_f64().unwrap() < 100.0, "{detail}");
+    assert!(detail["slo"]["burn_6h"].as_f64().unwrap() > 6.0, "{detail}");
+    assert!(
+        detail["host_metrics"].as_array().unwrap().is_empty(),
+        "no host"
+    );
+    edge.kill();
+    edge.restart();
+    let restarted = web(&edge);
+    assert!(
+        restarted["uptime_24h"].as_f64().unwrap() < 100.0,
+        "{restarted}"
+    );
+    assert!(restarted["samples_24h"].as_u64() >= after["samples_24h"].as_u64());
     assert!(discord.rejected().is_empty());
 }
