@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::core::schedule::{CronSchedule, ScheduleError};
+
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {reason}")]
 pub struct ConfigError {
@@ -66,17 +68,54 @@ pub struct Target {
 }
 
 /// A job that reports heartbeats: late after `period_s + grace_s` without
-/// an `ok`; a run started and not ended within `grace_s` is late too.
+/// an `ok` (or, with `cron`, `grace_s` after a scheduled run without one);
+/// a run started and not ended within `grace_s` is late too.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
     pub id: String,
-    pub period_s: f64,
+    #[serde(default)]
+    pub period_s: Option<f64>,
+    /// Five-field cron expression, instead of `period_s`.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// The cron's zone: an IANA name or a POSIX TZ rule (default UTC).
+    #[serde(default)]
+    pub tz: Option<String>,
     #[serde(default)]
     pub grace_s: f64,
     /// Page the on-call person when the job's incident opens.
     #[serde(default)]
     pub page: bool,
+    /// Built from `cron` and `tz` when the file is read.
+    #[serde(skip)]
+    pub schedule: Option<CronSchedule>,
+}
+
+/// What a heartbeat from a job not in the file does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDefaults {
+    /// Create the job (with the settings below) instead of answering 404.
+    #[serde(default)]
+    pub auto_create: bool,
+    #[serde(default = "default_auto_period")]
+    pub period_s: f64,
+    #[serde(default)]
+    pub grace_s: f64,
+    #[serde(default)]
+    pub page: bool,
+}
+
+impl Default for JobDefaults {
+    fn default() -> Self {
+        JobDefaults {
+            auto_create: false,
+            period_s: default_auto_period(),
+            grace_s: 0.0,
+            page: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -182,6 +221,8 @@ pub struct Config {
     pub hosts: Vec<Host>,
     #[serde(default, rename = "job")]
     pub jobs: Vec<Job>,
+    #[serde(default)]
+    pub job_defaults: JobDefaults,
 }
 
 fn default_method() -> String {
@@ -254,6 +295,9 @@ fn default_cooldown() -> f64 {
     600.0
 }
 
+fn default_auto_period() -> f64 {
+    86_400.0
+}
 fn default_slo_days() -> u32 {
     30
 }
@@ -302,6 +346,21 @@ impl Config {
         self.jobs.iter().find(|j| j.id == id)
     }
 
+    /// The job a heartbeat from an unconfigured `id` creates, when
+    /// `[job_defaults] auto_create` allows it.
+    pub fn auto_job(&self, id: &str) -> Option<Job> {
+        let d = &self.job_defaults;
+        (d.auto_create && valid_id(id)).then(|| Job {
+            id: id.to_string(),
+            period_s: Some(d.period_s),
+            cron: None,
+            tz: None,
+            grace_s: d.grace_s,
+            page: d.page,
+            schedule: None,
+        })
+    }
+
     pub fn host(&self, id: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.id == id)
     }
@@ -313,7 +372,7 @@ impl Config {
             key: key.to_string(),
             reason,
         };
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let reason = e.message().to_string();
             let key = e
                 .span()
@@ -326,6 +385,16 @@ impl Config {
         config
             .validate()
             .map_err(|(key, reason)| err(&key, reason))?;
+        for (i, job) in config.jobs.iter_mut().enumerate() {
+            if let Some(expr) = &job.cron {
+                let schedule = CronSchedule::new(expr, job.tz.as_deref().unwrap_or("UTC"))
+                    .map_err(|e| match e {
+                        ScheduleError::Cron(why) => err(&format!("job[{i}].cron"), why),
+                        ScheduleError::Zone(why) => err(&format!("job[{i}].tz"), why),
+                    })?;
+                job.schedule = Some(schedule);
+            }
+        }
         Ok(config)
     }
 
@@ -485,11 +554,22 @@ impl Config {
             if jobs.insert(job.id.as_str(), ()).is_some() {
                 return Err((key("id"), format!("duplicate job id {:?}", job.id)));
             }
-            if !(job.period_s.is_finite() && job.period_s > 0.0) {
-                return Err((
-                    key("period_s"),
-                    format!("must be greater than zero (got {})", job.period_s),
-                ));
+            match (job.period_s, &job.cron) {
+                (Some(p), None) if !(p.is_finite() && p > 0.0) => {
+                    return Err((
+                        key("period_s"),
+                        format!("must be greater than zero (got {p})"),
+                    ));
+                }
+                (Some(_), None) => {}
+                (None, Some(_)) => {}
+                (Some(_), Some(_)) => {
+                    return Err((key("cron"), "give period_s or cron, not both".into()))
+                }
+                (None, None) => return Err((key("period_s"), "give period_s or cron".into())),
+            }
+            if job.tz.is_some() && job.cron.is_none() {
+                return Err((key("tz"), "tz goes with cron".into()));
             }
             if !(job.grace_s.is_finite() && job.grace_s >= 0.0) {
                 return Err((
@@ -497,6 +577,16 @@ impl Config {
                     format!("must be zero or more (got {})", job.grace_s),
                 ));
             }
+        }
+        let d = &self.job_defaults;
+        if !(d.period_s.is_finite() && d.period_s > 0.0) {
+            return Err((
+                "job_defaults.period_s".into(),
+                "must be greater than zero".into(),
+            ));
+        }
+        if !(d.grace_s.is_finite() && d.grace_s >= 0.0) {
+            return Err(("job_defaults.grace_s".into(), "must be zero or more".into()));
         }
         Ok(())
     }
@@ -582,6 +672,24 @@ token_env = "OPS_AGENT_TOKEN"
         assert!(e.contains("target[1].id: duplicate"), "{e}");
         let e = err(&GOOD.replace("\"restart_all\"", "\"rm -rf\""));
         assert!(e.contains("target[0].actions"), "{e}");
+        let job = |extra: &str| err(&format!("{GOOD}\n[[job]]\nid = \"backup\"\n{extra}\n"));
+        assert!(job("").contains("job[0].period_s: give period_s or cron"));
+        assert!(job("period_s = 60\ncron = \"@daily\"").contains("not both"));
+        assert!(
+            job("cron = \"0 25 * * *\"").contains("job[0].cron: hour \"25\": 25 is outside 0-23")
+        );
+        let e = job("cron = \"0 9 * * *\"\ntz = \"Europe/Bérlin\"");
+        assert!(e.contains("job[0].tz: \"Europe/Bérlin\" is neither"), "{e}");
+        assert!(job("period_s = 60\ntz = \"UTC\"").contains("tz goes with cron"));
+        let c = Config::parse(
+            "edge.toml",
+            &format!("{GOOD}\n[[job]]\nid = \"b\"\ncron = \"0 9 * * *\"\ntz = \"Europe/Berlin\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.jobs[0].schedule.as_ref().unwrap().zone.name,
+            "Europe/Berlin"
+        );
         let e = err(&GOOD.replace("role =", "slo = 100\nrole ="));
         assert!(e.contains("target[0].slo: a percentage"), "{e}");
         let e = err(&GOOD.replace("role =", "slo = 99.9\nslo_days = 90\nrole ="));

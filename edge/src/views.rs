@@ -152,9 +152,16 @@ pub fn target<'a>(
 
 #[derive(Debug, Serialize)]
 pub struct JobView<'a> {
-    pub id: &'a str,
-    pub period_s: f64,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
     pub grace_s: f64,
+    /// Created by its first heartbeat.
+    pub auto: bool,
     pub state: Health,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<u64>,
@@ -162,29 +169,44 @@ pub struct JobView<'a> {
     pub last_ok_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_fail_ms: Option<u64>,
+    /// When the next `ok` is due; late after this plus grace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_due_ms: Option<u64>,
     /// Runs started and not ended: run id → start time.
     pub running: Option<&'a std::collections::BTreeMap<String, u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_incident: Option<&'a str>,
 }
 
-/// `GET /ops/jobs`: every configured job and where it stands.
+/// `GET /ops/jobs`: every job, configured or auto-created, and where it
+/// stands.
 pub fn jobs<'a>(config: &'a Config, state: &'a State) -> Vec<JobView<'a>> {
+    let auto = state
+        .jobs
+        .iter()
+        .filter(|(id, js)| js.auto && config.job(id).is_none())
+        .filter_map(|(id, _)| config.auto_job(id));
     config
         .jobs
         .iter()
+        .cloned()
+        .chain(auto)
         .map(|j| {
             let js = state.jobs.get(&j.id);
             JobView {
-                id: &j.id,
                 period_s: j.period_s,
                 grace_s: j.grace_s,
+                auto: js.is_some_and(|s| s.auto),
                 state: js.map_or(Health::Healthy, |s| s.health),
                 since_ms: js.map(|s| s.since_ms),
                 last_ok_ms: js.and_then(|s| s.last_ok_ms),
                 last_fail_ms: js.and_then(|s| s.last_fail_ms),
+                next_due_ms: js.and_then(|s| s.due_ms(&j)),
                 running: js.map(|s| &s.running),
                 open_incident: js.and_then(|s| s.open_incident.as_deref()),
+                id: j.id,
+                cron: j.cron,
+                tz: j.tz,
             }
         })
         .collect()

@@ -7,7 +7,7 @@
 use serde_json::Value;
 use vigil_testkit::discord::Discord;
 use vigil_testkit::docker_or_skip;
-use vigil_testkit::edge::{CONTROL_TOKEN, JOBS_TOKEN, READ_TOKEN};
+use vigil_testkit::edge::{CONTROL_TOKEN, CRASH_LOG_TOKEN, JOBS_TOKEN, READ_TOKEN};
 use vigil_testkit::pair::{Options, Pair};
 use vigil_testkit::target::{Behaviour, TargetServer};
 use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
@@ -18,6 +18,7 @@ fn vars(config: String, extra: Vec<(&'static str, String)>) -> Vec<(String, Stri
         ("OPS_READ_TOKEN".to_string(), READ_TOKEN.to_string()),
         ("CONTROL_TOKEN".to_string(), CONTROL_TOKEN.to_string()),
         ("JOBS_TOKEN".to_string(), JOBS_TOKEN.to_string()),
+        ("CRASH_LOG_TOKEN".to_string(), CRASH_LOG_TOKEN.to_string()),
     ];
     v.extend(extra.into_iter().map(|(k, s)| (k.to_string(), s)));
     v
@@ -200,7 +201,11 @@ fn remediation_runs_through_the_allowlist_and_the_target_recovers() {
     );
     let config = p.edge_config.replace("interval_s = 1", "interval_s = 60");
     let w = Wrangler::start(vars(config, p.edge_env.clone()));
-    w.scheduled();
+    let first = w.scheduled();
+    assert_eq!(
+        first["host_polls"], 1,
+        "host metrics read outside incidents: {first}"
+    );
     p.fault(p.api_port, "/crash");
     let report = w.scheduled();
     assert_eq!(report["rounds"], 1, "{report}\n{}", w.logs());
@@ -209,6 +214,15 @@ fn remediation_runs_through_the_allowlist_and_the_target_recovers() {
     assert_eq!(inc["resolution"], "recovered", "{inc:#}");
     assert_eq!(inc["rounds"][0]["action"], "restart_api_core");
     assert_eq!(inc["rounds"][0]["outcome"], "recovered");
+    assert!(inc["rounds"][0]["host_metrics"]["mem_total_bytes"].as_u64() > Some(0));
+    // The poll's sample and the round's: the target's host, over time.
+    let (_, detail) = get(&w, "/ops/target/api", Some(READ_TOKEN));
+    let samples = detail["host_metrics"].as_array().unwrap();
+    assert_eq!(samples.len(), 2, "{detail}");
+    assert!(samples
+        .iter()
+        .all(|m| m["mem_used_percent"].as_f64() > Some(0.0)));
+    assert_eq!(detail["host"], "vps1");
     assert_eq!(
         p.discord.titles(),
         ["api: healthy → down", "api: down → healthy"]
@@ -391,4 +405,178 @@ fn job_heartbeats_in_the_worker() {
     assert_eq!(discord.titles(), ["job:backup: healthy → down"]);
     let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
     assert_eq!(open["incidents"][0]["target"], "job:backup");
+}
+
+#[test]
+fn crash_reports_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let w = Wrangler::start(vars(
+        "interval_s = 60\n".to_string(),
+        vec![("DISCORD_WEBHOOK_URL", discord.url())],
+    ));
+    let send = |token: Option<&str>, body: &str| {
+        let mut req = w.http.post(w.url("/_log")).body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().unwrap();
+        assert_eq!(
+            res.headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap()),
+            Some("*")
+        );
+        let status = res.status().as_u16();
+        (status, res.json::<Value>().unwrap_or(Value::Null))
+    };
+    let critical =
+        r#"{"app": "shop", "message": "TypeError: cart is undefined", "severity": "critical"}"#;
+    assert_eq!(send(None, critical).0, 401);
+    assert_eq!(send(Some("wrong-wrong-wrong-wrong"), critical).0, 401);
+    assert_eq!(send(Some(JOBS_TOKEN), critical).0, 401);
+    assert_eq!(send(Some(CRASH_LOG_TOKEN), "{nope").0, 400);
+    let (status, body) = send(Some(CRASH_LOG_TOKEN), r#"{"app": "", "message": "m"}"#);
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("app must not be empty"));
+    let huge = format!(
+        r#"{{"app": "shop", "message": "m", "stack": "{}"}}"#,
+        "s".repeat(40_000)
+    );
+    assert_eq!(send(Some(CRASH_LOG_TOKEN), &huge).0, 413);
+    let (_, list) = get(&w, "/ops/crashes", Some(READ_TOKEN));
+    assert!(list["crashes"].as_array().unwrap().is_empty(), "{list}");
+
+    let long = format!(
+        r#"{{"app": "shop", "message": "slow", "stack": "{}"}}"#,
+        "s".repeat(20_000)
+    );
+    let (status, stored) = send(Some(CRASH_LOG_TOKEN), &long);
+    assert_eq!(
+        (status, stored["truncated"].as_bool()),
+        (202, Some(true)),
+        "{stored}"
+    );
+    let (_, first) = send(Some(CRASH_LOG_TOKEN), critical);
+    assert_eq!(first["alerted"], true);
+    let (_, again) = send(Some(CRASH_LOG_TOKEN), critical);
+    assert_eq!(again["alerted"], Value::Null);
+    assert_eq!(again["incident"], first["incident"]);
+    let report = w.scheduled();
+    assert_eq!(report["delivered"], 1, "{report}");
+    assert_eq!(discord.titles(), ["shop: critical crash"]);
+    let (_, list) = get(&w, "/ops/crashes?app=shop&limit=2", Some(READ_TOKEN));
+    let list = list["crashes"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 2);
+    assert!(
+        list[0]["id"].as_u64() > list[1]["id"].as_u64(),
+        "newest first"
+    );
+    assert_eq!(get(&w, "/ops/crashes?limit=9999", Some(READ_TOKEN)).0, 400);
+    assert_eq!(get(&w, "/ops/crashes", None).0, 401);
+    let pre = w
+        .http
+        .request(reqwest::Method::OPTIONS, w.url("/_log"))
+        .send()
+        .unwrap();
+    assert_eq!(pre.status().as_u16(), 204);
+    assert!(pre.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+}
+
+#[test]
+fn history_and_burn_alerts_in_the_worker_within_the_kv_budget() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n{}slo = 99.9\n",
+        alert_only("web", &target.url())
+    );
+    let mut w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
+    // History waits in the isolate (history_flush_s, 10 min by default):
+    // steady cycles store nothing at all.
+    w.scheduled();
+    for _ in 0..3 {
+        let steady = w.scheduled();
+        assert_eq!(
+            (
+                steady["kv_writes"].as_u64(),
+                steady["history_writes"].as_u64()
+            ),
+            (Some(0), Some(0)),
+            "{steady}"
+        );
+    }
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    let web = &summary["targets"][0];
+    assert_eq!(web["samples_24h"], 4, "{web}");
+    assert_eq!(web["uptime_24h"], 100.0);
+    assert!(web["p99_ms_24h"].as_u64().is_some());
+    assert_eq!(web["slo"]["budget_remaining"], 100.0);
+
+    // Down for one cycle: that minute is 1/60 of the hour, a burn of 16.7×
+    // a 99.9 % budget (fast: alerted), 2.8× over six hours (slow: not).
+    target.set(Behaviour::Status(503));
+    w.scheduled();
+    target.set(Behaviour::Ok);
+    w.scheduled();
+    w.scheduled();
+    let burns: Vec<String> = discord
+        .titles()
+        .into_iter()
+        .filter(|t| t.contains("burning"))
+        .collect();
+    assert_eq!(burns.len(), 1, "{:?}", discord.titles());
+    assert!(burns[0].contains("last hour"), "{burns:?}");
+    let (_, detail) = get(&w, "/ops/target/web", Some(READ_TOKEN));
+    assert!(detail["uptime_24h"].as_f64().unwrap() < 100.0, "{detail}");
+    assert!(
+        detail["slo"]["burn_1h"].as_f64().unwrap() > 14.4,
+        "{detail}"
+    );
+    assert!(detail["slo"]["burn_6h"].as_f64().unwrap() < 6.0, "{detail}");
+
+    // A restart may lose the isolate's unstored samples, never the alert
+    // state: no second alert for the same episode.
+    w.restart();
+    w.scheduled();
+    assert_eq!(
+        discord
+            .titles()
+            .iter()
+            .filter(|t| t.contains("burning"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn history_flushed_every_cycle_survives_a_restart() {
+    if !worker_or_skip() {
+        return;
+    }
+    let target = TargetServer::start();
+    let config = format!(
+        "interval_s = 60\nhistory_flush_s = 0\n{}",
+        alert_only("web", &target.url())
+    );
+    let mut w = Wrangler::start(vars(config, vec![]));
+    for _ in 0..3 {
+        let r = w.scheduled();
+        assert_eq!(r["history_writes"], 1, "{r}");
+    }
+    w.restart();
+    w.scheduled();
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert_eq!(summary["targets"][0]["samples_24h"], 4, "{summary}");
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::incident::{RemediationStatus, StateChange};
 use super::probe::Health;
+use super::schedule::format_utc;
 use super::state::{Event, OncallUser, State};
 use crate::config::{Config, Job};
 
@@ -42,6 +43,9 @@ pub struct JobState {
     pub open_incident: Option<String>,
     #[serde(default)]
     pub transitions: u64,
+    /// Created by its first heartbeat (`[job_defaults] auto_create`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
 }
 
 impl JobState {
@@ -55,13 +59,25 @@ impl JobState {
             running: BTreeMap::new(),
             open_incident: None,
             transitions: 0,
+            auto: false,
+        }
+    }
+
+    /// When the next `ok` is due (before grace): a period after the last
+    /// one, or the first scheduled run after it; counted from when Vigil
+    /// started watching if the job never reported.
+    pub fn due_ms(&self, job: &Job) -> Option<u64> {
+        let since = self.last_ok_ms.unwrap_or(self.watched_since_ms);
+        match (&job.schedule, job.period_s) {
+            (Some(schedule), _) => schedule.next_after(since),
+            (None, Some(period)) => Some(since + (period * 1000.0) as u64),
+            (None, None) => None,
         }
     }
 
     /// Why the job is late at `now`, if it is.
     fn lateness(&self, job: &Job, now_ms: u64) -> Option<String> {
         let grace = (job.grace_s * 1000.0) as u64;
-        let period = (job.period_s * 1000.0) as u64;
         if let Some((run, started)) = self.running.iter().find(|(_, s)| now_ms > **s + grace) {
             return Some(format!(
                 "run {run} started {} s ago and has not ended (grace {} s)",
@@ -69,21 +85,38 @@ impl JobState {
                 job.grace_s
             ));
         }
+        let due = self.due_ms(job)?;
+        if now_ms <= due + grace {
+            return None;
+        }
         let since = self.last_ok_ms.unwrap_or(self.watched_since_ms);
-        (now_ms > since + period + grace).then(|| match self.last_ok_ms {
-            Some(_) => format!(
-                "no ok for {} s (period {} s + grace {} s)",
-                (now_ms - since) / 1000,
-                job.period_s,
+        let heard = match self.last_ok_ms {
+            Some(_) => format!("no ok for {} s", (now_ms - since) / 1000),
+            None => format!("never reported in {} s", (now_ms - since) / 1000),
+        };
+        Some(match (&job.schedule, job.period_s) {
+            (Some(s), _) => format!(
+                "{heard}: the run due at {} (cron {:?} in {}) has not reported (grace {} s)",
+                format_utc(due),
+                job.cron.as_deref().unwrap_or_default(),
+                s.zone.name,
                 job.grace_s
             ),
-            None => format!(
-                "never reported in {} s (period {} s + grace {} s)",
-                (now_ms - since) / 1000,
-                job.period_s,
+            (None, period) => format!(
+                "{heard} (period {} s + grace {} s)",
+                period.unwrap_or_default(),
                 job.grace_s
             ),
         })
+    }
+}
+
+/// The specification of a job: from the file, or auto-created.
+pub fn spec(config: &Config, jobs: &BTreeMap<String, JobState>, id: &str) -> Option<Job> {
+    match config.job(id) {
+        Some(j) => Some(j.clone()),
+        None if jobs.get(id).is_some_and(|j| j.auto) => config.auto_job(id),
+        None => None,
     }
 }
 
@@ -94,7 +127,7 @@ pub fn subject(job: &str) -> String {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JobError {
-    #[error("no job {0:?} is configured")]
+    #[error("no job {0:?} is configured (and [job_defaults] auto_create is off)")]
     UnknownJob(String),
 }
 
@@ -109,14 +142,18 @@ impl State {
         oncall: OncallUser,
         now_ms: u64,
     ) -> Result<Vec<Event>, JobError> {
-        let spec = config
-            .job(job)
-            .ok_or_else(|| JobError::UnknownJob(job.to_string()))?
-            .clone();
+        let (spec, auto) = match config.job(job) {
+            Some(j) => (j.clone(), false),
+            None => match spec(config, &self.jobs, job).or_else(|| config.auto_job(job)) {
+                Some(j) => (j, true),
+                None => return Err(JobError::UnknownJob(job.to_string())),
+            },
+        };
         let js = self
             .jobs
             .entry(job.to_string())
             .or_insert_with(|| JobState::new(now_ms));
+        js.auto = auto;
         let run = run_id.unwrap_or(NO_RUN_ID).to_string();
         match signal {
             Signal::Start => {
@@ -147,9 +184,17 @@ impl State {
 
     /// Opens incidents for jobs that are late at `now`.
     pub fn check_jobs(&mut self, config: &Config, oncall: OncallUser, now_ms: u64) -> Vec<Event> {
-        self.jobs.retain(|id, _| config.job(id).is_some());
+        self.jobs.retain(|id, js| {
+            config.job(id).is_some() || (js.auto && config.auto_job(id).is_some())
+        });
+        let auto: Vec<Job> = self
+            .jobs
+            .iter()
+            .filter(|(_, js)| js.auto)
+            .filter_map(|(id, _)| config.auto_job(id))
+            .collect();
         let mut events = Vec::new();
-        for job in &config.jobs {
+        for job in config.jobs.iter().chain(&auto) {
             let js = self
                 .jobs
                 .entry(job.id.clone())
@@ -453,5 +498,118 @@ mod tests {
         fewer.jobs.retain(|j| j.id != "backup");
         s.reconcile(&fewer, 2, true);
         assert!(!s.incident("inc-1").unwrap().is_open());
+    }
+
+    fn at(y: i64, m: u32, d: u32, h: i64, min: i64) -> u64 {
+        use crate::core::schedule::days_from_civil;
+        ((days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60) * 1000) as u64
+    }
+
+    /// A nightly job at 02:30 Berlin time, with 30 minutes of grace, on a
+    /// fake clock through the spring-forward night (02:30 does not exist:
+    /// the run is due at 03:30 CEST = 01:30 UTC) and the fall-back night
+    /// (02:30 happens twice: due at the first, 00:30 UTC).
+    #[test]
+    fn cron_jobs_are_late_by_the_local_wall_clock_across_time_changes() {
+        let c = Config::parse(
+            "jobs.toml",
+            "[[job]]\nid = \"nightly\"\ncron = \"30 2 * * *\"\ntz = \"Europe/Berlin\"\ngrace_s = 1800\n",
+        )
+        .unwrap();
+        let mut s = State::default();
+        // Winter: 02:30 CET is 01:30 UTC; it reports at 01:40 UTC.
+        s.heartbeat(
+            &c,
+            "nightly",
+            Signal::Ok,
+            None,
+            None,
+            at(2026, 3, 27, 1, 40),
+        )
+        .unwrap();
+        let due = at(2026, 3, 28, 1, 30);
+        assert_eq!(s.jobs["nightly"].due_ms(&c.jobs[0]), Some(due));
+        assert!(
+            s.check_jobs(&c, None, due + 30 * MIN).is_empty(),
+            "within grace"
+        );
+        s.heartbeat(&c, "nightly", Signal::Ok, None, None, due + 10 * MIN)
+            .unwrap();
+        // The spring-forward night: due at 01:30 UTC still (03:30 CEST).
+        let spring = at(2026, 3, 29, 1, 30);
+        assert_eq!(s.jobs["nightly"].due_ms(&c.jobs[0]), Some(spring));
+        assert!(s.check_jobs(&c, None, spring + 30 * MIN).is_empty());
+        let ev = s.check_jobs(&c, None, spring + 30 * MIN + 1);
+        assert_eq!(about(ev, "nightly").len(), 2, "transition and incident");
+        let why = s.incidents[0].history[0].error.clone().unwrap();
+        assert!(
+            why.contains("2026-03-29T01:30:00Z") && why.contains("Europe/Berlin"),
+            "{why}"
+        );
+        // Summer: it reports; the next run is 02:30 CEST = 00:30 UTC.
+        s.heartbeat(&c, "nightly", Signal::Ok, None, None, spring + 40 * MIN)
+            .unwrap();
+        assert_eq!(s.jobs["nightly"].health, Health::Healthy);
+        assert_eq!(
+            s.jobs["nightly"].due_ms(&c.jobs[0]),
+            Some(at(2026, 3, 30, 0, 30))
+        );
+        // The fall-back night: due at the first 02:30, 00:30 UTC.
+        s.heartbeat(
+            &c,
+            "nightly",
+            Signal::Ok,
+            None,
+            None,
+            at(2026, 10, 24, 0, 40),
+        )
+        .unwrap();
+        let autumn = at(2026, 10, 25, 0, 30);
+        assert_eq!(s.jobs["nightly"].due_ms(&c.jobs[0]), Some(autumn));
+        assert!(!about(s.check_jobs(&c, None, autumn + 31 * MIN), "nightly").is_empty());
+        // Winter again: 02:30 CET is 01:30 UTC.
+        s.heartbeat(&c, "nightly", Signal::Ok, None, None, autumn + 35 * MIN)
+            .unwrap();
+        assert_eq!(
+            s.jobs["nightly"].due_ms(&c.jobs[0]),
+            Some(at(2026, 10, 26, 1, 30))
+        );
+    }
+
+    #[test]
+    fn unknown_jobs_are_created_only_when_configured_so() {
+        let mut c = config();
+        c.job_defaults.auto_create = true;
+        c.job_defaults.period_s = 600.0;
+        c.job_defaults.grace_s = 60.0;
+        let mut s = State::default();
+        s.heartbeat(&c, "adhoc", Signal::Ok, None, None, 0).unwrap();
+        assert!(s.jobs["adhoc"].auto);
+        assert!(
+            s.heartbeat(&c, "Bad Name", Signal::Ok, None, None, 0)
+                .is_err(),
+            "ids follow the configuration's rule"
+        );
+        assert!(s.check_jobs(&c, None, 660 * 1000).is_empty());
+        let ev = s.check_jobs(&c, None, 660 * 1000 + 1);
+        assert_eq!(about(ev, "adhoc").len(), 2, "late like a configured job");
+        s.reconcile(&c, 700 * 1000, true);
+        assert!(s
+            .incidents
+            .iter()
+            .any(|i| i.target == "job:adhoc" && i.is_open()));
+        // Auto-creation switched off: the job and its incident go.
+        c.job_defaults.auto_create = false;
+        s.check_jobs(&c, None, 800 * 1000);
+        s.reconcile(&c, 800 * 1000, true);
+        assert!(!s.jobs.contains_key("adhoc"));
+        assert!(s
+            .incidents
+            .iter()
+            .all(|i| i.target != "job:adhoc" || !i.is_open()));
+        assert_eq!(
+            s.heartbeat(&c, "adhoc", Signal::Ok, None, None, 900 * 1000),
+            Err(JobError::UnknownJob("adhoc".into()))
+        );
     }
 }

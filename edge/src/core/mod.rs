@@ -9,5 +9,7 @@ pub mod incident;
 pub mod jobs;
 pub mod planner;
 pub mod probe;
+pub mod schedule;
 pub mod slo;
 pub mod state;
+pub mod tzdb;

@@ -186,7 +186,7 @@ impl State {
         self.targets.retain(|id, _| config.target(id).is_some());
         for inc in self.incidents.iter_mut() {
             let watched = match inc.target.split_once(':') {
-                Some(("job", job)) => config.job(job).is_some(),
+                Some(("job", job)) => super::jobs::spec(config, &self.jobs, job).is_some(),
                 Some(("crash", _)) => true,
                 _ => config.target(&inc.target).is_some(),
             };

@@ -1,0 +1,624 @@
+//! Cron schedules in a time zone, for jobs: five-field cron expressions
+//! (minute hour day-of-month month day-of-week, with lists, ranges, steps
+//! and names, and the @hourly/@daily/@weekly/@monthly/@yearly aliases) and
+//! zones as POSIX TZ rules (an IANA name is looked up in `tzdb`).
+//!
+//! Local times that a clock change skips or repeats resolve the way
+//! Temporal's "compatible" does: a skipped time fires as if the clock had
+//! not jumped (02:30 on a spring-forward night fires at 03:30), a repeated
+//! one fires at its first occurrence. Day-of-month and day-of-week, when
+//! both are restricted, match either (as Vixie cron does).
+
+use super::tzdb;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScheduleError {
+    #[error("cron: {0}")]
+    Cron(String),
+    #[error("tz: {0}")]
+    Zone(String),
+}
+
+/// A parsed cron expression: one bit per allowed value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cron {
+    minutes: u64,
+    hours: u32,
+    days: u32,
+    months: u16,
+    weekdays: u8,
+    /// Whether day-of-month and day-of-week were both restricted.
+    either_day: bool,
+}
+
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+
+impl Cron {
+    pub fn parse(expr: &str) -> Result<Self, ScheduleError> {
+        let expanded = match expr.trim() {
+            "@hourly" => "0 * * * *",
+            "@daily" | "@midnight" => "0 0 * * *",
+            "@weekly" => "0 0 * * 0",
+            "@monthly" => "0 0 1 * *",
+            "@yearly" | "@annually" => "0 0 1 1 *",
+            other => other,
+        };
+        let fields: Vec<&str> = expanded.split_whitespace().collect();
+        let [min, hour, dom, mon, dow] = fields[..] else {
+            return Err(ScheduleError::Cron(format!(
+                "{expr:?}: expected five fields (minute hour day-of-month month day-of-week)"
+            )));
+        };
+        let weekdays = field(dow, 0, 7, &WEEKDAYS, "day-of-week")?;
+        // 7 is Sunday too.
+        let weekdays = (weekdays | (weekdays >> 7)) & 0x7F;
+        Ok(Cron {
+            minutes: field(min, 0, 59, &[], "minute")?,
+            hours: field(hour, 0, 23, &[], "hour")? as u32,
+            days: field(dom, 1, 31, &[], "day-of-month")? as u32,
+            months: field(mon, 1, 12, &MONTHS, "month")? as u16,
+            weekdays: weekdays as u8,
+            either_day: !dom.starts_with('*') && !dow.starts_with('*'),
+        })
+    }
+
+    fn day_matches(&self, month: u32, day: u32, weekday: u32) -> bool {
+        if self.months & (1 << month) == 0 {
+            return false;
+        }
+        let dom = self.days & (1 << day) != 0;
+        let dow = self.weekdays & (1 << weekday) != 0;
+        if self.either_day {
+            dom || dow
+        } else {
+            dom && dow
+        }
+    }
+}
+
+/// One cron field as a bit set of `lo..=hi`.
+fn field(text: &str, lo: u32, hi: u32, names: &[&str], what: &str) -> Result<u64, ScheduleError> {
+    let bad = |why: String| ScheduleError::Cron(format!("{what} {text:?}: {why}"));
+    let value = |v: &str| -> Result<u32, ScheduleError> {
+        let lower = v.to_ascii_lowercase();
+        let n = match names.iter().position(|n| *n == lower) {
+            // Names count from the field's first value (jan = 1, sun = 0).
+            Some(i) => i as u32 + lo,
+            None => v
+                .parse::<u32>()
+                .map_err(|_| bad(format!("{v:?} is not a number")))?,
+        };
+        if (lo..=hi).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad(format!("{n} is outside {lo}-{hi}")))
+        }
+    };
+    let mut bits = 0u64;
+    for part in text.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, s)) => (
+                r,
+                s.parse::<u32>()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| bad(format!("step {s:?} is not a positive number")))?,
+            ),
+            None => (part, 1),
+        };
+        let (from, to) = match range {
+            "*" => (lo, hi),
+            r => match r.split_once('-') {
+                Some((a, b)) => (value(a)?, value(b)?),
+                None if step > 1 => (value(r)?, hi),
+                None => {
+                    let v = value(r)?;
+                    (v, v)
+                }
+            },
+        };
+        if from > to {
+            return Err(bad(format!("range {from}-{to} runs backwards")));
+        }
+        for v in (from..=to).step_by(step as usize) {
+            bits |= 1 << v;
+        }
+    }
+    Ok(bits)
+}
+
+/// When a daylight-saving rule switches, in the local time then in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DateRule {
+    /// Month, week (1-5, 5 = last), weekday (0 = Sunday).
+    MonthWeekDay(u32, u32, u32),
+    /// Day 1-365, February 29 never counted.
+    Julian(u32),
+    /// Day 0-365, February 29 counted in leap years.
+    Ordinal(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Transition {
+    date: DateRule,
+    /// Seconds after local midnight (may be negative or past 24 h).
+    time_s: i64,
+}
+
+/// A time zone as a POSIX TZ rule: offsets are seconds east of UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    pub name: String,
+    std_offset: i64,
+    dst: Option<(i64, Transition, Transition)>,
+}
+
+impl Zone {
+    /// An IANA name (from the built-in table) or a POSIX TZ rule.
+    pub fn named(name: &str) -> Result<Self, ScheduleError> {
+        let rule = tzdb::ZONES
+            .binary_search_by(|(n, _)| n.cmp(&name))
+            .map(|i| tzdb::ZONES[i].1)
+            .unwrap_or(name);
+        let mut zone = Self::posix(rule).map_err(|why| {
+            ScheduleError::Zone(format!(
+                "{name:?} is neither a zone of tzdata {} nor a POSIX TZ rule ({why})",
+                tzdb::VERSION
+            ))
+        })?;
+        zone.name = name.to_string();
+        Ok(zone)
+    }
+
+    fn posix(rule: &str) -> Result<Self, String> {
+        let mut p = Cursor { s: rule, i: 0 };
+        p.zone_name()?;
+        let std_offset = -p.offset()?;
+        if p.done() {
+            return Ok(Zone {
+                name: rule.to_string(),
+                std_offset,
+                dst: None,
+            });
+        }
+        p.zone_name()?;
+        let dst_offset = if p.peek().is_some_and(|c| c != ',') {
+            -p.offset()?
+        } else {
+            std_offset + 3600
+        };
+        // Without rules POSIX leaves the switch dates to the system; the US
+        // rules are the customary default.
+        let (start, end) = if p.done() {
+            (
+                Transition {
+                    date: DateRule::MonthWeekDay(3, 2, 0),
+                    time_s: 7200,
+                },
+                Transition {
+                    date: DateRule::MonthWeekDay(11, 1, 0),
+                    time_s: 7200,
+                },
+            )
+        } else {
+            p.expect(',')?;
+            let start = p.transition()?;
+            p.expect(',')?;
+            (start, p.transition()?)
+        };
+        if !p.done() {
+            return Err(format!("unexpected {:?}", &rule[p.i..]));
+        }
+        Ok(Zone {
+            name: rule.to_string(),
+            std_offset,
+            dst: Some((dst_offset, start, end)),
+        })
+    }
+
+    /// The UTC offset in force at `utc_s`.
+    pub fn offset_at(&self, utc_s: i64) -> i64 {
+        let Some((dst_offset, start, end)) = self.dst else {
+            return self.std_offset;
+        };
+        let year = civil_from_days((utc_s + self.std_offset).div_euclid(86_400)).0;
+        let start_utc = transition_local_s(year, start) - self.std_offset;
+        let end_utc = transition_local_s(year, end) - dst_offset;
+        let in_dst = if start_utc < end_utc {
+            start_utc <= utc_s && utc_s < end_utc
+        } else {
+            !(end_utc <= utc_s && utc_s < start_utc)
+        };
+        if in_dst {
+            dst_offset
+        } else {
+            self.std_offset
+        }
+    }
+
+    /// The instant of a local wall-clock time ("compatible": a skipped time
+    /// moves forward by the jump, a repeated one takes its first instant).
+    pub fn local_to_utc(&self, local_s: i64) -> i64 {
+        let mut offsets = [self.std_offset, self.dst.map_or(self.std_offset, |d| d.0)];
+        // Larger offset first: its instant is the earlier one.
+        offsets.sort_unstable_by(|a, b| b.cmp(a));
+        for off in offsets {
+            let utc = local_s - off;
+            if self.offset_at(utc) == off {
+                return utc;
+            }
+        }
+        // In a gap: read the time with the offset in force before the jump.
+        local_s - offsets[1]
+    }
+}
+
+struct Cursor<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<char> {
+        self.s[self.i..].chars().next()
+    }
+    fn done(&self) -> bool {
+        self.i >= self.s.len()
+    }
+    fn expect(&mut self, c: char) -> Result<(), String> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected {c:?} at {}", self.i))
+        }
+    }
+    fn zone_name(&mut self) -> Result<(), String> {
+        let start = self.i;
+        if self.peek() == Some('<') {
+            let close = self.s[self.i..]
+                .find('>')
+                .ok_or("unclosed < in a zone name")?;
+            self.i += close + 1;
+            return Ok(());
+        }
+        while self.peek().is_some_and(|c| c.is_ascii_alphabetic()) {
+            self.i += 1;
+        }
+        if self.i - start < 3 {
+            return Err(format!("expected a zone name at {start}"));
+        }
+        Ok(())
+    }
+    fn number(&mut self) -> Result<i64, String> {
+        let start = self.i;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+        self.s[start..self.i]
+            .parse()
+            .map_err(|_| format!("expected a number at {start}"))
+    }
+    /// `[+-]hh[:mm[:ss]]` in seconds.
+    fn offset(&mut self) -> Result<i64, String> {
+        let sign = match self.peek() {
+            Some('-') => {
+                self.i += 1;
+                -1
+            }
+            Some('+') => {
+                self.i += 1;
+                1
+            }
+            _ => 1,
+        };
+        let mut secs = self.number()? * 3600;
+        for unit in [60, 1] {
+            if self.peek() != Some(':') {
+                break;
+            }
+            self.i += 1;
+            secs += self.number()? * unit;
+        }
+        Ok(sign * secs)
+    }
+    fn transition(&mut self) -> Result<Transition, String> {
+        let date = match self.peek() {
+            Some('M') => {
+                self.i += 1;
+                let m = self.number()?;
+                self.expect('.')?;
+                let w = self.number()?;
+                self.expect('.')?;
+                let d = self.number()?;
+                if !(1..=12).contains(&m) || !(1..=5).contains(&w) || !(0..=6).contains(&d) {
+                    return Err(format!("M{m}.{w}.{d} is not a date rule"));
+                }
+                DateRule::MonthWeekDay(m as u32, w as u32, d as u32)
+            }
+            Some('J') => {
+                self.i += 1;
+                DateRule::Julian(self.number()?.clamp(1, 365) as u32)
+            }
+            _ => DateRule::Ordinal(self.number()?.clamp(0, 365) as u32),
+        };
+        let time_s = if self.peek() == Some('/') {
+            self.i += 1;
+            self.offset()?
+        } else {
+            7200
+        };
+        Ok(Transition { date, time_s })
+    }
+}
+
+fn is_leap(y: i64) -> bool {
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+}
+
+fn month_days(y: i64, m: u32) -> u32 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date of a day number.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// 0 = Sunday.
+fn weekday(days: i64) -> u32 {
+    (days + 4).rem_euclid(7) as u32
+}
+
+/// A transition's local time in `year`, in seconds since the epoch as if
+/// local time were UTC.
+fn transition_local_s(year: i64, t: Transition) -> i64 {
+    let day = match t.date {
+        DateRule::MonthWeekDay(m, w, d) => {
+            let first = days_from_civil(year, m, 1);
+            let shift = (i64::from(d) - i64::from(weekday(first))).rem_euclid(7);
+            let mut day = first + shift + 7 * (i64::from(w) - 1);
+            while day >= first + i64::from(month_days(year, m)) {
+                day -= 7;
+            }
+            day
+        }
+        DateRule::Julian(n) => {
+            let jan1 = days_from_civil(year, 1, 1);
+            let n = i64::from(n) - 1;
+            jan1 + n + i64::from(is_leap(year) && n >= 59)
+        }
+        DateRule::Ordinal(n) => days_from_civil(year, 1, 1) + i64::from(n),
+    };
+    day * 86_400 + t.time_s
+}
+
+/// An instant as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_utc(ms: u64) -> String {
+    let s = (ms / 1000) as i64;
+    let (y, m, d) = civil_from_days(s.div_euclid(86_400));
+    let t = s.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+/// A cron expression in a zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronSchedule {
+    pub cron: Cron,
+    pub zone: Zone,
+}
+
+/// How far ahead a schedule is searched (a February 29 job fires at least
+/// once in eight years).
+const SEARCH_DAYS: i64 = 8 * 366;
+
+impl CronSchedule {
+    pub fn new(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
+        Ok(CronSchedule {
+            cron: Cron::parse(expr)?,
+            zone: Zone::named(tz)?,
+        })
+    }
+
+    /// The first time the schedule fires strictly after `after_ms`.
+    pub fn next_after(&self, after_ms: u64) -> Option<u64> {
+        let after_s = (after_ms / 1000) as i64;
+        let local_now = after_s + self.zone.offset_at(after_s);
+        // A day earlier: a repeated hour can put a later local time at an
+        // earlier instant than `after`.
+        let first_day = local_now.div_euclid(86_400) - 1;
+        for day in first_day..first_day + SEARCH_DAYS {
+            let (_, m, d) = civil_from_days(day);
+            if !self.cron.day_matches(m, d, weekday(day)) {
+                continue;
+            }
+            for h in (0..24).filter(|h| self.cron.hours & (1 << h) != 0) {
+                for min in (0..60).filter(|m| self.cron.minutes & (1 << m) != 0) {
+                    let local = day * 86_400 + h * 3600 + min * 60;
+                    let utc = self.zone.local_to_utc(local);
+                    if utc * 1000 > after_ms as i64 {
+                        return Some(utc as u64 * 1000);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(y: i64, m: u32, d: u32, h: i64, min: i64) -> u64 {
+        ((days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60) * 1000) as u64
+    }
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for day in [-800_000, -1, 0, 59, 10_957, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day);
+        }
+        assert_eq!(
+            format_utc(utc(2026, 11, 24, 18, 47)),
+            "2026-11-24T18:47:00Z"
+        );
+        assert_eq!(weekday(days_from_civil(2026, 11, 24)), 2, "a Tuesday");
+    }
+
+    #[test]
+    fn cron_fields_parse_with_lists_ranges_steps_and_names() {
+        let c = Cron::parse("*/15 9-17 * jan,JUL mon-fri").unwrap();
+        assert_eq!(c.minutes, 1 | 1 << 15 | 1 << 30 | 1 << 45);
+        assert_eq!(c.hours, (9..=17).map(|h| 1 << h).sum::<u32>());
+        assert_eq!(c.months, 1 << 1 | 1 << 7);
+        assert_eq!(c.weekdays, 0b0111110);
+        assert_eq!(Cron::parse("0 0 * * 7").unwrap().weekdays, 1, "7 is Sunday");
+        assert_eq!(
+            Cron::parse("@daily").unwrap(),
+            Cron::parse("0 0 * * *").unwrap()
+        );
+        assert_eq!(
+            Cron::parse("5/20 * * * *").unwrap().minutes,
+            1 << 5 | 1 << 25 | 1 << 45
+        );
+        for (bad, why) in [
+            ("* * * *", "five fields"),
+            ("60 * * * *", "outside 0-59"),
+            ("* * 0 * *", "outside 1-31"),
+            ("*/0 * * * *", "step"),
+            ("5-1 * * * *", "backwards"),
+            ("* * * foo *", "not a number"),
+        ] {
+            let e = Cron::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn zones_from_names_and_posix_rules() {
+        let berlin = Zone::named("Europe/Berlin").unwrap();
+        assert_eq!(
+            berlin.offset_at(utc(2026, 1, 15, 12, 0) as i64 / 1000),
+            3600
+        );
+        assert_eq!(
+            berlin.offset_at(utc(2026, 7, 15, 12, 0) as i64 / 1000),
+            7200
+        );
+        // Switches at 01:00 UTC on the last Sundays of March and October.
+        let switch = utc(2026, 3, 29, 1, 0) as i64 / 1000;
+        assert_eq!(berlin.offset_at(switch - 1), 3600);
+        assert_eq!(berlin.offset_at(switch), 7200);
+        let back = utc(2026, 10, 25, 1, 0) as i64 / 1000;
+        assert_eq!(
+            (berlin.offset_at(back - 1), berlin.offset_at(back)),
+            (7200, 3600)
+        );
+        // The southern hemisphere: DST across the new year.
+        let sydney = Zone::named("Australia/Sydney").unwrap();
+        assert_eq!(
+            sydney.offset_at(utc(2026, 1, 15, 0, 0) as i64 / 1000),
+            11 * 3600
+        );
+        assert_eq!(
+            sydney.offset_at(utc(2026, 7, 15, 0, 0) as i64 / 1000),
+            10 * 3600
+        );
+        let kolkata = Zone::named("Asia/Kolkata").unwrap();
+        assert_eq!(kolkata.offset_at(0), 5 * 3600 + 1800);
+        let posix = Zone::named("EST5EDT,M3.2.0,M11.1.0").unwrap();
+        assert_eq!(
+            posix.offset_at(utc(2026, 7, 1, 0, 0) as i64 / 1000),
+            -4 * 3600
+        );
+        assert!(Zone::named("Mars/Olympus")
+            .unwrap_err()
+            .to_string()
+            .contains("tzdata"));
+        assert!(Zone::named("UTC").is_ok());
+    }
+
+    #[test]
+    fn next_runs_follow_the_wall_clock_across_a_time_change() {
+        // 09:00 every day in Berlin: 08:00 UTC in winter, 07:00 in summer.
+        let s = CronSchedule::new("0 9 * * *", "Europe/Berlin").unwrap();
+        let sat = utc(2026, 3, 28, 8, 0);
+        assert_eq!(s.next_after(sat - 1), Some(sat));
+        assert_eq!(s.next_after(sat), Some(utc(2026, 3, 29, 7, 0)));
+        // 02:30 does not exist on 29 March: it fires at 03:30 CEST (01:30 UTC).
+        let night = CronSchedule::new("30 2 * * *", "Europe/Berlin").unwrap();
+        assert_eq!(
+            night.next_after(utc(2026, 3, 28, 12, 0)),
+            Some(utc(2026, 3, 29, 1, 30))
+        );
+        assert_eq!(
+            night.next_after(utc(2026, 3, 29, 1, 30)),
+            Some(utc(2026, 3, 30, 0, 30))
+        );
+        // 02:30 happens twice on 25 October: once, at the first (00:30 UTC).
+        assert_eq!(
+            night.next_after(utc(2026, 10, 24, 12, 0)),
+            Some(utc(2026, 10, 25, 0, 30))
+        );
+        assert_eq!(
+            night.next_after(utc(2026, 10, 25, 0, 30)),
+            Some(utc(2026, 10, 26, 1, 30))
+        );
+        // New York switches on other dates.
+        let ny = CronSchedule::new("0 6 * * mon", "America/New_York").unwrap();
+        assert_eq!(
+            ny.next_after(utc(2026, 3, 7, 0, 0)),
+            Some(utc(2026, 3, 9, 10, 0))
+        );
+        assert_eq!(
+            ny.next_after(utc(2026, 3, 1, 0, 0)),
+            Some(utc(2026, 3, 2, 11, 0))
+        );
+        // Day-of-month or day-of-week; February 29.
+        let either = CronSchedule::new("0 0 13 * fri", "UTC").unwrap();
+        assert_eq!(
+            either.next_after(utc(2026, 11, 24, 0, 0)),
+            Some(utc(2026, 11, 27, 0, 0))
+        );
+        let leap = CronSchedule::new("0 0 29 2 *", "UTC").unwrap();
+        assert_eq!(
+            leap.next_after(utc(2026, 11, 24, 0, 0)),
+            Some(utc(2028, 2, 29, 0, 0))
+        );
+    }
+}
