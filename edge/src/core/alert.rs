@@ -146,28 +146,18 @@ pub fn transition_message(a: &TransitionAlert) -> DiscordMessage {
     if let Some(e) = a.error {
         fields.push(field("Error", e, false));
     }
-    DiscordMessage {
-        content: None,
-        embeds: vec![fit(Embed {
-            title: format!("{}: {} → {}", a.target, a.from.as_str(), a.to.as_str()),
-            description: None,
-            color: color(a.to),
-            fields,
-            footer: Some(EmbedFooter {
-                text: "Vigil".into(),
-            }),
-        })],
-        allowed_mentions: AllowedMentions {
-            parse: Vec::new(),
-            users: Vec::new(),
-        },
-    }
+    notice(
+        format!("{}: {} → {}", a.target, a.from.as_str(), a.to.as_str()),
+        None,
+        a.to,
+        fields,
+    )
 }
 
 /// An embed-only message that mentions nobody.
 fn notice(
     title: String,
-    description: String,
+    description: Option<String>,
     to: Health,
     fields: Vec<EmbedField>,
 ) -> DiscordMessage {
@@ -175,7 +165,7 @@ fn notice(
         content: None,
         embeds: vec![fit(Embed {
             title,
-            description: Some(description),
+            description,
             color: color(to),
             fields,
             footer: Some(EmbedFooter {
@@ -203,9 +193,9 @@ pub fn slo_message(
     let remaining = budget_remaining.map_or("unknown".into(), |r| format!("{r:.1} %"));
     notice(
         format!("{target}: error budget burning {burn:.1}× over the last {window}"),
-        format!(
+        Some(format!(
             "Objective {objective} % over {days} days. At this rate the budget is spent long before the window ends (alert threshold {threshold}×)."
-        ),
+        )),
         Health::Degraded,
         vec![
             field("Burn rate", format!("{burn:.1}×"), true),
@@ -227,7 +217,7 @@ pub fn crash_message(
     }
     notice(
         format!("{app}: critical crash"),
-        message.to_string(),
+        Some(message.to_string()),
         Health::Down,
         fields,
     )

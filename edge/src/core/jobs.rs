@@ -517,24 +517,19 @@ mod tests {
         )
         .unwrap();
         let mut s = State::default();
+        let ok = |s: &mut State, at_ms| {
+            s.heartbeat(&c, "nightly", Signal::Ok, None, None, at_ms)
+                .unwrap()
+        };
         // Winter: 02:30 CET is 01:30 UTC; it reports at 01:40 UTC.
-        s.heartbeat(
-            &c,
-            "nightly",
-            Signal::Ok,
-            None,
-            None,
-            at(2026, 3, 27, 1, 40),
-        )
-        .unwrap();
+        ok(&mut s, at(2026, 3, 27, 1, 40));
         let due = at(2026, 3, 28, 1, 30);
         assert_eq!(s.jobs["nightly"].due_ms(&c.jobs[0]), Some(due));
         assert!(
             s.check_jobs(&c, None, due + 30 * MIN).is_empty(),
             "within grace"
         );
-        s.heartbeat(&c, "nightly", Signal::Ok, None, None, due + 10 * MIN)
-            .unwrap();
+        ok(&mut s, due + 10 * MIN);
         // The spring-forward night: due at 01:30 UTC still (03:30 CEST).
         let spring = at(2026, 3, 29, 1, 30);
         assert_eq!(s.jobs["nightly"].due_ms(&c.jobs[0]), Some(spring));
@@ -547,29 +542,19 @@ mod tests {
             "{why}"
         );
         // Summer: it reports; the next run is 02:30 CEST = 00:30 UTC.
-        s.heartbeat(&c, "nightly", Signal::Ok, None, None, spring + 40 * MIN)
-            .unwrap();
+        ok(&mut s, spring + 40 * MIN);
         assert_eq!(s.jobs["nightly"].health, Health::Healthy);
         assert_eq!(
             s.jobs["nightly"].due_ms(&c.jobs[0]),
             Some(at(2026, 3, 30, 0, 30))
         );
         // The fall-back night: due at the first 02:30, 00:30 UTC.
-        s.heartbeat(
-            &c,
-            "nightly",
-            Signal::Ok,
-            None,
-            None,
-            at(2026, 10, 24, 0, 40),
-        )
-        .unwrap();
+        ok(&mut s, at(2026, 10, 24, 0, 40));
         let autumn = at(2026, 10, 25, 0, 30);
         assert_eq!(s.jobs["nightly"].due_ms(&c.jobs[0]), Some(autumn));
         assert!(!about(s.check_jobs(&c, None, autumn + 31 * MIN), "nightly").is_empty());
         // Winter again: 02:30 CET is 01:30 UTC.
-        s.heartbeat(&c, "nightly", Signal::Ok, None, None, autumn + 35 * MIN)
-            .unwrap();
+        ok(&mut s, autumn + 35 * MIN);
         assert_eq!(
             s.jobs["nightly"].due_ms(&c.jobs[0]),
             Some(at(2026, 10, 26, 1, 30))
