@@ -3,7 +3,11 @@
 //!             server answering in a fixed latency, as a ratio to that latency
 //!   detection outage start → incident open, as a ratio to interval_s, for
 //!             Vigil's defaults and for Uptime Kuma- and Gatus-like settings
-//! Run: cargo bench -p edge --bench edge [-- cycle|detection]
+//!   history 30 days of one-minute observations per target: the history
+//!             document's size, its stores (KV writes) per day, the cost of
+//!             recording a cycle against the debounce alone, and percentile
+//!             error against the exact values
+//! Run: cargo bench -p edge --bench edge [-- cycle|detection|history]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,6 +136,106 @@ async fn detection() {
     detection_ratio("Gatus-like (threshold 3)", 0.8, 0.8, 3, 20).await;
 }
 
+fn history() {
+    use edge::core::history::{percentile_error_bound, History, DAY_MS, HOUR_MS};
+    use edge::core::probe::{Health, Observation};
+    use edge::core::state::State;
+
+    println!("## history: 30 days of one-minute observations (history_flush_s = 600)");
+    println!("| targets | document (bytes) | per target | stores on day 30 | record + flush check / debounce alone | summary of all targets (ms) | worst P50/P95/P99 error over 24 h |");
+    println!("|---|---|---|---|---|---|---|");
+    for n in [10usize, 100] {
+        let text = (0..n)
+            .map(|i| {
+                format!("[[target]]\nid = \"t{i}\"\nurl = \"http://127.0.0.1:9/\"\nslo = 99.9\n")
+            })
+            .collect::<String>();
+        let config = Config::parse("bench.toml", &text).expect("config");
+        let mut history = History::default();
+        let mut state = State::default();
+        let flush_ms = config.history_flush_ms();
+        let start = 1_700_000_000_000 / DAY_MS * DAY_MS + 17 * 60_000;
+        let minutes = 30 * 24 * 60;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let (mut stores_last_day, mut observe_ns, mut record_ns) = (0, 0u128, 0u128);
+        let mut last_day: Vec<Vec<u64>> = vec![Vec::new(); n];
+        for m in 0..minutes {
+            let now = start + m * 60_000;
+            let observations: Vec<Observation> = (0..n)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let latency = 20 + (x % 1000) * (x % 7 + 1) / 7;
+                    Observation {
+                        target: format!("t{i}"),
+                        at_ms: now,
+                        health: if x % 997 == 0 {
+                            Health::Down
+                        } else {
+                            Health::Healthy
+                        },
+                        status: Some(200),
+                        latency_ms: latency,
+                        error: None,
+                    }
+                })
+                .collect();
+            let t = Instant::now();
+            for o in &observations {
+                state.observe(&config, o, now);
+            }
+            observe_ns += t.elapsed().as_nanos();
+            let t = Instant::now();
+            for o in &observations {
+                history.record(o, config.interval_ms());
+            }
+            let flush = history.flush_due(now, flush_ms);
+            if flush {
+                history.mark_stored();
+            }
+            record_ns += t.elapsed().as_nanos();
+            if m >= minutes - 24 * 60 {
+                stores_last_day += usize::from(flush);
+            }
+            // The samples the 24-hour percentiles cover: this hour and the
+            // 23 before it.
+            let last_hour = (start + (minutes - 1) * 60_000) / HOUR_MS;
+            if now / HOUR_MS + 23 >= last_hour {
+                for (i, o) in observations.iter().enumerate() {
+                    if o.health != Health::Down {
+                        last_day[i].push(o.latency_ms);
+                    }
+                }
+            }
+        }
+        let now = start + (minutes - 1) * 60_000;
+        let bytes = serde_json::to_vec(&history).expect("json").len();
+        let t = Instant::now();
+        let views = edge::views::summary(&config, &state, &history, now, |_| None);
+        let summary_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let mut worst: f64 = 0.0;
+        for (i, lats) in last_day.iter_mut().enumerate() {
+            lats.sort_unstable();
+            let hist = history.latency_24h(&format!("t{i}"), now);
+            for q in [0.5, 0.95, 0.99] {
+                let rank = ((q * lats.len() as f64).ceil() as usize).clamp(1, lats.len());
+                let exact = lats[rank - 1] as f64;
+                let got = hist.quantile(q).expect("samples") as f64;
+                // Error as a share of the stated bound (≤ 1 within it).
+                worst = worst.max((got - exact).abs() / (exact * percentile_error_bound() + 0.5));
+            }
+        }
+        assert_eq!(views.targets.len(), n);
+        println!(
+            "| {n} | {bytes} | {} | {stores_last_day} | {:.2} | {summary_ms:.1} | {worst:.2} of the bound ({:.1} % + 0.5 ms) |",
+            bytes / n,
+            record_ns as f64 / observe_ns as f64,
+            percentile_error_bound() * 100.0
+        );
+    }
+}
+
 fn main() {
     let which = std::env::args()
         .skip(1)
@@ -147,6 +251,9 @@ fn main() {
         }
         if which == "all" || which == "detection" {
             detection().await;
+        }
+        if which == "all" || which == "history" {
+            history();
         }
     });
 }
