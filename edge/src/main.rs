@@ -64,9 +64,10 @@ fn main() -> ExitCode {
     };
     if args.check {
         println!(
-            "ok: {} targets, {} hosts in {}",
+            "ok: {} targets, {} hosts, {} jobs in {}",
             config.targets.len(),
             config.hosts.len(),
+            config.jobs.len(),
             args.config
         );
         return ExitCode::SUCCESS;

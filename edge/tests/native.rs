@@ -731,3 +731,46 @@ fn targets_show_uptime_percentiles_and_their_objective_and_burn_alerts_once() {
     assert!(restarted["samples_24h"].as_u64() >= after["samples_24h"].as_u64());
     assert!(discord.rejected().is_empty());
 }
+
+#[test]
+fn cron_jobs_show_when_they_are_due_and_unknown_jobs_are_created_when_allowed() {
+    let (dir, addr) = Edge::prepare("jobs-auto");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[job_defaults]\nauto_create = true\nperiod_s = 3600\n"
+        + "[[job]]\nid = \"nightly\"\ncron = \"30 2 * * *\"\ntz = \"Europe/Berlin\"\ngrace_s = 1800\n";
+    let edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    let send = |body: &str| {
+        edge.http
+            .post(format!("http://{addr}/ops/jobs/heartbeat"))
+            .bearer_auth(JOBS_TOKEN)
+            .body(body.to_string())
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(send(r#"{"job": "Not An Id", "status": "ok"}"#), 404);
+    assert_eq!(send(r#"{"job": "adhoc", "status": "ok"}"#), 200);
+    let jobs = edge.get("/ops/jobs")["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    let nightly = &jobs[0];
+    assert_eq!(
+        (nightly["cron"].as_str(), nightly["tz"].as_str()),
+        (Some("30 2 * * *"), Some("Europe/Berlin"))
+    );
+    // Due at the next 02:30 in Berlin: 00:30 or 01:30 UTC, within a day.
+    let due = nightly["next_due_ms"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(due > now - 60_000 && due <= now + 86_400_000, "{nightly}");
+    assert!([30, 90].contains(&(due / 60_000 % 1440)), "{nightly}");
+    let adhoc = &jobs[1];
+    assert_eq!(
+        (adhoc["id"].as_str(), adhoc["auto"].as_bool()),
+        (Some("adhoc"), Some(true))
+    );
+    assert_eq!(adhoc["period_s"], 3600.0);
+    assert_eq!(adhoc["state"], "healthy");
+}

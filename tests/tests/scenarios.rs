@@ -74,6 +74,15 @@ fn s01_killed_api_core_is_restarted_without_a_page() {
         actions_run(&p),
         [("restart_api_core".to_string(), "ok".to_string())]
     );
+    // The host's metrics: read at start (outside incidents) and by the round.
+    assert!(r[0]["host_metrics"]["mem_total_bytes"].as_u64() > Some(0));
+    let detail = p.edge().get("/ops/target/api");
+    let samples = detail["host_metrics"].as_array().unwrap();
+    assert!(samples.len() >= 2, "{detail}");
+    assert!(samples
+        .iter()
+        .all(|m| m["disk_used_percent"].as_f64() > Some(0.0)));
+    assert!(detail["uptime_24h"].as_f64() < Some(100.0), "{detail}");
 }
 
 /// Scenario 2: api-core wedged (accepts, never answers): timeouts, restart fixes it.
