@@ -170,7 +170,7 @@ fn history() {
                     Observation {
                         target: format!("t{i}"),
                         at_ms: now,
-                        health: if x % 997 == 0 {
+                        health: if x.is_multiple_of(997) {
                             Health::Down
                         } else {
                             Health::Healthy

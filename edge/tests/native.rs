@@ -228,6 +228,8 @@ fn the_api_checks_tokens_and_refuses_bad_input() {
         "/ops/incidents",
         "/ops/anomalies",
         "/ops/target/api",
+        "/ops/jobs",
+        "/ops/crashes",
     ] {
         assert_eq!(status(c.get(format!("{base}{path}"))), 401, "{path}");
         assert_eq!(

@@ -132,6 +132,8 @@ fn the_ops_api_answers_with_and_without_the_right_token() {
         "/ops/incidents",
         "/ops/anomalies",
         "/ops/target/api",
+        "/ops/jobs",
+        "/ops/crashes",
     ] {
         assert_eq!(get(&w, path, None).0, 401, "{path}");
         assert_eq!(get(&w, path, Some("wrong-token-wrong")).0, 401, "{path}");
@@ -368,8 +370,7 @@ fn job_heartbeats_in_the_worker() {
         return;
     }
     let discord = Discord::start();
-    let config =
-        "interval_s = 60\n[[job]]\nid = \"backup\"\nperiod_s = 3600\ngrace_s = 600\n".to_string();
+    let config = "interval_s = 60\n[job_defaults]\nauto_create = true\n[[job]]\nid = \"backup\"\nperiod_s = 3600\ngrace_s = 600\n[[job]]\nid = \"nightly\"\ncron = \"0 6 * * mon\"\ntz = \"America/New_York\"\n".to_string();
     let w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
     let send = |token: Option<&str>, body: &str| {
         let mut req = w
@@ -388,7 +389,7 @@ fn job_heartbeats_in_the_worker() {
     );
     assert_eq!(send(Some(JOBS_TOKEN), "{nope"), 400);
     assert_eq!(
-        send(Some(JOBS_TOKEN), r#"{"job": "nightly", "status": "ok"}"#),
+        send(Some(JOBS_TOKEN), r#"{"job": "Not An Id", "status": "ok"}"#),
         404
     );
     assert_eq!(send(Some(JOBS_TOKEN), &" ".repeat(20_000)), 413);
@@ -398,6 +399,19 @@ fn job_heartbeats_in_the_worker() {
     );
     let (_, jobs) = get(&w, "/ops/jobs", Some(READ_TOKEN));
     assert_eq!(jobs["jobs"][0]["state"], "healthy", "{jobs}");
+    // The tz table and cron in wasm: Mondays 06:00 in New York are 10:00
+    // or 11:00 UTC, on a Monday, within a week.
+    let due = jobs["jobs"][1]["next_due_ms"].as_u64().unwrap();
+    let days = due / 86_400_000;
+    assert_eq!((days + 4) % 7, 1, "a Monday: {jobs}");
+    assert!([600, 660].contains(&(due / 60_000 % 1440)), "{jobs}");
+    // An unknown job is created, as configured.
+    assert_eq!(
+        send(Some(JOBS_TOKEN), r#"{"job": "adhoc", "status": "ok"}"#),
+        200
+    );
+    let (_, jobs) = get(&w, "/ops/jobs", Some(READ_TOKEN));
+    assert_eq!(jobs["jobs"][2]["auto"], true, "{jobs}");
     assert!(jobs["jobs"][0]["last_ok_ms"].as_u64().is_some());
     assert_eq!(
         send(
