@@ -400,7 +400,9 @@ fn job_heartbeats_in_the_worker() {
     let (_, jobs) = get(&w, "/ops/jobs", Some(READ_TOKEN));
     assert_eq!(jobs["jobs"][0]["state"], "healthy", "{jobs}");
     // The tz table and cron in wasm: Mondays 06:00 in New York are 10:00
-    // or 11:00 UTC, on a Monday, within a week.
+    // or 11:00 UTC, on a Monday, within a week (a cycle starts watching).
+    w.scheduled();
+    let (_, jobs) = get(&w, "/ops/jobs", Some(READ_TOKEN));
     let due = jobs["jobs"][1]["next_due_ms"].as_u64().unwrap();
     let days = due / 86_400_000;
     assert_eq!((days + 4) % 7, 1, "a Monday: {jobs}");
