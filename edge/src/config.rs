@@ -372,14 +372,8 @@ impl Config {
             key: key.to_string(),
             reason,
         };
-        let mut config: Config = toml::from_str(text).map_err(|e| {
-            let reason = e.message().to_string();
-            let key = e
-                .span()
-                .and_then(|s| text.get(s))
-                .map(|k| k.trim().to_string())
-                .filter(|k| !k.is_empty() && k.len() < 80)
-                .unwrap_or_else(|| "(file)".into());
+        let mut config: Config = basic_toml::from_str(text).map_err(|e| {
+            let (key, reason) = split_toml_error(&e.to_string());
             err(&key, reason)
         })?;
         config
@@ -590,6 +584,21 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A TOML error names its key inside the message ("... for key `a.b` at
+/// line 3 column 1"): the key moves to the error's key, the rest stays.
+fn split_toml_error(message: &str) -> (String, String) {
+    const MARK: &str = " for key `";
+    let Some(start) = message.find(MARK) else {
+        return ("(file)".into(), message.to_string());
+    };
+    let rest = &message[start + MARK.len()..];
+    let Some(end) = rest.find('`') else {
+        return ("(file)".into(), message.to_string());
+    };
+    let key = rest[..end].to_string();
+    (key, format!("{}{}", &message[..start], &rest[end + 1..]))
 }
 
 fn valid_id(id: &str) -> bool {

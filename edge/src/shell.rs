@@ -114,7 +114,7 @@ pub fn delivery_outcome(status: u16, retry_after_header: Option<f64>, body: &str
     match status {
         200..=299 => Delivery::Sent,
         429 => {
-            let body_retry = serde_json::from_str::<serde_json::Value>(body)
+            let body_retry = serde_json::from_slice::<serde_json::Value>(body.as_bytes())
                 .ok()
                 .and_then(|v| v.get("retry_after")?.as_f64());
             let secs = body_retry.or(retry_after_header).unwrap_or(1.0).max(0.0);

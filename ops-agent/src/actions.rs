@@ -113,7 +113,7 @@ impl Allowlist {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ActionsError> {
-        let file: ActionsFile = toml::from_str(text).map_err(|e| ActionsError::Parse {
+        let file: ActionsFile = basic_toml::from_str(text).map_err(|e| ActionsError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_string(),
         })?;

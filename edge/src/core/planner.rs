@@ -390,7 +390,7 @@ pub fn check(response: &Completion, allowed: &[ActionInfo], services: &[String])
         arguments: truncate(&call.function.arguments, 500),
         verdict: String::new(),
     };
-    let args: serde_json::Value = match serde_json::from_str(&call.function.arguments) {
+    let args: serde_json::Value = match serde_json::from_slice(call.function.arguments.as_bytes()) {
         Ok(v) => v,
         Err(e) => {
             let why = format!("malformed arguments for {}: {e}", record.name);

@@ -111,8 +111,8 @@ fn check(target: &Target, status: u16, body: &str) -> Result<(), String> {
         }
     }
     if let Some(rule) = &target.body_json {
-        let doc: serde_json::Value =
-            serde_json::from_str(body).map_err(|e| format!("body is not JSON: {e}"))?;
+        let doc: serde_json::Value = serde_json::from_slice(body.as_bytes())
+            .map_err(|e| format!("body is not JSON: {e}"))?;
         match doc.pointer(&rule.pointer) {
             Some(v) if *v == rule.equals => {}
             Some(v) => return Err(format!("{} is {v}, expected {}", rule.pointer, rule.equals)),

@@ -102,7 +102,9 @@ impl<'a> Store<'a> {
             }
         };
         let state = match &stored {
-            Some(text) => serde_json::from_str(text)
+            // JSON is read from bytes everywhere: one serde_json reader type
+            // in the bundle, not two.
+            Some(text) => serde_json::from_slice(text.as_bytes())
                 .map_err(|e| format!("stored state is unreadable: {e}"))?,
             None => State::default(),
         };
@@ -143,9 +145,8 @@ impl<'a> Store<'a> {
         key: &str,
     ) -> Fallible<T> {
         match self.get_text(key).await? {
-            Some(text) => {
-                serde_json::from_str(&text).map_err(|e| format!("stored {key} is unreadable: {e}"))
-            }
+            Some(text) => serde_json::from_slice(text.as_bytes())
+                .map_err(|e| format!("stored {key} is unreadable: {e}")),
             None => Ok(T::default()),
         }
     }
