@@ -165,6 +165,9 @@ pub struct JobView<'a> {
     pub state: Health,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<u64>,
+    /// The last heartbeat of any kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_ok_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -199,6 +202,7 @@ pub fn jobs<'a>(config: &'a Config, state: &'a State) -> Vec<JobView<'a>> {
                 auto: js.is_some_and(|s| s.auto),
                 state: js.map_or(Health::Healthy, |s| s.health),
                 since_ms: js.map(|s| s.since_ms),
+                last_seen_ms: js.and_then(|s| s.last_seen_ms),
                 last_ok_ms: js.and_then(|s| s.last_ok_ms),
                 last_fail_ms: js.and_then(|s| s.last_fail_ms),
                 next_due_ms: js.and_then(|s| s.due_ms(&j)),

@@ -438,6 +438,10 @@ fn job_heartbeats_open_and_resolve_incidents_and_refuse_bad_input() {
     assert_eq!(send(Some(JOBS_TOKEN), ok), 200);
     let jobs = edge.get("/ops/jobs");
     assert!(jobs["jobs"][0]["last_ok_ms"].as_u64().is_some(), "{jobs}");
+    assert_eq!(
+        jobs["jobs"][0]["last_seen_ms"],
+        jobs["jobs"][0]["last_ok_ms"]
+    );
     // Silence: late after period + grace (1.5 s), within a cycle.
     edge.wait_for("the late job's incident", Duration::from_secs(10), |e| {
         e.get("/ops/jobs")["jobs"][0]["state"] == "down"

@@ -32,6 +32,9 @@ pub struct JobState {
     pub since_ms: u64,
     /// When Vigil started watching: the first deadline of a job never heard.
     pub watched_since_ms: u64,
+    /// The last heartbeat of any kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_ok_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +57,7 @@ impl JobState {
             health: Health::Healthy,
             since_ms: now_ms,
             watched_since_ms: now_ms,
+            last_seen_ms: None,
             last_ok_ms: None,
             last_fail_ms: None,
             running: BTreeMap::new(),
@@ -154,6 +158,7 @@ impl State {
             .entry(job.to_string())
             .or_insert_with(|| JobState::new(now_ms));
         js.auto = auto;
+        js.last_seen_ms = Some(now_ms);
         let run = run_id.unwrap_or(NO_RUN_ID).to_string();
         match signal {
             Signal::Start => {
@@ -408,6 +413,8 @@ mod tests {
             .unwrap();
         s.heartbeat(&c, "backup", Signal::Start, Some("r1"), None, 5 * MIN)
             .unwrap();
+        let js = &s.jobs["backup"];
+        assert_eq!((js.last_ok_ms, js.last_seen_ms), (Some(0), Some(5 * MIN)));
         assert!(
             about(s.check_jobs(&c, None, 15 * MIN), "backup").is_empty(),
             "10 minutes of grace"
