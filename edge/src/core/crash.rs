@@ -226,6 +226,17 @@ pub fn subject(app: &str) -> String {
     format!("crash:{app}")
 }
 
+/// Distinct crashes of one app alerted within the cooldown; more only count.
+const ALERTS_PER_APP: usize = 5;
+
+/// A crash alert sent, remembered for the cooldown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashAlert {
+    pub app: String,
+    pub fingerprint: String,
+    pub at_ms: u64,
+}
+
 /// What a report did to the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrashOutcome {
@@ -235,7 +246,8 @@ pub struct CrashOutcome {
 
 impl State {
     /// Takes a report: a critical one opens or joins its app's incident and
-    /// alerts, unless its fingerprint alerted within `cooldown_ms`.
+    /// alerts, unless its fingerprint alerted within `cooldown_ms` or its app
+    /// already alerted `ALERTS_PER_APP` distinct crashes in that time.
     pub fn crash(&mut self, report: &CrashReport, cooldown_ms: u64, now_ms: u64) -> CrashOutcome {
         if report.severity != Severity::Critical {
             return CrashOutcome {
@@ -243,7 +255,7 @@ impl State {
                 alerted: false,
             };
         }
-        self.crash_alerts.retain(|_, at| now_ms < *at + cooldown_ms);
+        self.crash_alerts.retain(|a| now_ms < a.at_ms + cooldown_ms);
         let fingerprint = report.fingerprint();
         let subject = subject(&report.app);
         let open = self
@@ -252,7 +264,18 @@ impl State {
             .rev()
             .find(|i| i.is_open() && i.target == subject)
             .map(|i| i.id.clone());
-        if self.crash_alerts.contains_key(&fingerprint) {
+        let seen = self
+            .crash_alerts
+            .iter()
+            .any(|a| a.fingerprint == fingerprint);
+        let app_alerts = self
+            .crash_alerts
+            .iter()
+            .filter(|a| a.app == report.app)
+            .count();
+        // The token of a crash log is in every visitor's browser: a flood of
+        // made-up messages must not become a flood of alerts.
+        if seen || app_alerts >= ALERTS_PER_APP {
             if let Some(inc) = open.as_deref().and_then(|id| self.incident_mut(id)) {
                 inc.crash_reports += 1;
             }
@@ -261,7 +284,11 @@ impl State {
                 alerted: false,
             };
         }
-        self.crash_alerts.insert(fingerprint.clone(), now_ms);
+        self.crash_alerts.push(CrashAlert {
+            app: report.app.clone(),
+            fingerprint: fingerprint.clone(),
+            at_ms: now_ms,
+        });
         let id = open.unwrap_or_else(|| {
             let remediation =
                 RemediationStatus::NotApplicable("a crash report: no remediation".into());
@@ -413,6 +440,25 @@ mod tests {
         assert!(!s.incident(&id).unwrap().is_open());
         let later = s.crash(&bang, HOUR, 3 * CRASH_QUIET_MS);
         assert_ne!(later.incident, Some(id));
+    }
+
+    #[test]
+    fn a_flood_of_distinct_crashes_alerts_a_few_times_and_counts_the_rest() {
+        let mut s = State::default();
+        for i in 0..50 {
+            let r = report(&format!(
+                r#"{{"app": "shop", "message": "made up {i}", "severity": "critical"}}"#
+            ));
+            s.crash(&r, HOUR, 1000 + i);
+        }
+        assert_eq!(s.outbox.entries.len(), ALERTS_PER_APP);
+        assert_eq!(s.incidents.len(), 1);
+        assert_eq!(s.incidents[0].crash_reports, 50);
+        // Another app has its own allowance; after the cooldown, so does shop.
+        let blog = report(r#"{"app": "blog", "message": "boom", "severity": "critical"}"#);
+        assert!(s.crash(&blog, HOUR, 2000).alerted);
+        let again = report(r#"{"app": "shop", "message": "made up 0", "severity": "critical"}"#);
+        assert!(s.crash(&again, HOUR, 1000 + HOUR).alerted);
     }
 
     #[test]

@@ -138,9 +138,9 @@ pub struct State {
     pub manual_actions: VecDeque<ManualAction>,
     #[serde(default)]
     pub jobs: BTreeMap<String, super::jobs::JobState>,
-    /// Crash fingerprints alerted within the cooldown: fingerprint → when.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub crash_alerts: BTreeMap<String, u64>,
+    /// Crash alerts sent within the cooldown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crash_alerts: Vec<super::crash::CrashAlert>,
 }
 
 /// Who the on-call person is, for the page's @mention.
