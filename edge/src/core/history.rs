@@ -269,8 +269,8 @@ impl History {
                 total_ms: weight,
             });
         }
-        // Otherwise it is older than every kept slice: too old to matter
-        // for burn rates.
+        // Otherwise it is late (before the newest slice, with no slice of
+        // its own): rare, and left out of burn rates.
         let newest = th.slices.back().map_or(n, |s| s.n);
         while th
             .slices
