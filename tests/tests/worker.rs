@@ -362,6 +362,20 @@ fn durable_object_store_runs_one_cycle_at_a_time_and_pages_once() {
             .count(),
         1
     );
+    // Crash reports go to the Durable Object too, and keep their CORS.
+    let res = w
+        .http
+        .post(w.url("/_log"))
+        .bearer_auth(CRASH_LOG_TOKEN)
+        .body(r#"{"app": "shop", "message": "boom", "severity": "critical"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    let (_, crashes) = get(&w, "/ops/crashes", Some(READ_TOKEN));
+    assert_eq!(crashes["crashes"][0]["app"], "shop", "{crashes}");
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 2, "{open}");
 }
 
 #[test]
