@@ -2,6 +2,40 @@
 
 use serde::Deserialize;
 
+/// The first value of `key` in a URL's query string, form-decoded (`+` is a
+/// space, `%XX` a byte). Written here rather than taken from the `url` crate:
+/// this is the Worker's only use of it, and it is large in the bundle.
+pub fn query_param(url: &str, key: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(k) == key).then(|| form_decode(v))
+    })
+}
+
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `?state=open|resolved`: `None` lists all.
 pub fn state_filter(state: Option<&str>) -> Result<Option<bool>, String> {
     match state {
@@ -100,6 +134,28 @@ mod tests {
         assert!(heartbeat(br#"{"status": "ok"}"#).is_err());
         assert!(heartbeat(br#"{"job": "b", "status": "ok", "run_id": ""}"#).is_err());
         assert!(heartbeat(br#"{"job": "b", "status": "ok", "extra": 1}"#).is_err());
+    }
+
+    #[test]
+    fn query_parameters_are_form_decoded() {
+        let url = "https://vigil.example/ops/crashes?app=my+shop%2Fv2&limit=5&app=other#frag";
+        assert_eq!(query_param(url, "app").as_deref(), Some("my shop/v2"));
+        assert_eq!(query_param(url, "limit").as_deref(), Some("5"));
+        assert_eq!(query_param(url, "nope"), None);
+        assert_eq!(query_param("https://x/ops/incidents", "state"), None);
+        assert_eq!(query_param("https://x/?flag", "flag").as_deref(), Some(""));
+        assert_eq!(
+            query_param("https://x/?a=100%", "a").as_deref(),
+            Some("100%")
+        );
+        assert_eq!(
+            query_param("https://x/?a=%zz%41", "a").as_deref(),
+            Some("%zzA")
+        );
+        assert_eq!(
+            query_param("https://x/?a=%C3%A9", "a").as_deref(),
+            Some("é")
+        );
     }
 
     #[test]

@@ -578,12 +578,8 @@ async fn route(
     };
     let now = now_ms();
     let operator = ops_requests::operator(req.headers().get("x-vigil-operator")?.as_deref());
-    let url = req.url()?;
-    let query = |k: &str| {
-        url.query_pairs()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.into_owned())
-    };
+    let url = req.inner().url();
+    let query = |k: &str| ops_requests::query_param(&url, k);
     let res = match segments.as_slice() {
         ["ops", "summary"] => {
             let history = read_history(&mut store).await;
