@@ -4,10 +4,12 @@
 //! the metrics read from its ops-agent. Pure: observations and `now` in,
 //! figures out.
 //!
-//! Uptime is time-weighted: each observation stands for the time since the
-//! one before it (at most two intervals, so a gap while Vigil was stopped
-//! counts as nothing). Degraded counts as up. Latency percentiles are over
-//! answers that were not down (a timeout is not a latency).
+//! Uptime is time-weighted: what an observation saw holds until the next
+//! observation (at most two intervals, so a gap while Vigil was stopped
+//! counts as nothing). A blip that the confirm probe clears is down only
+//! until that probe, not for a whole interval. Degraded counts as up.
+//! Latency percentiles are over answers that were not down (a timeout is
+//! not a latency).
 //!
 //! Percentile error bound: bucket `i` holds latencies in `[G^i, G^(i+1))` ms
 //! with `G = 1.1`, and a percentile is reported as its bucket's geometric
@@ -132,6 +134,9 @@ pub struct TargetHistory {
     pub slices: VecDeque<Slice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_at_ms: Option<u64>,
+    /// Whether the last observation was up: it holds until the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_up: Option<bool>,
 }
 
 /// One reading of a host's metrics.
@@ -219,13 +224,21 @@ impl History {
     /// Adds one observation; `interval_ms` caps the time it stands for.
     pub fn record(&mut self, obs: &Observation, interval_ms: u64) {
         let th = self.targets.entry(obs.target.clone()).or_default();
-        let weight = match th.last_at_ms {
-            None => interval_ms,
-            Some(last) => obs.at_ms.saturating_sub(last).min(2 * interval_ms),
-        };
-        th.last_at_ms = Some(th.last_at_ms.unwrap_or(0).max(obs.at_ms));
         let up = obs.health != Health::Down;
-        let up_ms = if up { weight } else { 0 };
+        // The time since the last observation is credited to what that one
+        // saw; a late observation (a round's re-probe racing the cycle)
+        // credits nothing and changes nothing but its latency.
+        let (weight, was_up) = match (th.last_at_ms, th.last_up) {
+            (Some(last), Some(was_up)) if obs.at_ms >= last => {
+                ((obs.at_ms - last).min(2 * interval_ms), was_up)
+            }
+            _ => (0, up),
+        };
+        if th.last_at_ms.is_none_or(|last| obs.at_ms >= last) {
+            th.last_at_ms = Some(obs.at_ms);
+            th.last_up = Some(up);
+        }
+        let up_ms = if was_up { weight } else { 0 };
 
         let hour = obs.at_ms / HOUR_MS;
         let rollup = match th.hours.iter().rposition(|r| r.hour <= hour) {
@@ -525,19 +538,30 @@ mod tests {
         let now = start + 2 * DAY_MS - MIN;
         // The outage is more than 24 hours back.
         assert_eq!(h.uptime("web", now, DAY_MS), Some(100.0));
+        // Each minute is credited when the next probe comes: 2,879 minutes
+        // watched, 30 of them down.
         let two_days = h.uptime("web", now, 7 * DAY_MS).unwrap();
-        let expected = 100.0 * (1.0 - 30.0 / (2.0 * 24.0 * 60.0));
+        let expected = 100.0 * (1.0 - 30.0 / (2.0 * 24.0 * 60.0 - 1.0));
         assert!(
             (two_days - expected).abs() < 1e-9,
             "{two_days} vs {expected}"
         );
-        // Degraded is up; a gap while nothing watched counts as nothing.
+        // Degraded is up; a gap while nothing watched counts as two
+        // intervals at most; what a probe saw holds until the next one.
         let mut g = History::default();
         g.record(&obs("api", start, Health::Degraded, 5000), MIN);
+        assert_eq!(g.uptime("api", start, DAY_MS), None, "nothing credited yet");
         g.record(&obs("api", start + 10 * HOUR_MS, Health::Down, 0), MIN);
+        g.record(
+            &obs("api", start + 10 * HOUR_MS + 15_000, Health::Healthy, 9),
+            MIN,
+        );
         let (up, total) = g.up_total("api", start + 10 * HOUR_MS, DAY_MS);
-        assert_eq!((up, total), (MIN, 3 * MIN));
+        assert_eq!((up, total), (2 * MIN, 2 * MIN + 15_000));
         assert_eq!(g.uptime("nope", start, DAY_MS), None);
+        // A re-probe older than the last observation credits nothing.
+        g.record(&obs("api", start + 10 * HOUR_MS, Health::Down, 7), MIN);
+        assert_eq!(g.up_total("api", start + 10 * HOUR_MS, DAY_MS), (up, total));
     }
 
     #[test]
@@ -565,13 +589,13 @@ mod tests {
     fn burn_rates_match_worked_examples() {
         let mut h = History::default();
         let start = 500 * HOUR_MS;
-        // 1 s probes for 6 hours; in the last hour, 1.44 % of them are down
-        // (every 1/0.0144 ≈ 69.4 s: 52 of 3600 → 1.444 %); before, none.
+        // 1 s probes for 6 hours; in the last hour, 1.44 % of the time is
+        // down (one second in 69: 52 of 3600 → 1.444 %); before, none.
         let secs = 6 * 3600;
         for s in 0..secs {
             let at = start + s * 1000;
             let in_last_hour = s >= secs - 3600;
-            let down = in_last_hour && (s % 3600) * 52 / 3600 != ((s % 3600) + 1) * 52 / 3600;
+            let down = in_last_hour && s % 3600 % 69 == 34;
             let health = if down { Health::Down } else { Health::Healthy };
             h.record(&obs("web", at, health, 20), 1000);
         }
@@ -585,8 +609,9 @@ mod tests {
         let burn_6h = status.burn_6h.unwrap();
         assert!((burn_6h - burn_1h / 6.0).abs() < 0.01, "{burn_6h}");
         // 52 s down of a 30-day budget of 43.2 min (2592 s) watched for
-        // 6 h only: the budget is relative to the time watched.
-        let bad = 52.0 / (6.0 * 3600.0);
+        // 6 h only (less the first probe's second, credited by none): the
+        // budget is relative to the time watched.
+        let bad = 52.0 / (6.0 * 3600.0 - 1.0);
         let remaining = status.budget_remaining.unwrap();
         assert!(
             (remaining - (1.0 - bad / 0.001) * 100.0).abs() < 0.01,

@@ -126,8 +126,9 @@ url = "http://127.0.0.1:9/"
     }
 
     /// A target probed each minute with a 99.9 % objective: one minute down
-    /// in an hour is a burn of 1/60 / 0.001 ≈ 16.7× (fast); after it leaves
-    /// the hour window the episode ends; a second outage is a new episode.
+    /// in an hour (credited when the next probe comes) is a burn of
+    /// 1/60 / 0.001 ≈ 16.7× (fast); after it leaves the hour window the
+    /// episode ends; a second outage is a new episode.
     #[test]
     fn fast_and_slow_burn_alert_once_per_episode() {
         let config = config();
@@ -152,17 +153,39 @@ url = "http://127.0.0.1:9/"
         let slow: Vec<_> = sent.iter().filter(|k| k.contains("/slow/")).collect();
         // Fast: once for the one-minute blip, once for the second outage.
         assert_eq!(fast.len(), 2, "{sent:?}");
-        assert_eq!(fast[0], &format!("slo/web/fast/{}", start + 30 * MIN));
-        assert_eq!(fast[1], &format!("slo/web/fast/{}", start + 300 * MIN));
+        assert_eq!(fast[0], &format!("slo/web/fast/{}", start + 31 * MIN));
+        assert_eq!(fast[1], &format!("slo/web/fast/{}", start + 301 * MIN));
         // Slow: one minute in 6 hours is 2.8× (no alert); two are 5.6× (no
         // alert), three 8.3× (alert), and it still burns at the end: no
         // second alert.
         assert_eq!(slow.len(), 1, "{sent:?}");
-        assert_eq!(slow[0], &format!("slo/web/slow/{}", start + 301 * MIN));
+        assert_eq!(slow[0], &format!("slo/web/slow/{}", start + 302 * MIN));
         assert!(s.targets["web"].burning.slow_since_ms.is_some());
         // No objective, no alerts.
         assert!(sent.iter().all(|k| k.starts_with("slo/web/")));
         assert!(s.targets.get("plain").is_none_or(|t| t.burning.is_quiet()));
+    }
+
+    /// A blip that the confirm probe clears 15 s later is 15 s down: 4.2×
+    /// a 99.9 % budget over the hour, no alert (the debounce ignores it
+    /// too). Had it counted the whole minute, it would have been 16.7×.
+    #[test]
+    fn a_blip_cleared_by_the_confirm_probe_burns_too_little_to_alert() {
+        let config = config();
+        let mut h = History::default();
+        let mut s = State::default();
+        let start = 100 * HOUR_MS;
+        for m in 0..120 {
+            let at = start + m * MIN;
+            probe(&mut h, "web", at, m == 30);
+            if m == 30 {
+                probe(&mut h, "web", at + 15_000, false);
+            }
+            s.check_slo(&config, &h, at);
+        }
+        assert!(alerts(&s).is_empty(), "{:?}", alerts(&s));
+        let burn = h.slo("web", 99.9, 30, start + 40 * MIN).burn_1h.unwrap();
+        assert!((burn - 15.0 / 3600.0 / 0.001).abs() < 0.01, "{burn}");
     }
 
     #[test]
@@ -174,7 +197,8 @@ url = "http://127.0.0.1:9/"
         s.set_maintenance("web", Some(start + HOUR_MS), start)
             .unwrap();
         probe(&mut h, "web", start, true);
-        s.check_slo(&config, &h, start);
+        probe(&mut h, "web", start + MIN, true);
+        s.check_slo(&config, &h, start + MIN);
         assert!(alerts(&s).is_empty());
         assert!(s.targets["web"].burning.fast_since_ms.is_some());
     }
