@@ -104,6 +104,14 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
+fn too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("body over {limit} bytes"),
+    )
+}
+
 fn unauthorized() -> Response {
     let mut res = error(
         StatusCode::UNAUTHORIZED,
@@ -135,40 +143,25 @@ async fn require_read(State(api): State<Shared>, req: Request, next: Next) -> Re
     }
 }
 
-async fn require_control(State(api): State<Shared>, req: Request, next: Next) -> Response {
-    if api
-        .control
-        .as_ref()
-        .is_some_and(|t| t.accepts_header(bearer(req.headers())))
-    {
+/// Runs the request when `token` is configured and presented.
+async fn admit(token: Option<&TokenCheck>, req: Request, next: Next) -> Response {
+    if token.is_some_and(|t| t.accepts_header(bearer(req.headers()))) {
         next.run(req).await
     } else {
         unauthorized()
     }
+}
+
+async fn require_control(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    admit(api.control.as_ref(), req, next).await
 }
 
 async fn require_jobs(State(api): State<Shared>, req: Request, next: Next) -> Response {
-    if api
-        .jobs
-        .as_ref()
-        .is_some_and(|t| t.accepts_header(bearer(req.headers())))
-    {
-        next.run(req).await
-    } else {
-        unauthorized()
-    }
+    admit(api.jobs.as_ref(), req, next).await
 }
 
 async fn require_crash_log(State(api): State<Shared>, req: Request, next: Next) -> Response {
-    let mut res = if api
-        .crash_log
-        .as_ref()
-        .is_some_and(|t| t.accepts_header(bearer(req.headers())))
-    {
-        next.run(req).await
-    } else {
-        unauthorized()
-    };
+    let mut res = admit(api.crash_log.as_ref(), req, next).await;
     with_cors(&mut res);
     res
 }
@@ -188,11 +181,7 @@ async fn crash_preflight() -> Response {
 
 async fn crash_report(State(api): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
     let Ok(body) = body else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("body over {CRASH_BODY_LIMIT} bytes"),
-        );
+        return too_large(CRASH_BODY_LIMIT);
     };
     let (report, truncated) = match CrashReport::parse(&body) {
         Ok(r) => r,
@@ -286,11 +275,7 @@ async fn list_jobs(State(api): State<Shared>) -> Response {
 
 async fn heartbeat(State(api): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
     let Ok(body) = body else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("body over {BODY_LIMIT} bytes"),
-        );
+        return too_large(BODY_LIMIT);
     };
     let hb = match ops_requests::heartbeat(&body) {
         Ok(hb) => hb,
@@ -416,11 +401,7 @@ async fn maintenance(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Ok(body) = body else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("body over {BODY_LIMIT} bytes"),
-        );
+        return too_large(BODY_LIMIT);
     };
     if api.runner.config.target(&id).is_none() {
         return error(
