@@ -582,11 +582,10 @@ async fn route(
     let query = |k: &str| ops_requests::query_param(&url, k);
     let res = match segments.as_slice() {
         ["ops", "summary"] => {
-            let history = read_history(&mut store).await;
-            json(
-                200,
-                &views::summary(&config, &state, &history, now, |_| None),
-            )
+            with_history(&mut store, |h| {
+                json(200, &views::summary(&config, &state, h, now, |_| None))
+            })
+            .await
         }
         ["ops", "crashes"] => {
             let log: CrashLog = match store.load_doc(CRASHES_KEY).await {
@@ -599,14 +598,10 @@ async fn route(
             }
         }
         ["_log"] => {
-            let body = req.bytes().await?;
-            if body.len() > CRASH_BODY_LIMIT {
-                return error(
-                    413,
-                    "body_too_large",
-                    format!("body over {CRASH_BODY_LIMIT} bytes"),
-                );
-            }
+            let body = match body_within(req, CRASH_BODY_LIMIT).await? {
+                Ok(body) => body,
+                Err(too_large) => return Ok(too_large),
+            };
             let (report, truncated) = match CrashReport::parse(&body) {
                 Ok(r) => r,
                 Err(e) => return error(400, "bad_body", e.to_string()),
@@ -630,29 +625,24 @@ async fn route(
             &serde_json::json!({"jobs": views::jobs(&config, &state)}),
         ),
         ["ops", "jobs", "heartbeat"] => {
-            let body = req.bytes().await?;
-            if body.len() > BODY_LIMIT {
-                error(
-                    413,
-                    "body_too_large",
-                    format!("body over {BODY_LIMIT} bytes"),
-                )
-            } else {
-                match ops_requests::heartbeat(&body) {
-                    Err(why) => error(400, "bad_body", why),
-                    Ok(hb) => match state.heartbeat(
-                        &config,
-                        &hb.job,
-                        hb.status,
-                        hb.run_id.as_deref(),
-                        secrets.oncall_user.as_deref(),
-                        now,
-                    ) {
-                        // Alerts go out with the next cycle's outbox.
-                        Ok(_) => json(200, &serde_json::json!({"ok": true, "job": hb.job})),
-                        Err(e) => error(404, "unknown_job", e.to_string()),
-                    },
-                }
+            let body = match body_within(req, BODY_LIMIT).await? {
+                Ok(body) => body,
+                Err(too_large) => return Ok(too_large),
+            };
+            match ops_requests::heartbeat(&body) {
+                Err(why) => error(400, "bad_body", why),
+                Ok(hb) => match state.heartbeat(
+                    &config,
+                    &hb.job,
+                    hb.status,
+                    hb.run_id.as_deref(),
+                    secrets.oncall_user.as_deref(),
+                    now,
+                ) {
+                    // Alerts go out with the next cycle's outbox.
+                    Ok(_) => json(200, &serde_json::json!({"ok": true, "job": hb.job})),
+                    Err(e) => error(404, "unknown_job", e.to_string()),
+                },
             }
         }
         ["ops", "incidents"] => match ops_requests::state_filter(query("state").as_deref()) {
@@ -663,13 +653,16 @@ async fn route(
             Some(i) => json(200, i),
             None => error(404, "unknown_incident", format!("no incident {id:?}")),
         },
-        // History lives in Analytics Engine: no recent observations here.
+        // Each observation is a point in Analytics Engine: no list of recent
+        // ones here.
         ["ops", "target", id] => {
-            let history = read_history(&mut store).await;
-            match views::target(&config, &state, &history, id, Vec::new(), now) {
-                Some(v) => json(200, &v),
-                None => error(404, "unknown_target", format!("no target {id:?}")),
-            }
+            with_history(&mut store, |h| {
+                match views::target(&config, &state, h, id, Vec::new(), now) {
+                    Some(v) => json(200, &v),
+                    None => error(404, "unknown_target", format!("no target {id:?}")),
+                }
+            })
+            .await
         }
         ["ops", "incidents", id, verb] => {
             let done = if *verb == "ack" {
@@ -690,14 +683,11 @@ async fn route(
             }
         }
         ["ops", "target", id, "maintenance"] => {
-            let body = req.bytes().await?;
-            if body.len() > BODY_LIMIT {
-                error(
-                    413,
-                    "body_too_large",
-                    format!("body over {BODY_LIMIT} bytes"),
-                )
-            } else if config.target(id).is_none() {
+            let body = match body_within(req, BODY_LIMIT).await? {
+                Ok(body) => body,
+                Err(too_large) => return Ok(too_large),
+            };
+            if config.target(id).is_none() {
                 error(404, "unknown_target", format!("no target {id:?}"))
             } else {
                 match ops_requests::maintenance_until(&body, now) {
@@ -736,13 +726,27 @@ async fn route(
     res
 }
 
-/// The history for a read route: this isolate's copy (unstored samples
-/// included), else the stored one, else none yet.
-async fn read_history(store: &mut Store<'_>) -> History {
-    if let Some(h) = HISTORY.with(|h| h.borrow().clone()) {
-        return h;
+/// Runs a read route's `f` on the history: this isolate's copy (unstored
+/// samples included), borrowed rather than copied, else the stored one,
+/// else none yet. Only the cycle replaces the isolate's copy.
+async fn with_history<R>(store: &mut Store<'_>, f: impl FnOnce(&History) -> R) -> R {
+    if HISTORY.with(|h| h.borrow().is_none()) {
+        return f(&store.load_doc(HISTORY_KEY).await.unwrap_or_default());
     }
-    store.load_doc(HISTORY_KEY).await.unwrap_or_default()
+    // Nothing awaits between the check and here: the copy is still there.
+    HISTORY.with(|h| f(h.borrow().as_ref().unwrap_or(&History::default())))
+}
+
+/// The request's body, or the 413 answer when it is over `limit`.
+async fn body_within(
+    req: &mut Request,
+    limit: usize,
+) -> worker::Result<std::result::Result<Vec<u8>, Response>> {
+    let body = req.bytes().await?;
+    if body.len() > limit {
+        return error(413, "body_too_large", format!("body over {limit} bytes")).map(Err);
+    }
+    Ok(Ok(body))
 }
 
 async fn manual(
