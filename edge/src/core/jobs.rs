@@ -146,13 +146,12 @@ impl State {
         oncall: OncallUser,
         now_ms: u64,
     ) -> Result<Vec<Event>, JobError> {
-        let (spec, auto) = match config.job(job) {
-            Some(j) => (j.clone(), false),
-            None => match spec(config, &self.jobs, job).or_else(|| config.auto_job(job)) {
-                Some(j) => (j, true),
-                None => return Err(JobError::UnknownJob(job.to_string())),
-            },
-        };
+        let auto = config.job(job).is_none();
+        let spec = config
+            .job(job)
+            .cloned()
+            .or_else(|| config.auto_job(job))
+            .ok_or_else(|| JobError::UnknownJob(job.to_string()))?;
         let js = self
             .jobs
             .entry(job.to_string())

@@ -42,30 +42,40 @@ impl State {
                 .or_insert_with(|| TargetState::new(now_ms));
             let in_maintenance = ts.in_maintenance(now_ms);
             let windows = [
-                ("fast", "hour", status.burn_1h, FAST_BURN),
-                ("slow", "6 hours", status.burn_6h, SLOW_BURN),
+                (
+                    "fast",
+                    "hour",
+                    HOUR_MS,
+                    status.burn_1h,
+                    FAST_BURN,
+                    &mut ts.burning.fast_since_ms,
+                ),
+                (
+                    "slow",
+                    "6 hours",
+                    6 * HOUR_MS,
+                    status.burn_6h,
+                    SLOW_BURN,
+                    &mut ts.burning.slow_since_ms,
+                ),
             ];
             let mut alerts = Vec::new();
-            for (kind, window, burn, threshold) in windows {
-                let since = match kind {
-                    "fast" => &mut ts.burning.fast_since_ms,
-                    _ => &mut ts.burning.slow_since_ms,
-                };
+            for (kind, label, window_ms, burn, threshold, since) in windows {
                 match burn.filter(|b| *b > threshold) {
                     Some(b) if since.is_none() => {
                         *since = Some(now_ms);
                         if !in_maintenance {
-                            alerts.push((kind, window, b, threshold));
+                            alerts.push((kind, label, window_ms, b, threshold));
                         }
                     }
                     Some(_) => {}
                     None => *since = None,
                 }
             }
-            for (kind, window, burn, threshold) in alerts {
+            for (kind, label, window_ms, burn, threshold) in alerts {
                 let message = slo_message(
                     &t.id,
-                    window,
+                    label,
                     burn,
                     threshold,
                     objective,
@@ -76,7 +86,7 @@ impl State {
                 self.outbox.push(key, message, now_ms);
                 events.push(Event::BurnRate {
                     target: t.id.clone(),
-                    window: if kind == "fast" { HOUR_MS } else { 6 * HOUR_MS },
+                    window: window_ms,
                 });
             }
         }
