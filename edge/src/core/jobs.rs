@@ -317,6 +317,23 @@ mod tests {
             .collect()
     }
 
+    /// The first incident about `job`.
+    fn incident_of<'a>(s: &'a State, job: &str) -> &'a crate::core::incident::Incident {
+        let subject = subject(job);
+        s.incidents
+            .iter()
+            .find(|i| i.target == subject)
+            .expect("an incident about the job")
+    }
+
+    /// Why the first incident about `job` opened.
+    fn why(s: &State, job: &str) -> String {
+        incident_of(s, job).history[0]
+            .error
+            .clone()
+            .unwrap_or_default()
+    }
+
     fn titles(s: &State) -> Vec<String> {
         s.outbox
             .entries
@@ -354,12 +371,8 @@ mod tests {
             s.check_jobs(&c, None, 80 * MIN).is_empty(),
             "one incident, one alert"
         );
-        let inc = s.incident("inc-1").unwrap();
-        assert!(inc.history[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("no ok for 4200 s"));
+        assert_eq!(incident_of(&s, "backup").id, "inc-1");
+        assert!(why(&s, "backup").contains("no ok for 4200 s"));
         // The late job reports again: resolved.
         let ev = s
             .heartbeat(&c, "backup", Signal::Ok, None, None, 90 * MIN)
@@ -382,21 +395,8 @@ mod tests {
         assert!(about(s.check_jobs(&c, None, 1000 + 70 * MIN), "backup").is_empty());
         let ev = about(s.check_jobs(&c, None, 1001 + 70 * MIN), "backup");
         assert_eq!(ev.len(), 2, "{ev:?}");
-        let inc = s
-            .incidents
-            .iter()
-            .find(|i| i.target == "job:backup")
-            .unwrap();
-        assert!(inc.history[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("never reported"));
-        let report = s
-            .incidents
-            .iter()
-            .find(|i| i.target == "job:report")
-            .unwrap();
+        assert!(why(&s, "backup").contains("never reported"));
+        let report = incident_of(&s, "report");
         assert_eq!(
             report.opened_at_ms,
             1000 + 70 * MIN,
@@ -420,16 +420,7 @@ mod tests {
         );
         let ev = about(s.check_jobs(&c, None, 15 * MIN + 1), "backup");
         assert_eq!(ev.len(), 2, "{ev:?}");
-        let inc = s
-            .incidents
-            .iter()
-            .find(|i| i.target == "job:backup")
-            .unwrap();
-        assert!(inc.history[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("run r1 started 600 s ago"));
+        assert!(why(&s, "backup").contains("run r1 started 600 s ago"));
     }
 
     #[test]
@@ -448,12 +439,7 @@ mod tests {
         // "b" overruns its grace.
         let ev = about(s.check_jobs(&c, None, 15 * MIN + 1), "backup");
         assert!(!ev.is_empty());
-        let inc = s
-            .incidents
-            .iter()
-            .find(|i| i.target == "job:backup")
-            .unwrap();
-        assert!(inc.history[0].error.as_deref().unwrap().contains("run b"));
+        assert!(why(&s, "backup").contains("run b"));
     }
 
     #[test]
@@ -542,7 +528,7 @@ mod tests {
         assert!(s.check_jobs(&c, None, spring + 30 * MIN).is_empty());
         let ev = s.check_jobs(&c, None, spring + 30 * MIN + 1);
         assert_eq!(about(ev, "nightly").len(), 2, "transition and incident");
-        let why = s.incidents[0].history[0].error.clone().unwrap();
+        let why = why(&s, "nightly");
         assert!(
             why.contains("2026-03-29T01:30:00Z") && why.contains("Europe/Berlin"),
             "{why}"
