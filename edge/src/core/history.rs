@@ -355,13 +355,25 @@ impl History {
     /// Up time and watched time over the last `window_ms` (whole hours, the
     /// current one included).
     fn up_total(&self, target: &str, now_ms: u64, window_ms: u64) -> (u64, u64) {
-        let first_hour = (now_ms / HOUR_MS + 1).saturating_sub(window_ms / HOUR_MS);
-        self.targets.get(target).map_or((0, 0), |th| {
-            th.hours
-                .iter()
-                .filter(|r| r.hour >= first_hour && r.hour <= now_ms / HOUR_MS)
-                .fold((0, 0), |(u, t), r| (u + r.up_ms, t + r.total_ms))
-        })
+        self.hours_within(target, now_ms, window_ms)
+            .fold((0, 0), |(u, t), r| (u + r.up_ms, t + r.total_ms))
+    }
+
+    /// A target's rollups of the last `window_ms`, in whole hours, the
+    /// current one included.
+    fn hours_within<'a>(
+        &'a self,
+        target: &str,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> impl Iterator<Item = &'a Rollup> {
+        let now_hour = now_ms / HOUR_MS;
+        let first_hour = (now_hour + 1).saturating_sub(window_ms / HOUR_MS);
+        self.targets
+            .get(target)
+            .into_iter()
+            .flat_map(|th| th.hours.iter())
+            .filter(move |r| r.hour >= first_hour && r.hour <= now_hour)
     }
 
     /// Percent of watched time up over the last `window_ms`.
@@ -372,12 +384,9 @@ impl History {
 
     /// The latency histogram of the last 24 hours.
     pub fn latency_24h(&self, target: &str, now_ms: u64) -> Histogram {
-        let first_hour = (now_ms / HOUR_MS + 1).saturating_sub(24);
         let mut h = Histogram::default();
-        if let Some(th) = self.targets.get(target) {
-            for r in th.hours.iter().filter(|r| r.hour >= first_hour) {
-                h.merge(&r.latency);
-            }
+        for r in self.hours_within(target, now_ms, DAY_MS) {
+            h.merge(&r.latency);
         }
         h
     }
