@@ -365,7 +365,7 @@ fn log_events(events: &[Event]) {
             }
             Event::InMaintenance { target } => tracing::debug!(%target, "in maintenance"),
             Event::BurnRate { target, window } => {
-                tracing::warn!(%target, window_ms = window, "error budget burning fast: alerted")
+                tracing::warn!(%target, window_ms = window, "error budget burning: alerted")
             }
         }
     }
