@@ -294,13 +294,17 @@ fn the_api_checks_tokens_and_refuses_bad_input() {
         ),
         400
     );
+    let too_large = c
+        .post(&maint)
+        .bearer_auth(CONTROL_TOKEN)
+        .body(vec![b' '; 64 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(too_large.status().as_u16(), 413);
     assert_eq!(
-        status(
-            c.post(&maint)
-                .bearer_auth(CONTROL_TOKEN)
-                .body(vec![b' '; 64 * 1024])
-        ),
-        413
+        too_large.headers()["connection"],
+        "close",
+        "the unread body spoils the connection: the client must not reuse it"
     );
     assert_eq!(
         status(

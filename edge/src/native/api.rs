@@ -104,12 +104,20 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
+/// The answer to a body over `limit`. The rest of the body is never read,
+/// so the connection cannot carry another request: the answer says so, or a
+/// client that reuses it gets a broken answer.
 fn too_large(limit: usize) -> Response {
-    error(
+    let mut res = error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
         format!("body over {limit} bytes"),
-    )
+    );
+    res.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    res
 }
 
 fn unauthorized() -> Response {
