@@ -224,12 +224,17 @@ async fn limit_body(State(state): State<Arc<AppState>>, req: Request, next: Next
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    // The rest of the body is never read, so the connection cannot carry
+    // another request: the answer says so, or a client reusing it breaks.
     let too_large = || {
-        error(
+        let mut res = error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("request body over {limit} bytes"),
-        )
+        );
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res
     };
     if announced.is_some_and(|n| n > limit) {
         return too_large();

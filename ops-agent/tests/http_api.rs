@@ -324,6 +324,11 @@ async fn oversized_bodies_are_refused_before_anything_runs() {
         .await
         .unwrap();
     assert_eq!(res.status(), 413);
+    assert_eq!(
+        res.headers()["connection"],
+        "close",
+        "the unread body spoils the connection"
+    );
     assert_eq!(error_code(res).await, "body_too_large");
     assert!(
         agent.audit_lines().is_empty(),
