@@ -17,5 +17,7 @@ export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 scripts/worker-build.sh
 # The integration tests start the binaries: build them first.
 cargo build --workspace --all-targets
+# The agent's image for the deploy tests: static musl binary, FROM scratch.
+scripts/agent-image.sh
 scripts/validate-deploy.sh
 cargo test --workspace "$@"
