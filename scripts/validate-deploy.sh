@@ -12,7 +12,7 @@ T=$(mktemp -d /tmp/vigil-deploy.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 ok() { echo "deploy: ok: $*"; }
 
-OPS_AGENT_TOKEN=dummy-token-0123456789 DOCKER_GID=999 \
+COMPOSE_PROJECT_NAME=myapp OPS_AGENT_TOKEN=dummy-token-0123456789 DOCKER_GID=999 \
   docker-compose -f deploy/docker-compose.yml -p myapp config -q
 ok "docker-compose config"
 

@@ -76,6 +76,7 @@ async fn serve(config: Config, allowlist: Allowlist) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    check_docker_socket();
     let state = Arc::new(AppState::new(config, allowlist, audit));
     let sweeper = state.clone();
     tokio::spawn(async move {
@@ -94,6 +95,54 @@ async fn serve(config: Config, allowlist: Allowlist) -> anyhow::Result<()> {
     .await?;
     tracing::info!("ops-agent stopped");
     Ok(())
+}
+
+/// Says once, at start, whether the Docker socket can be opened. A socket
+/// this process may not open (its group not added) is a configuration error
+/// that no restart fixes, so the agent names the fix and keeps serving
+/// (Docker routes answer 502 with the reason) instead of exiting into a
+/// restart loop. A daemon that is not up yet is only a warning.
+fn check_docker_socket() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let path = match std::env::var("DOCKER_HOST") {
+        Err(_) => "/var/run/docker.sock".to_string(),
+        Ok(host) => match host.strip_prefix("unix://") {
+            Some(path) => path.to_string(),
+            None => return,
+        },
+    };
+    match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(_) => tracing::info!(socket = %path, "docker socket reachable"),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let (gid, mode) = std::fs::metadata(&path)
+                .map(|m| {
+                    (
+                        m.gid().to_string(),
+                        format!("{:o}", m.permissions().mode() & 0o777),
+                    )
+                })
+                .unwrap_or_else(|_| ("?".into(), "?".into()));
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
+            };
+            tracing::error!(
+                socket = %path,
+                socket_gid = %gid,
+                "cannot open the Docker socket {path}: permission denied. It belongs to group {gid} \
+                 (mode {mode}); this agent runs as uid {} with groups [{}]. Add the socket's group: \
+                 DOCKER_GID={gid} in the compose .env, or SupplementaryGroups= in the systemd unit. \
+                 Until then every Docker route answers 502.",
+                field("Uid:").split(' ').next().unwrap_or("?"),
+                field("Groups:"),
+            );
+        }
+        Err(e) => tracing::warn!(socket = %path, error = %e, "docker socket not reachable (yet)"),
+    }
 }
 
 /// SIGTERM or SIGINT; running requests (a running action) finish first.

@@ -28,6 +28,36 @@ pub fn inspect(target: &str, format: &str) -> String {
     docker(&["inspect", "-f", format, target])
 }
 
+/// Seconds since the Unix epoch (what `docker events --since` takes).
+pub fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The actions the Docker daemon saw on `container` since `since_s` (Unix
+/// seconds): restart, start, die, create, destroy, ...
+pub fn events(container: &str, since_s: u64) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &since_s.to_string(),
+            "--until",
+            &(unix_s() + 1).to_string(),
+            "--filter",
+            &format!("container={container}"),
+            "--format",
+            "{{.Action}}",
+        ])
+        .output()
+        .expect("docker events");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// A compose-like project: a network and labelled containers, removed on drop.
 pub struct Project {
     pub name: String,

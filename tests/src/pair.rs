@@ -4,13 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::discord::Discord;
-use crate::docker::Project;
+use crate::docker::{unix_s, Project};
 use crate::edge::{config_head, Edge};
 use crate::openai::Model;
 use crate::process::Proc;
@@ -67,12 +66,6 @@ pub struct Pair {
     /// Kept while no native edge owns it.
     _edge_dir: Option<TempDir>,
     pub started_s: u64,
-}
-
-fn unix_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Pair {
@@ -227,24 +220,7 @@ impl Pair {
     /// The actions the Docker daemon saw on `container` since the pair
     /// started (restart, start, die, create, destroy, ...).
     pub fn docker_events(&self, container: &str) -> Vec<String> {
-        let out = Command::new("docker")
-            .args([
-                "events",
-                "--since",
-                &self.started_s.to_string(),
-                "--until",
-                &(unix_s() + 1).to_string(),
-                "--filter",
-                &format!("container={container}"),
-                "--format",
-                "{{.Action}}",
-            ])
-            .output()
-            .expect("docker events");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        crate::docker::events(container, self.started_s)
     }
 
     pub fn restarts(&self, container: &str) -> usize {
