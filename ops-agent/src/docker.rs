@@ -146,11 +146,15 @@ impl Engine {
                 self.restart(&ids).await
             }
             Operation::RestartAll => {
+                // Never the agent's own container: restarting it would kill
+                // this action, its answer and its audit entry.
+                let own = own_container_id();
                 let ids: Vec<String> = self
                     .containers(None)
                     .await?
                     .into_iter()
                     .filter_map(|c| c.id)
+                    .filter(|id| Some(id) != own.as_ref())
                     .collect();
                 self.restart(&ids).await
             }
@@ -494,6 +498,24 @@ fn create_body_from(
     Ok((body, extra))
 }
 
+/// The id of the container this process runs in, if any: Docker bind-mounts
+/// `<data-root>/containers/<id>/hostname` on /etc/hostname.
+fn own_container_id() -> Option<String> {
+    container_id_in(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+fn container_id_in(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        let root = fields.nth(3)?;
+        if fields.next()? != "/etc/hostname" {
+            return None;
+        }
+        let id = root.strip_suffix("/hostname")?.rsplit('/').next()?;
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+    })
+}
+
 fn short_ids(ids: &[String]) -> String {
     ids.iter()
         .map(|i| &i[..i.len().min(12)])
@@ -507,5 +529,26 @@ fn push_bounded(out: &mut String, more: &str) {
             return;
         }
         out.push(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_id_in;
+
+    #[test]
+    fn own_container_is_found_by_its_hostname_mount() {
+        let id = "1e19453c986649fb20c9b8ba038ced839e68055c283ecf92a890400d7d4c9ebb";
+        let mountinfo = format!(
+            "136 100 0:52 / / ro,relatime - overlay overlay rw\n\
+             220 136 254:0 /var/lib/docker/containers/{id}/resolv.conf /etc/resolv.conf rw - ext4 /dev/vda rw\n\
+             221 136 254:0 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/vda rw\n"
+        );
+        assert_eq!(container_id_in(&mountinfo).as_deref(), Some(id));
+        // Not in a container (a host's own /etc/hostname is no bind mount).
+        assert_eq!(
+            container_id_in("22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"),
+            None
+        );
     }
 }

@@ -204,6 +204,20 @@ impl Stack {
         r.json().expect("json")
     }
 
+    /// Runs an action straight through the agent's published port; its
+    /// answer, which must be a success.
+    fn act(&self, action: &str) -> Value {
+        let r = client(None)
+            .post(self.url(&format!("/v1/actions/{action}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap_or_else(|e| panic!("POST {action}: {e}"));
+        assert_eq!(r.status(), 200, "{action}");
+        let result: Value = r.json().expect("json");
+        assert_eq!(result["ok"], true, "{result:#}");
+        result
+    }
+
     fn audit(&self) -> Vec<Value> {
         self.get("/v1/audit?limit=100")["entries"]
             .as_array()
@@ -235,15 +249,33 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let _ = Command::new("docker-compose")
-            .arg("-p")
-            .arg(&self.project)
-            .arg("-f")
-            .arg(repo().join("deploy/docker-compose.yml"))
-            .arg("--env-file")
-            .arg(self.dir.path().join(".env"))
-            .args(["down", "-v", "--timeout", "2"])
-            .output();
+        let down = || {
+            Command::new("docker-compose")
+                .arg("-p")
+                .arg(&self.project)
+                .arg("-f")
+                .arg(repo().join("deploy/docker-compose.yml"))
+                .arg("--env-file")
+                .arg(self.dir.path().join(".env"))
+                .args(["down", "-v", "--timeout", "2"])
+                .output()
+        };
+        let _ = down();
+        // A container caught restarting escapes `down`: remove it and retry.
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            let ids = String::from_utf8_lossy(&out.stdout).to_string();
+            if !ids.trim().is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(ids.split_whitespace())
+                    .output();
+                let _ = down();
+            }
+        }
     }
 }
 
@@ -325,14 +357,7 @@ fn compose_stack_runs_the_agent_confined_to_its_project() {
     // restart_api_core restarts this project's api-core, not the other's.
     let api = stack.container("api-core");
     let since = unix_s();
-    let r = client(None)
-        .post(stack.url("/v1/actions/restart_api_core"))
-        .bearer_auth(TOKEN)
-        .send()
-        .expect("POST action");
-    assert_eq!(r.status(), 200);
-    let result: Value = r.json().expect("json");
-    assert_eq!(result["ok"], true, "{result:#}");
+    let result = stack.act("restart_api_core");
     wait_until(
         "the engine's restart event",
         Duration::from_secs(20),
@@ -347,21 +372,35 @@ fn compose_stack_runs_the_agent_confined_to_its_project() {
     drop(other);
 
     // The audit volume keeps the entry across a restart of the agent.
-    let request_id = result["request_id"]
-        .as_str()
-        .expect("request_id")
-        .to_string();
-    let has_entry = |entries: Vec<Value>| {
-        entries
+    let audited = |result: &Value| {
+        stack
+            .audit()
             .iter()
-            .any(|e| e["request_id"] == request_id.as_str() && e["outcome"] == "ok")
+            .any(|e| e["request_id"] == result["request_id"] && e["outcome"] == "ok")
     };
-    assert!(has_entry(stack.audit()));
+    assert!(audited(&result));
     let started = inspect(&agent, "{{.State.StartedAt}}");
     stack.compose(&["restart", "ops-agent"]);
     assert_ne!(inspect(&agent, "{{.State.StartedAt}}"), started);
     stack.wait_healthy();
-    assert!(has_entry(stack.audit()), "the audit entry did not survive");
+    assert!(audited(&result), "the audit entry did not survive");
+
+    // restart_all restarts every other service of the project, but not the
+    // agent: restarting itself would kill the action it is answering, its
+    // answer and its audit entry with it.
+    let started = inspect(&agent, "{{.State.StartedAt}}");
+    let since = unix_s();
+    let result = stack.act("restart_all");
+    for service in ["api-core", "gateway", "nginx"] {
+        let id = stack.container(service);
+        wait_until(
+            &format!("{service}'s restart event"),
+            Duration::from_secs(20),
+            || events(&id, since).iter().any(|a| a == "restart"),
+        );
+    }
+    assert_eq!(inspect(&agent, "{{.State.StartedAt}}"), started);
+    assert!(audited(&result), "{result:#}");
 
     // A wrong socket group: a clear error at start, and no restart loop.
     let wrong = stack.socket_gid + 4242;
