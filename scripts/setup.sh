@@ -2,11 +2,12 @@
 # Installs what the tests need on a fresh machine of this kind (idempotent):
 # Debian's Docker Engine, a static busybox for the test image, static libc
 # for the stand-in service, docker-compose, nginx and openssl to validate
-# deploy/ and run it in tests, wrk, bc and curl for the benchmarks; and the
+# deploy/ and run it in tests, systemd for systemd-analyze (the units' checks;
+# nothing is started), wrk, bc and curl for the benchmarks; and the
 # Rust musl target (with musl-tools) for the agent's static binary.
 set -euo pipefail
 need=()
-for pkg in docker.io busybox-static libc6-dev docker-compose nginx-light openssl musl-tools wrk bc curl; do
+for pkg in docker.io busybox-static libc6-dev docker-compose nginx-light openssl musl-tools systemd wrk bc curl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

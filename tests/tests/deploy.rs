@@ -58,6 +58,33 @@ fn both_dockerfiles_build_the_same_runtime_stage() {
     assert_eq!(multi, runtime_stage("deploy/Dockerfile.ops-agent.prebuilt"));
 }
 
+/// The exposure levels (0 = fully confined .. 10) that
+/// `systemd-analyze security` gives the shipped units, as BENCHMARKS.md
+/// records them: hardening may improve, never regress.
+const UNIT_EXPOSURE: [(&str, f64); 2] = [("ops-agent.service", 1.1), ("vigil-edge.service", 1.1)];
+
+#[test]
+fn systemd_units_keep_their_hardening() {
+    // systemd is not PID 1 on these machines, so the units are measured
+    // offline rather than run.
+    for (unit, max) in UNIT_EXPOSURE {
+        let path = repo().join("deploy/systemd").join(unit);
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (scripts/setup.sh installs systemd)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let level: f64 = text
+            .lines()
+            .find_map(|l| l.split(&format!("exposure level for {unit}: ")).nth(1))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level for {unit}:\n{text}"));
+        eprintln!("systemd-analyze security {unit}: {level}");
+        assert!(level <= max, "{unit}: exposure {level} > {max}\n{text}");
+    }
+}
+
 /// The stand-in service as an image of its own (the test image with the
 /// stand-in as its command), built once per run on the private daemon.
 fn standin_image() -> &'static str {
