@@ -11,7 +11,8 @@ cargo build --release --locked -p ops-agent --target "$TRIPLE" -j "${CARGO_BUILD
 BIN="${CARGO_TARGET_DIR:-target}/$TRIPLE/release/ops-agent"
 C=$(mktemp -d /tmp/vigil-agent-image.XXXXXX)
 trap 'rm -rf "$C"' EXIT
-cp "$BIN" "$C/ops-agent"
+# Stripped, as the multi-stage Dockerfile does (install -s): no debug symbols in the image.
+install -s -m 0755 "$BIN" "$C/ops-agent"
 cp actions.toml "$C/actions.toml"
 mkdir "$C/audit"
 # The legacy builder (no BuildKit here); its deprecation notice is noise.

@@ -36,9 +36,10 @@ ok "nginx -t with deploy/nginx/ops-agent.conf"
 
 if command -v systemd-analyze >/dev/null 2>&1; then
   cargo build -q -p edge -p ops-agent
+  BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug"
   for unit in deploy/systemd/*.service; do
-    sed -e "s#/usr/local/bin/vigil-edge#$PWD/target/debug/vigil-edge#" \
-        -e "s#/usr/local/bin/ops-agent#$PWD/target/debug/ops-agent#" "$unit" > "$T/$(basename "$unit")"
+    sed -e "s#/usr/local/bin/vigil-edge#$BIN/vigil-edge#" \
+        -e "s#/usr/local/bin/ops-agent#$BIN/ops-agent#" "$unit" > "$T/$(basename "$unit")"
   done
   out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$T"/*.service 2>&1 | grep -v -e 'docker.socket' -e 'docker.service' || true)
   if [ -n "$out" ]; then echo "$out"; exit 1; fi

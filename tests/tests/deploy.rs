@@ -252,6 +252,15 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// A container's log, stderr and stdout.
+    fn logs(&self, container: &str) -> String {
+        let out = Command::new("docker")
+            .args(["logs", container])
+            .output()
+            .expect("docker logs");
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+    }
+
     fn left_behind(&self) -> Vec<String> {
         let label = format!("label=com.docker.compose.project={}", self.project);
         let mut left = Vec::new();
@@ -332,6 +341,8 @@ fn compose_stack_runs_the_agent_confined_to_its_project() {
     }
     let stack = Stack::up(&format!("vdeploy{}", std::process::id()));
     let agent = stack.agent();
+    let log = stack.logs(&agent);
+    assert!(log.contains("docker socket reachable"), "{log}");
 
     // Non-root, no capabilities, read-only root: as the kernel sees the process.
     let pid = inspect(&agent, "{{.State.Pid}}");
@@ -434,13 +445,7 @@ fn compose_stack_runs_the_agent_confined_to_its_project() {
     stack.write_env(wrong);
     stack.compose(&["up", "-d", "--no-build"]);
     let agent = stack.agent();
-    let logs = || {
-        let out = Command::new("docker")
-            .args(["logs", &agent])
-            .output()
-            .expect("docker logs");
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
-    };
+    let logs = || stack.logs(&agent);
     wait_until(
         "the socket error in the agent's log",
         Duration::from_secs(30),
