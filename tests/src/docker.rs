@@ -11,13 +11,17 @@ pub fn image() -> String {
 
 /// Runs `docker args...`, panicking with its stderr on failure.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
+    let mut cmd = Command::new("docker");
+    cmd.args(args);
+    stdout_of(cmd)
+}
+
+/// Runs `cmd`; its trimmed stdout, or a panic with its stderr on failure.
+pub fn stdout_of(mut cmd: Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "docker {args:?} failed: {}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()

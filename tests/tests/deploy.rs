@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_testkit::docker::{docker, events, image, inspect, unix_s, Project};
+use vigil_testkit::docker::{docker, events, image, inspect, stdout_of, unix_s, Project};
 use vigil_testkit::process::Proc;
 use vigil_testkit::{docker_or_skip, free_port, TempDir};
 
@@ -175,25 +175,21 @@ impl Stack {
         std::fs::write(self.dir.path().join(".env"), text).expect("write .env");
     }
 
-    fn compose(&self, args: &[&str]) -> String {
-        let env_file = self.dir.path().join(".env");
-        let file = repo().join("deploy/docker-compose.yml");
-        let out = Command::new("docker-compose")
-            .arg("-p")
+    /// `docker-compose -p PROJECT -f deploy/docker-compose.yml --env-file .env args...`
+    fn compose_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("docker-compose");
+        cmd.arg("-p")
             .arg(&self.project)
             .arg("-f")
-            .arg(&file)
+            .arg(repo().join("deploy/docker-compose.yml"))
             .arg("--env-file")
-            .arg(&env_file)
-            .args(args)
-            .output()
-            .expect("run docker-compose");
-        assert!(
-            out.status.success(),
-            "docker-compose {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+            .arg(self.dir.path().join(".env"))
+            .args(args);
+        cmd
+    }
+
+    fn compose(&self, args: &[&str]) -> String {
+        stdout_of(self.compose_command(args))
     }
 
     fn container(&self, service: &str) -> String {
@@ -286,14 +282,7 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         let down = || {
-            Command::new("docker-compose")
-                .arg("-p")
-                .arg(&self.project)
-                .arg("-f")
-                .arg(repo().join("deploy/docker-compose.yml"))
-                .arg("--env-file")
-                .arg(self.dir.path().join(".env"))
-                .args(["down", "-v", "--timeout", "2"])
+            self.compose_command(&["down", "-v", "--timeout", "2"])
                 .output()
         };
         let _ = down();
