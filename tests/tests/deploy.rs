@@ -60,6 +60,40 @@ fn both_dockerfiles_build_the_same_runtime_stage() {
     assert_eq!(multi, runtime_stage("deploy/Dockerfile.ops-agent.prebuilt"));
 }
 
+#[test]
+fn compose_file_refuses_a_missing_project_name_or_socket_group() {
+    // `-p` alone would give the agent another project than the stack's (it
+    // used to fall back to "myapp"), and a guessed group cannot open the
+    // socket: both must be said before anything starts.
+    let dir = TempDir::new("compose-env");
+    for (missing, env) in [
+        (
+            "COMPOSE_PROJECT_NAME",
+            "OPS_AGENT_TOKEN=0123456789abcdef\nDOCKER_GID=999\n",
+        ),
+        (
+            "DOCKER_GID",
+            "OPS_AGENT_TOKEN=0123456789abcdef\nCOMPOSE_PROJECT_NAME=app\n",
+        ),
+    ] {
+        let env_file = dir.path().join(missing);
+        std::fs::write(&env_file, env).expect("write env file");
+        let out = Command::new("docker-compose")
+            .args(["-p", "app", "-f"])
+            .arg(repo().join("deploy/docker-compose.yml"))
+            .arg("--env-file")
+            .arg(&env_file)
+            .args(["config", "-q"])
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .env_remove("DOCKER_GID")
+            .output()
+            .expect("docker-compose");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{missing}: accepted");
+        assert!(err.contains(&format!("set {missing} in .env")), "{err}");
+    }
+}
+
 /// The exposure levels (0 = fully confined .. 10) that
 /// `systemd-analyze security` gives the shipped units, as BENCHMARKS.md
 /// records them: hardening may improve, never regress.
