@@ -100,7 +100,7 @@ async fn serve(config: Config, allowlist: Allowlist) -> anyhow::Result<()> {
 /// Says once, at start, whether the Docker socket can be opened. A socket
 /// this process may not open (its group not added) is a configuration error
 /// that no restart fixes, so the agent names the fix and keeps serving
-/// (Docker routes answer 502 with the reason) instead of exiting into a
+/// (its Docker calls fail with the reason) instead of exiting into a
 /// restart loop. A daemon that is not up yet is only a warning.
 fn check_docker_socket() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -136,7 +136,7 @@ fn check_docker_socket() {
                 "cannot open the Docker socket {path}: permission denied. It belongs to group {gid} \
                  (mode {mode}); this agent runs as uid {} with groups [{}]. Add the socket's group: \
                  DOCKER_GID={gid} in the compose .env, or SupplementaryGroups= in the systemd unit. \
-                 Until then every Docker route answers 502.",
+                 Until then every Docker call fails.",
                 field("Uid:").split(' ').next().unwrap_or("?"),
                 field("Groups:"),
             );
