@@ -784,3 +784,214 @@ fn cron_jobs_show_when_they_are_due_and_unknown_jobs_are_created_when_allowed() 
     assert_eq!(adhoc["period_s"], 3600.0);
     assert_eq!(adhoc["state"], "healthy");
 }
+
+/// A tmpfs of 512 KiB mounted on the edge's state dir (needs root, like the
+/// private Docker daemon), which the test fills and empties.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a small tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Fills what is left with one file.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).and_then(|_| f.flush()).is_ok() {}
+    }
+
+    fn empty(&self) {
+        std::fs::remove_file(self.dir.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+#[test]
+fn a_write_the_store_cannot_keep_is_refused_alerted_and_ids_never_repeat() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("full");
+    let disk = SmallDisk::mount(&dir.path().join("state"));
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + &target_toml("api", &target.url(), "")
+        + "[[job]]\nid = \"backup\"\nperiod_s = 3600\n";
+    let mut edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    let heartbeat = |edge: &Edge, status: &str| {
+        let res = edge
+            .http
+            .post(format!("http://{addr}/ops/jobs/heartbeat"))
+            .bearer_auth(JOBS_TOKEN)
+            .json(&json!({"job": "backup", "status": status}))
+            .send()
+            .unwrap();
+        (res.status().as_u16(), res.json::<Value>().unwrap())
+    };
+    let healthz = |edge: &Edge| {
+        let res = edge
+            .http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .unwrap();
+        (res.status().as_u16(), res.json::<Value>().unwrap())
+    };
+    assert_eq!(heartbeat(&edge, "ok").0, 200);
+    assert_eq!(healthz(&edge).0, 200);
+
+    disk.fill();
+    // The target goes down while nothing can be stored: the monitor goes on
+    // from memory and alerts; so does the alert about the store.
+    target.set(Behaviour::Status(500));
+    edge.wait_for(
+        "the down alert and the store alert",
+        Duration::from_secs(15),
+        |_| {
+            let titles = discord.titles();
+            titles.iter().any(|t| t == "api: healthy → down")
+                && titles.iter().any(|t| t.contains("state store failing"))
+        },
+    );
+    let lost = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, body) = healthz(&edge);
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["store"]["ok"], false, "{body}");
+    let summary = edge.get("/ops/summary");
+    assert_eq!(summary["store"]["ok"], false, "{summary}");
+    assert!(
+        summary["store"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("space"),
+        "{summary}"
+    );
+
+    // Every write a caller would count on is refused, and nothing changes.
+    let (code, body) = heartbeat(&edge, "fail");
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{body}"
+    );
+    assert_eq!(edge.get("/ops/jobs")["jobs"][0]["state"], "healthy");
+    let (code, body) = edge.post(&format!("/ops/incidents/{lost}/ack"), None);
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{body}"
+    );
+    assert!(edge.get(&format!("/ops/incidents/{lost}"))["acked_at_ms"].is_null());
+    let (code, _) = edge.post(
+        "/ops/target/api/maintenance",
+        Some(json!({"duration_s": 60})),
+    );
+    assert_eq!(code, 503);
+    assert!(edge.get("/ops/summary")["targets"][0]["maintenance_until_ms"].is_null());
+
+    // A crash loses what was only in memory; the next incident has a new id.
+    edge.kill();
+    disk.empty();
+    edge.restart();
+    edge.wait_for("the incident again", Duration::from_secs(15), |e| {
+        !e.get("/ops/incidents?state=open")["incidents"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    let again = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(again, lost, "an incident id is never used twice");
+
+    // A failing store that recovers says so (a steady state writes
+    // nothing: the failure shows with the next change).
+    disk.fill();
+    assert_eq!(heartbeat(&edge, "fail").0, 503);
+    assert_eq!(edge.get("/ops/summary")["store"]["ok"], false);
+    disk.empty();
+    edge.wait_for("the store recovered", Duration::from_secs(15), |_| {
+        discord
+            .titles()
+            .iter()
+            .any(|t| t.contains("state store recovered"))
+    });
+    assert_eq!(healthz(&edge).0, 200);
+    assert_eq!(heartbeat(&edge, "fail").0, 200);
+    assert!(discord.rejected().is_empty());
+}
+
+#[test]
+fn a_hung_discord_never_slows_a_heartbeat_or_the_probes() {
+    let hung = TargetServer::start();
+    hung.set(Behaviour::Hang);
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("hung");
+    let config = config_head(dir.path(), addr, 0.2, 0.1)
+        + &target_toml("api", &target.url(), "")
+        + "[[job]]\nid = \"backup\"\nperiod_s = 3600\n";
+    let edge = Edge::start(
+        bin(),
+        dir,
+        addr,
+        &config,
+        vec![("DISCORD_WEBHOOK_URL", hung.url())],
+    );
+    let heartbeat = |status: &str| {
+        let started = Instant::now();
+        let code = edge
+            .http
+            .post(format!("http://{addr}/ops/jobs/heartbeat"))
+            .bearer_auth(JOBS_TOKEN)
+            .json(&json!({"job": "backup", "status": status}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(code, 200);
+        started.elapsed()
+    };
+    // The fail opens an incident whose alert goes to a Discord that never answers.
+    let took = heartbeat("fail");
+    assert!(took < Duration::from_secs(1), "fail took {took:?}");
+    edge.wait_for("a delivery hanging", Duration::from_secs(10), |_| {
+        !hung.seen().is_empty()
+    });
+    let probes = target.seen().len();
+    for status in ["ok", "fail", "ok"] {
+        let took = heartbeat(status);
+        assert!(took < Duration::from_secs(1), "{status} took {took:?}");
+    }
+    edge.wait_for(
+        "probes while the delivery hangs",
+        Duration::from_secs(5),
+        |_| target.seen().len() >= probes + 5,
+    );
+    assert_eq!(edge.get("/ops/jobs")["jobs"][0]["state"], "healthy");
+}

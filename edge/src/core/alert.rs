@@ -204,6 +204,35 @@ pub fn slo_message(
     )
 }
 
+/// The state store failing (`error`), or recovered (`None`) after
+/// `failed_saves` failed saves since `since_ms`.
+pub fn store_message(
+    error: Option<&str>,
+    since_ms: u64,
+    now_ms: u64,
+    failed_saves: u64,
+) -> DiscordMessage {
+    match error {
+        Some(e) => notice(
+            "vigil: state store failing".into(),
+            Some(format!(
+                "Saving the state failed: {e}. Vigil keeps probing and alerting from memory; control and heartbeat writes are refused (503) until the store recovers, and what changes meanwhile is lost if the edge stops."
+            )),
+            Health::Down,
+            Vec::new(),
+        ),
+        None => notice(
+            "vigil: state store recovered".into(),
+            Some(format!(
+                "Saving works again after {} s and {failed_saves} failed save(s).",
+                now_ms.saturating_sub(since_ms) / 1000
+            )),
+            Health::Healthy,
+            Vec::new(),
+        ),
+    }
+}
+
 /// A critical crash report from a frontend.
 pub fn crash_message(
     app: &str,

@@ -17,7 +17,9 @@ use vigil_wire::{ErrorBody, TokenCheck};
 
 use super::io::now_ms;
 use super::runner::Runner;
+use super::store::StoreError;
 use crate::core::crash::CrashReport;
+use crate::core::incident::ManualAction;
 use crate::core::state::StateError;
 use crate::shell::{BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
@@ -83,7 +85,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/_log", axum::routing::options(crash_preflight))
         .layer(DefaultBodyLimit::max(CRASH_BODY_LIMIT));
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .route("/healthz", get(healthz))
         .merge(heartbeats)
         .merge(reads)
         .merge(controls)
@@ -118,6 +120,29 @@ fn too_large(limit: usize) -> Response {
         header::HeaderValue::from_static("close"),
     );
     res
+}
+
+/// The answer to a change that could not be stored (and so was not made).
+fn not_stored(e: &StoreError) -> Response {
+    let mut res = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!("the change could not be stored, so it was not made: {e}"),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+    res
+}
+
+/// 200 while the state can be stored; 503 with the store's error when not.
+async fn healthz(State(api): State<Shared>) -> Response {
+    let store = api.runner.store_health();
+    let status = if store.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"ok": store.ok, "store": store}))).into_response()
 }
 
 fn unauthorized() -> Response {
@@ -195,11 +220,10 @@ async fn crash_report(State(api): State<Shared>, body: Result<Bytes, BytesReject
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
     };
-    let crash = api.runner.take_crash(report, truncated);
-    if crash.alerted {
-        api.runner.deliver().await;
+    match api.runner.take_crash(report, truncated) {
+        Ok(crash) => (StatusCode::ACCEPTED, Json(crash)).into_response(),
+        Err(e) => not_stored(&e),
     }
-    (StatusCode::ACCEPTED, Json(crash)).into_response()
 }
 
 async fn crashes(
@@ -291,22 +315,23 @@ async fn heartbeat(State(api): State<Shared>, body: Result<Bytes, BytesRejection
     };
     let config = api.runner.config.clone();
     let oncall = api.runner.io.secrets().oncall_user.clone();
-    let done = api.runner.update(|s| {
-        s.heartbeat(
+    let done = api.runner.try_update(|s| {
+        Ok(s.heartbeat(
             &config,
             &hb.job,
             hb.status,
             hb.run_id.as_deref(),
             oncall.as_deref(),
             now_ms(),
-        )
+        ))
     });
     match done {
-        Ok(_) => {
-            api.runner.deliver().await;
+        Ok(Ok(_)) => {
+            api.runner.deliver_soon();
             Json(json!({"ok": true, "job": hb.job})).into_response()
         }
-        Err(e) => error(StatusCode::NOT_FOUND, "unknown_job", e.to_string()),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, "unknown_job", e.to_string()),
+        Err(e) => not_stored(&e),
     }
 }
 
@@ -314,9 +339,17 @@ async fn anomalies(State(api): State<Shared>) -> Response {
     Json(api.runner.read(|s| json!({"anomalies": s.anomalies}))).into_response()
 }
 
-/// Runs an allowlisted action by hand and records it.
+/// Runs an allowlisted action by hand, recorded on the open incidents
+/// before it is sent and completed when it ends.
 async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
-    let record = match api.runner.io.manual_action(host, name, by).await {
+    let runner = &api.runner;
+    let config = runner.config.clone();
+    let start = |a: &ManualAction| {
+        runner
+            .try_update(|s| Ok(s.start_manual_action(&config, a.clone())))
+            .map_err(|e| e.to_string())
+    };
+    let record = match runner.io.manual_action(host, name, by, &start).await {
         Ok(r) => r,
         Err(refusal) => {
             let (status, code, message) = refusal.answer(host, name);
@@ -327,9 +360,20 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
             );
         }
     };
-    let config = api.runner.config.clone();
-    api.runner
-        .update(|s| s.record_manual_action(&config, record.clone()));
+    // It ran: the record stays in memory even if it cannot be stored.
+    let stored = runner.try_update(|s| Ok(s.finish_manual_action(&record)));
+    if let Err(e) = stored {
+        runner.update(|s| s.finish_manual_action(&record));
+        let outcome = record.result.as_ref().map_or_else(
+            || format!("failed: {}", record.error.clone().unwrap_or_default()),
+            |r| format!("{:?}", r.outcome).to_lowercase(),
+        );
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("{name} ran on {host} ({outcome}) but its result could not be stored: {e}"),
+        );
+    }
     match (record.result, record.error) {
         (Some(r), _) => Json(r).into_response(),
         (None, e) => error(
@@ -370,15 +414,16 @@ async fn restart_target(
     run_manual(&api, host, first, operator(&headers)).await
 }
 
-fn state_result(r: Result<(), StateError>, id: &str) -> Response {
+fn state_result(r: Result<Result<(), StateError>, StoreError>, id: &str) -> Response {
     match r {
-        Ok(()) => Json(json!({"ok": true, "incident": id})).into_response(),
-        Err(StateError::NoIncident) => error(
+        Ok(Ok(())) => Json(json!({"ok": true, "incident": id})).into_response(),
+        Err(e) => not_stored(&e),
+        Ok(Err(StateError::NoIncident)) => error(
             StatusCode::NOT_FOUND,
             "unknown_incident",
             format!("no incident {id:?}"),
         ),
-        Err(StateError::AlreadyResolved) => error(
+        Ok(Err(StateError::AlreadyResolved)) => error(
             StatusCode::CONFLICT,
             "already_resolved",
             format!("incident {id:?} is already resolved"),
@@ -389,7 +434,8 @@ fn state_result(r: Result<(), StateError>, id: &str) -> Response {
 async fn ack(State(api): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let by = operator(&headers);
     state_result(
-        api.runner.update(|s| s.acknowledge(&id, &by, now_ms())),
+        api.runner
+            .try_update(|s| Ok(s.acknowledge(&id, &by, now_ms()))),
         &id,
     )
 }
@@ -400,7 +446,10 @@ async fn resolve(
     headers: HeaderMap,
 ) -> Response {
     let by = operator(&headers);
-    state_result(api.runner.update(|s| s.resolve(&id, &by, now_ms())), &id)
+    state_result(
+        api.runner.try_update(|s| Ok(s.resolve(&id, &by, now_ms()))),
+        &id,
+    )
 }
 
 async fn maintenance(
@@ -423,6 +472,13 @@ async fn maintenance(
         Ok(u) => u,
         Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
     };
-    let _ = api.runner.update(|s| s.set_maintenance(&id, until, now));
-    Json(json!({"ok": true, "target": id, "maintenance_until_ms": until})).into_response()
+    match api
+        .runner
+        .try_update(|s| Ok(s.set_maintenance(&id, until, now)))
+    {
+        Ok(_) => {
+            Json(json!({"ok": true, "target": id, "maintenance_until_ms": until})).into_response()
+        }
+        Err(e) => not_stored(&e),
+    }
 }

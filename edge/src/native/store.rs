@@ -115,13 +115,18 @@ impl FileStore {
             source,
         };
         let tmp = self.dir.join(format!("{doc}.json.tmp"));
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, self.path(doc)).map_err(io)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        let written = File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&bytes)?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, self.path(doc)))
+            .and_then(|()| File::open(&self.dir)?.sync_all());
+        if let Err(e) = written {
+            // A half-written temp file only takes the space a retry needs.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
         self.last.insert(doc, bytes);
         Ok(true)
     }
