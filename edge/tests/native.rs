@@ -995,3 +995,100 @@ fn a_hung_discord_never_slows_a_heartbeat_or_the_probes() {
     );
     assert_eq!(edge.get("/ops/jobs")["jobs"][0]["state"], "healthy");
 }
+
+/// Reads from `stream` until the server closes it (or `within` passes);
+/// returns what was read and how long until the close, if it closed.
+fn until_closed(mut stream: std::net::TcpStream, within: Duration) -> (String, Option<Duration>) {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < within {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                return (
+                    String::from_utf8_lossy(&got).into(),
+                    Some(started.elapsed()),
+                )
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                return (
+                    String::from_utf8_lossy(&got).into(),
+                    Some(started.elapsed()),
+                )
+            }
+        }
+    }
+    (String::from_utf8_lossy(&got).into(), None)
+}
+
+#[test]
+fn slow_and_idle_connections_are_closed_and_a_held_body_gets_408() {
+    use std::io::Write;
+    let (dir, addr) = Edge::prepare("slow");
+    let config =
+        config_head(dir.path(), addr, 1.0, 0.5) + "[[job]]\nid = \"backup\"\nperiod_s = 3600\n";
+    let edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    let connect = move || std::net::TcpStream::connect(addr).unwrap();
+    // The server's limits are 10 s; each client gives it 16.
+    let within = Duration::from_secs(16);
+    let silent = std::thread::spawn(move || until_closed(connect(), within));
+    let dribbling = std::thread::spawn(move || {
+        let mut s = connect();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let reader = s.try_clone().unwrap();
+        let closed = std::thread::spawn(move || until_closed(reader, within));
+        // A header line a second, never the blank line that ends them.
+        for i in 0..16 {
+            std::thread::sleep(Duration::from_secs(1));
+            if s.write_all(format!("X-Dribble-{i}: y\r\n").as_bytes())
+                .is_err()
+            {
+                break;
+            }
+        }
+        closed.join().unwrap()
+    });
+    let held_body = std::thread::spawn(move || {
+        let mut s = connect();
+        s.write_all(
+            format!(
+                "POST /ops/jobs/heartbeat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {JOBS_TOKEN}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"job\": "
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        until_closed(s, within)
+    });
+    let idle_after_answer = std::thread::spawn(move || {
+        let mut s = connect();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        until_closed(s, within)
+    });
+
+    let (_, closed) = silent.join().unwrap();
+    assert!(closed.is_some(), "a silent connection is closed");
+    let (_, closed) = dribbling.join().unwrap();
+    assert!(closed.is_some(), "dribbled headers are cut off");
+    let (answer, closed) = held_body.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(closed.is_some(), "and the connection is closed: {answer}");
+    let (answer, closed) = idle_after_answer.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed.is_some(), "an idle keep-alive connection is closed");
+    // Nothing was half-taken from the held heartbeat.
+    assert!(edge.get("/ops/jobs")["jobs"][0]["last_seen_ms"].is_null());
+}

@@ -2,6 +2,7 @@
 //! CONTROL_TOKEN) and control routes (CONTROL_TOKEN only).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
 use vigil_wire::{ErrorBody, TokenCheck};
 
 use super::io::now_ms;
@@ -66,9 +68,12 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ops/jobs", get(list_jobs))
         .route("/ops/crashes", get(crashes))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_read));
-    let controls = Router::new()
+    // Manual actions last as long as the action: no request timeout.
+    let actions = Router::new()
         .route("/ops/actions/{host}/{name}", post(manual_action))
         .route("/ops/restart/{target}", post(restart_target))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_control));
+    let controls = Router::new()
         .route("/ops/incidents/{id}/ack", post(ack))
         .route("/ops/incidents/{id}/resolve", post(resolve))
         .route("/ops/target/{id}/maintenance", post(maintenance))
@@ -84,13 +89,15 @@ pub fn router(runner: Arc<Runner>) -> Router {
         ))
         .route("/_log", axum::routing::options(crash_preflight))
         .layer(DefaultBodyLimit::max(CRASH_BODY_LIMIT));
-    Router::new()
+    let timed = Router::new()
         .route("/healthz", get(healthz))
         .merge(heartbeats)
         .merge(reads)
         .merge(controls)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .merge(crash_log)
+        .merge(crash_log);
+    timed_out_as_408(timed)
+        .merge(actions.layer(DefaultBodyLimit::max(BODY_LIMIT)))
         .with_state(api)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -100,6 +107,39 @@ pub fn router(runner: Arc<Runner>) -> Router {
                 "method not allowed",
             )
         })
+}
+
+/// A request, its body included, must be read and answered within this
+/// long (manual actions excepted: they last as long as the action).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `router`'s requests answered 408 (closing the connection, whose request
+/// was not read to its end) when they take longer than [`REQUEST_TIMEOUT`]:
+/// a client that holds its body back does not hold a connection.
+fn timed_out_as_408(router: Router<Shared>) -> Router<Shared> {
+    router
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(middleware::map_response(|res: Response| async move {
+            if res.status() != StatusCode::REQUEST_TIMEOUT {
+                return res;
+            }
+            let mut res = error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request was not received within {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            );
+            res.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            res
+        }))
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
