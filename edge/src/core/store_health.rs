@@ -78,7 +78,7 @@ mod tests {
         s.store_failed("No space left on device (os error 28)", 1_000);
         s.store_failed("No space left on device (os error 28)", 2_000);
         assert_eq!(s.outbox.entries.len(), 1);
-        assert_eq!(s.store.view().ok, false);
+        assert!(!s.store.view().ok);
         assert_eq!(s.store.failing_since_ms, Some(1_000));
         assert_eq!(s.store.failed_saves, 2);
         assert!(s.store_saved(61_000));

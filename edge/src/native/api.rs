@@ -386,7 +386,10 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
     let config = runner.config.clone();
     let start = |a: &ManualAction| {
         runner
-            .try_update(|s| Ok(s.start_manual_action(&config, a.clone())))
+            .try_update(|s| {
+                s.start_manual_action(&config, a.clone());
+                Ok(())
+            })
             .map_err(|e| e.to_string())
     };
     let record = match runner.io.manual_action(host, name, by, &start).await {
@@ -401,7 +404,10 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
         }
     };
     // It ran: the record stays in memory even if it cannot be stored.
-    let stored = runner.try_update(|s| Ok(s.finish_manual_action(&record)));
+    let stored = runner.try_update(|s| {
+        s.finish_manual_action(&record);
+        Ok(())
+    });
     if let Err(e) = stored {
         runner.update(|s| s.finish_manual_action(&record));
         let outcome = record.result.as_ref().map_or_else(
