@@ -1092,3 +1092,179 @@ fn slow_and_idle_connections_are_closed_and_a_held_body_gets_408() {
     // Nothing was half-taken from the held heartbeat.
     assert!(edge.get("/ops/jobs")["jobs"][0]["last_seen_ms"].is_null());
 }
+
+/// An ops-agent stand-in: diagnostics that say Docker is up or down, one
+/// allowlisted action that heals `heals` at once and answers after `delay`.
+#[derive(Clone)]
+struct StandInAgent {
+    addr: std::net::SocketAddr,
+    docker_down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    runs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl StandInAgent {
+    fn start(heals: TargetServer, delay: Duration) -> Self {
+        use axum::extract::{Path as P, State as S};
+        use axum::routing::{get, post};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let docker_down = Arc::new(AtomicBool::new(false));
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        type Shared = (Arc<AtomicBool>, Arc<Mutex<Vec<String>>>, TargetServer, Duration);
+        let router = axum::Router::new()
+            .route(
+                "/v1/diagnostics",
+                get(|S((down, ..)): S<Shared>| async move {
+                    let down = down.load(Ordering::SeqCst);
+                    axum::Json(vigil_wire::Diagnostics {
+                        compose_project: "demo".into(),
+                        docker_ok: !down,
+                        docker_error: down.then(|| "docker engine unavailable".into()),
+                        containers: Vec::new(),
+                        host: Default::default(),
+                    })
+                }),
+            )
+            .route(
+                "/v1/actions",
+                get(|| async {
+                    axum::Json(json!({"actions": [{
+                        "name": "restart_api_core", "description": "restart", "kind": "restart",
+                        "services": ["api-core"], "timeout_ms": 30000
+                    }]}))
+                }),
+            )
+            .route(
+                "/v1/actions/{name}",
+                post(
+                    |S((_, runs, heals, delay)): S<Shared>, P(name): P<String>| async move {
+                        runs.lock().unwrap().push(name.clone());
+                        heals.set(Behaviour::Ok);
+                        tokio::time::sleep(delay).await;
+                        axum::Json(json!({
+                            "name": name, "ok": true, "outcome": "ok", "request_id": "r1",
+                            "started_at_ms": 1, "finished_at_ms": 2, "duration_ms": 1
+                        }))
+                    },
+                ),
+            )
+            .with_state((docker_down.clone(), runs.clone(), heals, delay));
+        StandInAgent {
+            addr: vigil_testkit::serve::spawn(router),
+            docker_down,
+            runs,
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OPS_AGENT_URL", format!("http://{}", self.addr)),
+            ("OPS_AGENT_TOKEN", "agent-token-0123456789".into()),
+        ]
+    }
+
+    fn set_docker_down(&self, down: bool) {
+        self.docker_down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn runs(&self) -> Vec<String> {
+        self.runs.lock().unwrap().clone()
+    }
+}
+
+const HOST: &str = "[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n";
+
+#[test]
+fn healing_resumes_when_docker_answers_again_and_the_page_goes_out_once() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let agent = StandInAgent::start(target.clone(), Duration::ZERO);
+    agent.set_docker_down(true);
+    let (dir, addr) = Edge::prepare("resume");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "settle_s = 0.1\n"
+        + &format!(
+            "[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n",
+            target.url()
+        )
+        + HOST;
+    let mut env = discord_env(&discord);
+    env.extend(agent.env());
+    let edge = Edge::start(bin(), dir, addr, &config, env);
+    target.set(Behaviour::Status(500));
+    edge.wait_for("the page", Duration::from_secs(15), |_| {
+        !discord.pages().is_empty()
+    });
+    let id = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Checks go on while Docker is down, folded into the one round.
+    edge.wait_for("a second check", Duration::from_secs(10), |e| {
+        e.get(&format!("/ops/incidents/{id}"))["rounds"][0]["retries"]
+            .as_u64()
+            .is_some()
+    });
+    assert!(agent.runs().is_empty());
+    agent.set_docker_down(false);
+    edge.wait_for("the resumed round", Duration::from_secs(20), |e| {
+        e.get(&format!("/ops/incidents/{id}"))["resolved_at_ms"].is_u64()
+    });
+    let inc = edge.get(&format!("/ops/incidents/{id}"));
+    let rounds = inc["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{inc:#}");
+    assert_eq!(rounds[0]["outcome"], "host_unreachable");
+    assert_eq!(rounds[1]["outcome"], "recovered");
+    assert!(
+        rounds[1]["note"].as_str().unwrap().contains("remediation resumed"),
+        "{inc:#}"
+    );
+    assert_eq!(agent.runs(), ["restart_api_core"]);
+    assert_eq!(inc["remediation"]["status"], "done");
+    assert_eq!(discord.pages().len(), 1, "the page went out once");
+}
+
+#[test]
+fn a_manual_action_is_on_the_incident_from_its_start_even_when_the_cycle_resolves_first() {
+    let target = TargetServer::start();
+    let agent = StandInAgent::start(target.clone(), Duration::from_millis(1500));
+    let (dir, addr) = Edge::prepare("manual");
+    let config = config_head(dir.path(), addr, 0.2, 0.1)
+        + &target_toml("api", &target.url(), "host = \"vps1\"")
+        + HOST;
+    let edge = Edge::start(bin(), dir, addr, &config, agent.env());
+    target.set(Behaviour::Status(500));
+    edge.wait_for("the incident", Duration::from_secs(10), |e| {
+        e.target_state("api") == "down"
+    });
+    let id = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let http = edge.http.clone();
+    let run = std::thread::spawn(move || {
+        let res = http
+            .post(format!("http://{addr}/ops/actions/vps1/restart_api_core"))
+            .bearer_auth(CONTROL_TOKEN)
+            .header("X-Vigil-Operator", "alice")
+            .send()
+            .unwrap();
+        (res.status().as_u16(), res.json::<Value>().unwrap())
+    });
+    // The action heals the target at once and answers later: the cycle
+    // resolves the incident first, and the trail already has the action.
+    edge.wait_for("the resolve while the action runs", Duration::from_secs(10), |e| {
+        e.get(&format!("/ops/incidents/{id}"))["resolved_at_ms"].is_u64()
+    });
+    let inc = edge.get(&format!("/ops/incidents/{id}"));
+    assert_eq!(inc["manual_actions"][0]["by"], "alice", "{inc:#}");
+    let (code, body) = run.join().unwrap();
+    assert_eq!(code, 200, "{body}");
+    let inc = edge.get(&format!("/ops/incidents/{id}"));
+    let record = &inc["manual_actions"][0];
+    assert_eq!(record["action"], "restart_api_core", "{inc:#}");
+    assert_eq!(record["result"]["outcome"], "ok", "{inc:#}");
+    assert!(record["finished_at_ms"].is_u64(), "{inc:#}");
+    assert_eq!(inc["manual_actions"].as_array().unwrap().len(), 1);
+}
