@@ -1110,7 +1110,12 @@ impl StandInAgent {
         use std::sync::{Arc, Mutex};
         let docker_down = Arc::new(AtomicBool::new(false));
         let runs = Arc::new(Mutex::new(Vec::new()));
-        type Shared = (Arc<AtomicBool>, Arc<Mutex<Vec<String>>>, TargetServer, Duration);
+        type Shared = (
+            Arc<AtomicBool>,
+            Arc<Mutex<Vec<String>>>,
+            TargetServer,
+            Duration,
+        );
         let router = axum::Router::new()
             .route(
                 "/v1/diagnostics",
@@ -1173,7 +1178,8 @@ impl StandInAgent {
     }
 }
 
-const HOST: &str = "[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n";
+const HOST: &str =
+    "[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n";
 
 #[test]
 fn healing_resumes_when_docker_answers_again_and_the_page_goes_out_once() {
@@ -1217,7 +1223,10 @@ fn healing_resumes_when_docker_answers_again_and_the_page_goes_out_once() {
     assert_eq!(rounds[0]["outcome"], "host_unreachable");
     assert_eq!(rounds[1]["outcome"], "recovered");
     assert!(
-        rounds[1]["note"].as_str().unwrap().contains("remediation resumed"),
+        rounds[1]["note"]
+            .as_str()
+            .unwrap()
+            .contains("remediation resumed"),
         "{inc:#}"
     );
     assert_eq!(agent.runs(), ["restart_api_core"]);
@@ -1254,9 +1263,11 @@ fn a_manual_action_is_on_the_incident_from_its_start_even_when_the_cycle_resolve
     });
     // The action heals the target at once and answers later: the cycle
     // resolves the incident first, and the trail already has the action.
-    edge.wait_for("the resolve while the action runs", Duration::from_secs(10), |e| {
-        e.get(&format!("/ops/incidents/{id}"))["resolved_at_ms"].is_u64()
-    });
+    edge.wait_for(
+        "the resolve while the action runs",
+        Duration::from_secs(10),
+        |e| e.get(&format!("/ops/incidents/{id}"))["resolved_at_ms"].is_u64(),
+    );
     let inc = edge.get(&format!("/ops/incidents/{id}"));
     assert_eq!(inc["manual_actions"][0]["by"], "alice", "{inc:#}");
     let (code, body) = run.join().unwrap();
