@@ -600,12 +600,13 @@ fn agent_unreachable_pages_once_and_runs_nothing() {
 }
 
 #[test]
-fn docker_down_on_the_host_pages_once_and_runs_nothing() {
+fn docker_down_pages_once_then_rounds_resume_with_backoff_when_it_answers_again() {
     block(async {
         let mut s = Sim::new("");
         s.world.docker_ok.set(false);
         s.run_for(60_000).await;
         s.world.behaviour.set(Behaviour::Crashed);
+        // Docker down for ten minutes: one page, checks with backoff.
         s.run_for(600_000).await;
         assert!(s.world.ran().is_empty());
         assert_eq!(s.pages(), 1);
@@ -614,6 +615,34 @@ fn docker_down_on_the_host_pages_once_and_runs_nothing() {
             "{:?}",
             s.delivered
         );
+        let inc = s.incidents()[0].clone();
+        assert!(matches!(
+            inc.remediation,
+            RemediationStatus::HostUnreachable(_)
+        ));
+        assert_eq!(inc.rounds.len(), 1, "the failed checks are one record");
+        // Intervals of 60 s doubling: checks at +1, +3, +7 intervals.
+        assert_eq!(inc.rounds[0].retries, 3, "{:?}", inc.rounds[0]);
+
+        // Docker is back: the next check runs a whole round that heals.
+        s.world.docker_ok.set(true);
+        s.run_for(1_200_000).await;
+        assert_eq!(s.world.ran(), ["restart_api_core"]);
+        let inc = s.incidents()[0].clone();
+        assert!(!inc.is_open(), "{inc:?}");
+        assert_eq!(inc.remediation, RemediationStatus::Done);
+        assert_eq!(inc.rounds.len(), 2);
+        assert_eq!(inc.rounds[1].outcome, RoundOutcome::Recovered);
+        assert!(
+            inc.rounds[1]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("resumed: the host answers again after 4 failed check(s)"),
+            "{:?}",
+            inc.rounds[1]
+        );
+        assert_eq!(s.pages(), 1, "the page is sent once");
     });
 }
 
@@ -1232,49 +1261,6 @@ fn a_runner_back_after_a_long_stop_resumes_the_aligned_schedule() {
         s.state.targets["api"].next_regular_at_ms,
         30 * 86_400_000 + 60_000
     );
-}
-
-#[test]
-fn rounds_resume_with_backoff_when_docker_answers_again_and_the_page_stays_one() {
-    block(async {
-        let mut s = Sim::new("");
-        s.world.docker_ok.set(false);
-        s.run_for(60_000).await;
-        s.world.behaviour.set(Behaviour::Crashed);
-        // Docker down for ten minutes: one page, checks with backoff.
-        s.run_for(600_000).await;
-        assert_eq!(s.pages(), 1);
-        let inc = s.incidents()[0].clone();
-        assert!(matches!(
-            inc.remediation,
-            RemediationStatus::HostUnreachable(_)
-        ));
-        assert_eq!(inc.rounds.len(), 1, "the failed checks are one record");
-        let checks = inc.rounds[0].retries;
-        // Intervals of 60 s doubling: checks at +1, +3, +7 intervals.
-        assert_eq!(checks, 3, "{:?}", inc.rounds[0]);
-        assert!(s.world.ran().is_empty());
-
-        // Docker is back: the next check runs a whole round that heals.
-        s.world.docker_ok.set(true);
-        s.run_for(1_200_000).await;
-        assert_eq!(s.world.ran(), ["restart_api_core"]);
-        let inc = s.incidents()[0].clone();
-        assert!(!inc.is_open(), "{inc:?}");
-        assert_eq!(inc.remediation, RemediationStatus::Done);
-        assert_eq!(inc.rounds.len(), 2);
-        assert_eq!(inc.rounds[1].outcome, RoundOutcome::Recovered);
-        assert!(
-            inc.rounds[1]
-                .note
-                .as_deref()
-                .unwrap()
-                .contains("resumed: the host answers again after 4 failed check(s)"),
-            "{:?}",
-            inc.rounds[1]
-        );
-        assert_eq!(s.pages(), 1, "the page is sent once");
-    });
 }
 
 #[test]

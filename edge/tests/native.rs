@@ -785,6 +785,20 @@ fn cron_jobs_show_when_they_are_due_and_unknown_jobs_are_created_when_allowed() 
     assert_eq!(adhoc["state"], "healthy");
 }
 
+/// A heartbeat of job "backup": status, body, and how long it took.
+fn backup_heartbeat(edge: &Edge, status: &str) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let res = edge
+        .http
+        .post(format!("http://{}/ops/jobs/heartbeat", edge.addr))
+        .bearer_auth(JOBS_TOKEN)
+        .json(&json!({"job": "backup", "status": status}))
+        .send()
+        .unwrap();
+    let took = started.elapsed();
+    (res.status().as_u16(), res.json::<Value>().unwrap(), took)
+}
+
 /// A tmpfs of 512 KiB mounted on the edge's state dir (needs root, like the
 /// private Docker daemon), which the test fills and empties.
 struct SmallDisk {
@@ -842,14 +856,8 @@ fn a_write_the_store_cannot_keep_is_refused_alerted_and_ids_never_repeat() {
         + "[[job]]\nid = \"backup\"\nperiod_s = 3600\n";
     let mut edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
     let heartbeat = |edge: &Edge, status: &str| {
-        let res = edge
-            .http
-            .post(format!("http://{addr}/ops/jobs/heartbeat"))
-            .bearer_auth(JOBS_TOKEN)
-            .json(&json!({"job": "backup", "status": status}))
-            .send()
-            .unwrap();
-        (res.status().as_u16(), res.json::<Value>().unwrap())
+        let (code, body, _) = backup_heartbeat(edge, status);
+        (code, body)
     };
     let healthz = |edge: &Edge| {
         let res = edge
@@ -964,18 +972,9 @@ fn a_hung_discord_never_slows_a_heartbeat_or_the_probes() {
         vec![("DISCORD_WEBHOOK_URL", hung.url())],
     );
     let heartbeat = |status: &str| {
-        let started = Instant::now();
-        let code = edge
-            .http
-            .post(format!("http://{addr}/ops/jobs/heartbeat"))
-            .bearer_auth(JOBS_TOKEN)
-            .json(&json!({"job": "backup", "status": status}))
-            .send()
-            .unwrap()
-            .status()
-            .as_u16();
-        assert_eq!(code, 200);
-        started.elapsed()
+        let (code, body, took) = backup_heartbeat(&edge, status);
+        assert_eq!(code, 200, "{body}");
+        took
     };
     // The fail opens an incident whose alert goes to a Discord that never answers.
     let took = heartbeat("fail");

@@ -449,7 +449,13 @@ fn s13_edge_restarted_mid_round_continues_without_duplicates() {
                 .any(|(a, o)| a == "restart_api_core" && o == "ok")
     });
     p.edge_mut().kill();
-    p.fault(p.api_port, "/break"); // still broken: the resumed round must act again, idempotently
+    // Still broken: the resumed round must act again, idempotently. The
+    // restarted container may not listen yet: break it until it answers so.
+    p.wait("the target broken again", 30, |p| {
+        p.fault(p.api_port, "/break");
+        reqwest::blocking::get(format!("http://127.0.0.1:{}/healthz", p.api_port))
+            .is_ok_and(|r| r.status().as_u16() == 500)
+    });
     p.edge_mut().restart();
     p.wait("the resumed round", 60, |p| p.rounds_of("api") >= 1);
     let incidents = p.incidents();
