@@ -614,7 +614,10 @@ impl State {
             .filter_map(|i| {
                 let reason = match &i.remediation {
                     RemediationStatus::Exhausted => {
-                        format!("remediation exhausted after {} round(s)", i.rounds.len())
+                        format!(
+                            "remediation exhausted after {} round(s)",
+                            i.rounds_counted()
+                        )
                     }
                     RemediationStatus::Escalated(why) => format!("the planner escalated: {why}"),
                     RemediationStatus::HostUnreachable(why) => format!("host unreachable: {why}"),
