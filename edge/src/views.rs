@@ -37,7 +37,7 @@ pub struct Summary {
     pub outbox_pending: usize,
     pub outbox_rejected: usize,
     /// Whether the state can be stored (`ok`), else the error and since when.
-    pub store: crate::core::store_health::StoreHealth,
+    pub store: crate::core::store_health::StoreView,
 }
 
 fn target_summary(

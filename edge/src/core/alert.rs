@@ -399,7 +399,10 @@ impl Outbox {
             Delivery::RateLimited { retry_after_ms } => {
                 let e = &mut self.entries[pos];
                 e.attempts += 1;
-                e.next_attempt_at_ms = now_ms + retry_after_ms;
+                // Clocks are read in whole milliseconds: `now_ms` may be up
+                // to one short of the real time, so one more keeps the
+                // wait at least `retry_after`.
+                e.next_attempt_at_ms = now_ms + retry_after_ms + 1;
                 e.last_error = Some(format!("rate limited for {retry_after_ms} ms"));
             }
             Delivery::Failed { error } => {
@@ -453,10 +456,10 @@ mod tests {
             },
             20,
         );
-        assert!(o.due(2019).is_none());
-        assert_eq!(o.due(2020).unwrap().attempts, 2);
-        o.record(head, Delivery::Sent, 2020);
-        assert_eq!(o.due(2020).unwrap().key, "b");
+        assert!(o.due(2020).is_none());
+        assert_eq!(o.due(2021).unwrap().attempts, 2);
+        o.record(head, Delivery::Sent, 2021);
+        assert_eq!(o.due(2021).unwrap().key, "b");
         assert!(
             !o.push("a".into(), msg(1), 3000),
             "a sent key is not queued again"

@@ -10,7 +10,6 @@ use super::state::State;
 /// The store's health as this process sees it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StoreHealth {
-    pub ok: bool,
     /// The last save's error while the store fails.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -25,16 +24,20 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-impl StoreHealth {
-    pub fn is_failing(&self) -> bool {
-        self.failing_since_ms.is_some()
-    }
+/// What `/healthz` and the summary show: `ok` is false while the store
+/// fails, with the error, since when and how many saves failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreView {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub health: StoreHealth,
+}
 
-    /// What the read routes show: `ok` is false while the store fails.
-    pub fn view(&self) -> StoreHealth {
-        StoreHealth {
-            ok: !self.is_failing(),
-            ..self.clone()
+impl StoreHealth {
+    pub fn view(&self) -> StoreView {
+        StoreView {
+            ok: self.failing_since_ms.is_none(),
+            health: self.clone(),
         }
     }
 }
@@ -82,13 +85,8 @@ mod tests {
         assert_eq!(s.store.failing_since_ms, Some(1_000));
         assert_eq!(s.store.failed_saves, 2);
         assert!(s.store_saved(61_000));
-        assert_eq!(
-            s.store.view(),
-            StoreHealth {
-                ok: true,
-                ..Default::default()
-            }
-        );
+        assert_eq!(s.store, StoreHealth::default());
+        assert!(s.store.view().ok);
         let titles: Vec<_> = s
             .outbox
             .entries

@@ -21,7 +21,7 @@ use crate::core::crash::{self, Crash, CrashLog, CrashReport};
 use crate::core::history::History;
 use crate::core::probe::Observation;
 use crate::core::state::{Event, State};
-use crate::core::store_health::StoreHealth;
+use crate::core::store_health::StoreView;
 use crate::remediation::{run_round, RemediationIo, RoundInput};
 
 /// Recent observations kept per target, in memory.
@@ -132,7 +132,7 @@ impl Runner {
         Ok(())
     }
 
-    pub fn store_health(&self) -> StoreHealth {
+    pub fn store_health(&self) -> StoreView {
         self.read(|s| s.store.view())
     }
 
