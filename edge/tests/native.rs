@@ -1236,7 +1236,7 @@ fn healing_resumes_when_docker_answers_again_and_the_page_goes_out_once() {
 #[test]
 fn a_manual_action_is_on_the_incident_from_its_start_even_when_the_cycle_resolves_first() {
     let target = TargetServer::start();
-    let agent = StandInAgent::start(target.clone(), Duration::from_millis(1500));
+    let agent = StandInAgent::start(target.clone(), Duration::from_secs(3));
     let (dir, addr) = Edge::prepare("manual");
     let config = config_head(dir.path(), addr, 0.2, 0.1)
         + &target_toml("api", &target.url(), "host = \"vps1\"")
@@ -1269,6 +1269,10 @@ fn a_manual_action_is_on_the_incident_from_its_start_even_when_the_cycle_resolve
     );
     let inc = edge.get(&format!("/ops/incidents/{id}"));
     assert_eq!(inc["manual_actions"][0]["by"], "alice", "{inc:#}");
+    assert!(
+        inc["manual_actions"][0]["finished_at_ms"].is_null(),
+        "still running when the incident resolved: {inc:#}"
+    );
     let (code, body) = run.join().unwrap();
     assert_eq!(code, 200, "{body}");
     let inc = edge.get(&format!("/ops/incidents/{id}"));
