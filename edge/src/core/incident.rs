@@ -324,3 +324,20 @@ impl Incident {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_its_number_and_its_opening_time_in_base_36() {
+        assert_eq!(incident_id(7, 0), "inc-7-0");
+        assert_eq!(incident_id(1, 36), "inc-1-10");
+        assert_eq!(incident_id(12, 1_764_000_000_000), "inc-12-midc1z40");
+        assert_ne!(
+            incident_id(5, 1_764_000_000_000),
+            incident_id(5, 1_764_000_000_001),
+            "a number lost with an unsaved state is not reused"
+        );
+    }
+}

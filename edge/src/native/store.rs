@@ -159,6 +159,29 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_save_is_an_error_and_is_written_when_it_can_be() {
+        let d = dir("fail");
+        let mut store = FileStore::open(&d).unwrap();
+        let mut state = store.load().unwrap();
+        state.next_incident = 3;
+        // The temp file's name taken by a directory: every write fails.
+        std::fs::create_dir_all(d.join("state.json.tmp")).unwrap();
+        assert!(matches!(store.save(&state), Err(StoreError::Io { .. })));
+        assert!(
+            matches!(store.save(&state), Err(StoreError::Io { .. })),
+            "a failed write is not taken for stored"
+        );
+        std::fs::remove_dir(d.join("state.json.tmp")).unwrap();
+        assert!(store.save(&state).unwrap());
+        drop(store);
+        assert_eq!(
+            FileStore::open(&d).unwrap().load().unwrap().next_incident,
+            3
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn a_second_runner_on_the_same_dir_is_refused() {
         let d = dir("lock");
         let _first = FileStore::open(&d).unwrap();
