@@ -193,6 +193,8 @@ pub enum ManualRefusal {
     UnknownHost,
     AgentUnreachable(String),
     NotAllowlisted,
+    /// Its start could not be recorded, so it was not sent.
+    NotRecorded(String),
 }
 
 impl ManualRefusal {
@@ -206,19 +208,27 @@ impl ManualRefusal {
                 "unknown_action",
                 format!("{action:?} is not allowlisted on {host}"),
             ),
+            ManualRefusal::NotRecorded(e) => (
+                503,
+                "store_unavailable",
+                format!("{action} was not run: its start could not be stored: {e}"),
+            ),
         }
     }
 }
 
 impl<T: Transport> Client<T> {
     /// Runs an action by hand (the control API): the host must be
-    /// configured and its agent must list the action. The record, for the
-    /// audit trail, holds the result or the error.
+    /// configured and its agent must list the action. `on_start` records it
+    /// before it is sent ([`State::start_manual_action`](crate::core::state::State::start_manual_action));
+    /// an error there stops it. The returned record, for the audit trail,
+    /// holds the result or the error.
     pub async fn manual_action(
         &self,
         host: &str,
         action: &str,
         by: String,
+        on_start: &(dyn Fn(&ManualAction) -> Result<(), String> + Sync),
     ) -> Result<ManualAction, ManualRefusal> {
         if self.config.host(host).is_none() {
             return Err(ManualRefusal::UnknownHost);
@@ -230,12 +240,14 @@ impl<T: Transport> Client<T> {
         if !list.iter().any(|a| a.name == action) {
             return Err(ManualRefusal::NotAllowlisted);
         }
-        let at_ms = self.transport.now_ms();
-        let key = format!("vigil-manual-{host}-{action}-{at_ms}");
-        let span = tracing::info_span!("action", %action, %host, manual = true, %by);
+        let mut record = ManualAction::start(self.transport.now_ms(), by, host, action);
+        on_start(&record).map_err(ManualRefusal::NotRecorded)?;
+        let span = tracing::info_span!("action", %action, %host, manual = true, by = %record.by);
         let result =
-            tracing::Instrument::instrument(self.run_action_on(host, action, &key), span).await;
-        Ok(ManualAction::new(at_ms, by, host, action, &result))
+            tracing::Instrument::instrument(self.run_action_on(host, action, &record.key), span)
+                .await;
+        record.finish(self.transport.now_ms(), result);
+        Ok(record)
     }
 }
 

@@ -1,6 +1,5 @@
 //! `vigil-edge`: the native edge. `cargo run -- --config FILE`.
 
-use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,6 +7,7 @@ use edge::config::Config;
 use edge::native::api;
 use edge::native::io::NativeIo;
 use edge::native::runner::Runner;
+use edge::native::server;
 use edge::shell::Secrets;
 
 const USAGE: &str = "usage: vigil-edge --config FILE [--once | --check]\n\
@@ -118,9 +118,8 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, targets = config.targets.len(), "vigil-edge running");
-    let server = axum::serve(listener, api::router(runner.clone()))
-        .with_graceful_shutdown(shutdown_signal());
-    let (served, ()) = tokio::join!(server.into_future(), runner.run(shutdown_signal()));
+    let server = server::serve(listener, api::router(runner.clone()), shutdown_signal());
+    let (served, ()) = tokio::join!(server, runner.run(shutdown_signal()));
     served?;
     Ok(())
 }

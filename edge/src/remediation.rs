@@ -106,6 +106,8 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
         reprobe: None,
         usage: TokenUsage::default(),
         outcome: RoundOutcome::NoAction,
+        retries: 0,
+        note: None,
     };
     let host = target.host.clone().unwrap_or_default();
     let finish = |mut round: Round, outcome| {

@@ -13,7 +13,7 @@ use vigil_wire::{
 
 use crate::config::{Config, Target};
 use crate::core::alert::Delivery;
-use crate::core::incident::PendingAction;
+use crate::core::incident::{ManualAction, PendingAction};
 use crate::core::incident::{PlannerKind, RemediationStatus, RoundOutcome};
 use crate::core::probe::{classify, Health, Observation, ProbeResponse};
 use crate::core::state::{Event, State};
@@ -524,7 +524,11 @@ fn a_crash_fixed_by_the_first_action_ends_the_loop_without_a_page() {
         assert!(!inc.is_open());
         assert_eq!(s.pages(), 0);
         assert_eq!(s.delivered, ["api: healthy → down", "api: down → healthy"]);
-        assert_eq!(s.world.actions_run.borrow()[0].1, "vigil-inc-1-round-1");
+        assert_eq!(
+            s.world.actions_run.borrow()[0].1,
+            format!("vigil-{}-round-1", inc.id)
+        );
+        assert!(inc.id.starts_with("inc-1-"), "{}", inc.id);
         // Time from open to recovered: the action plus one settle.
         assert_eq!(inc.resolved_at_ms.unwrap() - inc.opened_at_ms, 300 + 10_000);
     });
@@ -596,12 +600,13 @@ fn agent_unreachable_pages_once_and_runs_nothing() {
 }
 
 #[test]
-fn docker_down_on_the_host_pages_once_and_runs_nothing() {
+fn docker_down_pages_once_then_rounds_resume_with_backoff_when_it_answers_again() {
     block(async {
         let mut s = Sim::new("");
         s.world.docker_ok.set(false);
         s.run_for(60_000).await;
         s.world.behaviour.set(Behaviour::Crashed);
+        // Docker down for ten minutes: one page, checks with backoff.
         s.run_for(600_000).await;
         assert!(s.world.ran().is_empty());
         assert_eq!(s.pages(), 1);
@@ -610,6 +615,34 @@ fn docker_down_on_the_host_pages_once_and_runs_nothing() {
             "{:?}",
             s.delivered
         );
+        let inc = s.incidents()[0].clone();
+        assert!(matches!(
+            inc.remediation,
+            RemediationStatus::HostUnreachable(_)
+        ));
+        assert_eq!(inc.rounds.len(), 1, "the failed checks are one record");
+        // Intervals of 60 s doubling: checks at +1, +3, +7 intervals.
+        assert_eq!(inc.rounds[0].retries, 3, "{:?}", inc.rounds[0]);
+
+        // Docker is back: the next check runs a whole round that heals.
+        s.world.docker_ok.set(true);
+        s.run_for(1_200_000).await;
+        assert_eq!(s.world.ran(), ["restart_api_core"]);
+        let inc = s.incidents()[0].clone();
+        assert!(!inc.is_open(), "{inc:?}");
+        assert_eq!(inc.remediation, RemediationStatus::Done);
+        assert_eq!(inc.rounds.len(), 2);
+        assert_eq!(inc.rounds[1].outcome, RoundOutcome::Recovered);
+        assert!(
+            inc.rounds[1]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("resumed: the host answers again after 4 failed check(s)"),
+            "{:?}",
+            inc.rounds[1]
+        );
+        assert_eq!(s.pages(), 1, "the page is sent once");
     });
 }
 
@@ -674,6 +707,8 @@ fn overlapping_cycles_run_one_round_and_page_once() {
         reprobe: None,
         usage: Default::default(),
         outcome: RoundOutcome::NoAction,
+        retries: 0,
+        note: None,
     };
     assert!(!s.state.finish_round(&c, &inc[0], "cycle-a", round.clone()));
     assert!(s.state.finish_round(&c, &inc[0], "cycle-b", round.clone()));
@@ -1070,6 +1105,8 @@ fn bare_round(n: u32, outcome: RoundOutcome) -> crate::core::incident::Round {
         reprobe: None,
         usage: Default::default(),
         outcome,
+        retries: 0,
+        note: None,
     }
 }
 
@@ -1224,4 +1261,37 @@ fn a_runner_back_after_a_long_stop_resumes_the_aligned_schedule() {
         s.state.targets["api"].next_regular_at_ms,
         30 * 86_400_000 + 60_000
     );
+}
+
+#[test]
+fn a_manual_action_is_on_the_incident_from_its_start_even_when_it_resolves_first() {
+    block(async {
+        let mut s = Sim::new("");
+        let c = s.config.clone();
+        let id = detected(&mut s);
+        s.state.acknowledge(&id, "alice", 20_000).unwrap();
+        let mut action = ManualAction::start(20_000, "alice".into(), "vps1", "recreate_api_core");
+        s.state.start_manual_action(&c, action.clone());
+        let started = &s.state.incident(&id).unwrap().manual_actions;
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].by, "alice");
+        assert!(started[0].finished_at_ms.is_none(), "still running");
+        // The target heals and the cycle resolves the incident before the
+        // agent answers.
+        s.world.behaviour.set(Behaviour::Up);
+        s.world.now.set(s.state.next_probe_at_ms().unwrap());
+        s.run_for(120_000).await;
+        assert!(!s.state.incident(&id).unwrap().is_open());
+        action.finish(
+            s.world.now.get(),
+            Err("the agent answered late".to_string()),
+        );
+        s.state.finish_manual_action(&action);
+        for record in [
+            &s.state.incident(&id).unwrap().manual_actions[0],
+            &s.state.manual_actions[0],
+        ] {
+            assert_eq!(record, &action);
+        }
+    });
 }

@@ -36,6 +36,8 @@ pub struct Summary {
     pub open_incidents: usize,
     pub outbox_pending: usize,
     pub outbox_rejected: usize,
+    /// Whether the state can be stored (`ok`), else the error and since when.
+    pub store: crate::core::store_health::StoreView,
 }
 
 fn target_summary(
@@ -89,6 +91,7 @@ pub fn summary(
         open_incidents: state.incidents.iter().filter(|i| i.is_open()).count(),
         outbox_pending: state.outbox.entries.len(),
         outbox_rejected: state.outbox.dead.len(),
+        store: state.store.view(),
     }
 }
 

@@ -784,3 +784,501 @@ fn cron_jobs_show_when_they_are_due_and_unknown_jobs_are_created_when_allowed() 
     assert_eq!(adhoc["period_s"], 3600.0);
     assert_eq!(adhoc["state"], "healthy");
 }
+
+/// A heartbeat of job "backup": status, body, and how long it took.
+fn backup_heartbeat(edge: &Edge, status: &str) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let res = edge
+        .http
+        .post(format!("http://{}/ops/jobs/heartbeat", edge.addr))
+        .bearer_auth(JOBS_TOKEN)
+        .json(&json!({"job": "backup", "status": status}))
+        .send()
+        .unwrap();
+    let took = started.elapsed();
+    (res.status().as_u16(), res.json::<Value>().unwrap(), took)
+}
+
+/// A tmpfs of 512 KiB mounted on the edge's state dir (needs root, like the
+/// private Docker daemon), which the test fills and empties.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a small tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Fills what is left with one file.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).and_then(|_| f.flush()).is_ok() {}
+    }
+
+    fn empty(&self) {
+        std::fs::remove_file(self.dir.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+#[test]
+fn a_write_the_store_cannot_keep_is_refused_alerted_and_ids_never_repeat() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("full");
+    let disk = SmallDisk::mount(&dir.path().join("state"));
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + &target_toml("api", &target.url(), "")
+        + "[[job]]\nid = \"backup\"\nperiod_s = 3600\n";
+    let mut edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    let heartbeat = |edge: &Edge, status: &str| {
+        let (code, body, _) = backup_heartbeat(edge, status);
+        (code, body)
+    };
+    let healthz = |edge: &Edge| {
+        let res = edge
+            .http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .unwrap();
+        (res.status().as_u16(), res.json::<Value>().unwrap())
+    };
+    assert_eq!(heartbeat(&edge, "ok").0, 200);
+    assert_eq!(healthz(&edge).0, 200);
+
+    disk.fill();
+    // The target goes down while nothing can be stored: the monitor goes on
+    // from memory and alerts; so does the alert about the store.
+    target.set(Behaviour::Status(500));
+    edge.wait_for(
+        "the down alert and the store alert",
+        Duration::from_secs(15),
+        |_| {
+            let titles = discord.titles();
+            titles.iter().any(|t| t == "api: healthy → down")
+                && titles.iter().any(|t| t.contains("state store failing"))
+        },
+    );
+    let lost = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, body) = healthz(&edge);
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["store"]["ok"], false, "{body}");
+    let summary = edge.get("/ops/summary");
+    assert_eq!(summary["store"]["ok"], false, "{summary}");
+    assert!(
+        summary["store"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("space"),
+        "{summary}"
+    );
+
+    // Every write a caller would count on is refused, and nothing changes.
+    let (code, body) = heartbeat(&edge, "fail");
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{body}"
+    );
+    assert_eq!(edge.get("/ops/jobs")["jobs"][0]["state"], "healthy");
+    let (code, body) = edge.post(&format!("/ops/incidents/{lost}/ack"), None);
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{body}"
+    );
+    assert!(edge.get(&format!("/ops/incidents/{lost}"))["acked_at_ms"].is_null());
+    let (code, _) = edge.post(
+        "/ops/target/api/maintenance",
+        Some(json!({"duration_s": 60})),
+    );
+    assert_eq!(code, 503);
+    assert!(edge.get("/ops/summary")["targets"][0]["maintenance_until_ms"].is_null());
+
+    // A crash loses what was only in memory; the next incident has a new id.
+    edge.kill();
+    disk.empty();
+    edge.restart();
+    edge.wait_for("the incident again", Duration::from_secs(15), |e| {
+        !e.get("/ops/incidents?state=open")["incidents"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    let again = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(again, lost, "an incident id is never used twice");
+
+    // A failing store that recovers says so (a steady state writes
+    // nothing: the failure shows with the next change).
+    disk.fill();
+    assert_eq!(heartbeat(&edge, "fail").0, 503);
+    assert_eq!(edge.get("/ops/summary")["store"]["ok"], false);
+    disk.empty();
+    edge.wait_for("the store recovered", Duration::from_secs(15), |_| {
+        discord
+            .titles()
+            .iter()
+            .any(|t| t.contains("state store recovered"))
+    });
+    assert_eq!(healthz(&edge).0, 200);
+    assert_eq!(heartbeat(&edge, "fail").0, 200);
+    assert!(discord.rejected().is_empty());
+}
+
+#[test]
+fn a_hung_discord_never_slows_a_heartbeat_or_the_probes() {
+    let hung = TargetServer::start();
+    hung.set(Behaviour::Hang);
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("hung");
+    let config = config_head(dir.path(), addr, 0.2, 0.1)
+        + &target_toml("api", &target.url(), "")
+        + "[[job]]\nid = \"backup\"\nperiod_s = 3600\n";
+    let edge = Edge::start(
+        bin(),
+        dir,
+        addr,
+        &config,
+        vec![("DISCORD_WEBHOOK_URL", hung.url())],
+    );
+    let heartbeat = |status: &str| {
+        let (code, body, took) = backup_heartbeat(&edge, status);
+        assert_eq!(code, 200, "{body}");
+        took
+    };
+    // The fail opens an incident whose alert goes to a Discord that never answers.
+    let took = heartbeat("fail");
+    assert!(took < Duration::from_secs(1), "fail took {took:?}");
+    edge.wait_for("a delivery hanging", Duration::from_secs(10), |_| {
+        !hung.seen().is_empty()
+    });
+    let probes = target.seen().len();
+    for status in ["ok", "fail", "ok"] {
+        let took = heartbeat(status);
+        assert!(took < Duration::from_secs(1), "{status} took {took:?}");
+    }
+    edge.wait_for(
+        "probes while the delivery hangs",
+        Duration::from_secs(5),
+        |_| target.seen().len() >= probes + 5,
+    );
+    assert_eq!(edge.get("/ops/jobs")["jobs"][0]["state"], "healthy");
+}
+
+/// Reads from `stream` until the server closes it (or `within` passes);
+/// returns what was read and how long until the close, if it closed.
+fn until_closed(mut stream: std::net::TcpStream, within: Duration) -> (String, Option<Duration>) {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < within {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                return (
+                    String::from_utf8_lossy(&got).into(),
+                    Some(started.elapsed()),
+                )
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                return (
+                    String::from_utf8_lossy(&got).into(),
+                    Some(started.elapsed()),
+                )
+            }
+        }
+    }
+    (String::from_utf8_lossy(&got).into(), None)
+}
+
+#[test]
+fn slow_and_idle_connections_are_closed_and_a_held_body_gets_408() {
+    use std::io::Write;
+    let (dir, addr) = Edge::prepare("slow");
+    let config =
+        config_head(dir.path(), addr, 1.0, 0.5) + "[[job]]\nid = \"backup\"\nperiod_s = 3600\n";
+    let edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    let connect = move || std::net::TcpStream::connect(addr).unwrap();
+    // The server's limits are 10 s; each client gives it 16.
+    let within = Duration::from_secs(16);
+    let silent = std::thread::spawn(move || until_closed(connect(), within));
+    let dribbling = std::thread::spawn(move || {
+        let mut s = connect();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let reader = s.try_clone().unwrap();
+        let closed = std::thread::spawn(move || until_closed(reader, within));
+        // A header line a second, never the blank line that ends them.
+        for i in 0..16 {
+            std::thread::sleep(Duration::from_secs(1));
+            if s.write_all(format!("X-Dribble-{i}: y\r\n").as_bytes())
+                .is_err()
+            {
+                break;
+            }
+        }
+        closed.join().unwrap()
+    });
+    let held_body = std::thread::spawn(move || {
+        let mut s = connect();
+        s.write_all(
+            format!(
+                "POST /ops/jobs/heartbeat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {JOBS_TOKEN}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"job\": "
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        until_closed(s, within)
+    });
+    let idle_after_answer = std::thread::spawn(move || {
+        let mut s = connect();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        until_closed(s, within)
+    });
+
+    let (_, closed) = silent.join().unwrap();
+    assert!(closed.is_some(), "a silent connection is closed");
+    let (_, closed) = dribbling.join().unwrap();
+    assert!(closed.is_some(), "dribbled headers are cut off");
+    let (answer, closed) = held_body.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(closed.is_some(), "and the connection is closed: {answer}");
+    let (answer, closed) = idle_after_answer.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed.is_some(), "an idle keep-alive connection is closed");
+    // Nothing was half-taken from the held heartbeat.
+    assert!(edge.get("/ops/jobs")["jobs"][0]["last_seen_ms"].is_null());
+}
+
+/// An ops-agent stand-in: diagnostics that say Docker is up or down, one
+/// allowlisted action that heals `heals` at once and answers after `delay`.
+#[derive(Clone)]
+struct StandInAgent {
+    addr: std::net::SocketAddr,
+    docker_down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    runs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl StandInAgent {
+    fn start(heals: TargetServer, delay: Duration) -> Self {
+        use axum::extract::{Path as P, State as S};
+        use axum::routing::{get, post};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let docker_down = Arc::new(AtomicBool::new(false));
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        type Shared = (
+            Arc<AtomicBool>,
+            Arc<Mutex<Vec<String>>>,
+            TargetServer,
+            Duration,
+        );
+        let router = axum::Router::new()
+            .route(
+                "/v1/diagnostics",
+                get(|S((down, ..)): S<Shared>| async move {
+                    let down = down.load(Ordering::SeqCst);
+                    axum::Json(vigil_wire::Diagnostics {
+                        compose_project: "demo".into(),
+                        docker_ok: !down,
+                        docker_error: down.then(|| "docker engine unavailable".into()),
+                        containers: Vec::new(),
+                        host: Default::default(),
+                    })
+                }),
+            )
+            .route(
+                "/v1/actions",
+                get(|| async {
+                    axum::Json(json!({"actions": [{
+                        "name": "restart_api_core", "description": "restart", "kind": "restart",
+                        "services": ["api-core"], "timeout_ms": 30000
+                    }]}))
+                }),
+            )
+            .route(
+                "/v1/actions/{name}",
+                post(
+                    |S((_, runs, heals, delay)): S<Shared>, P(name): P<String>| async move {
+                        runs.lock().unwrap().push(name.clone());
+                        heals.set(Behaviour::Ok);
+                        tokio::time::sleep(delay).await;
+                        axum::Json(json!({
+                            "name": name, "ok": true, "outcome": "ok", "request_id": "r1",
+                            "started_at_ms": 1, "finished_at_ms": 2, "duration_ms": 1
+                        }))
+                    },
+                ),
+            )
+            .with_state((docker_down.clone(), runs.clone(), heals, delay));
+        StandInAgent {
+            addr: vigil_testkit::serve::spawn(router),
+            docker_down,
+            runs,
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OPS_AGENT_URL", format!("http://{}", self.addr)),
+            ("OPS_AGENT_TOKEN", "agent-token-0123456789".into()),
+        ]
+    }
+
+    fn set_docker_down(&self, down: bool) {
+        self.docker_down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn runs(&self) -> Vec<String> {
+        self.runs.lock().unwrap().clone()
+    }
+}
+
+const HOST: &str =
+    "[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n";
+
+#[test]
+fn healing_resumes_when_docker_answers_again_and_the_page_goes_out_once() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let agent = StandInAgent::start(target.clone(), Duration::ZERO);
+    agent.set_docker_down(true);
+    let (dir, addr) = Edge::prepare("resume");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "settle_s = 0.1\n"
+        + &format!(
+            "[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n",
+            target.url()
+        )
+        + HOST;
+    let mut env = discord_env(&discord);
+    env.extend(agent.env());
+    let edge = Edge::start(bin(), dir, addr, &config, env);
+    target.set(Behaviour::Status(500));
+    edge.wait_for("the page", Duration::from_secs(15), |_| {
+        !discord.pages().is_empty()
+    });
+    let id = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Checks go on while Docker is down, folded into the one round.
+    edge.wait_for("a second check", Duration::from_secs(10), |e| {
+        e.get(&format!("/ops/incidents/{id}"))["rounds"][0]["retries"]
+            .as_u64()
+            .is_some()
+    });
+    assert!(agent.runs().is_empty());
+    agent.set_docker_down(false);
+    edge.wait_for("the resumed round", Duration::from_secs(20), |e| {
+        e.get(&format!("/ops/incidents/{id}"))["resolved_at_ms"].is_u64()
+    });
+    let inc = edge.get(&format!("/ops/incidents/{id}"));
+    let rounds = inc["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{inc:#}");
+    assert_eq!(rounds[0]["outcome"], "host_unreachable");
+    assert_eq!(rounds[1]["outcome"], "recovered");
+    assert!(
+        rounds[1]["note"]
+            .as_str()
+            .unwrap()
+            .contains("remediation resumed"),
+        "{inc:#}"
+    );
+    assert_eq!(agent.runs(), ["restart_api_core"]);
+    assert_eq!(inc["remediation"]["status"], "done");
+    assert_eq!(discord.pages().len(), 1, "the page went out once");
+}
+
+#[test]
+fn a_manual_action_is_on_the_incident_from_its_start_even_when_the_cycle_resolves_first() {
+    let target = TargetServer::start();
+    let agent = StandInAgent::start(target.clone(), Duration::from_secs(3));
+    let (dir, addr) = Edge::prepare("manual");
+    let config = config_head(dir.path(), addr, 0.2, 0.1)
+        + &target_toml("api", &target.url(), "host = \"vps1\"")
+        + HOST;
+    let edge = Edge::start(bin(), dir, addr, &config, agent.env());
+    target.set(Behaviour::Status(500));
+    edge.wait_for("the incident", Duration::from_secs(10), |e| {
+        e.target_state("api") == "down"
+    });
+    let id = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let http = edge.http.clone();
+    let run = std::thread::spawn(move || {
+        let res = http
+            .post(format!("http://{addr}/ops/actions/vps1/restart_api_core"))
+            .bearer_auth(CONTROL_TOKEN)
+            .header("X-Vigil-Operator", "alice")
+            .send()
+            .unwrap();
+        (res.status().as_u16(), res.json::<Value>().unwrap())
+    });
+    // The action heals the target at once and answers later: the cycle
+    // resolves the incident first, and the trail already has the action.
+    edge.wait_for(
+        "the resolve while the action runs",
+        Duration::from_secs(10),
+        |e| e.get(&format!("/ops/incidents/{id}"))["resolved_at_ms"].is_u64(),
+    );
+    let inc = edge.get(&format!("/ops/incidents/{id}"));
+    assert_eq!(inc["manual_actions"][0]["by"], "alice", "{inc:#}");
+    assert!(
+        inc["manual_actions"][0]["finished_at_ms"].is_null(),
+        "still running when the incident resolved: {inc:#}"
+    );
+    let (code, body) = run.join().unwrap();
+    assert_eq!(code, 200, "{body}");
+    let inc = edge.get(&format!("/ops/incidents/{id}"));
+    let record = &inc["manual_actions"][0];
+    assert_eq!(record["action"], "restart_api_core", "{inc:#}");
+    assert_eq!(record["result"]["outcome"], "ok", "{inc:#}");
+    assert!(record["finished_at_ms"].is_u64(), "{inc:#}");
+    assert_eq!(inc["manual_actions"].as_array().unwrap().len(), 1);
+}

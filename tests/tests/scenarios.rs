@@ -424,21 +424,40 @@ fn s13_edge_restarted_mid_round_continues_without_duplicates() {
     let mut p = Pair::start(
         "vs13",
         Options {
-            config: "settle_s = 4".into(),
+            // The round holds its settle for 20 s: a state the kill can
+            // wait for, not a timing window.
+            config: "settle_s = 20".into(),
             ..Options::default()
         },
     );
     p.fault(p.api_port, "/break");
-    // The action has run and the round is settling: kill the edge.
-    p.wait("the action", 30, |p| {
-        actions_run(p)
-            .iter()
-            .any(|(a, o)| a == "restart_api_core" && o == "ok")
+    // The action has run and the round is settling, its decision stored
+    // (state.json's pending_action): kill the edge there.
+    let state_file = p.edge().dir.path().join("state").join("state.json");
+    p.wait("the action, with the round's decision stored", 30, |p| {
+        let stored = std::fs::read_to_string(&state_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|s| s["incidents"].as_array().cloned())
+            .is_some_and(|incs| {
+                incs.iter()
+                    .any(|i| i["pending_action"]["action"] == "restart_api_core")
+            });
+        stored
+            && actions_run(p)
+                .iter()
+                .any(|(a, o)| a == "restart_api_core" && o == "ok")
     });
     p.edge_mut().kill();
-    p.fault(p.api_port, "/break"); // still broken: the resumed round must act again, idempotently
+    // Still broken: the resumed round must act again, idempotently. The
+    // restarted container may not listen yet: break it until it answers so.
+    p.wait("the target broken again", 30, |p| {
+        p.fault(p.api_port, "/break");
+        reqwest::blocking::get(format!("http://127.0.0.1:{}/healthz", p.api_port))
+            .is_ok_and(|r| r.status().as_u16() == 500)
+    });
     p.edge_mut().restart();
-    p.wait("the resumed round", 40, |p| p.rounds_of("api") >= 1);
+    p.wait("the resumed round", 60, |p| p.rounds_of("api") >= 1);
     let incidents = p.incidents();
     assert_eq!(incidents.len(), 1, "{incidents:#?}");
     let inc = p.incident("api");

@@ -204,6 +204,35 @@ pub fn slo_message(
     )
 }
 
+/// The state store failing (`error`), or recovered (`None`) after
+/// `failed_saves` failed saves since `since_ms`.
+pub fn store_message(
+    error: Option<&str>,
+    since_ms: u64,
+    now_ms: u64,
+    failed_saves: u64,
+) -> DiscordMessage {
+    match error {
+        Some(e) => notice(
+            "vigil: state store failing".into(),
+            Some(format!(
+                "Saving the state failed: {e}. Vigil keeps probing and alerting from memory; control and heartbeat writes are refused (503) until the store recovers, and what changes meanwhile is lost if the edge stops."
+            )),
+            Health::Down,
+            Vec::new(),
+        ),
+        None => notice(
+            "vigil: state store recovered".into(),
+            Some(format!(
+                "Saving works again after {} s and {failed_saves} failed save(s).",
+                now_ms.saturating_sub(since_ms) / 1000
+            )),
+            Health::Healthy,
+            Vec::new(),
+        ),
+    }
+}
+
 /// A critical crash report from a frontend.
 pub fn crash_message(
     app: &str,
@@ -370,7 +399,10 @@ impl Outbox {
             Delivery::RateLimited { retry_after_ms } => {
                 let e = &mut self.entries[pos];
                 e.attempts += 1;
-                e.next_attempt_at_ms = now_ms + retry_after_ms;
+                // Clocks are read in whole milliseconds: `now_ms` may be up
+                // to one short of the real time, so one more keeps the
+                // wait at least `retry_after`.
+                e.next_attempt_at_ms = now_ms + retry_after_ms + 1;
                 e.last_error = Some(format!("rate limited for {retry_after_ms} ms"));
             }
             Delivery::Failed { error } => {
@@ -424,10 +456,10 @@ mod tests {
             },
             20,
         );
-        assert!(o.due(2019).is_none());
-        assert_eq!(o.due(2020).unwrap().attempts, 2);
-        o.record(head, Delivery::Sent, 2020);
-        assert_eq!(o.due(2020).unwrap().key, "b");
+        assert!(o.due(2020).is_none());
+        assert_eq!(o.due(2021).unwrap().attempts, 2);
+        o.record(head, Delivery::Sent, 2021);
+        assert_eq!(o.due(2021).unwrap().key, "b");
         assert!(
             !o.push("a".into(), msg(1), 3000),
             "a sent key is not queued again"

@@ -119,15 +119,53 @@ pub struct Round {
     #[serde(default)]
     pub usage: TokenUsage,
     pub outcome: RoundOutcome,
+    /// Later checks of an unreachable host folded into this round's record
+    /// (each one found it still unreachable); `finished_at_ms` is the last.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub retries: u32,
+    /// What the monitor adds, e.g. that remediation resumed after the host
+    /// was unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
-/// An action run by hand through the control API.
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+/// An incident's id: its number and its opening time (epoch ms, base 36).
+/// The time makes an id unique by construction, even when the counter is
+/// lost with a state that could not be stored (a crash while the disk was
+/// full, a KV write that failed): a later incident opens at a later time.
+pub fn incident_id(n: u64, opened_at_ms: u64) -> String {
+    let mut t = opened_at_ms;
+    let mut digits = Vec::new();
+    loop {
+        digits.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(t % 36) as usize]);
+        t /= 36;
+        if t == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    format!("inc-{n}-{}", String::from_utf8_lossy(&digits))
+}
+
+/// An action run by hand through the control API: recorded when it is
+/// sent, completed when the agent answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManualAction {
     pub at_ms: u64,
     pub by: String,
     pub host: String,
     pub action: String,
+    /// The idempotency key it is sent with; names the record until it ends.
+    #[serde(default)]
+    pub key: String,
+    /// None while the action runs (or when the edge stopped before it
+    /// answered: the agent's audit log has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ActionResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,20 +184,26 @@ pub struct PendingAction {
 }
 
 impl ManualAction {
-    pub fn new(
-        at_ms: u64,
-        by: String,
-        host: &str,
-        action: &str,
-        result: &Result<ActionResult, String>,
-    ) -> Self {
+    /// An action about to be sent.
+    pub fn start(at_ms: u64, by: String, host: &str, action: &str) -> Self {
         ManualAction {
             at_ms,
             by,
             host: host.to_string(),
             action: action.to_string(),
-            result: result.as_ref().ok().cloned(),
-            error: result.as_ref().err().cloned(),
+            key: format!("vigil-manual-{host}-{action}-{at_ms}"),
+            finished_at_ms: None,
+            result: None,
+            error: None,
+        }
+    }
+
+    /// The agent answered (or the call failed).
+    pub fn finish(&mut self, at_ms: u64, result: Result<ActionResult, String>) {
+        self.finished_at_ms = Some(at_ms);
+        match result {
+            Ok(r) => self.result = Some(r),
+            Err(e) => self.error = Some(e),
         }
     }
 }
@@ -240,6 +284,15 @@ impl Incident {
         self.resolved_at_ms.is_none()
     }
 
+    /// Rounds that count against `max_remediation_rounds`: a round that
+    /// found the host unreachable did nothing, so it does not.
+    pub fn rounds_counted(&self) -> u32 {
+        self.rounds
+            .iter()
+            .filter(|r| r.outcome != RoundOutcome::HostUnreachable)
+            .count() as u32
+    }
+
     /// How often `action` ran in this incident's rounds.
     pub fn runs_of(&self, action: &str) -> u32 {
         self.rounds
@@ -269,5 +322,22 @@ impl Incident {
                 .to_lowercase()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_its_number_and_its_opening_time_in_base_36() {
+        assert_eq!(incident_id(7, 0), "inc-7-0");
+        assert_eq!(incident_id(1, 36), "inc-1-10");
+        assert_eq!(incident_id(12, 1_764_000_000_000), "inc-12-midc1z40");
+        assert_ne!(
+            incident_id(5, 1_764_000_000_000),
+            incident_id(5, 1_764_000_000_001),
+            "a number lost with an unsaved state is not reused"
+        );
     }
 }

@@ -292,6 +292,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::incident::incident_id;
 
     const MIN: u64 = 60_000;
 
@@ -363,7 +364,7 @@ mod tests {
         assert!(
             ev.contains(&Event::IncidentOpened {
                 target: "job:backup".into(),
-                incident: "inc-1".into()
+                incident: incident_id(1, 70 * MIN + 1)
             }),
             "{ev:?}"
         );
@@ -371,7 +372,7 @@ mod tests {
             s.check_jobs(&c, None, 80 * MIN).is_empty(),
             "one incident, one alert"
         );
-        assert_eq!(incident_of(&s, "backup").id, "inc-1");
+        assert_eq!(incident_of(&s, "backup").id, incident_id(1, 70 * MIN + 1));
         assert!(why(&s, "backup").contains("no ok for 4200 s"));
         // The late job reports again: resolved.
         let ev = s
@@ -379,7 +380,7 @@ mod tests {
             .unwrap();
         assert!(ev.contains(&Event::IncidentResolved {
             target: "job:backup".into(),
-            incident: "inc-1".into()
+            incident: incident_id(1, 70 * MIN + 1)
         }));
         assert_eq!(
             titles(&s),
@@ -450,7 +451,7 @@ mod tests {
             .heartbeat(&c, "report", Signal::Fail, Some("r9"), Some("42"), 10)
             .unwrap();
         assert_eq!(ev.len(), 2);
-        let inc = s.incident("inc-1").unwrap();
+        let inc = s.incident(&incident_id(1, 10)).unwrap();
         assert!(inc.paged_at_ms.is_some(), "report pages");
         assert!(titles(&s)[1].starts_with("<@42>"), "{:?}", titles(&s));
         // A second failure neither re-alerts nor re-pages.
@@ -462,7 +463,10 @@ mod tests {
             .unwrap();
         assert_eq!(ev.len(), 2);
         assert!(
-            s.incident("inc-2").unwrap().paged_at_ms.is_none(),
+            s.incident(&incident_id(2, 30))
+                .unwrap()
+                .paged_at_ms
+                .is_none(),
             "backup does not page"
         );
     }
@@ -485,11 +489,11 @@ mod tests {
         s.heartbeat(&c, "backup", Signal::Fail, None, None, 0)
             .unwrap();
         s.reconcile(&c, 1, true);
-        assert!(s.incident("inc-1").unwrap().is_open());
+        assert!(s.incident(&incident_id(1, 0)).unwrap().is_open());
         let mut fewer = c.clone();
         fewer.jobs.retain(|j| j.id != "backup");
         s.reconcile(&fewer, 2, true);
-        assert!(!s.incident("inc-1").unwrap().is_open());
+        assert!(!s.incident(&incident_id(1, 0)).unwrap().is_open());
     }
 
     fn at(y: i64, m: u32, d: u32, h: i64, min: i64) -> u64 {

@@ -12,4 +12,5 @@ pub mod probe;
 pub mod schedule;
 pub mod slo;
 pub mod state;
+pub mod store_health;
 pub mod tzdb;

@@ -657,6 +657,8 @@ mod tests {
             reprobe: None,
             usage: TokenUsage::default(),
             outcome: crate::core::incident::RoundOutcome::NotRecovered,
+            retries: 0,
+            note: None,
         });
         let allowed = allowed_actions(&agent, &t, &inc, 2);
         assert_eq!(

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::alert::{page_message, transition_message, Outbox, TransitionAlert};
 use super::history::History;
 use super::incident::{
-    Incident, Lease, ManualAction, PendingAction, RemediationStatus, Round, RoundOutcome,
-    StateChange, TokenUsage,
+    incident_id, Incident, Lease, ManualAction, PendingAction, RemediationStatus, Round,
+    RoundOutcome, StateChange, TokenUsage,
 };
 use super::probe::{Health, Observation};
 use super::slo::Burning;
@@ -21,6 +21,9 @@ const MANUAL_KEPT: usize = 200;
 const ANOMALIES_KEPT: usize = 500;
 /// Resolved incidents kept; open ones are always kept.
 const RESOLVED_KEPT: usize = 200;
+/// After a round found the host unreachable, the next check waits one
+/// interval, then twice as long after each failed check, up to this many.
+const HOST_RETRY_MAX_INTERVALS: u64 = 16;
 
 /// A target's debounced state and schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +144,10 @@ pub struct State {
     /// Crash alerts sent within the cooldown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crash_alerts: Vec<super::crash::CrashAlert>,
+    /// Whether this process can store the state (not stored: it describes
+    /// the process and its disk).
+    #[serde(skip)]
+    pub store: super::store_health::StoreHealth,
 }
 
 /// Who the on-call person is, for the page's @mention.
@@ -391,7 +398,7 @@ impl State {
         now_ms: u64,
     ) -> String {
         self.next_incident += 1;
-        let id = format!("inc-{}", self.next_incident);
+        let id = incident_id(self.next_incident, now_ms);
         self.incidents.push(Incident::new(
             id.clone(),
             subject.to_string(),
@@ -440,17 +447,21 @@ impl State {
         });
     }
 
-    /// Open incidents that want a remediation round now.
+    /// Open incidents that want a remediation round now: pending ones, and
+    /// those whose host was unreachable once their next check is due.
     pub fn remediation_due(&self, config: &Config, now_ms: u64) -> Vec<String> {
         self.incidents
             .iter()
-            .filter(|i| {
-                i.is_open()
-                    && i.remediation == RemediationStatus::Pending
-                    && i.acked_at_ms.is_none()
+            .filter(|i| i.is_open() && i.acked_at_ms.is_none())
+            .filter(|i| match i.remediation {
+                RemediationStatus::Pending => true,
+                RemediationStatus::HostUnreachable(_) => {
+                    host_check_at(i, config.interval_ms()).is_some_and(|at| at <= now_ms)
+                }
+                _ => false,
             })
             .filter(|i| i.lease.as_ref().is_none_or(|l| l.until_ms <= now_ms))
-            .filter(|i| (i.rounds.len() as u32) < config.max_remediation_rounds)
+            .filter(|i| i.rounds_counted() < config.max_remediation_rounds)
             .filter(|i| {
                 !self
                     .targets
@@ -545,8 +556,11 @@ impl State {
         inc.lease = None;
         inc.pending_action = None;
         let outcome = round.outcome.clone();
-        inc.rounds.push(round);
-        if inc.remediation == RemediationStatus::Pending {
+        store_round(inc, round);
+        if matches!(
+            inc.remediation,
+            RemediationStatus::Pending | RemediationStatus::HostUnreachable(_)
+        ) {
             inc.remediation = match outcome {
                 RoundOutcome::Recovered => RemediationStatus::Done,
                 RoundOutcome::Escalated => RemediationStatus::Escalated(
@@ -564,7 +578,7 @@ impl State {
                 RoundOutcome::NoAction => RemediationStatus::Exhausted,
                 RoundOutcome::Cancelled => RemediationStatus::Pending,
                 RoundOutcome::NotRecovered
-                    if inc.rounds.len() as u32 >= config.max_remediation_rounds =>
+                    if inc.rounds_counted() >= config.max_remediation_rounds =>
                 {
                     RemediationStatus::Exhausted
                 }
@@ -600,7 +614,10 @@ impl State {
             .filter_map(|i| {
                 let reason = match &i.remediation {
                     RemediationStatus::Exhausted => {
-                        format!("remediation exhausted after {} round(s)", i.rounds.len())
+                        format!(
+                            "remediation exhausted after {} round(s)",
+                            i.rounds_counted()
+                        )
                     }
                     RemediationStatus::Escalated(why) => format!("the planner escalated: {why}"),
                     RemediationStatus::HostUnreachable(why) => format!("host unreachable: {why}"),
@@ -642,9 +659,11 @@ impl State {
             .count()
     }
 
-    /// Records an action run by hand: in the state-wide log, and on every
-    /// open incident of a target on that host.
-    pub fn record_manual_action(&mut self, config: &Config, action: ManualAction) {
+    /// Records an action run by hand as it is sent, like a round's decision:
+    /// in the state-wide log, and on every open incident of a target on that
+    /// host, so the trail has it even when the incident resolves before the
+    /// agent answers.
+    pub fn start_manual_action(&mut self, config: &Config, action: ManualAction) {
         for inc in self.incidents.iter_mut().filter(|i| i.is_open()) {
             if config.target(&inc.target).and_then(|t| t.host.as_deref())
                 == Some(action.host.as_str())
@@ -654,6 +673,19 @@ impl State {
         }
         self.manual_actions.push_front(action);
         self.manual_actions.truncate(MANUAL_KEPT);
+    }
+
+    /// Completes the records [`State::start_manual_action`] made (matched
+    /// by key), whether their incidents are still open or not.
+    pub fn finish_manual_action(&mut self, done: &ManualAction) {
+        let records = self
+            .incidents
+            .iter_mut()
+            .flat_map(|i| i.manual_actions.iter_mut())
+            .chain(self.manual_actions.iter_mut());
+        for record in records.filter(|r| r.key == done.key) {
+            *record = done.clone();
+        }
     }
 
     pub fn acknowledge(&mut self, incident: &str, by: &str, now_ms: u64) -> Result<(), StateError> {
@@ -714,6 +746,48 @@ pub enum StateError {
     AlreadyResolved,
 }
 
+/// When the next check of an incident's unreachable host is due: one
+/// interval after the last failed check, doubling with each one folded into
+/// it, up to [`HOST_RETRY_MAX_INTERVALS`].
+fn host_check_at(inc: &Incident, interval_ms: u64) -> Option<u64> {
+    let last = inc
+        .rounds
+        .last()
+        .filter(|r| r.outcome == RoundOutcome::HostUnreachable)?;
+    let intervals = (1u64 << last.retries.min(8)).min(HOST_RETRY_MAX_INTERVALS);
+    Some(
+        last.finished_at_ms
+            .saturating_add(interval_ms.saturating_mul(intervals)),
+    )
+}
+
+/// Adds a finished round to the trail. Another check that finds the host
+/// still unreachable is folded into the previous one (the trail stays
+/// short however long the host is down); the first round after one says
+/// that remediation resumed.
+fn store_round(inc: &mut Incident, mut round: Round) {
+    let after_unreachable = inc
+        .rounds
+        .last_mut()
+        .filter(|r| r.outcome == RoundOutcome::HostUnreachable);
+    match after_unreachable {
+        Some(last) if round.outcome == RoundOutcome::HostUnreachable => {
+            last.retries += 1;
+            last.finished_at_ms = round.finished_at_ms;
+            last.diagnostics = round.diagnostics;
+            last.host_metrics = round.host_metrics.or(last.host_metrics.take());
+        }
+        Some(last) => {
+            round.note = Some(format!(
+                "remediation resumed: the host answers again after {} failed check(s)",
+                last.retries + 1
+            ));
+            inc.rounds.push(round);
+        }
+        None => inc.rounds.push(round),
+    }
+}
+
 fn interrupted_round(p: PendingAction, now_ms: u64) -> Round {
     Round {
         n: p.round,
@@ -731,6 +805,8 @@ fn interrupted_round(p: PendingAction, now_ms: u64) -> Round {
         reprobe: None,
         usage: TokenUsage::default(),
         outcome: RoundOutcome::Recovered,
+        retries: 0,
+        note: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! CONTROL_TOKEN) and control routes (CONTROL_TOKEN only).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,11 +14,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
 use vigil_wire::{ErrorBody, TokenCheck};
 
 use super::io::now_ms;
 use super::runner::Runner;
+use super::store::StoreError;
 use crate::core::crash::CrashReport;
+use crate::core::incident::ManualAction;
 use crate::core::state::StateError;
 use crate::shell::{BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
@@ -64,9 +68,12 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ops/jobs", get(list_jobs))
         .route("/ops/crashes", get(crashes))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_read));
-    let controls = Router::new()
+    // Manual actions last as long as the action: no request timeout.
+    let actions = Router::new()
         .route("/ops/actions/{host}/{name}", post(manual_action))
         .route("/ops/restart/{target}", post(restart_target))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_control));
+    let controls = Router::new()
         .route("/ops/incidents/{id}/ack", post(ack))
         .route("/ops/incidents/{id}/resolve", post(resolve))
         .route("/ops/target/{id}/maintenance", post(maintenance))
@@ -82,13 +89,15 @@ pub fn router(runner: Arc<Runner>) -> Router {
         ))
         .route("/_log", axum::routing::options(crash_preflight))
         .layer(DefaultBodyLimit::max(CRASH_BODY_LIMIT));
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+    let timed = Router::new()
+        .route("/healthz", get(healthz))
         .merge(heartbeats)
         .merge(reads)
         .merge(controls)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .merge(crash_log)
+        .merge(crash_log);
+    timed_out_as_408(timed)
+        .merge(actions.layer(DefaultBodyLimit::max(BODY_LIMIT)))
         .with_state(api)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -98,6 +107,39 @@ pub fn router(runner: Arc<Runner>) -> Router {
                 "method not allowed",
             )
         })
+}
+
+/// A request, its body included, must be read and answered within this
+/// long (manual actions excepted: they last as long as the action).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `router`'s requests answered 408 (closing the connection, whose request
+/// was not read to its end) when they take longer than [`REQUEST_TIMEOUT`]:
+/// a client that holds its body back does not hold a connection.
+fn timed_out_as_408(router: Router<Shared>) -> Router<Shared> {
+    router
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(middleware::map_response(|res: Response| async move {
+            if res.status() != StatusCode::REQUEST_TIMEOUT {
+                return res;
+            }
+            let mut res = error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request was not received within {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            );
+            res.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            res
+        }))
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -118,6 +160,29 @@ fn too_large(limit: usize) -> Response {
         header::HeaderValue::from_static("close"),
     );
     res
+}
+
+/// The answer to a change that could not be stored (and so was not made).
+fn not_stored(e: &StoreError) -> Response {
+    let mut res = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!("the change could not be stored, so it was not made: {e}"),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+    res
+}
+
+/// 200 while the state can be stored; 503 with the store's error when not.
+async fn healthz(State(api): State<Shared>) -> Response {
+    let store = api.runner.store_health();
+    let status = if store.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"ok": store.ok, "store": store}))).into_response()
 }
 
 fn unauthorized() -> Response {
@@ -195,11 +260,10 @@ async fn crash_report(State(api): State<Shared>, body: Result<Bytes, BytesReject
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
     };
-    let crash = api.runner.take_crash(report, truncated);
-    if crash.alerted {
-        api.runner.deliver().await;
+    match api.runner.take_crash(report, truncated) {
+        Ok(crash) => (StatusCode::ACCEPTED, Json(crash)).into_response(),
+        Err(e) => not_stored(&e),
     }
-    (StatusCode::ACCEPTED, Json(crash)).into_response()
 }
 
 async fn crashes(
@@ -291,22 +355,23 @@ async fn heartbeat(State(api): State<Shared>, body: Result<Bytes, BytesRejection
     };
     let config = api.runner.config.clone();
     let oncall = api.runner.io.secrets().oncall_user.clone();
-    let done = api.runner.update(|s| {
-        s.heartbeat(
+    let done = api.runner.try_update(|s| {
+        Ok(s.heartbeat(
             &config,
             &hb.job,
             hb.status,
             hb.run_id.as_deref(),
             oncall.as_deref(),
             now_ms(),
-        )
+        ))
     });
     match done {
-        Ok(_) => {
-            api.runner.deliver().await;
+        Ok(Ok(_)) => {
+            api.runner.deliver_soon();
             Json(json!({"ok": true, "job": hb.job})).into_response()
         }
-        Err(e) => error(StatusCode::NOT_FOUND, "unknown_job", e.to_string()),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, "unknown_job", e.to_string()),
+        Err(e) => not_stored(&e),
     }
 }
 
@@ -314,9 +379,20 @@ async fn anomalies(State(api): State<Shared>) -> Response {
     Json(api.runner.read(|s| json!({"anomalies": s.anomalies}))).into_response()
 }
 
-/// Runs an allowlisted action by hand and records it.
+/// Runs an allowlisted action by hand, recorded on the open incidents
+/// before it is sent and completed when it ends.
 async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
-    let record = match api.runner.io.manual_action(host, name, by).await {
+    let runner = &api.runner;
+    let config = runner.config.clone();
+    let start = |a: &ManualAction| {
+        runner
+            .try_update(|s| {
+                s.start_manual_action(&config, a.clone());
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+    };
+    let record = match runner.io.manual_action(host, name, by, &start).await {
         Ok(r) => r,
         Err(refusal) => {
             let (status, code, message) = refusal.answer(host, name);
@@ -327,9 +403,23 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
             );
         }
     };
-    let config = api.runner.config.clone();
-    api.runner
-        .update(|s| s.record_manual_action(&config, record.clone()));
+    // It ran: the record stays in memory even if it cannot be stored.
+    let stored = runner.try_update(|s| {
+        s.finish_manual_action(&record);
+        Ok(())
+    });
+    if let Err(e) = stored {
+        runner.update(|s| s.finish_manual_action(&record));
+        let outcome = record.result.as_ref().map_or_else(
+            || format!("failed: {}", record.error.clone().unwrap_or_default()),
+            |r| format!("{:?}", r.outcome).to_lowercase(),
+        );
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("{name} ran on {host} ({outcome}) but its result could not be stored: {e}"),
+        );
+    }
     match (record.result, record.error) {
         (Some(r), _) => Json(r).into_response(),
         (None, e) => error(
@@ -370,15 +460,16 @@ async fn restart_target(
     run_manual(&api, host, first, operator(&headers)).await
 }
 
-fn state_result(r: Result<(), StateError>, id: &str) -> Response {
+fn state_result(r: Result<Result<(), StateError>, StoreError>, id: &str) -> Response {
     match r {
-        Ok(()) => Json(json!({"ok": true, "incident": id})).into_response(),
-        Err(StateError::NoIncident) => error(
+        Ok(Ok(())) => Json(json!({"ok": true, "incident": id})).into_response(),
+        Err(e) => not_stored(&e),
+        Ok(Err(StateError::NoIncident)) => error(
             StatusCode::NOT_FOUND,
             "unknown_incident",
             format!("no incident {id:?}"),
         ),
-        Err(StateError::AlreadyResolved) => error(
+        Ok(Err(StateError::AlreadyResolved)) => error(
             StatusCode::CONFLICT,
             "already_resolved",
             format!("incident {id:?} is already resolved"),
@@ -389,7 +480,8 @@ fn state_result(r: Result<(), StateError>, id: &str) -> Response {
 async fn ack(State(api): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let by = operator(&headers);
     state_result(
-        api.runner.update(|s| s.acknowledge(&id, &by, now_ms())),
+        api.runner
+            .try_update(|s| Ok(s.acknowledge(&id, &by, now_ms()))),
         &id,
     )
 }
@@ -400,7 +492,10 @@ async fn resolve(
     headers: HeaderMap,
 ) -> Response {
     let by = operator(&headers);
-    state_result(api.runner.update(|s| s.resolve(&id, &by, now_ms())), &id)
+    state_result(
+        api.runner.try_update(|s| Ok(s.resolve(&id, &by, now_ms()))),
+        &id,
+    )
 }
 
 async fn maintenance(
@@ -423,6 +518,13 @@ async fn maintenance(
         Ok(u) => u,
         Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
     };
-    let _ = api.runner.update(|s| s.set_maintenance(&id, until, now));
-    Json(json!({"ok": true, "target": id, "maintenance_until_ms": until})).into_response()
+    match api
+        .runner
+        .try_update(|s| Ok(s.set_maintenance(&id, until, now)))
+    {
+        Ok(_) => {
+            Json(json!({"ok": true, "target": id, "maintenance_until_ms": until})).into_response()
+        }
+        Err(e) => not_stored(&e),
+    }
 }

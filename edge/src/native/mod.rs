@@ -4,4 +4,5 @@
 pub mod api;
 pub mod io;
 pub mod runner;
+pub mod server;
 pub mod store;

@@ -1,7 +1,9 @@
 //! The native runner: wakes when a probe is due, feeds observations to the
 //! core, starts remediation rounds beside the cycle (never inside it), and
-//! delivers the outbox. State lives in memory behind a mutex and is saved
-//! after every change.
+//! delivers the outbox in a task of its own (neither the cycle nor a request
+//! waits on Discord). State lives in memory behind a mutex and is saved
+//! after every change; a change a caller is told about is undone when it
+//! cannot be saved.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,7 @@ use crate::core::crash::{self, Crash, CrashLog, CrashReport};
 use crate::core::history::History;
 use crate::core::probe::Observation;
 use crate::core::state::{Event, State};
+use crate::core::store_health::StoreView;
 use crate::remediation::{run_round, RemediationIo, RoundInput};
 
 /// Recent observations kept per target, in memory.
@@ -38,6 +41,8 @@ pub struct Runner {
     recent: Mutex<HashMap<String, VecDeque<Observation>>>,
     /// One delivery pass at a time, so no message is sent twice.
     delivering: tokio::sync::Mutex<()>,
+    /// Wakes the delivery task.
+    wake_delivery: tokio::sync::Notify,
     owner: String,
     rounds: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -68,6 +73,7 @@ impl Runner {
             store: Mutex::new(store),
             recent: Mutex::new(HashMap::new()),
             delivering: tokio::sync::Mutex::new(()),
+            wake_delivery: tokio::sync::Notify::new(),
             rounds: Mutex::new(Vec::new()),
         }))
     }
@@ -77,14 +83,57 @@ impl Runner {
         f(&lock(&self.state))
     }
 
-    /// Changes the state under the lock and saves it.
+    /// Changes the state under the lock and saves it. The monitor's own
+    /// changes stay in memory when the save fails (the failure is alerted
+    /// and they are saved with the next change that can be).
     pub fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let mut state = lock(&self.state);
         let out = f(&mut state);
-        if let Err(e) = lock(&self.store).save(&state) {
+        if let Err(e) = self.save(&mut state) {
             tracing::error!(error = %e, "saving the state failed; it stays in memory and is saved with the next change");
+            state.store_failed(&e.to_string(), now_ms());
         }
         out
+    }
+
+    /// Changes the state for a caller who will be told it is done: when the
+    /// change (or what `f` stores itself) cannot be saved, it is undone and
+    /// the error returned, so nothing is claimed that a crash would lose.
+    pub fn try_update<R>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut state = lock(&self.state);
+        let before = state.clone();
+        let saved = f(&mut state).and_then(|out| {
+            if *state != before {
+                self.save(&mut state)?;
+            }
+            Ok(out)
+        });
+        if let Err(e) = &saved {
+            tracing::error!(error = %e, "saving the state failed; the change is refused");
+            *state = before;
+            state.store_failed(&e.to_string(), now_ms());
+        }
+        saved
+    }
+
+    /// Saves the state; a save that works after failures ends the episode
+    /// (its alert is saved too, best effort).
+    fn save(&self, state: &mut State) -> Result<(), StoreError> {
+        let mut store = lock(&self.store);
+        store.save(state)?;
+        if state.store_saved(now_ms()) {
+            tracing::info!("the state store works again");
+            let _ = store.save(state);
+            self.wake_delivery.notify_one();
+        }
+        Ok(())
+    }
+
+    pub fn store_health(&self) -> StoreView {
+        self.read(|s| s.store.view())
     }
 
     /// Reads the history and the state together.
@@ -98,16 +147,21 @@ impl Runner {
     }
 
     /// Takes a crash report: incident and alert in the state, the report in
-    /// the crash log; both saved before this returns.
-    pub fn take_crash(&self, report: CrashReport, truncated: bool) -> Crash {
+    /// the crash log; both saved before this returns, or neither kept.
+    pub fn take_crash(&self, report: CrashReport, truncated: bool) -> Result<Crash, StoreError> {
         let mut log = lock(&self.crashes);
+        let before = log.clone();
         let cooldown = self.config.crash_cooldown_ms();
-        let crash = self
-            .update(|s| crash::intake(s, &mut log, report, truncated, cooldown, now_ms()).clone());
-        if let Err(e) = lock(&self.store).save_doc(CRASHES_DOC, &*log) {
-            tracing::error!(error = %e, "saving the crash log failed; it stays in memory and is saved with the next report");
+        let taken = self.try_update(|s| {
+            let crash = crash::intake(s, &mut log, report, truncated, cooldown, now_ms()).clone();
+            lock(&self.store).save_doc(CRASHES_DOC, &*log)?;
+            Ok(crash)
+        });
+        if taken.is_err() {
+            *log = before;
         }
-        crash
+        self.wake_delivery.notify_one();
+        taken
     }
 
     /// Stores the history when its flush is due (or now, with `force`).
@@ -194,7 +248,7 @@ impl Runner {
             self.flush_history(false);
             self.poll_hosts();
             self.start_rounds();
-            self.deliver().await;
+            self.deliver_soon();
             tracing::debug!(probed, "cycle done");
             probed
         }
@@ -258,7 +312,7 @@ impl Runner {
                         now_ms(),
                     ));
                 });
-                this.deliver().await;
+                this.deliver_soon();
             });
             lock(&self.rounds).push(handle);
         }
@@ -274,6 +328,20 @@ impl Runner {
             for h in handles {
                 let _ = h.await;
             }
+        }
+    }
+
+    /// Asks the delivery task for a pass; returns at once.
+    pub fn deliver_soon(&self) {
+        self.wake_delivery.notify_one();
+    }
+
+    /// Delivers whenever woken (a wake-up during a pass is kept for after
+    /// it), until the runner stops.
+    async fn delivery_loop(self: Arc<Self>) {
+        loop {
+            self.wake_delivery.notified().await;
+            self.deliver().await;
         }
     }
 
@@ -309,6 +377,7 @@ impl Runner {
     /// Runs cycles until `shutdown` resolves.
     pub async fn run(self: &Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let delivery = tokio::spawn(self.clone().delivery_loop());
         loop {
             self.cycle().await;
             tokio::select! {
@@ -318,6 +387,7 @@ impl Runner {
         }
         tracing::info!("stopping: letting running rounds finish");
         self.wait_for_rounds().await;
+        delivery.abort();
         self.flush_history(true);
     }
 

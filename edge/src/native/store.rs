@@ -115,13 +115,18 @@ impl FileStore {
             source,
         };
         let tmp = self.dir.join(format!("{doc}.json.tmp"));
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, self.path(doc)).map_err(io)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        let written = File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&bytes)?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, self.path(doc)))
+            .and_then(|()| File::open(&self.dir)?.sync_all());
+        if let Err(e) = written {
+            // A half-written temp file only takes the space a retry needs.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
         self.last.insert(doc, bytes);
         Ok(true)
     }
@@ -150,6 +155,29 @@ mod tests {
         let mut again = FileStore::open(&d).unwrap();
         assert_eq!(again.load().unwrap().next_incident, 7);
         assert!(!d.join("state.json.tmp").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_failed_save_is_an_error_and_is_written_when_it_can_be() {
+        let d = dir("fail");
+        let mut store = FileStore::open(&d).unwrap();
+        let mut state = store.load().unwrap();
+        state.next_incident = 3;
+        // The temp file's name taken by a directory: every write fails.
+        std::fs::create_dir_all(d.join("state.json.tmp")).unwrap();
+        assert!(matches!(store.save(&state), Err(StoreError::Io { .. })));
+        assert!(
+            matches!(store.save(&state), Err(StoreError::Io { .. })),
+            "a failed write is not taken for stored"
+        );
+        std::fs::remove_dir(d.join("state.json.tmp")).unwrap();
+        assert!(store.save(&state).unwrap());
+        drop(store);
+        assert_eq!(
+            FileStore::open(&d).unwrap().load().unwrap().next_incident,
+            3
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -757,17 +757,26 @@ async fn manual(
     name: &str,
     by: String,
 ) -> worker::Result<Response> {
-    let record = match worker_io(config, secrets)
-        .manual_action(host, name, by)
-        .await
-    {
+    // Recorded on the open incidents as it starts, like a round's decision.
+    let shared = Mutex::new(std::mem::take(state));
+    let start = |a: &crate::core::incident::ManualAction| {
+        shared
+            .lock()
+            .map(|mut s| s.start_manual_action(config, a.clone()))
+            .map_err(|_| "state lock poisoned".to_string())
+    };
+    let outcome = worker_io(config, secrets)
+        .manual_action(host, name, by, &start)
+        .await;
+    *state = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+    let record = match outcome {
         Ok(r) => r,
         Err(refusal) => {
             let (status, code, message) = refusal.answer(host, name);
             return error(status, code, message);
         }
     };
-    state.record_manual_action(config, record.clone());
+    state.finish_manual_action(&record);
     match (record.result, record.error) {
         (Some(r), _) => json(200, &r),
         (None, e) => error(502, "action_failed", e.unwrap_or_default()),
