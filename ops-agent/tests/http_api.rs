@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::Command;
@@ -616,4 +617,129 @@ async fn an_action_whose_audit_line_cannot_be_written_is_refused_and_not_run() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["outcome"].to_string())
         .collect();
     assert_eq!(written, [r#""started""#, r#""timed_out""#]);
+}
+
+#[tokio::test]
+async fn a_flood_of_rate_limited_attempts_is_counted_not_written_line_by_line() {
+    let (mut agent, _docker) = agent_with(
+        Daemon::Hanging,
+        &[
+            // The flood comes "through a proxy" from 10.9.9.9, so that the
+            // test's own /metrics call (from 127.0.0.1) is not limited.
+            ("OPS_AGENT_TRUSTED_PROXIES", "127.0.0.1".into()),
+            ("OPS_AGENT_RATE_PER_MIN", "1".into()),
+            ("OPS_AGENT_RATE_BURST", "1".into()),
+        ],
+    );
+    let attempt = || {
+        agent
+            .http
+            .post(agent.url("/v1/actions/restart_api_core"))
+            .header("X-Real-IP", "10.9.9.9")
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..150 {
+        let wave = futures_util::future::join_all((0..20).map(|_| attempt())).await;
+        statuses.extend(wave.into_iter().map(|r| r.unwrap().status().as_u16()));
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2999);
+    // The first refusal of the window is written; the rest are counted.
+    assert_eq!(outcomes(&agent), ["unauthorized", "rate_limited"]);
+    let metrics = agent.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("ops_agent_rate_limited_total 2999"),
+        "{metrics}"
+    );
+    // The window's summary is written when it ends, at the latest at exit.
+    assert!(agent.proc.terminate().success());
+    let lines = agent.audit_lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[2]["outcome"], "rate_limited");
+    assert_eq!(lines[2]["client_ip"], "10.9.9.9");
+    let reason = lines[2]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("2998 more refused"), "{reason}");
+}
+
+/// A raw TCP connection to the agent, for clients no HTTP library would be.
+fn raw_connection(agent: &Agent) -> TcpStream {
+    let addr = agent.base.trim_start_matches("http://");
+    let stream = TcpStream::connect(addr).unwrap();
+    // Far beyond the limits under test: a read that waits this long means
+    // the agent never closed the connection.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the agent closes the connection; what it sent, and how long
+/// that took.
+fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the agent kept the connection open: {e}"),
+        }
+    }
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn agent_with_short_connection_limits() -> (Agent, FakeDocker) {
+    agent_with(
+        Daemon::Hanging,
+        &[
+            ("OPS_AGENT_HEADER_TIMEOUT_S", "1".into()),
+            ("OPS_AGENT_BODY_TIMEOUT_S", "1".into()),
+        ],
+    )
+}
+
+#[test]
+fn dribbled_headers_and_idle_connections_are_closed() {
+    let (agent, _docker) = agent_with_short_connection_limits();
+    // Headers, one line every 200 ms, never finished.
+    let mut dribbler = raw_connection(&agent);
+    let mut writer = dribbler.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = writer.write_all(b"GET /healthz HTTP/1.1\r\nHost: agent\r\n");
+        while writer.write_all(b"X-Slow: yes\r\n").is_ok() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let (_, took) = read_until_closed(&mut dribbler);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // A kept-alive connection left idle after its request.
+    let mut idle = raw_connection(&agent);
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n")
+        .unwrap();
+    let (answer, took) = read_until_closed(&mut idle);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn a_body_held_back_is_answered_408_and_audited() {
+    let (agent, docker) = agent_with_short_connection_limits();
+    let mut held = raw_connection(&agent);
+    let head = format!(
+        "POST /v1/actions/restart_api_core HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n0123456789"
+    );
+    held.write_all(head.as_bytes()).unwrap();
+    let (answer, took) = read_until_closed(&mut held);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(outcomes(&agent), ["body_timeout"]);
+    assert_eq!(docker.connections(), 0, "nothing ran");
 }
