@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{action, start, Agent, TOKEN};
+use common::{action, start, wait_until, Agent, TOKEN};
 use vigil_testkit::TempDir;
 use vigil_wire::{ActionList, ActionOutcome, ActionResult, ErrorBody};
 
@@ -160,15 +160,6 @@ impl Drop for SmallDisk {
             .arg("-l")
             .arg(self.dir.path())
             .status();
-    }
-}
-
-/// Polls `done` until it holds, failing the test after a generous deadline.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
