@@ -19,7 +19,7 @@ use super::io::now_ms;
 use super::runner::Runner;
 use crate::core::crash::CrashReport;
 use crate::core::state::StateError;
-use crate::shell::{BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
+use crate::shell::{manual_failure, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
 
 struct Api {
@@ -332,11 +332,14 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
         .update(|s| s.record_manual_action(&config, record.clone()));
     match (record.result, record.error) {
         (Some(r), _) => Json(r).into_response(),
-        (None, e) => error(
-            StatusCode::BAD_GATEWAY,
-            "action_failed",
-            e.unwrap_or_default(),
-        ),
+        (None, e) => {
+            let (status, code, message) = manual_failure(e);
+            error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                code,
+                message,
+            )
+        }
     }
 }
 
