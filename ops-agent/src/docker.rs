@@ -309,18 +309,23 @@ impl Engine {
                 "recreate {name}: new container failed to start, old one restored: {e}"
             )));
         }
+        self.remove(docker, id).await?;
+        Ok(format!(
+            "recreated {name}: {} -> {}",
+            &id[..id.len().min(12)],
+            &new_id[..new_id.len().min(12)]
+        ))
+    }
+
+    /// Removes a container, killing it if it runs.
+    async fn remove(&self, docker: &Docker, id: &str) -> Result<()> {
         let remove = RemoveContainerOptionsBuilder::new().force(true).build();
         self.call(
             "a remove",
             STOP_ALLOWANCE,
             docker.remove_container(id, Some(remove)),
         )
-        .await?;
-        Ok(format!(
-            "recreated {name}: {} -> {}",
-            &id[..id.len().min(12)],
-            &new_id[..new_id.len().min(12)]
-        ))
+        .await
     }
 
     /// Best-effort rollback of a recreate: drop the new container, give the
@@ -330,15 +335,7 @@ impl Engine {
             return;
         };
         if let Some(new_id) = new_id {
-            let remove = RemoveContainerOptionsBuilder::new().force(true).build();
-            if let Err(e) = self
-                .call(
-                    "a remove",
-                    STOP_ALLOWANCE,
-                    docker.remove_container(new_id, Some(remove)),
-                )
-                .await
-            {
+            if let Err(e) = self.remove(docker, new_id).await {
                 tracing::error!(error = %e, "rollback: removing the new container failed");
             }
         }

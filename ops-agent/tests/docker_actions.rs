@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{action, start, wait_until, Agent};
-use vigil_testkit::docker::{docker, inspect, Project};
+use vigil_testkit::docker::{docker, docker_at, inspect, Project};
 use vigil_testkit::{docker_or_skip, free_port};
 use vigil_wire::{ActionOutcome, ActionResult, Diagnostics, ErrorBody, LogLines};
 
@@ -374,17 +374,7 @@ impl OwnDaemon {
     }
 
     fn docker(&self, args: &[&str]) -> String {
-        let out = Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", &self.host)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        docker_at(&self.host, args)
     }
 
     fn stop(&self) {

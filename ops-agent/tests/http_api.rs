@@ -182,6 +182,36 @@ fn agent_with(mode: Daemon, env: &[(&str, String)]) -> (Agent, FakeDocker) {
     (start(&slow_actions(), &all), docker)
 }
 
+/// Expects an error answer with `status` and `code` whose message mentions
+/// `mentions`.
+async fn expect_error(res: reqwest::Response, status: u16, code: &str, mentions: &str) {
+    assert_eq!(res.status(), status);
+    let body: ErrorBody = res.json().await.unwrap();
+    assert_eq!(body.error.code, code);
+    assert!(
+        body.error.message.contains(mentions),
+        "{}",
+        body.error.message
+    );
+}
+
+/// Asks to run `action`, expects the refusal, and returns the one audit
+/// line it wrote (naming the action as sent).
+async fn refused_and_audited(
+    agent: &Agent,
+    action: &str,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    let res = agent.post(&format!("/v1/actions/{action}")).await;
+    assert_eq!(res.status(), status);
+    assert_eq!(error_code(res).await, code);
+    let lines = agent.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["action"], action);
+    lines[0].clone()
+}
+
 fn outcomes(agent: &Agent) -> Vec<String> {
     agent
         .audit_lines()
@@ -290,19 +320,20 @@ async fn healthz_is_open_and_everything_else_needs_the_token() {
     let names: Vec<_> = list.actions.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["restart_api_core", "restart_gateway"]);
     assert_eq!(list.actions[0].timeout_ms, 1000);
+    let logs = agent.proc.logs();
+    assert!(logs.contains("ops-agent listening"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "colour codes in a log file: {logs}"
+    );
 }
 
 #[tokio::test]
 async fn unknown_action_is_404_runs_nothing_and_is_audited() {
     let (agent, _docker) = agent_with(Daemon::Hanging, &[]);
-    let res = agent.post("/v1/actions/rm_rf_everything").await;
-    assert_eq!(res.status(), 404);
-    assert_eq!(error_code(res).await, "unknown_action");
-    let lines = agent.audit_lines();
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["action"], "rm_rf_everything");
-    assert_eq!(lines[0]["outcome"], "unknown_action");
-    assert_eq!(lines[0]["client_ip"], "127.0.0.1");
+    let line = refused_and_audited(&agent, "rm_rf_everything", 404, "unknown_action").await;
+    assert_eq!(line["outcome"], "unknown_action");
+    assert_eq!(line["client_ip"], "127.0.0.1");
     // A wrong token on an action route is an attempt too.
     let res = agent
         .http
@@ -323,14 +354,7 @@ async fn a_slow_action_times_out_and_a_second_one_meanwhile_gets_409() {
         agent.post("/v1/actions/restart_gateway").await
     };
     let (first, second) = tokio::join!(first, second);
-    assert_eq!(second.status(), 409);
-    let body: ErrorBody = second.json().await.unwrap();
-    assert_eq!(body.error.code, "busy");
-    assert!(
-        body.error.message.contains("restart_api_core"),
-        "{}",
-        body.error.message
-    );
+    expect_error(second, 409, "busy", "restart_api_core").await;
 
     assert_eq!(first.status(), 200);
     let result: ActionResult = first.json().await.unwrap();
@@ -376,14 +400,7 @@ async fn a_hung_docker_daemon_is_docker_unavailable_within_the_agents_limit() {
     let started = Instant::now();
     let res = agent.post("/v1/actions/restart_api_core").await;
     let took = started.elapsed();
-    assert_eq!(res.status(), 502);
-    let body: ErrorBody = res.json().await.unwrap();
-    assert_eq!(body.error.code, "docker_unavailable");
-    assert!(
-        body.error.message.contains("did not answer"),
-        "{}",
-        body.error.message
-    );
+    expect_error(res, 502, "docker_unavailable", "did not answer").await;
     assert!(took < Duration::from_secs(20), "{took:?}");
 
     let started = Instant::now();
@@ -499,13 +516,8 @@ async fn oversized_bodies_are_refused_before_anything_runs() {
 #[tokio::test]
 async fn a_path_that_does_not_decode_is_a_json_400_and_audited() {
     let (agent, docker) = agent_with(Daemon::Hanging, &[]);
-    let res = agent.post("/v1/actions/%FF%FE").await;
-    assert_eq!(res.status(), 400);
-    assert_eq!(error_code(res).await, "bad_path");
-    let lines = agent.audit_lines();
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["outcome"], "bad_request");
-    assert_eq!(lines[0]["action"], "%FF%FE");
+    let line = refused_and_audited(&agent, "%FF%FE", 400, "bad_path").await;
+    assert_eq!(line["outcome"], "bad_request");
     for path in ["/v1/logs/%FF", "/v1/audit?limit=%FF"] {
         let res = agent.get(path).await;
         assert_eq!(res.status(), 400, "{path}");

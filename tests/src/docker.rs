@@ -11,10 +11,20 @@ pub fn image() -> String {
 
 /// Runs `docker args...`, panicking with its stderr on failure.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
+    run(Command::new("docker").args(args), args)
+}
+
+/// [`docker`] against the daemon at `host` (a `unix://` address), not the
+/// one of `DOCKER_HOST`.
+pub fn docker_at(host: &str, args: &[&str]) -> String {
+    run(
+        Command::new("docker").args(args).env("DOCKER_HOST", host),
+        args,
+    )
+}
+
+fn run(command: &mut Command, args: &[&str]) -> String {
+    let out = command.output().expect("run docker");
     assert!(
         out.status.success(),
         "docker {args:?} failed: {}",
