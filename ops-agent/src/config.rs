@@ -10,6 +10,8 @@ use vigil_wire::token::{check_configured, TokenProblem};
 
 /// Longest any configured timeout may be.
 const MAX_TIMEOUT_S: f64 = 3600.0;
+/// Smallest size at which the audit log may rotate: room for many lines.
+const MIN_AUDIT_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -103,7 +105,7 @@ impl Config {
                 auth_fail_burst: parse_var(&lookup, "OPS_AGENT_AUTH_FAIL_BURST", "5")?,
             },
             body_limit: parse_var(&lookup, "OPS_AGENT_BODY_LIMIT", "16384")?,
-            audit_max_bytes: parse_var(&lookup, "OPS_AGENT_AUDIT_MAX_BYTES", "10485760")?,
+            audit_max_bytes: parse_audit_max(&lookup)?,
             docker_timeout: parse_secs(&lookup, "OPS_AGENT_DOCKER_TIMEOUT_S", "10")?,
             header_timeout: parse_secs(&lookup, "OPS_AGENT_HEADER_TIMEOUT_S", "10")?,
             body_timeout: parse_secs(&lookup, "OPS_AGENT_BODY_TIMEOUT_S", "10")?,
@@ -130,6 +132,19 @@ where
 {
     let value = lookup(var).unwrap_or_else(|| default.to_string());
     value.trim().parse().map_err(|e| invalid(var, &value, e))
+}
+
+fn parse_audit_max(lookup: &impl Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
+    const VAR: &str = "OPS_AGENT_AUDIT_MAX_BYTES";
+    let bytes: u64 = parse_var(lookup, VAR, "10485760")?;
+    if bytes < MIN_AUDIT_BYTES {
+        return Err(invalid(
+            VAR,
+            &bytes.to_string(),
+            format!("must be at least {MIN_AUDIT_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// A duration in seconds (fractions allowed), above 0 and at most an hour.
@@ -186,6 +201,16 @@ mod tests {
             assert!(e.to_string().starts_with("OPS_AGENT_TOKEN "), "{e}");
         }
         assert!(from(&[TOKEN, PROJECT]).is_ok());
+    }
+
+    #[test]
+    fn the_audit_log_size_has_a_floor() {
+        assert_eq!(from(&[TOKEN, PROJECT]).unwrap().audit_max_bytes, 10 << 20);
+        let e = from(&[TOKEN, PROJECT, ("OPS_AGENT_AUDIT_MAX_BYTES", "100")]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("OPS_AGENT_AUDIT_MAX_BYTES="),
+            "{e}"
+        );
     }
 
     #[test]
