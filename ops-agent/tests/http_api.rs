@@ -361,6 +361,8 @@ async fn a_slow_action_times_out_and_a_second_one_meanwhile_gets_409() {
     assert_eq!(result.outcome, ActionOutcome::TimedOut);
     assert!(!result.ok);
     assert!(
+        // The action's 1 s, not the 3 s a Docker call may take: the daemon
+        // answered the ping, so the action was slow, not Docker hung.
         result.duration_ms >= 1000 && result.duration_ms < 3000,
         "{}",
         result.duration_ms
@@ -417,7 +419,7 @@ async fn a_hung_docker_daemon_is_docker_unavailable_within_the_agents_limit() {
 
 #[tokio::test]
 async fn an_idempotency_key_replays_instead_of_running_twice() {
-    let (agent, _docker) = agent_with(Daemon::PingOnly, &[]);
+    let (agent, docker) = agent_with(Daemon::PingOnly, &[]);
     let send = |key: &'static str, name: &'static str| {
         agent
             .http
@@ -431,12 +433,13 @@ async fn an_idempotency_key_replays_instead_of_running_twice() {
         .unwrap();
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first: ActionResult = first.json().await.unwrap();
-    let started = std::time::Instant::now();
+    let calls = docker.connections();
     let replay = send("incident-7-round-1", "restart_api_core")
         .await
         .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
+    assert_eq!(
+        docker.connections(),
+        calls,
         "a replay must not run the action"
     );
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
