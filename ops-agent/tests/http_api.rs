@@ -749,3 +749,35 @@ fn a_body_held_back_is_answered_408_and_audited() {
     assert_eq!(outcomes(&agent), ["body_timeout"]);
     assert_eq!(docker.connections(), 0, "nothing ran");
 }
+
+#[tokio::test]
+async fn the_audit_log_rotates_at_its_configured_size_and_keeps_the_newest() {
+    let (agent, _docker) = agent_with(
+        Daemon::Hanging,
+        &[
+            ("OPS_AGENT_AUDIT_MAX_BYTES", "65536".into()),
+            ("OPS_AGENT_RATE_BURST", "1000".into()),
+        ],
+    );
+    for n in 0..500 {
+        let res = agent.post(&format!("/v1/actions/no_such_action_{n}")).await;
+        assert_eq!(res.status(), 404);
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    let rotated = agent.dir.path().join("audit.jsonl.1");
+    assert!(size(&agent.audit_path()) <= 65536);
+    assert!(size(&rotated) <= 65536 && size(&rotated) > 32768);
+    let list: vigil_wire::AuditList = agent
+        .get("/v1/audit?limit=1000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let newest: Vec<&str> = list.entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(newest[..2], ["no_such_action_499", "no_such_action_498"]);
+    // Everything in both files, newest first, without a gap.
+    let oldest: usize = newest.last().unwrap()["no_such_action_".len()..]
+        .parse()
+        .unwrap();
+    assert_eq!(newest.len(), 500 - oldest, "{newest:?}");
+}
