@@ -297,6 +297,38 @@ fn s09_docker_down_pages_once_with_the_agents_reason() {
     assert!(p.agent.as_ref().unwrap().child.id() > 0);
 }
 
+/// Scenario 9b: Docker hung (it accepts and never answers): the agent says
+/// so within its own limit, so the round and the page name a hung Docker,
+/// not an unreachable agent; nothing runs.
+#[test]
+fn s09b_docker_hung_is_named_as_such_not_as_an_unreachable_agent() {
+    if !docker_or_skip() {
+        return;
+    }
+    let p = Pair::start(
+        "vs09b",
+        Options {
+            docker_hung: true,
+            ..Options::default()
+        },
+    );
+    p.fault(p.api_port, "/crash");
+    p.wait("the page", 60, |p| !p.discord.pages().is_empty());
+    let inc = p.incident("api");
+    let diagnostics = rounds(&inc)[0]["diagnostics"].as_str().unwrap().to_string();
+    assert!(
+        diagnostics.contains("docker unavailable") && diagnostics.contains("did not answer"),
+        "{inc:#}"
+    );
+    assert!(!diagnostics.contains("unreachable"), "{diagnostics}");
+    let page = p.discord.pages()[0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(page.contains("(hung?)"), "{page}");
+    assert!(p.audit().is_empty(), "no action was attempted");
+}
+
 /// Scenario 10: Nothing helps: exactly max rounds, then exactly one page with the history.
 #[test]
 fn s10_nothing_helps_max_rounds_then_one_page_with_history() {
