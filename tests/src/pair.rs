@@ -34,7 +34,7 @@ pub struct Options {
     /// Point the agent at a Docker socket with no daemon behind it.
     pub docker_dead: bool,
     /// Point the agent at a Docker socket that accepts and never answers
-    /// (a hung daemon), with a 2 s Docker call timeout.
+    /// (a hung daemon), with a 5 s Docker call timeout.
     pub docker_hung: bool,
     /// Extra keys for the api target.
     pub api_target: String,
@@ -122,7 +122,7 @@ impl Pair {
             hold_connections(UnixListener::bind(&socket).expect("bind the hung socket"));
             docker_env = vec![
                 ("DOCKER_HOST", format!("unix://{}", socket.display())),
-                ("OPS_AGENT_DOCKER_TIMEOUT_S", "2".into()),
+                ("OPS_AGENT_DOCKER_TIMEOUT_S", "5".into()),
             ];
         }
         let agent = o.agent.then(|| {

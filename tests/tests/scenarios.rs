@@ -713,3 +713,62 @@ fn control_api_maintenance_ack_and_manual_action() {
     let ran: Vec<String> = actions_run(&p).into_iter().map(|(a, _)| a).collect();
     assert_eq!(ran, ["recreate_api_core"]);
 }
+
+/// A manual action the agent refuses reaches the operator as what happened,
+/// not as 502 `agent_unreachable`/`action_failed`: Docker hung (502
+/// `docker_unavailable`), another action running (409 `busy`, named), too
+/// many requests (429 `rate_limited`).
+#[test]
+fn manual_actions_show_the_agents_refusals_as_they_are() {
+    if !docker_or_skip() {
+        return;
+    }
+    let p = Pair::start(
+        "vs24",
+        Options {
+            docker_hung: true,
+            ..Options::default()
+        },
+    );
+    let run = |action: &str| p.edge().post(&format!("/ops/actions/vps1/{action}"), None);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| run("restart_api_core"));
+        // A state, not a time: the agent has written that the first runs.
+        p.wait("the first action to start", 30, |p| {
+            p.audit().iter().any(|e| e["outcome"] == "started")
+        });
+        let (code, body) = run("restart_gateway");
+        assert_eq!(code, 409, "{body}");
+        assert_eq!(body["error"]["code"], "busy");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("restart_api_core"),
+            "{body}"
+        );
+        let (code, body) = first.join().unwrap();
+        assert_eq!(code, 502, "{body}");
+        assert_eq!(body["error"]["code"], "docker_unavailable", "{body}");
+    });
+    // Many at once: one runs, the rest are refused busy until the agent's
+    // burst (30 requests) is spent, then rate-limited.
+    let codes: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let all: Vec<_> = (0..40)
+            .map(|_| s.spawn(|| run("restart_gateway")))
+            .collect();
+        all.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let limited = codes
+        .iter()
+        .find(|(code, _)| *code == 429)
+        .unwrap_or_else(|| panic!("no 429 among {codes:?}"));
+    assert_eq!(limited.1["error"]["code"], "rate_limited", "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|(_, body)| !["agent_unreachable", "action_failed"]
+                .contains(&body["error"]["code"].as_str().unwrap_or_default())),
+        "{codes:?}"
+    );
+}
