@@ -2,6 +2,9 @@
 # Starts a private Docker daemon for the tests (no iptables, no bridge: the
 # host's network is left as it was) and imports the test image from a static
 # busybox. Prints the environment to use it, as shell assignments.
+# Its user networks take their subnets from a pool of its own
+# (10.213.0.0/16, /24 each: 256 networks), so bridges that other daemons left
+# on the host cannot exhaust the default pools it would otherwise share.
 #   usage: scripts/docker-up.sh DIR      (scripts/docker-down.sh DIR stops it)
 set -euo pipefail
 D=${1:?usage: docker-up.sh DIR}
@@ -12,6 +15,7 @@ SOCK="$D/docker.sock"
 dockerd --data-root "$D/data" --exec-root "$D/exec" --pidfile "$D/dockerd.pid" \
   -H "unix://$SOCK" --storage-driver overlay2 \
   --iptables=false --ip6tables=false --ip-forward=false --bridge=none \
+  --default-address-pool base=10.213.0.0/16,size=24 \
   >"$D/dockerd.log" 2>&1 &
 
 export DOCKER_HOST="unix://$SOCK"

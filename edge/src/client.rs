@@ -18,7 +18,8 @@ use crate::core::probe::{
 };
 use crate::remediation::RemediationIo;
 use crate::shell::{
-    action_path, agent_error, chat_url, delivery_outcome, logs_path, model_error, Secrets,
+    action_path, agent_error, agent_refusal, chat_url, delivery_outcome, logs_path, model_error,
+    Secrets,
 };
 
 /// Most of an answer's body that is read (a probe's body check looks at the
@@ -202,7 +203,10 @@ impl ManualRefusal {
     pub fn answer(&self, host: &str, action: &str) -> (u16, &'static str, String) {
         match self {
             ManualRefusal::UnknownHost => (404, "unknown_host", format!("no host {host:?}")),
-            ManualRefusal::AgentUnreachable(e) => (502, "agent_unreachable", e.clone()),
+            ManualRefusal::AgentUnreachable(e) => match agent_refusal(e) {
+                Some((status, code)) => (status, code, e.clone()),
+                None => (502, "agent_unreachable", e.clone()),
+            },
             ManualRefusal::NotAllowlisted => (
                 404,
                 "unknown_action",
@@ -365,5 +369,37 @@ impl<T: Transport> RemediationIo for Client<T> {
             },
         };
         classify(target, response, at_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_wire::ErrorBody;
+
+    #[test]
+    fn an_agents_refusal_reaches_the_operator_as_what_happened() {
+        let refused = |status, code| {
+            ManualRefusal::AgentUnreachable(agent_error(
+                status,
+                &serde_json::to_vec(&ErrorBody::new(code, "details")).unwrap(),
+            ))
+        };
+        let answer = |r: &ManualRefusal| {
+            let (status, code, _) = r.answer("vps1", "restart_api_core");
+            (status, code.to_string())
+        };
+        assert_eq!(
+            answer(&refused(429, "rate_limited")),
+            (429, "rate_limited".into())
+        );
+        assert_eq!(answer(&refused(409, "busy")), (409, "busy".into()));
+        assert_eq!(
+            answer(&refused(502, "docker_unavailable")),
+            (502, "docker_unavailable".into())
+        );
+        let silent =
+            ManualRefusal::AgentUnreachable("no answer from the agent within 15000 ms".into());
+        assert_eq!(answer(&silent), (502, "agent_unreachable".into()));
     }
 }

@@ -139,6 +139,37 @@ pub fn agent_error(status: u16, body: &[u8]) -> String {
     }
 }
 
+/// Agent refusals an operator is told as they are: the agent said what
+/// happened, and it is not that the agent is unreachable.
+const AGENT_REFUSALS: [(u16, &str); 4] = [
+    (429, "rate_limited"),
+    (409, "busy"),
+    (502, "docker_unavailable"),
+    (503, "audit_unavailable"),
+];
+
+/// The agent's own status and code in an error from [`agent_error`] when
+/// it is one of [`AGENT_REFUSALS`]; `None` when the agent did not answer or
+/// failed otherwise.
+pub fn agent_refusal(error: &str) -> Option<(u16, &'static str)> {
+    let rest = error.strip_prefix("HTTP ")?;
+    let (status, rest) = rest.split_once(": ")?;
+    let (code, _) = rest.split_once(": ")?;
+    let status: u16 = status.parse().ok()?;
+    AGENT_REFUSALS
+        .iter()
+        .find(|(s, c)| *s == status && *c == code)
+        .copied()
+}
+
+/// The answer to a manual action that failed, from its record's error:
+/// what the agent said when it said what happened, else 502 `action_failed`.
+pub fn manual_failure(error: Option<String>) -> (u16, &'static str, String) {
+    let error = error.unwrap_or_default();
+    let (status, code) = agent_refusal(&error).unwrap_or((502, "action_failed"));
+    (status, code, error)
+}
+
 /// A model server's error answer.
 pub fn model_error(status: u16, body: &[u8]) -> String {
     format!(
@@ -183,5 +214,35 @@ mod tests {
             "HTTP 409: busy: restart_all is running"
         );
         assert_eq!(agent_error(502, b"<html>"), "HTTP 502");
+    }
+
+    #[test]
+    fn agent_refusals_keep_what_happened() {
+        let said = |status, code| {
+            agent_error(
+                status,
+                &serde_json::to_vec(&ErrorBody::new(code, "why: details")).unwrap(),
+            )
+        };
+        for (status, code) in [
+            (429, "rate_limited"),
+            (409, "busy"),
+            (502, "docker_unavailable"),
+            (503, "audit_unavailable"),
+        ] {
+            assert_eq!(agent_refusal(&said(status, code)), Some((status, code)));
+        }
+        assert_eq!(
+            manual_failure(Some(said(409, "busy"))),
+            (409, "busy", said(409, "busy"))
+        );
+        assert_eq!(manual_failure(None).1, "action_failed");
+        assert_eq!(agent_refusal(&said(502, "docker_failed")), None);
+        assert_eq!(agent_refusal(&said(404, "unknown_action")), None);
+        assert_eq!(agent_refusal("HTTP 502"), None);
+        assert_eq!(
+            agent_refusal("no answer from the agent within 15000 ms"),
+            None
+        );
     }
 }

@@ -3,18 +3,22 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
+use vigil_wire::token::{check_configured, TokenProblem};
 
-/// Shortest token the agent accepts.
-pub const MIN_TOKEN_LEN: usize = 16;
+/// Longest any configured timeout may be.
+const MAX_TIMEOUT_S: f64 = 3600.0;
+/// Smallest size at which the audit log may rotate: room for many lines.
+const MIN_AUDIT_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("OPS_AGENT_TOKEN is not set: refusing to start without a bearer token")]
     MissingToken,
-    #[error("OPS_AGENT_TOKEN is {0} characters: it must be at least {MIN_TOKEN_LEN}")]
-    ShortToken(usize),
+    #[error("OPS_AGENT_TOKEN {0}")]
+    BadToken(TokenProblem),
     #[error("COMPOSE_PROJECT is not set: the agent must know which compose project it may touch")]
     MissingProject,
     #[error("{var}={value:?}: {reason}")]
@@ -46,6 +50,15 @@ pub struct Config {
     pub rate: RateLimits,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// The audit log rotates (into `<audit_log>.1`) before it passes this.
+    pub audit_max_bytes: u64,
+    /// Longest wait for one Docker call before the daemon counts as hung.
+    pub docker_timeout: Duration,
+    /// Longest wait for a request's headers, and for the next request on an
+    /// idle kept-alive connection.
+    pub header_timeout: Duration,
+    /// Longest wait for a whole request body.
+    pub body_timeout: Duration,
 }
 
 impl Config {
@@ -57,9 +70,7 @@ impl Config {
     /// process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let token = lookup("OPS_AGENT_TOKEN").ok_or(ConfigError::MissingToken)?;
-        if token.chars().count() < MIN_TOKEN_LEN {
-            return Err(ConfigError::ShortToken(token.chars().count()));
-        }
+        check_configured(&token).map_err(ConfigError::BadToken)?;
         let compose_project = lookup("COMPOSE_PROJECT")
             .filter(|p| !p.is_empty())
             .ok_or(ConfigError::MissingProject)?;
@@ -94,6 +105,10 @@ impl Config {
                 auth_fail_burst: parse_var(&lookup, "OPS_AGENT_AUTH_FAIL_BURST", "5")?,
             },
             body_limit: parse_var(&lookup, "OPS_AGENT_BODY_LIMIT", "16384")?,
+            audit_max_bytes: parse_audit_max(&lookup)?,
+            docker_timeout: parse_secs(&lookup, "OPS_AGENT_DOCKER_TIMEOUT_S", "10")?,
+            header_timeout: parse_secs(&lookup, "OPS_AGENT_HEADER_TIMEOUT_S", "10")?,
+            body_timeout: parse_secs(&lookup, "OPS_AGENT_BODY_TIMEOUT_S", "10")?,
         })
     }
 }
@@ -117,6 +132,37 @@ where
 {
     let value = lookup(var).unwrap_or_else(|| default.to_string());
     value.trim().parse().map_err(|e| invalid(var, &value, e))
+}
+
+fn parse_audit_max(lookup: &impl Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
+    const VAR: &str = "OPS_AGENT_AUDIT_MAX_BYTES";
+    let bytes: u64 = parse_var(lookup, VAR, "10485760")?;
+    if bytes < MIN_AUDIT_BYTES {
+        return Err(invalid(
+            VAR,
+            &bytes.to_string(),
+            format!("must be at least {MIN_AUDIT_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A duration in seconds (fractions allowed), above 0 and at most an hour.
+fn parse_secs(
+    lookup: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let value = lookup(var).unwrap_or_else(|| default.to_string());
+    let secs: f64 = value.trim().parse().map_err(|e| invalid(var, &value, e))?;
+    if !(secs > 0.0 && secs <= MAX_TIMEOUT_S) {
+        return Err(invalid(
+            var,
+            &value,
+            format!("must be more than 0 and at most {MAX_TIMEOUT_S} seconds"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// A CIDR, or a bare address meaning just that host.
@@ -143,13 +189,42 @@ mod tests {
     const PROJECT: (&str, &str) = ("COMPOSE_PROJECT", "demo");
 
     #[test]
-    fn token_is_required_and_long_enough() {
+    fn token_is_required_long_enough_and_unpadded() {
         assert!(matches!(from(&[PROJECT]), Err(ConfigError::MissingToken)));
         assert!(matches!(
             from(&[("OPS_AGENT_TOKEN", "short"), PROJECT]),
-            Err(ConfigError::ShortToken(5))
+            Err(ConfigError::BadToken(TokenProblem::TooShort(5)))
         ));
+        for padded in ["                ", "0123456789abcdef\n"] {
+            let e = from(&[("OPS_AGENT_TOKEN", padded), PROJECT]).unwrap_err();
+            assert!(matches!(e, ConfigError::BadToken(TokenProblem::Whitespace)));
+            assert!(e.to_string().starts_with("OPS_AGENT_TOKEN "), "{e}");
+        }
         assert!(from(&[TOKEN, PROJECT]).is_ok());
+    }
+
+    #[test]
+    fn the_audit_log_size_has_a_floor() {
+        assert_eq!(from(&[TOKEN, PROJECT]).unwrap().audit_max_bytes, 10 << 20);
+        let e = from(&[TOKEN, PROJECT, ("OPS_AGENT_AUDIT_MAX_BYTES", "100")]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("OPS_AGENT_AUDIT_MAX_BYTES="),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn timeouts_take_seconds_within_range() {
+        let c = from(&[TOKEN, PROJECT, ("OPS_AGENT_DOCKER_TIMEOUT_S", "0.5")]).unwrap();
+        assert_eq!(c.docker_timeout, Duration::from_millis(500));
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        for bad in ["0", "-1", "1e308", "NaN", "inf", "soon"] {
+            let e = from(&[TOKEN, PROJECT, ("OPS_AGENT_BODY_TIMEOUT_S", bad)]).unwrap_err();
+            assert!(
+                e.to_string().starts_with("OPS_AGENT_BODY_TIMEOUT_S="),
+                "{e}"
+            );
+        }
     }
 
     #[test]

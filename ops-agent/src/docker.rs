@@ -5,6 +5,8 @@
 //! project is never seen, so it can never be touched.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -31,10 +33,13 @@ pub const SERVICE_LABEL: &str = "com.docker.compose.service";
 const OUTPUT_LIMIT: usize = 4096;
 /// Seconds Docker waits for a container to stop before killing it.
 const STOP_TIMEOUT_S: i32 = 10;
+/// What a call that stops containers may take beyond the Docker call timeout.
+const STOP_ALLOWANCE: Duration = Duration::from_secs(STOP_TIMEOUT_S as u64);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    /// The daemon did not answer: socket missing, connection refused, ...
+    /// The daemon did not answer: socket missing, connection refused, no
+    /// answer within the call's deadline (hung), ...
     #[error("docker engine unavailable: {0}")]
     Unavailable(String),
     /// The daemon answered, and the operation failed.
@@ -58,16 +63,46 @@ type Result<T> = std::result::Result<T, DockerError>;
 
 pub struct Engine {
     project: String,
+    /// Longest wait for one call; a daemon that takes longer is hung.
+    call_timeout: Duration,
     /// Negotiated lazily: the daemon may be down when the agent starts.
     client: OnceCell<Docker>,
 }
 
 impl Engine {
-    pub fn new(project: String) -> Self {
+    pub fn new(project: String, call_timeout: Duration) -> Self {
         Self {
             project,
+            call_timeout,
             client: OnceCell::new(),
         }
+    }
+
+    /// One Docker call, given up after the call timeout plus `allowance`
+    /// (the time the operation itself may take, e.g. a container's stop).
+    async fn call<T>(
+        &self,
+        what: &str,
+        allowance: Duration,
+        call: impl Future<Output = std::result::Result<T, BollardError>>,
+    ) -> Result<T> {
+        let limit = self.call_timeout + allowance;
+        match tokio::time::timeout(limit, call).await {
+            Ok(answer) => Ok(answer?),
+            Err(_) => Err(DockerError::Unavailable(format!(
+                "the Docker daemon did not answer {what} within {} ms (hung?)",
+                limit.as_millis()
+            ))),
+        }
+    }
+
+    /// [`Engine::call`] without allowance: calls that should answer at once.
+    async fn quick<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = std::result::Result<T, BollardError>>,
+    ) -> Result<T> {
+        self.call(what, Duration::ZERO, call).await
     }
 
     pub fn project(&self) -> &str {
@@ -79,13 +114,15 @@ impl Engine {
             .get_or_try_init(|| async {
                 let docker = Docker::connect_with_defaults()
                     .map_err(|e| DockerError::Unavailable(e.to_string()))?;
-                Ok(docker.negotiate_version().await?)
+                self.quick("a version request", docker.negotiate_version())
+                    .await
             })
             .await
     }
 
     pub async fn ping(&self) -> Result<()> {
-        self.docker().await?.ping().await?;
+        let docker = self.docker().await?;
+        self.quick("a ping", docker.ping()).await?;
         Ok(())
     }
 
@@ -100,7 +137,10 @@ impl Engine {
             .all(true)
             .filters(&filters)
             .build();
-        let mut found = self.docker().await?.list_containers(Some(options)).await?;
+        let docker = self.docker().await?;
+        let mut found = self
+            .quick("a container list", docker.list_containers(Some(options)))
+            .await?;
         // Oldest first, so "the first container" is stable.
         found.sort_by_key(|c| c.created.unwrap_or_default());
         Ok(found)
@@ -177,7 +217,12 @@ impl Engine {
             .t(STOP_TIMEOUT_S)
             .build();
         for id in ids {
-            docker.restart_container(id, Some(options.clone())).await?;
+            self.call(
+                "a restart",
+                STOP_ALLOWANCE,
+                docker.restart_container(id, Some(options.clone())),
+            )
+            .await?;
         }
         Ok(format!(
             "restarted {} container(s): {}",
@@ -191,7 +236,9 @@ impl Engine {
     /// new one has started, and comes back if it does not.
     async fn recreate(&self, id: &str) -> Result<String> {
         let docker = self.docker().await?;
-        let old = docker.inspect_container(id, None).await?;
+        let old = self
+            .quick("an inspect", docker.inspect_container(id, None))
+            .await?;
         let name = old
             .name
             .as_deref()
@@ -200,21 +247,33 @@ impl Engine {
         let (body, extra_networks) = create_body_from(&old, id)?;
         let parked = format!("{name}-vigil-old-{}", &id[..id.len().min(12)]);
 
-        docker
-            .rename_container(
+        self.quick(
+            "a rename",
+            docker.rename_container(
                 id,
                 RenameContainerOptionsBuilder::new().name(&parked).build(),
-            )
-            .await?;
+            ),
+        )
+        .await?;
         let stop = StopContainerOptionsBuilder::new().t(STOP_TIMEOUT_S).build();
-        if let Err(e) = docker.stop_container(id, Some(stop)).await {
+        if let Err(e) = self
+            .call(
+                "a stop",
+                STOP_ALLOWANCE,
+                docker.stop_container(id, Some(stop)),
+            )
+            .await
+        {
             self.restore(id, &name, None).await;
-            return Err(e.into());
+            return Err(e);
         }
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
-                body,
+        let created = self
+            .quick(
+                "a create",
+                docker.create_container(
+                    Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                    body,
+                ),
             )
             .await;
         let new_id = match created {
@@ -222,8 +281,7 @@ impl Engine {
             Err(e) => {
                 self.restore(id, &name, None).await;
                 return Err(DockerError::Failed(format!(
-                    "recreate {name}: create failed, old container restored: {}",
-                    DockerError::from(e)
+                    "recreate {name}: create failed, old container restored: {e}"
                 )));
             }
         };
@@ -233,28 +291,45 @@ impl Engine {
                 container: new_id.clone(),
                 endpoint_config: Some(endpoint),
             };
-            if let Err(e) = docker.connect_network(&network, connect).await {
+            if let Err(e) = self
+                .quick(
+                    "a network connect",
+                    docker.connect_network(&network, connect),
+                )
+                .await
+            {
                 started = Err(e);
                 break;
             }
         }
         if started.is_ok() {
-            started = docker.start_container(&new_id, None).await;
+            started = self
+                .quick("a start", docker.start_container(&new_id, None))
+                .await;
         }
         if let Err(e) = started {
             self.restore(id, &name, Some(&new_id)).await;
             return Err(DockerError::Failed(format!(
-                "recreate {name}: new container failed to start, old one restored: {}",
-                DockerError::from(e)
+                "recreate {name}: new container failed to start, old one restored: {e}"
             )));
         }
-        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
-        docker.remove_container(id, Some(remove)).await?;
+        self.remove(docker, id).await?;
         Ok(format!(
             "recreated {name}: {} -> {}",
             &id[..id.len().min(12)],
             &new_id[..new_id.len().min(12)]
         ))
+    }
+
+    /// Removes a container, killing it if it runs.
+    async fn remove(&self, docker: &Docker, id: &str) -> Result<()> {
+        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+        self.call(
+            "a remove",
+            STOP_ALLOWANCE,
+            docker.remove_container(id, Some(remove)),
+        )
+        .await
     }
 
     /// Best-effort rollback of a recreate: drop the new container, give the
@@ -264,16 +339,21 @@ impl Engine {
             return;
         };
         if let Some(new_id) = new_id {
-            let remove = RemoveContainerOptionsBuilder::new().force(true).build();
-            if let Err(e) = docker.remove_container(new_id, Some(remove)).await {
+            if let Err(e) = self.remove(docker, new_id).await {
                 tracing::error!(error = %e, "rollback: removing the new container failed");
             }
         }
         let rename = RenameContainerOptionsBuilder::new().name(name).build();
-        if let Err(e) = docker.rename_container(old_id, rename).await {
+        if let Err(e) = self
+            .quick("a rename", docker.rename_container(old_id, rename))
+            .await
+        {
             tracing::error!(error = %e, "rollback: renaming the old container failed");
         }
-        if let Err(e) = docker.start_container(old_id, None).await {
+        if let Err(e) = self
+            .quick("a start", docker.start_container(old_id, None))
+            .await
+        {
             tracing::error!(error = %e, "rollback: starting the old container failed");
         }
     }
@@ -289,29 +369,40 @@ impl Engine {
             .ok_or_else(|| {
                 DockerError::Failed(format!("no running container of service {service:?}"))
             })?;
-        let exec = docker
-            .create_exec(
-                &running,
-                CreateExecOptions {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    cmd: Some(argv.to_vec()),
-                    ..Default::default()
-                },
+        let exec = self
+            .quick(
+                "an exec create",
+                docker.create_exec(
+                    &running,
+                    CreateExecOptions {
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        cmd: Some(argv.to_vec()),
+                        ..Default::default()
+                    },
+                ),
             )
             .await?;
         let mut output = String::new();
+        // The command's output streams as long as the command runs: the
+        // action's own timeout bounds it.
         if let StartExecResults::Attached {
             output: mut stream, ..
-        } = docker
-            .start_exec(&exec.id, None::<StartExecOptions>)
+        } = self
+            .quick(
+                "an exec start",
+                docker.start_exec(&exec.id, None::<StartExecOptions>),
+            )
             .await?
         {
             while let Some(chunk) = stream.next().await {
                 push_bounded(&mut output, &chunk?.to_string());
             }
         }
-        let code = docker.inspect_exec(&exec.id).await?.exit_code;
+        let code = self
+            .quick("an exec inspect", docker.inspect_exec(&exec.id))
+            .await?
+            .exit_code;
         match code {
             Some(0) => Ok(format!("exit 0: {}", output.trim_end())),
             other => Err(DockerError::Failed(format!(
@@ -324,6 +415,8 @@ impl Engine {
 
     async fn prune(&self) -> Result<String> {
         let docker = self.docker().await?;
+        // Pruning may take long (many layers): the action's own timeout
+        // bounds these calls, and a hung daemon is told apart afterwards.
         let project_only =
             HashMap::from([("label", vec![format!("{PROJECT_LABEL}={}", self.project)])]);
         let containers = docker
@@ -364,7 +457,9 @@ impl Engine {
         let mut infos = Vec::new();
         for summary in self.containers(None).await? {
             let Some(id) = summary.id else { continue };
-            let inspect = docker.inspect_container(&id, None).await?;
+            let inspect = self
+                .quick("an inspect", docker.inspect_container(&id, None))
+                .await?;
             let state = inspect.state.clone().unwrap_or_default();
             infos.push(ContainerInfo {
                 name: inspect
@@ -399,10 +494,14 @@ impl Engine {
                 .tail(&tail.to_string())
                 .build();
             let mut stream = docker.logs(&id, Some(options));
-            let mut text = String::new();
-            while let Some(chunk) = stream.next().await {
-                text.push_str(&chunk?.to_string());
-            }
+            let read = async {
+                let mut text = String::new();
+                while let Some(chunk) = stream.next().await {
+                    text.push_str(&chunk?.to_string());
+                }
+                Ok::<_, BollardError>(text)
+            };
+            let text = self.quick("a log read", read).await?;
             lines.extend(text.lines().map(str::to_string));
         }
         let skip = lines.len().saturating_sub(tail);

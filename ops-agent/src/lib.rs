@@ -7,6 +7,7 @@ pub mod client_ip;
 pub mod config;
 pub mod docker;
 pub mod host;
+pub mod listen;
 pub mod metrics;
 pub mod ratelimit;
 pub mod server;

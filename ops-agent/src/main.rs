@@ -1,4 +1,4 @@
-use std::net::SocketAddr;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,13 +6,14 @@ use std::time::Duration;
 use ops_agent::actions::Allowlist;
 use ops_agent::audit::AuditLog;
 use ops_agent::config::Config;
-use ops_agent::server::{router, AppState};
+use ops_agent::server::{now_ms, router, AppState};
 
 const USAGE: &str = "usage: ops-agent [check]\n\
   (no argument)  serve the API (configuration from OPS_AGENT_* and COMPOSE_PROJECT)\n\
   check          validate the environment and actions.toml, then exit";
 
-/// How often idle clients are dropped from the rate limiters.
+/// How often idle clients are dropped from the rate limiters, and ended
+/// rate-limit windows are summarised in the audit log.
 const LIMITER_SWEEP: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
@@ -22,6 +23,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let check_only = match args.as_slice() {
@@ -72,11 +75,12 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config, allowlist: Allowlist) -> anyhow::Result<()> {
     use anyhow::Context;
-    let audit = AuditLog::open(&config.audit_log).await?;
+    let audit = AuditLog::open(&config.audit_log, config.audit_max_bytes)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     check_docker_socket();
+    let header_timeout = config.header_timeout;
     let state = Arc::new(AppState::new(config, allowlist, audit));
     let sweeper = state.clone();
     tokio::spawn(async move {
@@ -84,15 +88,18 @@ async fn serve(config: Config, allowlist: Allowlist) -> anyhow::Result<()> {
         loop {
             tick.tick().await;
             sweeper.limiters.forget_idle();
+            sweeper.write_refusal_summaries(now_ms()).await;
         }
     });
     tracing::info!(listen = %listener.local_addr()?, project = state.engine.project(), "ops-agent listening");
-    axum::serve(
+    ops_agent::listen::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state.clone()),
+        header_timeout,
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    .await;
+    state.write_refusal_summaries(u64::MAX).await;
     tracing::info!("ops-agent stopped");
     Ok(())
 }

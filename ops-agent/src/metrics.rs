@@ -21,6 +21,7 @@ struct Inner {
     actions: BTreeMap<(String, String), u64>,
     durations: BTreeMap<String, Histogram>,
     rate_limited: u64,
+    audit_write_failures: u64,
 }
 
 #[derive(Default)]
@@ -58,6 +59,10 @@ impl Metrics {
 
     pub fn rate_limited(&self) {
         self.with(|m| m.rate_limited += 1);
+    }
+
+    pub fn audit_write_failed(&self) {
+        self.with(|m| m.audit_write_failures += 1);
     }
 
     pub fn render(&self) -> String {
@@ -99,6 +104,13 @@ impl Metrics {
             out.push_str("# HELP ops_agent_rate_limited_total Requests refused with 429.\n");
             out.push_str("# TYPE ops_agent_rate_limited_total counter\n");
             let _ = writeln!(out, "ops_agent_rate_limited_total {}", m.rate_limited);
+            out.push_str("# HELP ops_agent_audit_write_failures_total Audit lines that could not be written.\n");
+            out.push_str("# TYPE ops_agent_audit_write_failures_total counter\n");
+            let _ = writeln!(
+                out,
+                "ops_agent_audit_write_failures_total {}",
+                m.audit_write_failures
+            );
             out
         })
     }
@@ -115,6 +127,7 @@ mod tests {
         m.action("restart_api_core", "timed_out", Duration::from_secs(60));
         m.request("/v1/actions", 200);
         m.rate_limited();
+        m.audit_write_failed();
         let text = m.render();
         assert!(
             text.contains(
@@ -137,5 +150,6 @@ mod tests {
             text.contains(r#"ops_agent_http_requests_total{route="/v1/actions",status="200"} 1"#)
         );
         assert!(text.contains("ops_agent_rate_limited_total 1"));
+        assert!(text.contains("ops_agent_audit_write_failures_total 1"));
     }
 }

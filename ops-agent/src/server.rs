@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -21,7 +22,7 @@ use vigil_wire::{
 };
 
 use crate::actions::Allowlist;
-use crate::audit::AuditLog;
+use crate::audit::{AuditError, AuditLog, Tally};
 use crate::client_ip::client_ip;
 use crate::config::Config;
 use crate::docker::{DockerError, Engine};
@@ -36,6 +37,9 @@ const AUDIT_LIMIT_DEFAULT: usize = 50;
 const AUDIT_LIMIT_MAX: usize = 1000;
 /// How long a CPU sample for diagnostics lasts.
 const CPU_WINDOW: Duration = Duration::from_millis(200);
+/// Rate-limited refusals of one client within this window are written as
+/// one line and a summary.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
 pub struct AppState {
     pub token: TokenCheck,
@@ -43,6 +47,8 @@ pub struct AppState {
     pub allowlist: Allowlist,
     pub engine: Engine,
     pub audit: AuditLog,
+    /// Rate-limited refusals, summarised per client.
+    pub refusals: Tally,
     pub metrics: Metrics,
     pub limiters: Limiters,
     /// Filesystem whose fullness diagnostics report.
@@ -55,7 +61,8 @@ impl AppState {
     pub fn new(config: Config, allowlist: Allowlist, audit: AuditLog) -> Self {
         Self {
             token: TokenCheck::new(&config.token),
-            engine: Engine::new(config.compose_project.clone()),
+            engine: Engine::new(config.compose_project.clone(), config.docker_timeout),
+            refusals: Tally::new(REFUSAL_WINDOW),
             limiters: Limiters::new(config.rate),
             metrics: Metrics::default(),
             data_path: PathBuf::from("/"),
@@ -75,6 +82,14 @@ impl AppState {
         }
         *running = Some(name.to_string());
         Ok(RunningGuard(self.clone()))
+    }
+
+    /// Writes the summaries of rate-limit windows that ended by `now_ms`
+    /// (all of them with `u64::MAX`, at shutdown).
+    pub async fn write_refusal_summaries(&self, now_ms: u64) {
+        for entry in self.refusals.ended(now_ms) {
+            let _ = write_audit(self, &entry).await;
+        }
     }
 }
 
@@ -152,7 +167,7 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -203,7 +218,15 @@ async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next
 
 async fn too_many(state: &AppState, attempt: Option<Attempt>, wait: Duration) -> Response {
     state.metrics.rate_limited();
-    audit_refusal(state, attempt, "rate_limited", "too many requests").await;
+    // Counted, not written one by one: a client's first refusal in a window
+    // is written, the rest as one summary when the window ends.
+    if let Some(attempt) = attempt {
+        let ip = attempt.ip;
+        let refusal = attempt.entry("rate_limited", "too many requests");
+        for entry in state.refusals.count(ip, refusal) {
+            let _ = write_audit(state, &entry).await;
+        }
+    }
     let mut res = error(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
@@ -217,36 +240,49 @@ async fn too_many(state: &AppState, attempt: Option<Attempt>, wait: Duration) ->
 }
 
 /// Refuses bodies over the configured limit, whether announced by
-/// Content-Length or streamed.
+/// Content-Length or streamed (413), and bodies that take longer than the
+/// body timeout to arrive (408). Either refusal of an action is audited.
 async fn limit_body(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let limit = state.config.body_limit;
+    let timeout = state.config.body_timeout;
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let attempt = Attempt::of(&req);
+    let too_large = (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body over {limit} bytes"),
+    );
+    let (status, code, message) = if announced.is_some_and(|n| n > limit) {
+        too_large
+    } else {
+        let (parts, body) = req.into_parts();
+        match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(bytes)) => {
+                return next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await
+            }
+            Ok(Err(_)) => too_large,
+            Err(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ),
+            ),
+        }
+    };
+    audit_refusal(&state, attempt, code, &message).await;
     // The rest of the body is never read, so the connection cannot carry
     // another request: the answer says so, or a client reusing it breaks.
-    let too_large = || {
-        let mut res = error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body over {limit} bytes"),
-        );
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        res
-    };
-    if announced.is_some_and(|n| n > limit) {
-        return too_large();
-    }
-    let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Err(_) => too_large(),
-    }
+    let mut res = error(status, code, message);
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
 }
 
 async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -284,7 +320,7 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
 struct Attempt {
     action: String,
     request_id: String,
-    client_ip: String,
+    ip: IpAddr,
 }
 
 impl Attempt {
@@ -298,33 +334,41 @@ impl Attempt {
                 .get::<RequestId>()
                 .map(|r| r.0.clone())
                 .unwrap_or_default(),
-            client_ip: req
+            ip: req
                 .extensions()
                 .get::<ClientIp>()
-                .map(|c| c.0.to_string())
-                .unwrap_or_default(),
+                .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0),
         })
+    }
+
+    fn entry(self, outcome: &str, reason: &str) -> AuditEntry {
+        AuditEntry {
+            ts_ms: now_ms(),
+            request_id: self.request_id,
+            client_ip: self.ip.to_string(),
+            action: self.action,
+            outcome: outcome.to_string(),
+            reason: Some(reason.to_string()),
+            duration_ms: 0,
+        }
     }
 }
 
 async fn audit_refusal(state: &AppState, attempt: Option<Attempt>, outcome: &str, reason: &str) {
-    let Some(attempt) = attempt else { return };
-    let entry = AuditEntry {
-        ts_ms: now_ms(),
-        request_id: attempt.request_id,
-        client_ip: attempt.client_ip,
-        action: attempt.action,
-        outcome: outcome.to_string(),
-        reason: Some(reason.to_string()),
-        duration_ms: 0,
-    };
-    write_audit(state, &entry).await;
+    if let Some(attempt) = attempt {
+        let _ = write_audit(state, &attempt.entry(outcome, reason)).await;
+    }
 }
 
-async fn write_audit(state: &AppState, entry: &AuditEntry) {
-    if let Err(e) = state.audit.append(entry).await {
-        tracing::error!(error = %e, "audit log write failed");
+/// Writes one audit line; a failure is logged and counted, and returned so
+/// that an action is not run without its line.
+async fn write_audit(state: &AppState, entry: &AuditEntry) -> Result<(), AuditError> {
+    let written = state.audit.append(entry).await;
+    if let Err(e) = &written {
+        state.metrics.audit_write_failed();
+        tracing::error!(error = %e, outcome = %entry.outcome, "audit log write failed");
     }
+    written
 }
 
 async fn list_actions(State(state): State<Arc<AppState>>) -> Json<ActionList> {
@@ -335,11 +379,27 @@ async fn list_actions(State(state): State<Arc<AppState>>) -> Json<ActionList> {
 
 async fn run_action(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
+    let name = match name {
+        Ok(Path(name)) => name,
+        // The raw segment, as sent: it may not even decode.
+        Err(rejection) => {
+            let raw = uri.path().trim_start_matches("/v1/actions/");
+            let attempt = Attempt {
+                action: raw.chars().take(64).collect(),
+                request_id,
+                ip,
+            };
+            let message = rejection.body_text();
+            audit_refusal(&state, Some(attempt), "bad_request", &message).await;
+            return error(StatusCode::BAD_REQUEST, "bad_path", message);
+        }
+    };
     let entry = |outcome: &str, reason: Option<String>, duration_ms: u64| AuditEntry {
         ts_ms: now_ms(),
         request_id: request_id.clone(),
@@ -350,7 +410,7 @@ async fn run_action(
         duration_ms,
     };
     let Some(action) = state.allowlist.get(&name).cloned() else {
-        write_audit(
+        let _ = write_audit(
             &state,
             &entry("unknown_action", Some("not in the allowlist".into()), 0),
         )
@@ -375,7 +435,7 @@ async fn run_action(
                     format!("Idempotency-Key already used for action {:?}", earlier.name),
                 );
             }
-            write_audit(
+            let _ = write_audit(
                 &state,
                 &entry("replayed", Some(format!("Idempotency-Key {key}")), 0),
             )
@@ -389,7 +449,7 @@ async fn run_action(
     let _slot = match state.begin(&name) {
         Ok(guard) => guard,
         Err(other) => {
-            write_audit(
+            let _ = write_audit(
                 &state,
                 &entry("busy", Some(format!("{other} is running")), 0),
             )
@@ -401,19 +461,33 @@ async fn run_action(
             );
         }
     };
+    // The line that says the action runs is on disk before it runs: an
+    // action whose line cannot be written does not run.
+    if let Err(e) = write_audit(&state, &entry("started", None, 0)).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            format!("the action was not run: its audit line cannot be written: {e}"),
+        );
+    }
 
     let started_at_ms = now_ms();
     let clock = Instant::now();
     let span = tracing::info_span!("action", action = %name, %request_id);
-    let run = tokio::time::timeout(action.timeout, state.engine.run(&action.operation))
-        .instrument(span.clone())
-        .await;
+    let run = async {
+        match tokio::time::timeout(action.timeout, state.engine.run(&action.operation)).await {
+            Ok(done) => done.map_err(Some),
+            // Past the action's time: a hung daemon, or a slow operation?
+            Err(_) => Err(state.engine.ping().await.err()),
+        }
+    };
+    let run = run.instrument(span.clone()).await;
     let took = clock.elapsed();
     let (outcome, output, err) = match run {
-        Ok(Ok(output)) => (ActionOutcome::Ok, Some(output), None),
-        Ok(Err(DockerError::Unavailable(e))) => {
+        Ok(output) => (ActionOutcome::Ok, Some(output), None),
+        Err(Some(DockerError::Unavailable(e))) => {
             let message = format!("docker engine unavailable: {e}");
-            write_audit(
+            let _ = write_audit(
                 &state,
                 &entry("failed", Some(message.clone()), took.as_millis() as u64),
             )
@@ -421,8 +495,8 @@ async fn run_action(
             state.metrics.action(&name, "docker_unavailable", took);
             return error(StatusCode::BAD_GATEWAY, "docker_unavailable", message);
         }
-        Ok(Err(DockerError::Failed(e))) => (ActionOutcome::Failed, None, Some(e)),
-        Err(_) => (
+        Err(Some(DockerError::Failed(e))) => (ActionOutcome::Failed, None, Some(e)),
+        Err(None) => (
             ActionOutcome::TimedOut,
             None,
             Some(format!(
@@ -455,7 +529,9 @@ async fn run_action(
         error: err.clone(),
     };
     state.metrics.action(&name, outcome_name, took);
-    write_audit(&state, &entry(outcome_name, err, result.duration_ms)).await;
+    // The action has run: its result is answered even if this line fails
+    // (the "started" line is on disk; the failure is logged and counted).
+    let _ = write_audit(&state, &entry(outcome_name, err, result.duration_ms)).await;
     if let Some(key) = key {
         lock(&state.replays).remember(key, result.clone());
     }
@@ -508,14 +584,24 @@ fn docker_error(e: DockerError) -> Response {
     }
 }
 
+/// A path or query that did not decode, in the JSON error format.
+fn bad_request(code: &str, message: String) -> Response {
+    error(StatusCode::BAD_REQUEST, code, message)
+}
+
 async fn logs(
     State(state): State<Arc<AppState>>,
-    Path(service): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    service: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    let (Path(service), Query(query)) = match (service, query) {
+        (Ok(s), Ok(q)) => (s, q),
+        (Err(e), _) => return bad_request("bad_path", e.body_text()),
+        (_, Err(e)) => return bad_request("bad_query", e.body_text()),
+    };
     let tail = match bounded_param(&query, "tail", LOG_TAIL_DEFAULT, LOG_TAIL_MAX) {
         Ok(t) => t,
-        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_query", why),
+        Err(why) => return bad_request("bad_query", why),
     };
     match state.engine.services().await {
         Err(e) => return docker_error(e),
@@ -539,11 +625,15 @@ async fn logs(
 
 async fn audit(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return bad_request("bad_query", e.body_text()),
+    };
     let limit = match bounded_param(&query, "limit", AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX) {
         Ok(l) => l,
-        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_query", why),
+        Err(why) => return bad_request("bad_query", why),
     };
     match state.audit.newest(limit).await {
         Ok(entries) => Json(AuditList { entries }).into_response(),

@@ -3,10 +3,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use common::{action, start, Agent};
-use vigil_testkit::docker::{docker, inspect, Project};
+use common::{action, start, wait_until, Agent};
+use vigil_testkit::docker::{docker, docker_at, inspect, Project};
 use vigil_testkit::{docker_or_skip, free_port};
 use vigil_wire::{ActionOutcome, ActionResult, Diagnostics, ErrorBody, LogLines};
 
@@ -20,16 +22,27 @@ async fn run(agent: &Agent, name: &str) -> ActionResult {
     res.json().await.unwrap()
 }
 
-/// GET http://127.0.0.1:port/healthz, retried briefly while a container starts.
+/// GET http://127.0.0.1:port/healthz, retried while a container starts.
 async fn healthz(port: u16) -> Option<(u16, String)> {
     let url = format!("http://127.0.0.1:{port}/healthz");
-    for _ in 0..50 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
         if let Ok(r) = reqwest::get(&url).await {
             return Some((r.status().as_u16(), r.text().await.unwrap_or_default()));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// Waits until every container has exited.
+async fn wait_exited(containers: &[&str]) {
+    wait_until("the containers exit", || {
+        containers
+            .iter()
+            .all(|c| inspect(c, "{{.State.Status}}") == "exited")
+    })
+    .await;
 }
 
 fn started_at(container: &str) -> String {
@@ -47,8 +60,8 @@ async fn restart_touches_the_project_service_and_nothing_else() {
     let ours = demo.web("api-core", Some(port));
     let gateway = demo.web("gateway", None);
     let theirs = other.web("api-core", None);
+    // StartedAt has nanoseconds: a restart always changes it.
     let before = [started_at(&ours), started_at(&gateway), started_at(&theirs)];
-    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let agent = agent_for(
         "vgr1",
@@ -78,7 +91,12 @@ async fn restart_touches_the_project_service_and_nothing_else() {
         Some((200, "ok\n".into())),
         "it comes back serving"
     );
-    assert_eq!(agent.audit_lines()[0]["outcome"], "ok");
+    let outcomes: Vec<_> = agent
+        .audit_lines()
+        .iter()
+        .map(|l| l["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, ["started", "ok"]);
 }
 
 #[tokio::test]
@@ -92,7 +110,6 @@ async fn restart_all_restarts_every_service_of_the_project_only() {
     let g = demo.web("gateway", None);
     let t = other.web("gateway", None);
     let before = [started_at(&a), started_at(&g), started_at(&t)];
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let toml = "[[action]]\nname = \"restart_all\"\ndescription = \"all\"\nkind = \"restart\"\nall_services = true\ntimeout_s = 30\ndocker_cli = [\"docker\"]\n";
     let agent = agent_for("vgr2", toml);
     assert!(run(&agent, "restart_all").await.ok);
@@ -203,7 +220,10 @@ async fn exec_runs_exactly_the_fixed_argv_and_a_failing_exec_fails() {
         .iter()
         .map(|l| l["outcome"].as_str().unwrap().into())
         .collect();
-    assert_eq!(outcomes, ["ok", "failed", "timed_out"]);
+    assert_eq!(
+        outcomes,
+        ["started", "ok", "started", "failed", "started", "timed_out"]
+    );
 }
 
 #[tokio::test]
@@ -229,14 +249,7 @@ async fn prune_removes_only_what_it_should() {
         .unwrap();
     assert!(status.success());
     let dangling = docker(&["import", tar.to_str().unwrap()]);
-    for _ in 0..50 {
-        if inspect(&stopped, "{{.State.Status}}") == "exited"
-            && inspect(&theirs, "{{.State.Status}}") == "exited"
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_exited(&[&stopped, &theirs]).await;
 
     let agent = agent_for("vgr5", &action("prune_docker", "prune", &[], &[], 60.0));
     let r = run(&agent, "prune_docker").await;
@@ -276,12 +289,7 @@ async fn diagnostics_and_logs_show_the_project_only() {
     demo.web("api-core", None);
     let talker = demo.run("talker", None, &["seq", "1", "500"]);
     other.run("secret", None, &["seq", "1", "3"]);
-    for _ in 0..50 {
-        if inspect(&talker, "{{.State.Status}}") == "exited" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_exited(&[&talker]).await;
     let agent = agent_for(
         "vgr6",
         &action("restart_api_core", "restart", &["api-core"], &[], 30.0),
@@ -328,4 +336,99 @@ async fn diagnostics_and_logs_show_the_project_only() {
         );
     }
     assert_eq!(agent.get("/v1/logs/talker?tail=ten").await.status(), 400);
+}
+
+/// A daemon of the test's own, from scripts/docker-up.sh; docker-down.sh on
+/// drop, so a failing test leaves nothing running.
+struct OwnDaemon {
+    dir: vigil_testkit::TempDir,
+    host: String,
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(name)
+}
+
+impl OwnDaemon {
+    fn start() -> Self {
+        let dir = vigil_testkit::TempDir::new("own-daemon");
+        let up = Command::new("bash")
+            .arg(script("docker-up.sh"))
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&up.stdout);
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        let host = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
+            .expect("docker-up.sh prints DOCKER_HOST")
+            .to_string();
+        OwnDaemon { dir, host }
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        docker_at(&self.host, args)
+    }
+
+    fn stop(&self) {
+        stop_daemon(self.dir.path());
+    }
+}
+
+fn stop_daemon(dir: &Path) {
+    let down = Command::new("bash")
+        .arg(script("docker-down.sh"))
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(down.success());
+}
+
+impl Drop for OwnDaemon {
+    fn drop(&mut self) {
+        if self.dir.path().exists() {
+            stop_daemon(self.dir.path());
+        }
+    }
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn the_private_daemon_has_its_own_address_pool_and_leaves_no_bridges() {
+    if !docker_or_skip() {
+        return;
+    }
+    let daemon = OwnDaemon::start();
+    daemon.docker(&["network", "create", "vg-pool"]);
+    let subnet = daemon.docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        "vg-pool",
+    ]);
+    assert!(subnet.starts_with("10.213."), "{subnet}");
+    let id = daemon.docker(&["network", "inspect", "-f", "{{.Id}}", "vg-pool"]);
+    let bridge = format!("br-{}", &id[..12]);
+    assert!(link_exists(&bridge), "the network has its bridge");
+    daemon.stop();
+    assert!(
+        !link_exists(&bridge),
+        "{bridge} outlived the daemon: the next run would find its pool taken"
+    );
 }

@@ -16,6 +16,14 @@ pub fn docker(args: &[&str]) -> String {
     stdout_of(cmd)
 }
 
+/// [`docker`] against the daemon at `host` (a `unix://` address), not the
+/// one of `DOCKER_HOST`.
+pub fn docker_at(host: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("docker");
+    cmd.args(args).env("DOCKER_HOST", host);
+    stdout_of(cmd)
+}
+
 /// Runs `cmd`; its trimmed stdout, or a panic with its stderr on failure.
 pub fn stdout_of(mut cmd: Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));

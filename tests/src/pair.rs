@@ -3,6 +3,7 @@
 //! real native edge, a strict local Discord and (optionally) a scripted model.
 
 use std::net::SocketAddr;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ pub struct Options {
     pub agent: bool,
     /// Point the agent at a Docker socket with no daemon behind it.
     pub docker_dead: bool,
+    /// Point the agent at a Docker socket that accepts and never answers
+    /// (a hung daemon), with a 5 s Docker call timeout.
+    pub docker_hung: bool,
     /// Extra keys for the api target.
     pub api_target: String,
 }
@@ -45,6 +49,7 @@ impl Default for Options {
             native_edge: true,
             agent: true,
             docker_dead: false,
+            docker_hung: false,
             api_target: String::new(),
         }
     }
@@ -97,14 +102,22 @@ impl Pair {
         let agent_dir = TempDir::new("pair-agent");
         let agent_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let actions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../actions.toml");
-        let docker_host = if o.docker_dead {
-            format!(
-                "unix://{}",
-                agent_dir.path().join("no-daemon.sock").display()
-            )
-        } else {
-            std::env::var("DOCKER_HOST").expect("DOCKER_HOST")
-        };
+        let mut docker_env = vec![(
+            "DOCKER_HOST",
+            std::env::var("DOCKER_HOST").expect("DOCKER_HOST"),
+        )];
+        if o.docker_dead {
+            let socket = agent_dir.path().join("no-daemon.sock");
+            docker_env = vec![("DOCKER_HOST", format!("unix://{}", socket.display()))];
+        }
+        if o.docker_hung {
+            let socket = agent_dir.path().join("hung-daemon.sock");
+            hold_connections(UnixListener::bind(&socket).expect("bind the hung socket"));
+            docker_env = vec![
+                ("DOCKER_HOST", format!("unix://{}", socket.display())),
+                ("OPS_AGENT_DOCKER_TIMEOUT_S", "5".into()),
+            ];
+        }
         let agent = o.agent.then(|| {
             Proc::start(
                 &bin_path("ops-agent"),
@@ -118,8 +131,10 @@ impl Pair {
                         agent_dir.path().join("audit.jsonl").display().to_string(),
                     ),
                     ("COMPOSE_PROJECT", name.to_string()),
-                    ("DOCKER_HOST", docker_host),
-                ],
+                ]
+                .into_iter()
+                .chain(docker_env)
+                .collect::<Vec<_>>(),
                 agent_addr,
                 &agent_dir.path().join("agent.log"),
             )
@@ -309,4 +324,15 @@ fn wait_serving(port: u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("the stand-in on {port} did not serve");
+}
+
+/// Accepts connections on `listener` and never answers them, for as long as
+/// the test runs.
+fn hold_connections(listener: UnixListener) {
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
 }

@@ -29,9 +29,12 @@ fn rounds(inc: &Value) -> Vec<Value> {
     inc["rounds"].as_array().cloned().unwrap_or_default()
 }
 
+/// Each action's outcome from the agent's audit log (the `started` line
+/// written before each action runs is left out).
 fn actions_run(p: &Pair) -> Vec<(String, String)> {
     p.audit()
         .iter()
+        .filter(|e| e["outcome"] != "started")
         .map(|e| {
             (
                 e["action"].as_str().unwrap_or_default().to_string(),
@@ -292,6 +295,38 @@ fn s09_docker_down_pages_once_with_the_agents_reason() {
     );
     assert!(p.audit().is_empty(), "no action was attempted");
     assert!(p.agent.as_ref().unwrap().child.id() > 0);
+}
+
+/// Scenario 9b: Docker hung (it accepts and never answers): the agent says
+/// so within its own limit, so the round and the page name a hung Docker,
+/// not an unreachable agent; nothing runs.
+#[test]
+fn s09b_docker_hung_is_named_as_such_not_as_an_unreachable_agent() {
+    if !docker_or_skip() {
+        return;
+    }
+    let p = Pair::start(
+        "vs09b",
+        Options {
+            docker_hung: true,
+            ..Options::default()
+        },
+    );
+    p.fault(p.api_port, "/crash");
+    p.wait("the page", 60, |p| !p.discord.pages().is_empty());
+    let inc = p.incident("api");
+    let diagnostics = rounds(&inc)[0]["diagnostics"].as_str().unwrap().to_string();
+    assert!(
+        diagnostics.contains("docker unavailable") && diagnostics.contains("did not answer"),
+        "{inc:#}"
+    );
+    assert!(!diagnostics.contains("unreachable"), "{diagnostics}");
+    let page = p.discord.pages()[0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(page.contains("(hung?)"), "{page}");
+    assert!(p.audit().is_empty(), "no action was attempted");
 }
 
 /// Scenario 10: Nothing helps: exactly max rounds, then exactly one page with the history.
@@ -696,4 +731,63 @@ fn control_api_maintenance_ack_and_manual_action() {
     assert_eq!(inc["manual_actions"][0]["action"], "recreate_api_core");
     let ran: Vec<String> = actions_run(&p).into_iter().map(|(a, _)| a).collect();
     assert_eq!(ran, ["recreate_api_core"]);
+}
+
+/// A manual action the agent refuses reaches the operator as what happened,
+/// not as 502 `agent_unreachable`/`action_failed`: Docker hung (502
+/// `docker_unavailable`), another action running (409 `busy`, named), too
+/// many requests (429 `rate_limited`).
+#[test]
+fn manual_actions_show_the_agents_refusals_as_they_are() {
+    if !docker_or_skip() {
+        return;
+    }
+    let p = Pair::start(
+        "vs24",
+        Options {
+            docker_hung: true,
+            ..Options::default()
+        },
+    );
+    let run = |action: &str| p.edge().post(&format!("/ops/actions/vps1/{action}"), None);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| run("restart_api_core"));
+        // A state, not a time: the agent has written that the first runs.
+        p.wait("the first action to start", 30, |p| {
+            p.audit().iter().any(|e| e["outcome"] == "started")
+        });
+        let (code, body) = run("restart_gateway");
+        assert_eq!(code, 409, "{body}");
+        assert_eq!(body["error"]["code"], "busy");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("restart_api_core"),
+            "{body}"
+        );
+        let (code, body) = first.join().unwrap();
+        assert_eq!(code, 502, "{body}");
+        assert_eq!(body["error"]["code"], "docker_unavailable", "{body}");
+    });
+    // Many at once: one runs, the rest are refused busy until the agent's
+    // burst (30 requests) is spent, then rate-limited.
+    let codes: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let all: Vec<_> = (0..40)
+            .map(|_| s.spawn(|| run("restart_gateway")))
+            .collect();
+        all.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let limited = codes
+        .iter()
+        .find(|(code, _)| *code == 429)
+        .unwrap_or_else(|| panic!("no 429 among {codes:?}"));
+    assert_eq!(limited.1["error"]["code"], "rate_limited", "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|(_, body)| !["agent_unreachable", "action_failed"]
+                .contains(&body["error"]["code"].as_str().unwrap_or_default())),
+        "{codes:?}"
+    );
 }

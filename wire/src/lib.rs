@@ -122,8 +122,11 @@ pub struct AuditEntry {
     pub request_id: String,
     pub client_ip: String,
     pub action: String,
-    /// `ok`, `failed`, `timed_out`, or the refusal: `unknown_action`, `busy`,
-    /// `unauthorized`, `rate_limited`, `replayed`.
+    /// `started` (written before the action runs), then `ok`, `failed`,
+    /// `timed_out`; or the refusal: `unknown_action`, `busy`,
+    /// `unauthorized`, `rate_limited` (one line per client per minute, then
+    /// a summary), `replayed`, `body_too_large`, `body_timeout`,
+    /// `bad_request`.
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

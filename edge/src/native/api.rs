@@ -23,7 +23,7 @@ use super::store::StoreError;
 use crate::core::crash::CrashReport;
 use crate::core::incident::ManualAction;
 use crate::core::state::StateError;
-use crate::shell::{BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
+use crate::shell::{manual_failure, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
 
 struct Api {
@@ -422,11 +422,14 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
     }
     match (record.result, record.error) {
         (Some(r), _) => Json(r).into_response(),
-        (None, e) => error(
-            StatusCode::BAD_GATEWAY,
-            "action_failed",
-            e.unwrap_or_default(),
-        ),
+        (None, e) => {
+            let (status, code, message) = manual_failure(e);
+            error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                code,
+                message,
+            )
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use crate::core::incident::{PendingAction, Round};
 use crate::core::probe::{truncate, Observation};
 use crate::core::state::{State, StateError};
 use crate::remediation::{run_round, RemediationIo, RoundInput};
-use crate::shell::{Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
+use crate::shell::{manual_failure, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
 
 const KV_BINDING: &str = "VIGIL_KV";
@@ -779,6 +779,9 @@ async fn manual(
     state.finish_manual_action(&record);
     match (record.result, record.error) {
         (Some(r), _) => json(200, &r),
-        (None, e) => error(502, "action_failed", e.unwrap_or_default()),
+        (None, e) => {
+            let (status, code, message) = manual_failure(e);
+            error(status, code, message)
+        }
     }
 }

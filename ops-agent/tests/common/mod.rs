@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use vigil_testkit::process::Proc;
 use vigil_testkit::{free_port, TempDir};
@@ -106,4 +107,14 @@ pub fn action(name: &str, kind: &str, services: &[&str], argv: &[&str], timeout_
         s += &format!("argv = [{}]\n", list(argv));
     }
     s
+}
+
+/// Polls `done` until it holds, failing the test after a deadline generous
+/// enough for a busy machine.
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
