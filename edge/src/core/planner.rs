@@ -389,7 +389,8 @@ fn check_call(
     services: &[String],
 ) -> Result<Reply, String> {
     let name = call.function.name.as_str();
-    let args: serde_json::Value = serde_json::from_str(&call.function.arguments)
+    // from_slice: the one serde_json reader the Worker bundle already holds.
+    let args: serde_json::Value = serde_json::from_slice(call.function.arguments.as_bytes())
         .map_err(|e| format!("malformed arguments for {}: {e}", truncate(name, 60)))?;
     let with_name = |why: String| format!("{}: {why}", truncate(name, 60));
     if allowed.iter().any(|a| a.name == name) {

@@ -528,48 +528,39 @@ impl CronSchedule {
         // A local time read with any offset of the zone is after `after`
         // only from here on.
         let from = after_s + min_offset;
+        let first_day = from.div_euclid(86_400);
         let mut best: Option<i64> = None;
-        for local in self.local_times(from) {
-            // Later local times are at instants after `local - max_offset`:
-            // past `best` once the clock is beyond a repeated hour.
-            if best.is_some_and(|b| local - max_offset > b) {
-                break;
+        'search: for day in first_day..first_day + SEARCH_DAYS {
+            let (_, m, d) = civil_from_days(day);
+            if !self.cron.day_matches(m, d, weekday(day)) {
+                continue;
             }
-            let instants = match (self.zone.resolve(local), self.cron.fixed_time) {
-                (Local::Once(utc), _) | (Local::Twice(utc, _), true) => [Some(utc), None],
-                (Local::Twice(first, second), false) => [Some(first), Some(second)],
-                (Local::Skipped { jump }, true) => [Some(jump), None],
-                (Local::Skipped { .. }, false) => [None, None],
-            };
-            for utc in instants.into_iter().flatten() {
-                if utc * 1000 > after_ms as i64 && best.is_none_or(|b| utc < b) {
-                    best = Some(utc);
+            for h in (0..24).filter(|h| self.cron.hours & (1 << h) != 0) {
+                for min in (0..60).filter(|m| self.cron.minutes & (1 << m) != 0) {
+                    let local = day * 86_400 + h * 3600 + min * 60;
+                    if local < from {
+                        continue;
+                    }
+                    // Later local times are at instants after `local -
+                    // max_offset`: past `best` once beyond a repeated hour.
+                    if best.is_some_and(|b| local - max_offset > b) {
+                        break 'search;
+                    }
+                    let instants = match (self.zone.resolve(local), self.cron.fixed_time) {
+                        (Local::Once(utc), _) | (Local::Twice(utc, _), true) => [Some(utc), None],
+                        (Local::Twice(first, second), false) => [Some(first), Some(second)],
+                        (Local::Skipped { jump }, true) => [Some(jump), None],
+                        (Local::Skipped { .. }, false) => [None, None],
+                    };
+                    for utc in instants.into_iter().flatten() {
+                        if utc * 1000 > after_ms as i64 && best.is_none_or(|b| utc < b) {
+                            best = Some(utc);
+                        }
+                    }
                 }
             }
         }
         best.map(|utc| utc as u64 * 1000)
-    }
-
-    /// The local times the cron names, in order, from `from` (local
-    /// seconds) for [`SEARCH_DAYS`].
-    fn local_times(&self, from: i64) -> impl Iterator<Item = i64> + '_ {
-        let cron = &self.cron;
-        let first_day = from.div_euclid(86_400);
-        (first_day..first_day + SEARCH_DAYS)
-            .filter(move |day| {
-                let (_, m, d) = civil_from_days(*day);
-                cron.day_matches(m, d, weekday(*day))
-            })
-            .flat_map(move |day| {
-                (0..24i64)
-                    .filter(move |h| cron.hours & (1 << h) != 0)
-                    .flat_map(move |h| {
-                        (0..60i64)
-                            .filter(move |min| cron.minutes & (1 << min) != 0)
-                            .map(move |min| day * 86_400 + h * 3600 + min * 60)
-                    })
-            })
-            .filter(move |local| *local >= from)
     }
 }
 
