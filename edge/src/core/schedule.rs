@@ -708,49 +708,41 @@ mod tests {
         );
     }
 
+    /// Clock changes as cron meets them: the next run after a time, in UTC.
     #[test]
-    fn fixed_times_in_a_skipped_hour_run_once_at_the_jump() {
-        // Two fixed times in the gap: one run at 03:00 CEST, then the next day.
-        let s = CronSchedule::new("0,30 2 * * *", "Europe/Berlin").unwrap();
-        let jump = utc(2026, 3, 29, 1, 0);
-        assert_eq!(s.next_after(utc(2026, 3, 29, 0, 0)), Some(jump));
-        assert_eq!(s.next_after(jump), Some(utc(2026, 3, 30, 0, 0)));
-        // New York jumps at 02:00 EST (07:00 UTC) to 03:00 EDT.
-        let ny = CronSchedule::new("15 2 * * *", "America/New_York").unwrap();
-        assert_eq!(
-            ny.next_after(utc(2026, 3, 8, 0, 0)),
-            Some(utc(2026, 3, 8, 7, 0))
-        );
-    }
-
-    #[test]
-    fn jobs_with_a_wildcard_hour_or_minute_follow_the_real_clock() {
-        // As in cron: a skipped 02:30 does not happen...
-        let hourly = CronSchedule::new("30 * * * *", "Europe/Berlin").unwrap();
-        assert_eq!(
-            hourly.next_after(utc(2026, 3, 29, 0, 30)),
-            Some(utc(2026, 3, 29, 1, 30)),
-            "01:30 CET, then 03:30 CEST"
-        );
-        // ...and a repeated 02:30 happens twice, an hour apart.
-        let first = utc(2026, 10, 25, 0, 30);
-        assert_eq!(hourly.next_after(first - 60_000), Some(first));
-        assert_eq!(hourly.next_after(first), Some(utc(2026, 10, 25, 1, 30)));
-        assert_eq!(
-            hourly.next_after(utc(2026, 10, 25, 1, 30)),
-            Some(utc(2026, 10, 25, 2, 30))
-        );
-        let quarter = CronSchedule::new("*/15 2 * * *", "Europe/Berlin").unwrap();
-        assert_eq!(
-            quarter.next_after(utc(2026, 10, 25, 0, 45)),
-            Some(utc(2026, 10, 25, 1, 0)),
-            "02:45 CEST, then 02:00 CET"
-        );
-        assert_eq!(
-            quarter.next_after(utc(2026, 3, 28, 23, 0)),
-            Some(utc(2026, 3, 30, 0, 0)),
-            "no 02:xx on 29 March"
-        );
+    fn skipped_and_repeated_hours_as_cron_meets_them() {
+        #[rustfmt::skip]
+        let cases = [
+            // Fixed times in Berlin's skipped hour: one run, at the jump
+            // (03:00 CEST), then the next day.
+            ("0,30 2 * * *", "Europe/Berlin", "2026-03-29T00:00:00Z", "2026-03-29T01:00:00Z"),
+            ("0,30 2 * * *", "Europe/Berlin", "2026-03-29T01:00:00Z", "2026-03-30T00:00:00Z"),
+            // New York jumps at 02:00 EST (07:00 UTC) to 03:00 EDT.
+            ("15 2 * * *", "America/New_York", "2026-03-08T00:00:00Z", "2026-03-08T07:00:00Z"),
+            // A wildcard hour or minute follows the real clock: a skipped
+            // 02:30 does not happen (01:30 CET, then 03:30 CEST; no 02:xx)...
+            ("30 * * * *", "Europe/Berlin", "2026-03-29T00:30:00Z", "2026-03-29T01:30:00Z"),
+            ("*/15 2 * * *", "Europe/Berlin", "2026-03-28T23:00:00Z", "2026-03-30T00:00:00Z"),
+            // ...and a repeated 02:30 happens twice: 02:30 CEST, 02:30 CET,
+            // 03:30 CET; 02:45 CEST, then 02:00 CET.
+            ("30 * * * *", "Europe/Berlin", "2026-10-25T00:29:00Z", "2026-10-25T00:30:00Z"),
+            ("30 * * * *", "Europe/Berlin", "2026-10-25T00:30:00Z", "2026-10-25T01:30:00Z"),
+            ("30 * * * *", "Europe/Berlin", "2026-10-25T01:30:00Z", "2026-10-25T02:30:00Z"),
+            ("*/15 2 * * *", "Europe/Berlin", "2026-10-25T00:45:00Z", "2026-10-25T01:00:00Z"),
+        ];
+        let parse = |t: &str| {
+            let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
+            let (m, d) = (n(5..7) as u32, n(8..10) as u32);
+            utc(n(0..4), m, d, n(11..13), n(14..16))
+        };
+        for (expr, tz, after, next) in cases {
+            let s = CronSchedule::new(expr, tz).unwrap();
+            assert_eq!(
+                s.next_after(parse(after)).map(format_utc).as_deref(),
+                Some(next),
+                "{expr:?} in {tz} after {after}"
+            );
+        }
     }
 
     #[test]
@@ -774,14 +766,8 @@ mod tests {
         // Palestine started summer time on 12 April 2025, not on the
         // rule's last Saturday of March.
         let gaza = Zone::named("Asia/Gaza").unwrap();
-        assert_eq!(
-            gaza.offset_at(utc(2025, 4, 5, 12, 0) as i64 / 1000),
-            2 * 3600
-        );
-        assert_eq!(
-            gaza.offset_at(utc(2025, 4, 20, 12, 0) as i64 / 1000),
-            3 * 3600
-        );
+        let april = |d| gaza.offset_at(utc(2025, 4, d, 12, 0) as i64 / 1000);
+        assert_eq!((april(5), april(20)), (2 * 3600, 3 * 3600));
     }
 
     /// The system's tzdata, which jiff reads: the table must be generated
