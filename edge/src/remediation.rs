@@ -290,11 +290,13 @@ async fn llm_plan<I: RemediationIo>(
                 }
                 Reply::Logs { service } => {
                     refusals_in_a_row = 0;
-                    let text = match io.logs(host, service, LOG_TAIL).await {
-                        Ok(lines) => lines.join("\n"),
-                        Err(e) => format!("logs unavailable: {e}"),
+                    let (what, text) = match io.logs(host, service, LOG_TAIL).await {
+                        Ok(lines) => (
+                            format!("the last {} lines of {service}'s logs", lines.len()),
+                            lines.join("\n"),
+                        ),
+                        Err(e) => (format!("{service}'s logs"), format!("unavailable: {e}")),
                     };
-                    let what = format!("the last {LOG_TAIL} lines of {service}'s logs");
                     planner::frame(&what, &text, nonce()?)
                 }
             };
