@@ -335,6 +335,12 @@ impl<T: Transport> RemediationIo for Client<T> {
         }
     }
 
+    fn fresh_nonce(&self) -> Result<u128, String> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
+        Ok(u128::from_le_bytes(bytes))
+    }
+
     async fn probe(&self, target: &Target) -> Observation {
         let at_ms = self.transport.now_ms();
         let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);

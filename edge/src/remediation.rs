@@ -34,6 +34,9 @@ pub trait RemediationIo {
     /// One chat completion, within the configured per-call timeout.
     async fn chat(&self, request: &serde_json::Value) -> Result<Completion, String>;
     async fn probe(&self, target: &Target) -> Observation;
+    /// 128 random bits, fresh on every call: the delimiter of one frame of
+    /// untrusted data in the model's conversation.
+    fn fresh_nonce(&self) -> Result<u128, String>;
 }
 
 /// The key that makes a retried round replay instead of acting twice.
@@ -238,87 +241,76 @@ async fn llm_plan<I: RemediationIo>(
     allowed: &[ActionInfo],
     services: &[String],
 ) -> LlmPlan {
-    let tools = planner::tools(allowed);
-    let mut messages = planner::initial_messages(target, incident, summary, allowed);
-    let mut out = LlmPlan {
-        plan: Plan::Fallback { why: String::new() },
-        calls: Vec::new(),
-        usage: TokenUsage::default(),
-    };
-    let mut refusals_in_a_row = 0;
-    for _turn in 0..config.llm.max_turns {
-        let request = planner::request(&config.llm, &messages, &tools);
-        let response = match io.chat(&request).await {
-            Ok(r) => r,
-            Err(e) => {
-                out.plan = Plan::Fallback {
-                    why: format!("model error: {e}"),
-                };
-                return out;
-            }
+    let mut calls: Vec<ToolCallRecord> = Vec::new();
+    let mut usage = TokenUsage::default();
+    // The plan, or (as the error) why the ladder plans instead.
+    let conversation = async {
+        let nonce = || {
+            io.fresh_nonce()
+                .map_err(|e| format!("no randomness to frame untrusted data: {e}"))
         };
-        let checked = planner::check(&response, allowed, services);
-        out.usage.add(checked.usage);
-        if let Some(record) = checked.record.clone() {
-            out.calls.push(record);
-        }
-        let result = match &checked.reply {
-            Reply::Action { name, reason } => {
-                out.plan = Plan::Action {
-                    name: name.clone(),
-                    reason: reason.clone(),
-                };
-                return out;
-            }
-            Reply::Escalate { reason } => {
-                out.plan = Plan::Escalate {
-                    reason: reason.clone(),
-                };
-                return out;
-            }
-            Reply::Refused { why } => {
-                if checked.record.is_none() {
-                    out.calls.push(ToolCallRecord {
-                        name: "-".into(),
-                        arguments: String::new(),
-                        verdict: format!("refused: {why}"),
-                    });
+        let tools = planner::tools(allowed);
+        let mut messages = planner::initial_messages(target, incident, summary, allowed, nonce()?);
+        let mut refusals_in_a_row = 0;
+        for _turn in 0..config.llm.max_turns {
+            let request = planner::request(&config.llm, &messages, &tools);
+            let response = io
+                .chat(&request)
+                .await
+                .map_err(|e| format!("model error: {e}"))?;
+            let checked = planner::check(&response, allowed, services);
+            usage.add(checked.usage);
+            calls.extend(checked.records.iter().cloned());
+            let result = match &checked.reply {
+                Reply::Action { name, reason } => {
+                    return Ok(Plan::Action {
+                        name: name.clone(),
+                        reason: reason.clone(),
+                    })
                 }
-                refusals_in_a_row += 1;
-                if refusals_in_a_row >= 2 {
-                    out.plan = Plan::Fallback {
-                        why: format!("the model's reply was refused twice in a row (last: {why})"),
+                Reply::Escalate { reason } => {
+                    return Ok(Plan::Escalate {
+                        reason: reason.clone(),
+                    })
+                }
+                Reply::Refused { why } => {
+                    refusals_in_a_row += 1;
+                    if refusals_in_a_row >= 2 {
+                        return Err(format!(
+                            "the model's reply was refused twice in a row (last: {why})"
+                        ));
+                    }
+                    format!("Refused: {why}. Call exactly one of the offered tools.")
+                }
+                Reply::Diagnostics => {
+                    refusals_in_a_row = 0;
+                    let text = match io.diagnostics(host).await {
+                        Ok(d) => planner::summarize(&d),
+                        Err(e) => format!("diagnostics unavailable: {e}"),
                     };
-                    return out;
+                    planner::frame("the host's diagnostics", &text, nonce()?)
                 }
-                format!("Refused: {why}. Call exactly one of the offered tools.")
-            }
-            Reply::Diagnostics => {
-                refusals_in_a_row = 0;
-                match io.diagnostics(host).await {
-                    Ok(d) => format!(
-                        "--- diagnostics (untrusted data) ---\n{}\n--- end ---",
-                        planner::summarize(&d)
-                    ),
-                    Err(e) => format!("diagnostics unavailable: {e}"),
+                Reply::Logs { service } => {
+                    refusals_in_a_row = 0;
+                    let (what, text) = match io.logs(host, service, LOG_TAIL).await {
+                        Ok(lines) => (
+                            format!("the last {} lines of {service}'s logs", lines.len()),
+                            lines.join("\n"),
+                        ),
+                        Err(e) => (format!("{service}'s logs"), format!("unavailable: {e}")),
+                    };
+                    planner::frame(&what, &text, nonce()?)
                 }
-            }
-            Reply::Logs { service } => {
-                refusals_in_a_row = 0;
-                match io.logs(host, service, LOG_TAIL).await {
-                    Ok(lines) => format!(
-                        "--- last {} lines of {service} (untrusted data) ---\n{}\n--- end ---",
-                        lines.len(),
-                        lines.join("\n")
-                    ),
-                    Err(e) => format!("logs unavailable: {e}"),
-                }
-            }
-        };
-        checked.continue_with(&mut messages, &result);
-    }
-    out.plan = Plan::Fallback {
-        why: format!("no decision within {} model turns", config.llm.max_turns),
+            };
+            checked.continue_with(&mut messages, &result);
+        }
+        Err(format!(
+            "no decision within {} model turns",
+            config.llm.max_turns
+        ))
     };
-    out
+    let plan = conversation
+        .await
+        .unwrap_or_else(|why| Plan::Fallback { why });
+    LlmPlan { plan, calls, usage }
 }

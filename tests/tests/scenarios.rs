@@ -634,16 +634,19 @@ fn llm_prompt_injection_and_parallel_calls_change_nothing() {
     p.fault(p.api_port, "/crash");
     p.wait("recovery", 40, |p| resolved(p, "api"));
     let r = rounds(&p.incident("api"))[0].clone();
-    let verdicts: Vec<&str> = r["tool_calls"]
-        .as_array()
-        .unwrap()
+    let calls = r["tool_calls"].as_array().unwrap();
+    let verdicts: Vec<&str> = calls
         .iter()
         .map(|c| c["verdict"].as_str().unwrap())
         .collect();
+    // Both calls of the refused reply, each by name.
+    assert_eq!(calls[0]["name"], "restart_api_core", "{calls:?}");
+    assert_eq!(calls[1]["name"], "restart_all", "{calls:?}");
     assert!(verdicts[0].contains("2 tool calls"), "{verdicts:?}");
-    assert_eq!(verdicts[1], "read");
-    assert!(verdicts[2].contains("not an offered tool"), "{verdicts:?}");
-    assert!(verdicts[3].contains("malformed arguments"), "{verdicts:?}");
+    assert!(verdicts[1].contains("2 tool calls"), "{verdicts:?}");
+    assert_eq!(verdicts[2], "read");
+    assert!(verdicts[3].contains("not an offered tool"), "{verdicts:?}");
+    assert!(verdicts[4].contains("malformed arguments"), "{verdicts:?}");
     assert!(
         r["fallback"].as_str().unwrap().contains("refused twice"),
         "{r:#}"

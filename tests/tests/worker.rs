@@ -8,6 +8,7 @@ use serde_json::Value;
 use vigil_testkit::discord::Discord;
 use vigil_testkit::docker_or_skip;
 use vigil_testkit::edge::{CONTROL_TOKEN, CRASH_LOG_TOKEN, JOBS_TOKEN, READ_TOKEN};
+use vigil_testkit::openai::Reply;
 use vigil_testkit::pair::{Options, Pair};
 use vigil_testkit::target::{Behaviour, TargetServer};
 use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
@@ -246,6 +247,58 @@ fn remediation_runs_through_the_allowlist_and_the_target_recovers() {
         })
         .collect();
     assert_eq!(audit, ["restart_api_core:ok"]);
+}
+
+/// The model plans in the Worker too: the untrusted logs reach it framed by
+/// delimiters drawn from the Worker's randomness (`crypto.getRandomValues`),
+/// fresh for each frame.
+#[test]
+fn the_model_plans_from_the_worker_with_framed_logs() {
+    if !worker_or_skip() || !docker_or_skip() {
+        return;
+    }
+    let p = Pair::start(
+        "vw5",
+        Options {
+            native_edge: false,
+            with_model: true,
+            ..Options::default()
+        },
+    );
+    let model = p.model.clone().unwrap();
+    model.script(vec![
+        Reply::tool("get_logs", r#"{"service":"api-core"}"#),
+        Reply::tool(
+            "restart_api_core",
+            r#"{"reason":"the logs say it crashed"}"#,
+        ),
+    ]);
+    let config = p.edge_config.replace("interval_s = 1", "interval_s = 60");
+    let w = Wrangler::start(vars(config, p.edge_env.clone()));
+    w.scheduled();
+    p.fault(p.api_port, "/crash");
+    let report = w.scheduled();
+    assert_eq!(report["rounds"], 1, "{report}\n{}", w.logs());
+    let (_, incidents) = get(&w, "/ops/incidents", Some(READ_TOKEN));
+    let round = &incidents["incidents"][0]["rounds"][0];
+    assert_eq!(round["planner"], "llm", "{round:#}");
+    assert_eq!(round["action"], "restart_api_core", "{round:#}");
+    assert_eq!(round["reason"], "the logs say it crashed");
+    let requests = model.requests();
+    let text = |r: &Value, i: usize| r["messages"][i]["content"].as_str().unwrap().to_string();
+    let first = text(&requests[0], 1);
+    let logs = text(&requests[1], 3);
+    let delimiter = |t: &str| {
+        let open = t.find("<<<UNTRUSTED DATA ").expect("framed") + 18;
+        t[open..open + 32].to_string()
+    };
+    let (d1, d2) = (delimiter(&first), delimiter(&logs));
+    assert!(d1.chars().all(|c| c.is_ascii_hexdigit()), "{d1}");
+    assert_ne!(d1, d2, "a fresh delimiter per frame");
+    assert!(
+        logs.ends_with(&format!("<<<END OF UNTRUSTED DATA {d2}>>>")),
+        "{logs}"
+    );
 }
 
 #[test]

@@ -503,8 +503,9 @@ mod tests {
 
     /// A nightly job at 02:30 Berlin time, with 30 minutes of grace, on a
     /// fake clock through the spring-forward night (02:30 does not exist:
-    /// the run is due at 03:30 CEST = 01:30 UTC) and the fall-back night
-    /// (02:30 happens twice: due at the first, 00:30 UTC).
+    /// cron runs it at the jump, so it is due at 03:00 CEST = 01:00 UTC, and
+    /// a missed run alerts at 01:30 UTC, not an hour late) and the fall-back
+    /// night (02:30 happens twice: due at the first, 00:30 UTC).
     #[test]
     fn cron_jobs_are_late_by_the_local_wall_clock_across_time_changes() {
         let c = Config::parse(
@@ -526,15 +527,15 @@ mod tests {
             "within grace"
         );
         ok(&mut s, due + 10 * MIN);
-        // The spring-forward night: due at 01:30 UTC still (03:30 CEST).
-        let spring = at(2026, 3, 29, 1, 30);
+        // The spring-forward night: due at the jump, 01:00 UTC (03:00 CEST).
+        let spring = at(2026, 3, 29, 1, 0);
         assert_eq!(s.jobs["nightly"].due_ms(&c.jobs[0]), Some(spring));
         assert!(s.check_jobs(&c, None, spring + 30 * MIN).is_empty());
         let ev = s.check_jobs(&c, None, spring + 30 * MIN + 1);
         assert_eq!(about(ev, "nightly").len(), 2, "transition and incident");
         let why = why(&s, "nightly");
         assert!(
-            why.contains("2026-03-29T01:30:00Z") && why.contains("Europe/Berlin"),
+            why.contains("2026-03-29T01:00:00Z") && why.contains("Europe/Berlin"),
             "{why}"
         );
         // Summer: it reports; the next run is 02:30 CEST = 00:30 UTC.

@@ -1,13 +1,18 @@
 //! Cron schedules in a time zone, for jobs: five-field cron expressions
 //! (minute hour day-of-month month day-of-week, with lists, ranges, steps
 //! and names, and the @hourly/@daily/@weekly/@monthly/@yearly aliases) and
-//! zones as POSIX TZ rules (an IANA name is looked up in `tzdb`).
+//! zones as POSIX TZ rules (an IANA name is looked up in `tzdb`, which
+//! also carries the explicit offset changes of the few zones whose rule is
+//! wrong, such as Morocco's during Ramadan).
 //!
-//! Local times that a clock change skips or repeats resolve the way
-//! Temporal's "compatible" does: a skipped time fires as if the clock had
-//! not jumped (02:30 on a spring-forward night fires at 03:30), a repeated
-//! one fires at its first occurrence. Day-of-month and day-of-week, when
-//! both are restricted, match either (as Vixie cron does).
+//! Clock changes are met the way Vixie cron (and cronie, croner, cronsim)
+//! meets them. A fixed-time job (neither the minute nor the hour field
+//! starts with `*`) runs once per scheduled local time: a time the clock
+//! skips runs at the jump (02:30 on a spring-forward night runs at 03:00),
+//! a time it repeats runs at its first occurrence. Any other job follows the
+//! clock as it is: skipped times do not happen, repeated ones happen twice.
+//! Day-of-month and day-of-week, when both are restricted, match either (as
+//! Vixie cron does).
 
 use super::tzdb;
 
@@ -29,6 +34,9 @@ pub struct Cron {
     weekdays: u8,
     /// Whether day-of-month and day-of-week were both restricted.
     either_day: bool,
+    /// Neither the minute nor the hour field starts with `*` (cron's
+    /// "fixed-time" job, which clock changes move rather than skip).
+    fixed_time: bool,
 }
 
 const MONTHS: [&str; 12] = [
@@ -62,6 +70,7 @@ impl Cron {
             months: field(mon, 1, 12, &MONTHS, "month")? as u16,
             weekdays: weekdays as u8,
             either_day: !dom.starts_with('*') && !dow.starts_with('*'),
+            fixed_time: !min.starts_with('*') && !hour.starts_with('*'),
         })
     }
 
@@ -148,12 +157,28 @@ struct Transition {
     time_s: i64,
 }
 
-/// A time zone as a POSIX TZ rule: offsets are seconds east of UTC.
+/// A time zone as a POSIX TZ rule, with explicit offset changes where the
+/// rule is wrong: offsets are seconds east of UTC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
     pub name: String,
     std_offset: i64,
     dst: Option<(i64, Transition, Transition)>,
+    /// (minute since the epoch, offset in minutes from then on), until
+    /// `tzdb::EXPLICIT_UNTIL_MIN`; empty for most zones.
+    explicit: &'static [(i32, i16)],
+}
+
+/// What a local wall-clock time is on the real clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Local {
+    Once(i64),
+    /// Repeated when the clock went back: the two instants, in order.
+    Twice(i64, i64),
+    /// Skipped when the clock jumped forward at this instant.
+    Skipped {
+        jump: i64,
+    },
 }
 
 impl Zone {
@@ -170,6 +195,9 @@ impl Zone {
             ))
         })?;
         zone.name = name.to_string();
+        zone.explicit = tzdb::EXPLICIT
+            .binary_search_by(|(n, _)| n.cmp(&name))
+            .map_or(&[], |i| tzdb::EXPLICIT[i].1);
         Ok(zone)
     }
 
@@ -182,6 +210,7 @@ impl Zone {
                 name: rule.to_string(),
                 std_offset,
                 dst: None,
+                explicit: &[],
             });
         }
         p.zone_name()?;
@@ -216,11 +245,15 @@ impl Zone {
             name: rule.to_string(),
             std_offset,
             dst: Some((dst_offset, start, end)),
+            explicit: &[],
         })
     }
 
     /// The UTC offset in force at `utc_s`.
     pub fn offset_at(&self, utc_s: i64) -> i64 {
+        if let Some(offset) = self.explicit_offset_at(utc_s) {
+            return offset;
+        }
         let Some((dst_offset, start, end)) = self.dst else {
             return self.std_offset;
         };
@@ -239,20 +272,55 @@ impl Zone {
         }
     }
 
-    /// The instant of a local wall-clock time ("compatible": a skipped time
-    /// moves forward by the jump, a repeated one takes its first instant).
-    pub fn local_to_utc(&self, local_s: i64) -> i64 {
-        let mut offsets = [self.std_offset, self.dst.map_or(self.std_offset, |d| d.0)];
-        // Larger offset first: its instant is the earlier one.
-        offsets.sort_unstable_by(|a, b| b.cmp(a));
-        for off in offsets {
-            let utc = local_s - off;
-            if self.offset_at(utc) == off {
-                return utc;
+    /// The offset from the explicit changes, within their span.
+    fn explicit_offset_at(&self, utc_s: i64) -> Option<i64> {
+        let minute = utc_s.div_euclid(60);
+        let first = i64::from(self.explicit.first()?.0);
+        if minute < first || minute >= i64::from(tzdb::EXPLICIT_UNTIL_MIN) {
+            return None;
+        }
+        let i = self
+            .explicit
+            .partition_point(|(m, _)| i64::from(*m) <= minute);
+        Some(i64::from(self.explicit[i - 1].1) * 60)
+    }
+
+    /// The smallest and the largest offsets the zone uses.
+    fn offset_range(&self) -> (i64, i64) {
+        let offsets = self
+            .explicit
+            .iter()
+            .map(|(_, off)| i64::from(*off) * 60)
+            .chain([self.std_offset, self.dst.map_or(self.std_offset, |d| d.0)]);
+        offsets.fold((i64::MAX, i64::MIN), |(lo, hi), o| (lo.min(o), hi.max(o)))
+    }
+
+    /// A local wall-clock time on the real clock. (Clock changes are taken
+    /// to be more than two days apart, as they are in tzdata.)
+    fn resolve(&self, local_s: i64) -> Local {
+        let before = self.offset_at(local_s - 2 * 86_400);
+        let after = self.offset_at(local_s + 2 * 86_400);
+        let holds = |offset: i64| {
+            let utc = local_s - offset;
+            (self.offset_at(utc) == offset).then_some(utc)
+        };
+        match (holds(before), holds(after)) {
+            (Some(a), Some(b)) if a != b => Local::Twice(a.min(b), a.max(b)),
+            (Some(utc), _) | (None, Some(utc)) => Local::Once(utc),
+            (None, None) => {
+                // The jump lies between the two readings of the time.
+                let (mut lo, mut hi) = (local_s - after, local_s - before);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if self.offset_at(mid) == before {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                Local::Skipped { jump: hi }
             }
         }
-        // In a gap: read the time with the offset in force before the jump.
-        local_s - offsets[1]
     }
 }
 
@@ -456,11 +524,13 @@ impl CronSchedule {
     /// The first time the schedule fires strictly after `after_ms`.
     pub fn next_after(&self, after_ms: u64) -> Option<u64> {
         let after_s = (after_ms / 1000) as i64;
-        let local_now = after_s + self.zone.offset_at(after_s);
-        // A day earlier: a repeated hour can put a later local time at an
-        // earlier instant than `after`.
-        let first_day = local_now.div_euclid(86_400) - 1;
-        for day in first_day..first_day + SEARCH_DAYS {
+        let (min_offset, max_offset) = self.zone.offset_range();
+        // A local time read with any offset of the zone is after `after`
+        // only from here on.
+        let from = after_s + min_offset;
+        let first_day = from.div_euclid(86_400);
+        let mut best: Option<i64> = None;
+        'search: for day in first_day..first_day + SEARCH_DAYS {
             let (_, m, d) = civil_from_days(day);
             if !self.cron.day_matches(m, d, weekday(day)) {
                 continue;
@@ -468,14 +538,29 @@ impl CronSchedule {
             for h in (0..24).filter(|h| self.cron.hours & (1 << h) != 0) {
                 for min in (0..60).filter(|m| self.cron.minutes & (1 << m) != 0) {
                     let local = day * 86_400 + h * 3600 + min * 60;
-                    let utc = self.zone.local_to_utc(local);
-                    if utc * 1000 > after_ms as i64 {
-                        return Some(utc as u64 * 1000);
+                    if local < from {
+                        continue;
+                    }
+                    // Later local times are at instants after `local -
+                    // max_offset`: past `best` once beyond a repeated hour.
+                    if best.is_some_and(|b| local - max_offset > b) {
+                        break 'search;
+                    }
+                    let instants = match (self.zone.resolve(local), self.cron.fixed_time) {
+                        (Local::Once(utc), _) | (Local::Twice(utc, _), true) => [Some(utc), None],
+                        (Local::Twice(first, second), false) => [Some(first), Some(second)],
+                        (Local::Skipped { jump }, true) => [Some(jump), None],
+                        (Local::Skipped { .. }, false) => [None, None],
+                    };
+                    for utc in instants.into_iter().flatten() {
+                        if utc * 1000 > after_ms as i64 && best.is_none_or(|b| utc < b) {
+                            best = Some(utc);
+                        }
                     }
                 }
             }
         }
-        None
+        best.map(|utc| utc as u64 * 1000)
     }
 }
 
@@ -580,14 +665,15 @@ mod tests {
         let sat = utc(2026, 3, 28, 8, 0);
         assert_eq!(s.next_after(sat - 1), Some(sat));
         assert_eq!(s.next_after(sat), Some(utc(2026, 3, 29, 7, 0)));
-        // 02:30 does not exist on 29 March: it fires at 03:30 CEST (01:30 UTC).
+        // 02:30 does not exist on 29 March: like cron, it runs at the jump,
+        // 03:00 CEST (01:00 UTC), not an hour late at 03:30.
         let night = CronSchedule::new("30 2 * * *", "Europe/Berlin").unwrap();
         assert_eq!(
             night.next_after(utc(2026, 3, 28, 12, 0)),
-            Some(utc(2026, 3, 29, 1, 30))
+            Some(utc(2026, 3, 29, 1, 0))
         );
         assert_eq!(
-            night.next_after(utc(2026, 3, 29, 1, 30)),
+            night.next_after(utc(2026, 3, 29, 1, 0)),
             Some(utc(2026, 3, 30, 0, 30))
         );
         // 02:30 happens twice on 25 October: once, at the first (00:30 UTC).
@@ -620,5 +706,230 @@ mod tests {
             leap.next_after(utc(2026, 11, 24, 0, 0)),
             Some(utc(2028, 2, 29, 0, 0))
         );
+    }
+
+    /// Clock changes as cron meets them: the next run after a time, in UTC.
+    #[test]
+    fn skipped_and_repeated_hours_as_cron_meets_them() {
+        #[rustfmt::skip]
+        let cases = [
+            // Fixed times in Berlin's skipped hour: one run, at the jump
+            // (03:00 CEST), then the next day.
+            ("0,30 2 * * *", "Europe/Berlin", "2026-03-29T00:00:00Z", "2026-03-29T01:00:00Z"),
+            ("0,30 2 * * *", "Europe/Berlin", "2026-03-29T01:00:00Z", "2026-03-30T00:00:00Z"),
+            // New York jumps at 02:00 EST (07:00 UTC) to 03:00 EDT.
+            ("15 2 * * *", "America/New_York", "2026-03-08T00:00:00Z", "2026-03-08T07:00:00Z"),
+            // A wildcard hour or minute follows the real clock: a skipped
+            // 02:30 does not happen (01:30 CET, then 03:30 CEST; no 02:xx)...
+            ("30 * * * *", "Europe/Berlin", "2026-03-29T00:30:00Z", "2026-03-29T01:30:00Z"),
+            ("*/15 2 * * *", "Europe/Berlin", "2026-03-28T23:00:00Z", "2026-03-30T00:00:00Z"),
+            // ...and a repeated 02:30 happens twice: 02:30 CEST, 02:30 CET,
+            // 03:30 CET; 02:45 CEST, then 02:00 CET.
+            ("30 * * * *", "Europe/Berlin", "2026-10-25T00:29:00Z", "2026-10-25T00:30:00Z"),
+            ("30 * * * *", "Europe/Berlin", "2026-10-25T00:30:00Z", "2026-10-25T01:30:00Z"),
+            ("30 * * * *", "Europe/Berlin", "2026-10-25T01:30:00Z", "2026-10-25T02:30:00Z"),
+            ("*/15 2 * * *", "Europe/Berlin", "2026-10-25T00:45:00Z", "2026-10-25T01:00:00Z"),
+        ];
+        let parse = |t: &str| {
+            let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
+            let (m, d) = (n(5..7) as u32, n(8..10) as u32);
+            utc(n(0..4), m, d, n(11..13), n(14..16))
+        };
+        for (expr, tz, after, next) in cases {
+            let s = CronSchedule::new(expr, tz).unwrap();
+            assert_eq!(
+                s.next_after(parse(after)).map(format_utc).as_deref(),
+                Some(next),
+                "{expr:?} in {tz} after {after}"
+            );
+        }
+    }
+
+    #[test]
+    fn ramadan_changes_in_morocco_and_palestine() {
+        // Morocco is on +00 during Ramadan (15 February - 22 March 2026),
+        // which its POSIX rule (always +01) cannot say.
+        for name in ["Africa/Casablanca", "Africa/El_Aaiun"] {
+            let z = Zone::named(name).unwrap();
+            let at = |y, m, d, h| utc(y, m, d, h, 0) as i64 / 1000;
+            assert_eq!(z.offset_at(at(2026, 2, 1, 12)), 3600, "{name}");
+            assert_eq!(z.offset_at(at(2026, 3, 1, 12)), 0, "{name}");
+            assert_eq!(z.offset_at(at(2026, 4, 1, 12)), 3600, "{name}");
+            // After the explicit changes the rule holds.
+            assert_eq!(z.offset_at(at(2101, 3, 1, 12)), 3600, "{name}");
+        }
+        let s = CronSchedule::new("0 9 * * *", "Africa/Casablanca").unwrap();
+        assert_eq!(
+            s.next_after(utc(2026, 3, 1, 0, 0)),
+            Some(utc(2026, 3, 1, 9, 0))
+        );
+        // Palestine started summer time on 12 April 2025, not on the
+        // rule's last Saturday of March.
+        let gaza = Zone::named("Asia/Gaza").unwrap();
+        let april = |d| gaza.offset_at(utc(2025, 4, d, 12, 0) as i64 / 1000);
+        assert_eq!((april(5), april(20)), (2 * 3600, 3 * 3600));
+    }
+
+    /// The system's tzdata, which jiff reads: the table must be generated
+    /// from the same release for the comparisons below to mean anything.
+    fn system_tzdata() {
+        let zi = std::fs::read_to_string("/usr/share/zoneinfo/tzdata.zi").unwrap();
+        let version = zi
+            .lines()
+            .find_map(|l| l.strip_prefix("# version "))
+            .unwrap();
+        assert_eq!(
+            version,
+            tzdb::VERSION,
+            "the system has tzdata {version}, the table {}: run scripts/gen-tzdb.sh",
+            tzdb::VERSION
+        );
+    }
+
+    fn jiff_zone(name: &str) -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get(name).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn at(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(s).unwrap()
+    }
+
+    /// Every zone of the table gives the system's offsets on both sides of
+    /// every change from 2025 to 2100, and between them.
+    #[test]
+    fn every_zone_agrees_with_the_system_tzdata_until_2100() {
+        system_tzdata();
+        let (from, until) = (
+            utc(2025, 1, 1, 0, 0) as i64 / 1000,
+            utc(2100, 1, 1, 0, 0) as i64 / 1000,
+        );
+        let mut checked = 0;
+        for (name, _) in tzdb::ZONES {
+            let ours = Zone::named(name).unwrap();
+            let theirs = jiff_zone(name);
+            let changes: Vec<i64> = theirs
+                .following(at(from))
+                .map(|t| t.timestamp().as_second())
+                .take_while(|t| *t < until)
+                .collect();
+            let mut points = vec![from, until - 1];
+            for t in &changes {
+                points.extend([t - 1, *t, t + 86_400]);
+            }
+            for p in points {
+                assert_eq!(
+                    ours.offset_at(p),
+                    i64::from(theirs.to_offset(at(p)).seconds()),
+                    "{name} at {}",
+                    format_utc(p as u64 * 1000)
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 50_000, "{checked}");
+    }
+
+    /// The schedule against croner (over jiff and the system's tzdata):
+    /// successive runs of many expressions in many zones, from points
+    /// around every clock change of 2025-2032 and points spread over the
+    /// years. The expressions are those on which croner and cron agree about
+    /// which jobs are fixed-time (croner counts only single values; cron
+    /// counts lists and ranges too, tested above) and about day-of-month
+    /// with day-of-week (croner ORs `*/n` with a restricted other field).
+    #[test]
+    fn runs_agree_with_croner_over_many_expressions_and_zones() {
+        system_tzdata();
+        let exprs = [
+            "30 2 * * *",
+            "0 2 * * *",
+            "59 1 * * *",
+            "0 3 * * *",
+            "30 0 * * *",
+            "0 0 * * *",
+            "15 23 * * *",
+            "45 1 * * sun",
+            "0 12 1 * *",
+            "0 9 * * mon-fri",
+            "30 4 13 * fri",
+            "0 0 29 2 *",
+            "0 6 * jan,jul *",
+            "7 1 31 * *",
+            "* * * * *",
+            "*/15 * * * *",
+            "*/7 2 * * *",
+            "30 * * * *",
+            "0 * * * *",
+            "*/20 1-3 * * *",
+            "5 */2 * * *",
+            "* 2 * * *",
+            "0,30 * * * 0",
+            "@hourly",
+            "@daily",
+            "@weekly",
+            "@monthly",
+        ];
+        let zones = [
+            "UTC",
+            "Europe/Berlin",
+            "Europe/London",
+            "Europe/Dublin",
+            "America/New_York",
+            "America/Sao_Paulo",
+            "America/Santiago",
+            "America/Havana",
+            "America/St_Johns",
+            "America/Nuuk",
+            "America/Asuncion",
+            "Australia/Sydney",
+            "Australia/Lord_Howe",
+            "Pacific/Chatham",
+            "Pacific/Auckland",
+            "Asia/Kolkata",
+            "Asia/Tehran",
+            "Africa/Cairo",
+            "Africa/Casablanca",
+            "Africa/El_Aaiun",
+            "Asia/Gaza",
+            "Asia/Hebron",
+        ];
+        let (from, until) = (
+            utc(2025, 1, 1, 0, 0) as i64 / 1000,
+            utc(2033, 1, 1, 0, 0) as i64 / 1000,
+        );
+        let mut compared = 0;
+        for zone in zones {
+            let tz = jiff_zone(zone);
+            let mut starts: Vec<i64> = Vec::new();
+            for t in tz
+                .following(at(from))
+                .map(|t| t.timestamp().as_second())
+                .take_while(|t| *t < until)
+            {
+                starts.extend([t - 3 * 3600 - 1, t - 3600, t - 60, t, t + 1800]);
+            }
+            // And points spread over the span, a prime number of seconds apart.
+            starts.extend((from..until).step_by(7_919_993));
+            for expr in exprs {
+                let ours = CronSchedule::new(expr, zone).unwrap();
+                let theirs: croner::Cron = expr.parse().unwrap();
+                for start in &starts {
+                    let mut ours_at = *start;
+                    let mut theirs_at = at(*start).to_zoned(tz.clone());
+                    for _ in 0..3 {
+                        let next = ours.next_after(ours_at as u64 * 1000).unwrap() as i64 / 1000;
+                        theirs_at = theirs.find_next_occurrence(&theirs_at, false).unwrap();
+                        assert_eq!(
+                            format_utc(next as u64 * 1000),
+                            format_utc(theirs_at.timestamp().as_second() as u64 * 1000),
+                            "{expr:?} in {zone} after {} (croner: {theirs_at})",
+                            format_utc(ours_at as u64 * 1000)
+                        );
+                        ours_at = next;
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared > 50_000, "{compared}");
     }
 }
