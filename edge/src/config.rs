@@ -133,6 +133,10 @@ pub struct Discord {
     pub webhook_url_env: String,
     #[serde(default = "default_oncall_env")]
     pub oncall_user_id_env: String,
+    /// Messages sent in any minute; more are folded into one summary
+    /// (a webhook accepts about 30 a minute).
+    #[serde(default = "default_discord_per_minute")]
+    pub max_per_minute: u32,
 }
 
 impl Default for Discord {
@@ -140,6 +144,7 @@ impl Default for Discord {
         Self {
             webhook_url_env: default_webhook_env(),
             oncall_user_id_env: default_oncall_env(),
+            max_per_minute: default_discord_per_minute(),
         }
     }
 }
@@ -211,6 +216,15 @@ pub struct Config {
     /// Crash reports: how long one fingerprint stays quiet after its alert.
     #[serde(default = "default_crash_cooldown")]
     pub crash_cooldown_s: f64,
+    /// A target whose state changes more than this many times within
+    /// `flap_window_s` is flapping.
+    #[serde(default = "default_flap_threshold")]
+    pub flap_threshold: u32,
+    #[serde(default = "default_flap_window")]
+    pub flap_window_s: f64,
+    /// A flapping target that keeps one state this long has settled.
+    #[serde(default = "default_flap_settle")]
+    pub flap_settle_s: f64,
     #[serde(default)]
     pub discord: Discord,
     #[serde(default)]
@@ -245,6 +259,9 @@ fn default_webhook_env() -> String {
 }
 fn default_oncall_env() -> String {
     "DISCORD_ALERT_USER_ID".into()
+}
+fn default_discord_per_minute() -> u32 {
+    25
 }
 fn default_llm_base() -> String {
     "https://api.openai.com/v1".into()
@@ -311,6 +328,16 @@ fn default_crash_cooldown() -> f64 {
     3600.0
 }
 
+fn default_flap_threshold() -> u32 {
+    6
+}
+fn default_flap_window() -> f64 {
+    900.0
+}
+fn default_flap_settle() -> f64 {
+    600.0
+}
+
 fn secs_to_ms(s: f64) -> u64 {
     (s * 1000.0).round() as u64
 }
@@ -336,6 +363,12 @@ impl Config {
     }
     pub fn crash_cooldown_ms(&self) -> u64 {
         secs_to_ms(self.crash_cooldown_s)
+    }
+    pub fn flap_window_ms(&self) -> u64 {
+        secs_to_ms(self.flap_window_s)
+    }
+    pub fn flap_settle_ms(&self) -> u64 {
+        secs_to_ms(self.flap_settle_s)
     }
 
     pub fn target(&self, id: &str) -> Option<&Target> {

@@ -282,7 +282,8 @@ impl Runner {
     pub async fn deliver(&self) {
         let _one_at_a_time = self.delivering.lock().await;
         loop {
-            let Some(entry) = self.read(|s| s.outbox.due(now_ms()).cloned()) else {
+            let per_minute = self.config.discord.max_per_minute as usize;
+            let Some(entry) = self.update(|s| s.outbox.due(now_ms(), per_minute)) else {
                 return;
             };
             let outcome = self.io.deliver(&entry.message).await;
@@ -364,6 +365,9 @@ fn log_events(events: &[Event]) {
                 tracing::info!(%target, %incident, "incident resolved")
             }
             Event::InMaintenance { target } => tracing::debug!(%target, "in maintenance"),
+            Event::Flapping { target, incident } => {
+                tracing::warn!(%target, %incident, "flapping: one alert for the episode")
+            }
             Event::BurnRate { target, window } => {
                 tracing::warn!(%target, window_ms = window, "error budget burning: alerted")
             }

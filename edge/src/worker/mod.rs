@@ -461,7 +461,10 @@ fn record_host(
 /// Delivers the outbox oldest first, stopping at the first failure.
 async fn deliver(io: &WorkerIo, state: &mut State) -> usize {
     let mut sent = 0;
-    while let Some(entry) = state.outbox.due(now_ms()).cloned() {
+    while let Some(entry) = state
+        .outbox
+        .due(now_ms(), io.config.discord.max_per_minute as usize)
+    {
         let outcome = io.deliver(&entry.message).await;
         let stop = !matches!(
             outcome,
