@@ -784,3 +784,115 @@ fn cron_jobs_show_when_they_are_due_and_unknown_jobs_are_created_when_allowed() 
     assert_eq!(adhoc["period_s"], 3600.0);
     assert_eq!(adhoc["state"], "healthy");
 }
+
+#[test]
+fn a_flapping_target_is_one_episode_one_page_and_no_flood() {
+    let discord = Discord::start();
+    discord.limit_rate(30);
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("flap");
+    // A remediate target whose agent is not reachable: its first incident
+    // pages (host unreachable), as a real outage would.
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "flap_threshold = 6\nflap_window_s = 60\nflap_settle_s = 2\n"
+        + &format!(
+            "[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n",
+            target.url()
+        )
+        + "[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n";
+    target.set(Behaviour::Cycle(vec![500, 500, 200]));
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    edge.wait_for("the flapping alert", Duration::from_secs(30), |_| {
+        discord.titles().iter().any(|t| t == "api: flapping")
+    });
+    // Keep it flapping a while longer: nothing more may go out.
+    let changes = |e: &Edge| {
+        e.get("/ops/incidents?state=open")["incidents"][0]["history"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let at_alert = changes(&edge);
+    edge.wait_for("twenty more changes", Duration::from_secs(60), |e| {
+        changes(e) >= at_alert + 20
+    });
+    let during = discord.titles();
+    assert_eq!(
+        during
+            .iter()
+            .filter(|t| t.as_str() == "api: flapping")
+            .count(),
+        1,
+        "{during:?}"
+    );
+    assert!(during.len() <= 8, "{during:?}");
+    assert_eq!(discord.pages().len(), 1, "{during:?}");
+    let incidents = edge.get("/ops/incidents")["incidents"].clone();
+    assert!(incidents.as_array().unwrap().len() <= 4, "{incidents}");
+    let open = edge.get("/ops/incidents?state=open")["incidents"].clone();
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(open[0]["remediation"]["status"], "suppressed", "{open}");
+    // It settles: one alert, the incident resolves.
+    target.set(Behaviour::Ok);
+    edge.wait_for("the settled alert", Duration::from_secs(20), |_| {
+        discord.titles().last().map(String::as_str) == Some("api: stopped flapping, healthy")
+    });
+    edge.wait_for("no open incident", Duration::from_secs(10), |e| {
+        e.get("/ops/incidents?state=open")["incidents"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    assert_eq!(discord.pages().len(), 1);
+    assert!(
+        discord.attempts().iter().all(|(_, status)| *status == 200),
+        "never past Discord's rate: {:?}",
+        discord.attempts()
+    );
+    assert!(discord.rejected().is_empty(), "{:?}", discord.rejected());
+}
+
+#[test]
+fn alerts_over_the_channel_rate_are_folded_into_one_summary() {
+    let discord = Discord::start();
+    let (dir, addr) = Edge::prepare("fold");
+    let targets: Vec<TargetServer> = (0..12).map(|_| TargetServer::start()).collect();
+    let mut config = config_head(dir.path(), addr, 0.3, 0.1) + "[discord]\nmax_per_minute = 5\n";
+    for (i, t) in targets.iter().enumerate() {
+        t.set(Behaviour::Status(500));
+        config += &target_toml(&format!("t{i:02}"), &t.url(), "");
+    }
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    edge.wait_for("five messages", Duration::from_secs(20), |_| {
+        discord.accepted().len() == 5
+    });
+    edge.wait_for("twelve incidents", Duration::from_secs(20), |e| {
+        e.get("/ops/incidents?state=open")["incidents"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 12
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let titles = discord.titles();
+    assert_eq!(titles.len(), 5, "the minute's cap holds: {titles:?}");
+    // Everything sent or summarised: each target once.
+    let summary = discord
+        .accepted()
+        .into_iter()
+        .find(|m| {
+            m["embeds"][0]["title"]
+                .as_str()
+                .unwrap()
+                .starts_with("Vigil: ")
+        })
+        .expect("a summary");
+    let listed = summary["embeds"][0]["description"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..12 {
+        let title = format!("t{i:02}: healthy → down");
+        let n = titles.iter().filter(|t| **t == title).count() + listed.matches(&title).count();
+        assert_eq!(n, 1, "{title}: {titles:?} {listed}");
+    }
+}
