@@ -178,6 +178,44 @@ impl Default for Llm {
     }
 }
 
+/// `POST /_log`: what it takes and how much of it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashLog {
+    /// The apps whose reports are taken (others get 400); empty: any.
+    #[serde(default)]
+    pub apps: Vec<String>,
+    /// Crash alerts within `crash_cooldown_s`, all apps together.
+    #[serde(default = "default_crash_max_alerts")]
+    pub max_alerts: u32,
+    /// Open crash incidents, all apps together.
+    #[serde(default = "default_crash_max_open")]
+    pub max_open_incidents: u32,
+    /// Requests per minute per client address (native edge).
+    #[serde(default = "default_crash_per_minute")]
+    pub per_minute: u32,
+    #[serde(default = "default_crash_burst")]
+    pub burst: u32,
+}
+
+impl Default for CrashLog {
+    fn default() -> Self {
+        CrashLog {
+            apps: Vec::new(),
+            max_alerts: default_crash_max_alerts(),
+            max_open_incidents: default_crash_max_open(),
+            per_minute: default_crash_per_minute(),
+            burst: default_crash_burst(),
+        }
+    }
+}
+
+impl CrashLog {
+    pub fn allows(&self, app: &str) -> bool {
+        self.apps.is_empty() || self.apps.iter().any(|a| a == app)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -225,6 +263,18 @@ pub struct Config {
     /// A flapping target that keeps one state this long has settled.
     #[serde(default = "default_flap_settle")]
     pub flap_settle_s: f64,
+    #[serde(default)]
+    pub crash_log: CrashLog,
+    /// Proxies (CIDR) whose `CF-Connecting-IP` / `X-Real-IP` header names
+    /// the client, for the native edge's per-client limits.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Failed authentications per minute per client address (native edge);
+    /// past them, 429.
+    #[serde(default = "default_auth_fail_per_minute")]
+    pub auth_fail_per_minute: u32,
+    #[serde(default = "default_auth_fail_burst")]
+    pub auth_fail_burst: u32,
     #[serde(default)]
     pub discord: Discord,
     #[serde(default)]
@@ -328,6 +378,24 @@ fn default_crash_cooldown() -> f64 {
     3600.0
 }
 
+fn default_auth_fail_per_minute() -> u32 {
+    10
+}
+fn default_auth_fail_burst() -> u32 {
+    5
+}
+fn default_crash_max_alerts() -> u32 {
+    20
+}
+fn default_crash_max_open() -> u32 {
+    10
+}
+fn default_crash_per_minute() -> u32 {
+    60
+}
+fn default_crash_burst() -> u32 {
+    20
+}
 fn default_flap_threshold() -> u32 {
     6
 }
@@ -363,6 +431,13 @@ impl Config {
     }
     pub fn crash_cooldown_ms(&self) -> u64 {
         secs_to_ms(self.crash_cooldown_s)
+    }
+    pub fn crash_limits(&self) -> crate::core::crash::CrashLimits {
+        crate::core::crash::CrashLimits {
+            cooldown_ms: self.crash_cooldown_ms(),
+            max_alerts: self.crash_log.max_alerts as usize,
+            max_open: self.crash_log.max_open_incidents as usize,
+        }
     }
     pub fn flap_window_ms(&self) -> u64 {
         secs_to_ms(self.flap_window_s)

@@ -1,12 +1,14 @@
 //! `vigil-edge`: the native edge. `cargo run -- --config FILE`.
 
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use edge::config::Config;
 use edge::native::api;
 use edge::native::io::NativeIo;
+use edge::native::limits;
 use edge::native::runner::Runner;
 use edge::shell::Secrets;
 
@@ -55,7 +57,10 @@ fn main() -> ExitCode {
     let config = match std::fs::read_to_string(&args.config)
         .map_err(|e| format!("{}: cannot read: {e}", args.config))
         .and_then(|text| Config::parse(&args.config, &text).map_err(|e| e.to_string()))
-    {
+        .and_then(|config| match limits::trusted_proxies(&config) {
+            Ok(_) => Ok(config),
+            Err((key, reason)) => Err(format!("{}: {key}: {reason}", args.config)),
+        }) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("vigil-edge: {e}");
@@ -118,8 +123,8 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, targets = config.targets.len(), "vigil-edge running");
-    let server = axum::serve(listener, api::router(runner.clone()))
-        .with_graceful_shutdown(shutdown_signal());
+    let app = api::router(runner.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     let (served, ()) = tokio::join!(server.into_future(), runner.run(shutdown_signal()));
     served?;
     Ok(())

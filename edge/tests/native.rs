@@ -217,7 +217,9 @@ fn a_runner_killed_mid_incident_continues_the_same_incident() {
 fn the_api_checks_tokens_and_refuses_bad_input() {
     let target = TargetServer::start();
     let (dir, addr) = Edge::prepare("api");
-    let config = config_head(dir.path(), addr, 0.5, 0.2) + &target_toml("api", &target.url(), "");
+    let config = config_head(dir.path(), addr, 0.5, 0.2)
+        + "auth_fail_burst = 100\n"
+        + &target_toml("api", &target.url(), "");
     let edge = Edge::start(bin(), dir, addr, &config, vec![]);
     let base = format!("http://{addr}");
     let c = &edge.http;
@@ -895,4 +897,115 @@ fn alerts_over_the_channel_rate_are_folded_into_one_summary() {
         let n = titles.iter().filter(|t| **t == title).count() + listed.matches(&title).count();
         assert_eq!(n, 1, "{title}: {titles:?} {listed}");
     }
+}
+
+fn post_log(edge: &Edge, token: &str, body: &str) -> reqwest::blocking::Response {
+    edge.http
+        .post(format!("http://{}/_log", edge.addr))
+        .bearer_auth(token)
+        .body(body.to_string())
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn crash_reports_with_a_new_app_each_stay_bounded() {
+    let discord = Discord::start();
+    let (dir, addr) = Edge::prepare("crashflood");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[crash_log]\nmax_alerts = 20\nmax_open_incidents = 10\nper_minute = 100000\nburst = 10000\n";
+    let state_file = dir.path().join("state/state.json");
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    let mut size_after_20 = 0;
+    for i in 0..2300 {
+        let body = format!(r#"{{"app": "app-{i}", "message": "boom", "severity": "critical"}}"#);
+        assert_eq!(
+            post_log(&edge, CRASH_LOG_TOKEN, &body).status().as_u16(),
+            202
+        );
+        if i == 20 {
+            size_after_20 = std::fs::metadata(&state_file).unwrap().len();
+        }
+    }
+    let open = edge.get("/ops/incidents?state=open")["incidents"].clone();
+    assert_eq!(open.as_array().unwrap().len(), 10, "bounded open incidents");
+    edge.wait_for("the alerts", Duration::from_secs(20), |_| {
+        discord.accepted().len() == 11
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let titles = discord.titles();
+    assert_eq!(titles.len(), 11, "{titles:?}");
+    assert_eq!(titles[10], "Crash reports over the limit: alerts paused");
+    let size = std::fs::metadata(&state_file).unwrap().len();
+    assert!(
+        size <= size_after_20 + 1024,
+        "the state does not grow with the reports: {size_after_20} → {size}"
+    );
+    assert_eq!(
+        edge.get("/ops/crashes?limit=200")["crashes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        200
+    );
+}
+
+#[test]
+fn crash_log_requests_and_failed_authentications_are_rate_limited_per_client() {
+    let (dir, addr) = Edge::prepare("crashrate");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[crash_log]\napps = [\"shop\"]\nper_minute = 6\nburst = 3\n";
+    let edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    let report = r#"{"app": "shop", "message": "boom"}"#;
+    let res = post_log(
+        &edge,
+        CRASH_LOG_TOKEN,
+        r#"{"app": "blog", "message": "boom"}"#,
+    );
+    assert_eq!(res.status().as_u16(), 400);
+    let body: Value = res.json().unwrap();
+    assert_eq!(body["error"]["code"], "unknown_app");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("crash_log.apps"),
+        "{body}"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            post_log(&edge, CRASH_LOG_TOKEN, report).status().as_u16(),
+            202
+        );
+    }
+    let res = post_log(&edge, CRASH_LOG_TOKEN, report);
+    assert_eq!(res.status().as_u16(), 429, "the burst of 3 is spent");
+    assert!(res.headers().get("retry-after").is_some());
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    let body: Value = res.json().unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(
+        edge.get("/ops/crashes")["crashes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Failed authentications: counted per client, 429 past five.
+    let wrong = |e: &Edge| {
+        e.http
+            .get(format!("http://{}/ops/summary", e.addr))
+            .bearer_auth("wrong-wrong-wrong-wrong")
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let statuses: Vec<u16> = (0..7).map(|_| wrong(&edge)).collect();
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429]);
+    assert!(
+        edge.logs().contains("failed authentication"),
+        "{}",
+        edge.logs()
+    );
 }

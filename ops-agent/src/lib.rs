@@ -3,10 +3,9 @@
 
 pub mod actions;
 pub mod audit;
-pub mod client_ip;
 pub mod config;
 pub mod docker;
 pub mod host;
 pub mod metrics;
-pub mod ratelimit;
+pub use vigil_wire::{client_ip, ratelimit};
 pub mod server;

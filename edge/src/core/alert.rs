@@ -255,6 +255,21 @@ fn summary_message(lines: &[String], total: u64, per_minute: usize) -> DiscordMe
     )
 }
 
+/// Crash reports reached the global limits: the one alert of the window.
+pub fn crash_flood_message(limits: &super::crash::CrashLimits) -> DiscordMessage {
+    notice(
+        "Crash reports over the limit: alerts paused".into(),
+        Some(format!(
+            "More than {} crash alerts, or {} open crash incidents, within {} s (all apps together). Further critical reports are kept in the crash log (GET /ops/crashes) without an incident or an alert until the window ends.",
+            limits.max_alerts,
+            limits.max_open,
+            limits.cooldown_ms / 1000
+        )),
+        Health::Down,
+        Vec::new(),
+    )
+}
+
 /// A critical crash report from a frontend.
 pub fn crash_message(
     app: &str,

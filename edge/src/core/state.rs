@@ -446,7 +446,7 @@ impl State {
         Some(inc)
     }
 
-    fn forget_old_incidents(&mut self) {
+    pub(super) fn forget_old_incidents(&mut self) {
         let resolved = self.incidents.iter().filter(|i| !i.is_open()).count();
         let mut excess = resolved.saturating_sub(RESOLVED_KEPT);
         self.incidents.retain(|i| {

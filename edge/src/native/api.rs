@@ -16,6 +16,7 @@ use serde_json::json;
 use vigil_wire::{ErrorBody, TokenCheck};
 
 use super::io::now_ms;
+use super::limits::ClientLimits;
 use super::runner::Runner;
 use crate::core::crash::CrashReport;
 use crate::core::state::StateError;
@@ -28,6 +29,7 @@ struct Api {
     control: Option<TokenCheck>,
     jobs: Option<TokenCheck>,
     crash_log: Option<TokenCheck>,
+    limits: Arc<ClientLimits>,
 }
 
 type Shared = Arc<Api>;
@@ -48,7 +50,9 @@ pub fn router(runner: Arc<Runner>) -> Router {
     }
     let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
     let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
+    let limits = ClientLimits::start(&runner.config);
     let api = Arc::new(Api {
+        limits,
         runner,
         read,
         control,
@@ -80,6 +84,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
             api.clone(),
             require_crash_log,
         ))
+        .route_layer(middleware::from_fn_with_state(api.clone(), limit_crash_log))
         .route("/_log", axum::routing::options(crash_preflight))
         .layer(DefaultBodyLimit::max(CRASH_BODY_LIMIT));
     Router::new()
@@ -100,7 +105,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         })
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
@@ -147,31 +152,51 @@ async fn require_read(State(api): State<Shared>, req: Request, next: Next) -> Re
     if ok {
         next.run(req).await
     } else {
-        unauthorized()
+        refuse(&api, &req)
     }
 }
 
+/// A request without a valid token: 401, counted per client; 429 once the
+/// client has failed too often.
+fn refuse(api: &Api, req: &Request) -> Response {
+    api.limits
+        .auth_failure(req)
+        .err()
+        .unwrap_or_else(unauthorized)
+}
+
 /// Runs the request when `token` is configured and presented.
-async fn admit(token: Option<&TokenCheck>, req: Request, next: Next) -> Response {
+async fn admit(api: &Api, token: Option<&TokenCheck>, req: Request, next: Next) -> Response {
     if token.is_some_and(|t| t.accepts_header(bearer(req.headers()))) {
         next.run(req).await
     } else {
-        unauthorized()
+        refuse(api, &req)
     }
 }
 
 async fn require_control(State(api): State<Shared>, req: Request, next: Next) -> Response {
-    admit(api.control.as_ref(), req, next).await
+    admit(&api, api.control.as_ref(), req, next).await
 }
 
 async fn require_jobs(State(api): State<Shared>, req: Request, next: Next) -> Response {
-    admit(api.jobs.as_ref(), req, next).await
+    admit(&api, api.jobs.as_ref(), req, next).await
 }
 
 async fn require_crash_log(State(api): State<Shared>, req: Request, next: Next) -> Response {
-    let mut res = admit(api.crash_log.as_ref(), req, next).await;
+    let mut res = admit(&api, api.crash_log.as_ref(), req, next).await;
     with_cors(&mut res);
     res
+}
+
+/// `/_log` takes `crash_log.per_minute` requests a minute per client.
+async fn limit_crash_log(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    match api.limits.crash_report(&req) {
+        Ok(()) => next.run(req).await,
+        Err(mut res) => {
+            with_cors(&mut res);
+            res
+        }
+    }
 }
 
 fn with_cors(res: &mut Response) {
@@ -195,7 +220,10 @@ async fn crash_report(State(api): State<Shared>, body: Result<Bytes, BytesReject
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
     };
-    let crash = api.runner.take_crash(report, truncated);
+    let crash = match api.runner.take_crash(report, truncated) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "unknown_app", e.to_string()),
+    };
     if crash.alerted {
         api.runner.deliver().await;
     }

@@ -15,7 +15,7 @@ use super::io::{now_ms, NativeIo};
 use super::store::{FileStore, StoreError, CRASHES_DOC, HISTORY_DOC};
 use crate::config::Config;
 use crate::core::alert::Delivery;
-use crate::core::crash::{self, Crash, CrashLog, CrashReport};
+use crate::core::crash::{self, Crash, CrashError, CrashLog, CrashReport};
 use crate::core::history::History;
 use crate::core::probe::Observation;
 use crate::core::state::{Event, State};
@@ -99,15 +99,15 @@ impl Runner {
 
     /// Takes a crash report: incident and alert in the state, the report in
     /// the crash log; both saved before this returns.
-    pub fn take_crash(&self, report: CrashReport, truncated: bool) -> Crash {
+    pub fn take_crash(&self, report: CrashReport, truncated: bool) -> Result<Crash, CrashError> {
         let mut log = lock(&self.crashes);
-        let cooldown = self.config.crash_cooldown_ms();
+        let config = &self.config;
         let crash = self
-            .update(|s| crash::intake(s, &mut log, report, truncated, cooldown, now_ms()).clone());
+            .update(|s| crash::intake(s, &mut log, report, truncated, config, now_ms()).cloned())?;
         if let Err(e) = lock(&self.store).save_doc(CRASHES_DOC, &*log) {
             tracing::error!(error = %e, "saving the crash log failed; it stays in memory and is saved with the next report");
         }
-        crash
+        Ok(crash)
     }
 
     /// Stores the history when its flush is due (or now, with `force`).

@@ -613,9 +613,11 @@ async fn route(
                 Ok(l) => l,
                 Err(e) => return error(502, "kv_unavailable", e),
             };
-            let cooldown = config.crash_cooldown_ms();
-            let stored =
-                crash::intake(&mut state, &mut log, report, truncated, cooldown, now).clone();
+            let stored = match crash::intake(&mut state, &mut log, report, truncated, &config, now)
+            {
+                Ok(stored) => stored.clone(),
+                Err(e) => return error(400, "unknown_app", e.to_string()),
+            };
             if let Err(e) = store.save_doc(CRASHES_KEY, &log).await {
                 return error(502, "kv_unavailable", e);
             }
