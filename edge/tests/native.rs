@@ -1009,3 +1009,50 @@ fn crash_log_requests_and_failed_authentications_are_rate_limited_per_client() {
         edge.logs()
     );
 }
+
+#[test]
+fn bad_numbers_are_refused_naming_the_key() {
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("numbers");
+    let check = |text: &str| {
+        let path = dir.path().join("check.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["--config", path.to_str().unwrap(), "--check"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) =
+        check(&(String::from("interval_s = 1e300\n") + &target_toml("t", &target.url(), "")));
+    assert!(
+        !ok && err
+            .contains("check.toml: interval_s: must be greater than zero and at most 86400 s"),
+        "{err}"
+    );
+    let (ok, err) = check("[[target]]\nid = \"t\"\nurl = \"http://x/\"\ntimeout_ms = 0\n");
+    assert!(!ok && err.contains("target[0].timeout_ms"), "{err}");
+    let config = config_head(dir.path(), addr, 0.5, 0.2) + &target_toml("api", &target.url(), "");
+    let edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    let path = "/ops/target/api/maintenance";
+    for (body, key) in [
+        (json!({"duration_s": 1e308}), "duration_s"),
+        (json!({"duration_s": -5}), "duration_s"),
+        (json!({"until_ms": u64::MAX}), "until_ms"),
+    ] {
+        let (status, res) = edge.post(path, Some(body.clone()));
+        assert_eq!(status, 400, "{body}: {res}");
+        let message = res["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(key), "{body}: {message}");
+    }
+    let summary = edge.get("/ops/summary");
+    assert!(
+        summary["targets"][0]["maintenance_until_ms"].is_null(),
+        "nothing changed: {summary}"
+    );
+    let (status, res) = edge.post(path, Some(json!({"duration_s": 60})));
+    assert_eq!(status, 200, "{res}");
+}

@@ -521,6 +521,11 @@ async fn serve(
     if req.path() == "/_log" {
         let mut res = match req.method() {
             Method::Options => Response::empty().map(|r| r.with_status(204)),
+            _ if !crash_log_admitted(req, env).await? => error(
+                429,
+                "rate_limited",
+                "too many requests from this address; retry in a minute",
+            ),
             _ => route(req, env, durable).await,
         }?;
         for (name, value) in CRASH_CORS {
@@ -529,6 +534,19 @@ async fn serve(
         return Ok(res);
     }
     route(req, env, durable).await
+}
+
+/// The rate-limit binding `VIGIL_CRASH_RATE` (when bound) counts `/_log`
+/// requests per client address (`CF-Connecting-IP`).
+async fn crash_log_admitted(req: &Request, env: &Env) -> worker::Result<bool> {
+    let Ok(limiter) = env.rate_limiter("VIGIL_CRASH_RATE") else {
+        return Ok(true);
+    };
+    let client = req
+        .headers()
+        .get("cf-connecting-ip")?
+        .unwrap_or_else(|| "unknown".into());
+    Ok(limiter.limit(client).await?.success)
 }
 
 async fn route(
