@@ -186,11 +186,10 @@ pub fn slo_message(
     window: &str,
     burn: f64,
     threshold: f64,
-    objective: f64,
-    days: u32,
-    budget_remaining: Option<f64>,
+    status: &super::history::SloStatus,
 ) -> DiscordMessage {
-    let remaining = budget_remaining.map_or("unknown".into(), |r| format!("{r:.1} %"));
+    let (objective, days) = (status.objective, status.days);
+    let percent = |r: Option<f64>| r.map_or("unknown".into(), |r| format!("{r:.1} %"));
     notice(
         format!("{target}: error budget burning {burn:.1}× over the last {window}"),
         Some(format!(
@@ -199,7 +198,16 @@ pub fn slo_message(
         Health::Degraded,
         vec![
             field("Burn rate", format!("{burn:.1}×"), true),
-            field("Budget left", remaining, true),
+            field(
+                &format!("Budget left ({days} days)"),
+                percent(status.budget_remaining_window),
+                true,
+            ),
+            field(
+                "Budget left (of the time watched)",
+                percent(status.budget_remaining),
+                true,
+            ),
         ],
     )
 }
