@@ -625,15 +625,17 @@ impl Config {
                     format!("at most 600000 (got {})", t.degraded_ms),
                 ));
             }
+            if let Some(host) = &t.host {
+                if !hosts.contains_key(host.as_str()) {
+                    return Err((key("host"), format!("no [[host]] with id {host:?}")));
+                }
+            }
             if t.role == Role::Remediate {
-                let Some(host) = &t.host else {
+                if t.host.is_none() {
                     return Err((
                         key("host"),
                         "a remediate target names its ops-agent host".into(),
                     ));
-                };
-                if !hosts.contains_key(host.as_str()) {
-                    return Err((key("host"), format!("no [[host]] with id {host:?}")));
                 }
                 if t.actions.is_empty() {
                     return Err((
@@ -845,6 +847,13 @@ token_env = "OPS_AGENT_TOKEN"
         assert!(
             e.starts_with("edge.toml: target[0].host: no [[host]]"),
             "{e}"
+        );
+        let e = err(&GOOD
+            .replace("\"remediate\"", "\"alert_only\"")
+            .replace("host = \"vps1\"", "host = \"vps9\""));
+        assert!(
+            e.starts_with("edge.toml: target[0].host: no [[host]] with id \"vps9\""),
+            "an alert-only target's host is checked too: {e}"
         );
         let e = err(&GOOD.replace("body_contains", "body_containz"));
         assert!(e.contains("body_containz"), "{e}");

@@ -10,7 +10,7 @@ use edge::native::api;
 use edge::native::io::NativeIo;
 use edge::native::limits;
 use edge::native::runner::Runner;
-use edge::shell::Secrets;
+use edge::shell::{closed_by_missing, Secrets};
 
 const USAGE: &str = "usage: vigil-edge --config FILE [--once | --check]\n\
   --config FILE  the edge configuration (TOML); default: $VIGIL_CONFIG or vigil.toml\n\
@@ -96,8 +96,11 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal;
+    // Colour only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("VIGIL_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
@@ -109,6 +112,12 @@ fn init_tracing() {
 async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
     use anyhow::Context;
     let secrets = Secrets::from_env(&config, |k| std::env::var(k).ok());
+    secrets.check_tokens().map_err(anyhow::Error::msg)?;
+    for (var, token) in secrets.api_tokens() {
+        if token.is_none() {
+            tracing::warn!(var, "{var} is not set: {}", closed_by_missing(var));
+        }
+    }
     if secrets.webhook_url.is_none() {
         tracing::warn!(var = %config.discord.webhook_url_env, "no Discord webhook: alerts wait in the outbox");
     }
@@ -147,10 +156,15 @@ fn table(runner: &Runner) -> String {
                 .as_ref()
                 .and_then(|o| o.status)
                 .map_or("-".into(), |s| s.to_string());
-            let note = ts
-                .and_then(|ts| ts.open_incident.clone())
-                .or_else(|| last.as_ref().and_then(|o| o.error.clone()))
-                .unwrap_or_default();
+            // The incident and what the last probe saw: the cause.
+            let note = [
+                ts.and_then(|ts| ts.open_incident.clone()),
+                last.as_ref().and_then(|o| o.error.clone()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
             out.push_str(&format!(
                 "{:<20} {:<9} {:>8} {:>6}  {}\n",
                 t.id, state, latency, status, note

@@ -376,6 +376,10 @@ fn once_runs_one_cycle_with_its_confirm_probe_and_prints_a_table() {
         line("bad").contains("down") && line("bad").contains("inc-1"),
         "{table}"
     );
+    assert!(
+        line("bad").contains("inc-1: unexpected status 502"),
+        "the cause of the down target: {table}"
+    );
     assert_eq!(bad.seen().len(), 2, "the first probe and its confirm");
 }
 
@@ -1058,4 +1062,53 @@ fn bad_numbers_are_refused_naming_the_key() {
     );
     let (status, res) = edge.post(path, Some(json!({"duration_s": 60})));
     assert_eq!(status, 200, "{res}");
+}
+
+#[test]
+fn tokens_are_checked_at_start_and_missing_ones_named_without_colour() {
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("tokens");
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        config_head(dir.path(), addr, 0.5, 0.2) + &target_toml("t", &target.url(), ""),
+    )
+    .unwrap();
+    let once = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(bin())
+            .args(["--config", path.to_str().unwrap(), "--once"])
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = once(&[("CONTROL_TOKEN", "too-short")]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("CONTROL_TOKEN is 9 characters: use at least 16"),
+        "{err}"
+    );
+    let (ok, err) = once(&[("JOBS_TOKEN", "0123456789abcdef\n")]);
+    assert!(
+        !ok && err.contains("JOBS_TOKEN begins or ends with white space"),
+        "{err}"
+    );
+    let (ok, err) = once(&[("CONTROL_TOKEN", CONTROL_TOKEN)]);
+    assert!(ok, "{err}");
+    for line in [
+        "OPS_READ_TOKEN is not set: the read routes (GET /ops/...) take CONTROL_TOKEN only",
+        "JOBS_TOKEN is not set: POST /ops/jobs/heartbeat refuses every request",
+        "CRASH_LOG_TOKEN is not set: POST /_log (crash reports) refuses every request",
+    ] {
+        assert!(err.contains(line), "{line}: {err}");
+    }
+    assert!(!err.contains("CONTROL_TOKEN is not set"), "{err}");
+    assert!(
+        !err.contains('\x1b'),
+        "no colour codes into a pipe: {err:?}"
+    );
 }

@@ -432,8 +432,7 @@ impl History {
         let window_ms = u64::from(days) * DAY_MS;
         let (up, total) = self.up_total(target, now_ms, window_ms);
         let bad = (total > 0).then(|| (total - up) as f64 / total as f64);
-        let bad_of_window =
-            (total > 0).then(|| (total - up) as f64 / total.max(window_ms) as f64);
+        let bad_of_window = (total > 0).then(|| (total - up) as f64 / total.max(window_ms) as f64);
         let burn = |w| {
             self.error_ratio(target, now_ms, w)
                 .map(|e| round3(e / budget))
@@ -639,7 +638,10 @@ mod tests {
         // Counting the unwatched rest of the 30 days as good: 52 s of the
         // 2592 s budget spent.
         let remaining = status.budget_remaining_window.unwrap();
-        assert!((remaining - (1.0 - 52.0 / 2592.0) * 100.0).abs() < 0.01, "{remaining}");
+        assert!(
+            (remaining - (1.0 - 52.0 / 2592.0) * 100.0).abs() < 0.01,
+            "{remaining}"
+        );
         assert!((status.availability.unwrap() - (1.0 - bad) * 100.0).abs() < 0.001);
     }
 
@@ -650,12 +652,19 @@ mod tests {
         let mut h = History::default();
         let start = 500 * HOUR_MS;
         for s in 0..10 {
-            let health = if s == 3 { Health::Down } else { Health::Healthy };
+            let health = if s == 3 {
+                Health::Down
+            } else {
+                Health::Healthy
+            };
             h.record(&obs("web", start + s * 1000, health, 20), 1000);
         }
         let status = h.slo("web", 99.9, 30, start + 10_000);
         let remaining = status.budget_remaining_window.unwrap();
-        assert!((remaining - (1.0 - 1.0 / 2592.0) * 100.0).abs() < 0.01, "{remaining}");
+        assert!(
+            (remaining - (1.0 - 1.0 / 2592.0) * 100.0).abs() < 0.01,
+            "{remaining}"
+        );
         let watched = status.budget_remaining.unwrap();
         assert!(watched < -9000.0, "relative to 9 s watched: {watched}");
     }

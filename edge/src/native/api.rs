@@ -45,9 +45,6 @@ pub fn router(runner: Arc<Runner>) -> Router {
     .flatten()
     .map(TokenCheck::new)
     .collect();
-    if control.is_none() {
-        tracing::warn!("CONTROL_TOKEN is not set: control routes refuse every request");
-    }
     let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
     let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
     let limits = ClientLimits::start(&runner.config);

@@ -578,6 +578,9 @@ async fn route(
         Err(e) => return error(500, "no_configuration", e),
     };
     let secrets = Secrets::from_env(&config, |k| lookup(env, k));
+    if let Err(why) = secrets.check_tokens() {
+        return error(500, "bad_token", why);
+    }
     let header = req.headers().get("authorization")?;
     let check = |t: &Option<String>| {
         t.as_deref()
