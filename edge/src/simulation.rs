@@ -128,7 +128,7 @@ impl World {
             _ if target.id != "api" => Behaviour::Up,
             Behaviour::Cycling => {
                 self.probes.set(self.probes.get() + 1);
-                if self.probes.get() % 3 == 0 {
+                if self.probes.get().is_multiple_of(3) {
                     Behaviour::Up
                 } else {
                     Behaviour::Crashed

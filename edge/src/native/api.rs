@@ -156,10 +156,7 @@ async fn require_read(State(api): State<Shared>, req: Request, next: Next) -> Re
 /// A request without a valid token: 401, counted per client; 429 once the
 /// client has failed too often.
 fn refuse(api: &Api, req: &Request) -> Response {
-    api.limits
-        .auth_failure(req)
-        .err()
-        .unwrap_or_else(unauthorized)
+    api.limits.auth_failure(req).unwrap_or_else(unauthorized)
 }
 
 /// Runs the request when `token` is configured and presented.
@@ -188,8 +185,8 @@ async fn require_crash_log(State(api): State<Shared>, req: Request, next: Next) 
 /// `/_log` takes `crash_log.per_minute` requests a minute per client.
 async fn limit_crash_log(State(api): State<Shared>, req: Request, next: Next) -> Response {
     match api.limits.crash_report(&req) {
-        Ok(()) => next.run(req).await,
-        Err(mut res) => {
+        None => next.run(req).await,
+        Some(mut res) => {
             with_cors(&mut res);
             res
         }

@@ -73,25 +73,20 @@ impl ClientLimits {
         Some(client_ip(peer, req.headers(), &self.trusted))
     }
 
-    /// Counts one crash report request; `Err` is the 429 to answer.
-    pub fn crash_report(&self, req: &Request) -> Result<(), Response> {
-        match self.client(req) {
-            Some(ip) => self.limiters.check_request(ip).map_err(|wait| {
-                tracing::warn!(client = %ip, "/_log: rate limited");
-                too_many(wait)
-            }),
-            None => Ok(()),
-        }
+    /// Counts one crash report request; `Some` is the 429 to answer.
+    pub fn crash_report(&self, req: &Request) -> Option<Response> {
+        let ip = self.client(req)?;
+        let wait = self.limiters.check_request(ip).err()?;
+        tracing::warn!(client = %ip, "/_log: rate limited");
+        Some(too_many(wait))
     }
 
-    /// Counts one failed authentication; `Err` is the 429 to answer once the
-    /// client has failed too often.
-    pub fn auth_failure(&self, req: &Request) -> Result<(), Response> {
-        let Some(ip) = self.client(req) else {
-            return Ok(());
-        };
+    /// Counts one failed authentication; `Some` is the 429 to answer once
+    /// the client has failed too often.
+    pub fn auth_failure(&self, req: &Request) -> Option<Response> {
+        let ip = self.client(req)?;
         tracing::warn!(client = %ip, path = %req.uri().path(), "failed authentication");
-        self.limiters.check_auth_failure(ip).map_err(too_many)
+        self.limiters.check_auth_failure(ip).err().map(too_many)
     }
 }
 
