@@ -406,6 +406,8 @@ const SENT_KEYS_KEPT: usize = 1000;
 const DEAD_KEPT: usize = 100;
 /// Titles a summary lists; the rest are counted.
 const FOLDED_LISTED: usize = 40;
+/// The longest wait a 429 may ask for.
+const RETRY_AFTER_MAX_MS: u64 = 3_600_000;
 /// The rate window of a channel.
 const RATE_WINDOW_MS: u64 = 60_000;
 
@@ -539,9 +541,11 @@ impl Outbox {
                 }
             }
             Delivery::RateLimited { retry_after_ms } => {
+                // The peer's number: an hour at most, whatever it says.
+                let retry_after_ms = retry_after_ms.min(RETRY_AFTER_MAX_MS);
                 let e = &mut self.entries[pos];
                 e.attempts += 1;
-                e.next_attempt_at_ms = now_ms + retry_after_ms;
+                e.next_attempt_at_ms = now_ms.saturating_add(retry_after_ms);
                 e.last_error = Some(format!("rate limited for {retry_after_ms} ms"));
             }
             Delivery::Failed { error } => {
@@ -601,6 +605,24 @@ mod tests {
         );
         assert!(o.due(2019, 30).is_none());
         assert_eq!(o.due(2020, 30).unwrap().attempts, 2);
+        // A 429 asking for an absurd wait: an hour at most, no overflow.
+        o.record(
+            head,
+            Delivery::RateLimited {
+                retry_after_ms: u64::MAX,
+            },
+            u64::MAX - 5,
+        );
+        assert_eq!(o.entries[0].next_attempt_at_ms, u64::MAX);
+        o.record(
+            head,
+            Delivery::RateLimited {
+                retry_after_ms: u64::MAX,
+            },
+            20,
+        );
+        assert_eq!(o.due(3_600_019, 30), None);
+        assert_eq!(o.due(3_600_020, 30).unwrap().attempts, 4);
         o.record(head, Delivery::Sent, 2020);
         assert_eq!(o.due(2020, 30).unwrap().key, "b");
         assert!(
