@@ -712,3 +712,48 @@ fn crash_floods_and_flapping_stay_bounded_in_the_worker() {
         .count();
     assert_eq!(api_open, 0, "{open}");
 }
+
+/// `/_log` and failed authentications counted per client through the
+/// Workers rate-limit bindings (simulated by wrangler dev).
+#[test]
+fn crash_log_and_failed_authentications_are_rate_limited_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let bindings = "\n[[unsafe.bindings]]\nname = \"VIGIL_CRASH_RATE\"\ntype = \"ratelimit\"\nnamespace_id = \"1001\"\nsimple = { limit = 3, period = 60 }\n\n[[unsafe.bindings]]\nname = \"VIGIL_AUTH_FAIL_RATE\"\ntype = \"ratelimit\"\nnamespace_id = \"1002\"\nsimple = { limit = 2, period = 60 }\n";
+    let w = Wrangler::start_with(vars("interval_s = 60\n".to_string(), vec![]), bindings);
+    let post = |ip: &str| {
+        w.http
+            .post(w.url("/_log"))
+            .bearer_auth(CRASH_LOG_TOKEN)
+            .header("cf-connecting-ip", ip)
+            .body(r#"{"app": "shop", "message": "boom"}"#)
+            .send()
+            .unwrap()
+    };
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| post("203.0.113.7").status().as_u16())
+        .collect();
+    assert_eq!(statuses, [202, 202, 202, 429, 429]);
+    let refused = post("203.0.113.7");
+    assert_eq!(refused.headers()["access-control-allow-origin"], "*");
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(
+        post("198.51.100.1").status().as_u16(),
+        202,
+        "another client"
+    );
+    let wrong = || {
+        w.http
+            .get(w.url("/ops/summary"))
+            .bearer_auth("wrong-wrong-wrong-wrong")
+            .header("cf-connecting-ip", "203.0.113.9")
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let statuses: Vec<u16> = (0..4).map(|_| wrong()).collect();
+    assert_eq!(statuses, [401, 401, 429, 429]);
+}

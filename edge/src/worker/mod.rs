@@ -521,7 +521,7 @@ async fn serve(
     if req.path() == "/_log" {
         let mut res = match req.method() {
             Method::Options => Response::empty().map(|r| r.with_status(204)),
-            _ if !crash_log_admitted(req, env).await? => error(
+            _ if !within_rate(req, env, "VIGIL_CRASH_RATE").await? => error(
                 429,
                 "rate_limited",
                 "too many requests from this address; retry in a minute",
@@ -536,10 +536,11 @@ async fn serve(
     route(req, env, durable).await
 }
 
-/// The rate-limit binding `VIGIL_CRASH_RATE` (when bound) counts `/_log`
-/// requests per client address (`CF-Connecting-IP`).
-async fn crash_log_admitted(req: &Request, env: &Env) -> worker::Result<bool> {
-    let Ok(limiter) = env.rate_limiter("VIGIL_CRASH_RATE") else {
+/// Counts one event of the client (`CF-Connecting-IP`) through the
+/// rate-limit binding `binding` (when bound): `VIGIL_CRASH_RATE` counts
+/// `/_log` requests, `VIGIL_AUTH_FAIL_RATE` failed authentications.
+async fn within_rate(req: &Request, env: &Env, binding: &str) -> worker::Result<bool> {
+    let Ok(limiter) = env.rate_limiter(binding) else {
         return Ok(true);
     };
     let client = req
@@ -594,6 +595,13 @@ async fn route(
         _ => check(&secrets.control_token),
     };
     if !allowed {
+        if !within_rate(req, env, "VIGIL_AUTH_FAIL_RATE").await? {
+            return error(
+                429,
+                "rate_limited",
+                "too many failed authentications from this address; retry in a minute",
+            );
+        }
         return error(401, "unauthorized", "missing or wrong bearer token");
     }
     let (mut store, mut state) = match Store::open(env, durable).await {
