@@ -106,11 +106,10 @@ impl State {
             _ => {
                 let id = match open {
                     Some(id) => id,
-                    None => self.open_incident(
-                        &target.id,
-                        RemediationStatus::NotApplicable("alert-only target".into()),
-                        now_ms,
-                    ),
+                    None => {
+                        let held = RemediationStatus::Suppressed(held(changes, config));
+                        self.open_incident(&target.id, held, now_ms)
+                    }
                 };
                 self.begin_episode(config, target, &id, changes, now_ms);
                 events.push(Event::Flapping {
@@ -139,8 +138,11 @@ impl State {
     ) {
         self.cover_page(config, &target.id, incident, now_ms);
         if let Some(inc) = self.incident_mut(incident) {
+            // Held: rounds wait, and the incident pages (once) unless covered.
             if target.role == Role::Remediate && inc.acked_at_ms.is_none() {
                 inc.remediation = RemediationStatus::Suppressed(held(changes, config));
+            } else if target.role == Role::AlertOnly {
+                inc.remediation = RemediationStatus::NotApplicable("alert-only target".into());
             }
         }
         if let Some(ts) = self.targets.get_mut(&target.id) {
