@@ -840,6 +840,10 @@ fn a_flapping_target_is_one_episode_one_page_and_no_flood() {
     let open = edge.get("/ops/incidents?state=open")["incidents"].clone();
     assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
     assert_eq!(open[0]["remediation"]["status"], "suppressed", "{open}");
+    let summary = edge.get("/ops/summary");
+    let flapping = &summary["targets"][0]["flapping"];
+    assert_eq!(flapping["incident"], open[0]["id"], "{summary}");
+    assert!(flapping["changes"].as_u64().unwrap() >= 20, "{summary}");
     // It settles: one alert, the incident resolves.
     target.set(Behaviour::Ok);
     edge.wait_for("the settled alert", Duration::from_secs(20), |_| {
