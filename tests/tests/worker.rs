@@ -757,3 +757,30 @@ fn crash_log_and_failed_authentications_are_rate_limited_in_the_worker() {
     let statuses: Vec<u16> = (0..4).map(|_| wrong()).collect();
     assert_eq!(statuses, [401, 401, 429, 429]);
 }
+
+/// A configured token under 16 characters is refused (500 naming it) on
+/// every route but /healthz, as the native edge refuses to start.
+#[test]
+fn a_short_token_is_refused_by_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let mut v = vars("interval_s = 60\n".to_string(), vec![]);
+    v.retain(|(k, _)| k != "JOBS_TOKEN");
+    v.push(("JOBS_TOKEN".to_string(), "short".to_string()));
+    let w = Wrangler::start(v);
+    assert_eq!(get(&w, "/healthz", None).0, 200);
+    let (status, body) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (500, Some("bad_token")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("JOBS_TOKEN is 5 characters"),
+        "{body}"
+    );
+}

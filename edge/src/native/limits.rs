@@ -77,7 +77,8 @@ impl ClientLimits {
     pub fn crash_report(&self, req: &Request) -> Option<Response> {
         let ip = self.client(req)?;
         let wait = self.limiters.check_request(ip).err()?;
-        tracing::warn!(client = %ip, "/_log: rate limited");
+        // Per refusal, at debug: a flood must not become a flood of lines.
+        tracing::debug!(client = %ip, "/_log: rate limited");
         Some(too_many(wait))
     }
 
@@ -85,7 +86,7 @@ impl ClientLimits {
     /// the client has failed too often.
     pub fn auth_failure(&self, req: &Request) -> Option<Response> {
         let ip = self.client(req)?;
-        tracing::warn!(client = %ip, path = %req.uri().path(), "failed authentication");
+        tracing::debug!(client = %ip, path = %req.uri().path(), "failed authentication");
         self.limiters.check_auth_failure(ip).err().map(too_many)
     }
 }
