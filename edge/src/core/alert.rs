@@ -452,6 +452,10 @@ impl Outbox {
     /// the ones beyond it (pages excepted) are folded into one summary that
     /// lists them: nothing is dropped, the channel is not flooded.
     pub fn due(&mut self, now_ms: u64, per_minute: usize) -> Option<OutboxEntry> {
+        if self.entries.front()?.next_attempt_at_ms > now_ms {
+            // Nothing to send: nothing changes (a steady cycle stores nothing).
+            return None;
+        }
         while self
             .sent_at_ms
             .front()
@@ -460,7 +464,7 @@ impl Outbox {
             self.sent_at_ms.pop_front();
         }
         let budget = per_minute.saturating_sub(self.sent_at_ms.len());
-        if budget == 0 || self.entries.front()?.next_attempt_at_ms > now_ms {
+        if budget == 0 {
             return None;
         }
         if self.entries.len() > budget {
