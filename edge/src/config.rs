@@ -133,6 +133,10 @@ pub struct Discord {
     pub webhook_url_env: String,
     #[serde(default = "default_oncall_env")]
     pub oncall_user_id_env: String,
+    /// Messages sent in any minute; more are folded into one summary
+    /// (a webhook accepts about 30 a minute).
+    #[serde(default = "default_discord_per_minute")]
+    pub max_per_minute: u32,
 }
 
 impl Default for Discord {
@@ -140,6 +144,7 @@ impl Default for Discord {
         Self {
             webhook_url_env: default_webhook_env(),
             oncall_user_id_env: default_oncall_env(),
+            max_per_minute: default_discord_per_minute(),
         }
     }
 }
@@ -170,6 +175,44 @@ impl Default for Llm {
             timeout_s: default_llm_timeout(),
             max_turns: default_llm_turns(),
         }
+    }
+}
+
+/// `POST /_log`: what it takes and how much of it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashLog {
+    /// The apps whose reports are taken (others get 400); empty: any.
+    #[serde(default)]
+    pub apps: Vec<String>,
+    /// Crash alerts within `crash_cooldown_s`, all apps together.
+    #[serde(default = "default_crash_max_alerts")]
+    pub max_alerts: u32,
+    /// Open crash incidents, all apps together.
+    #[serde(default = "default_crash_max_open")]
+    pub max_open_incidents: u32,
+    /// Requests per minute per client address (native edge).
+    #[serde(default = "default_crash_per_minute")]
+    pub per_minute: u32,
+    #[serde(default = "default_crash_burst")]
+    pub burst: u32,
+}
+
+impl Default for CrashLog {
+    fn default() -> Self {
+        CrashLog {
+            apps: Vec::new(),
+            max_alerts: default_crash_max_alerts(),
+            max_open_incidents: default_crash_max_open(),
+            per_minute: default_crash_per_minute(),
+            burst: default_crash_burst(),
+        }
+    }
+}
+
+impl CrashLog {
+    pub fn allows(&self, app: &str) -> bool {
+        self.apps.is_empty() || self.apps.iter().any(|a| a == app)
     }
 }
 
@@ -211,6 +254,27 @@ pub struct Config {
     /// Crash reports: how long one fingerprint stays quiet after its alert.
     #[serde(default = "default_crash_cooldown")]
     pub crash_cooldown_s: f64,
+    /// A target whose state changes more than this many times within
+    /// `flap_window_s` is flapping.
+    #[serde(default = "default_flap_threshold")]
+    pub flap_threshold: u32,
+    #[serde(default = "default_flap_window")]
+    pub flap_window_s: f64,
+    /// A flapping target that keeps one state this long has settled.
+    #[serde(default = "default_flap_settle")]
+    pub flap_settle_s: f64,
+    #[serde(default)]
+    pub crash_log: CrashLog,
+    /// Proxies (CIDR) whose `CF-Connecting-IP` / `X-Real-IP` header names
+    /// the client, for the native edge's per-client limits.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Failed authentications per minute per client address (native edge);
+    /// past them, 429.
+    #[serde(default = "default_auth_fail_per_minute")]
+    pub auth_fail_per_minute: u32,
+    #[serde(default = "default_auth_fail_burst")]
+    pub auth_fail_burst: u32,
     #[serde(default)]
     pub discord: Discord,
     #[serde(default)]
@@ -245,6 +309,9 @@ fn default_webhook_env() -> String {
 }
 fn default_oncall_env() -> String {
     "DISCORD_ALERT_USER_ID".into()
+}
+fn default_discord_per_minute() -> u32 {
+    25
 }
 fn default_llm_base() -> String {
     "https://api.openai.com/v1".into()
@@ -311,6 +378,34 @@ fn default_crash_cooldown() -> f64 {
     3600.0
 }
 
+fn default_auth_fail_per_minute() -> u32 {
+    10
+}
+fn default_auth_fail_burst() -> u32 {
+    5
+}
+fn default_crash_max_alerts() -> u32 {
+    20
+}
+fn default_crash_max_open() -> u32 {
+    10
+}
+fn default_crash_per_minute() -> u32 {
+    60
+}
+fn default_crash_burst() -> u32 {
+    20
+}
+fn default_flap_threshold() -> u32 {
+    6
+}
+fn default_flap_window() -> f64 {
+    900.0
+}
+fn default_flap_settle() -> f64 {
+    600.0
+}
+
 fn secs_to_ms(s: f64) -> u64 {
     (s * 1000.0).round() as u64
 }
@@ -336,6 +431,19 @@ impl Config {
     }
     pub fn crash_cooldown_ms(&self) -> u64 {
         secs_to_ms(self.crash_cooldown_s)
+    }
+    pub fn crash_limits(&self) -> crate::core::crash::CrashLimits {
+        crate::core::crash::CrashLimits {
+            cooldown_ms: self.crash_cooldown_ms(),
+            max_alerts: self.crash_log.max_alerts as usize,
+            max_open: self.crash_log.max_open_incidents as usize,
+        }
+    }
+    pub fn flap_window_ms(&self) -> u64 {
+        secs_to_ms(self.flap_window_s)
+    }
+    pub fn flap_settle_ms(&self) -> u64 {
+        secs_to_ms(self.flap_settle_s)
     }
 
     pub fn target(&self, id: &str) -> Option<&Target> {
@@ -393,31 +501,27 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
-        let positive = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err((
-                    key.to_string(),
-                    format!("must be greater than zero (got {v})"),
-                ))
-            }
-        };
-        positive("interval_s", self.interval_s)?;
-        positive("retry_after_s", self.retry_after_s)?;
-        positive("llm.timeout_s", self.llm.timeout_s)?;
-        if !(self.settle_s.is_finite() && self.settle_s >= 0.0) {
-            return Err(("settle_s".into(), "must be zero or more".into()));
-        }
-        for (key, v) in [
-            ("remediation_cooldown_s", self.remediation_cooldown_s),
-            ("history_flush_s", self.history_flush_s),
-            ("host_metrics_every_s", self.host_metrics_every_s),
-            ("crash_cooldown_s", self.crash_cooldown_s),
+        for (key, v, max) in [
+            ("interval_s", self.interval_s, DAY_S),
+            ("retry_after_s", self.retry_after_s, DAY_S),
+            ("llm.timeout_s", self.llm.timeout_s, 600.0),
+            ("flap_window_s", self.flap_window_s, WEEK_S),
+            ("flap_settle_s", self.flap_settle_s, WEEK_S),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err((key.into(), "must be zero or more".into()));
-            }
+            seconds(key, v, false, max)?;
+        }
+        for (key, v, max) in [
+            ("settle_s", self.settle_s, 3600.0),
+            (
+                "remediation_cooldown_s",
+                self.remediation_cooldown_s,
+                WEEK_S,
+            ),
+            ("history_flush_s", self.history_flush_s, DAY_S),
+            ("host_metrics_every_s", self.host_metrics_every_s, DAY_S),
+            ("crash_cooldown_s", self.crash_cooldown_s, WEEK_S),
+        ] {
+            seconds(key, v, true, max)?;
         }
         if self.retry_after_s > self.interval_s {
             return Err((
@@ -426,19 +530,31 @@ impl Config {
                     .into(),
             ));
         }
-        for (key, v) in [
-            ("failure_threshold", self.failure_threshold),
-            ("recovery_threshold", self.recovery_threshold),
-            ("max_remediation_rounds", self.max_remediation_rounds),
-            ("max_runs_per_action", self.max_runs_per_action),
-            ("llm.max_turns", self.llm.max_turns),
+        for (key, v, max) in [
+            ("failure_threshold", self.failure_threshold, 100),
+            ("recovery_threshold", self.recovery_threshold, 100),
+            ("max_remediation_rounds", self.max_remediation_rounds, 100),
+            ("max_runs_per_action", self.max_runs_per_action, 100),
+            ("llm.max_turns", self.llm.max_turns, 50),
+            ("flap_threshold", self.flap_threshold, 1000),
+            ("discord.max_per_minute", self.discord.max_per_minute, 1000),
+            ("crash_log.max_alerts", self.crash_log.max_alerts, 10_000),
+            (
+                "crash_log.max_open_incidents",
+                self.crash_log.max_open_incidents,
+                10_000,
+            ),
+            ("crash_log.per_minute", self.crash_log.per_minute, 1_000_000),
+            ("crash_log.burst", self.crash_log.burst, 1_000_000),
+            ("auth_fail_per_minute", self.auth_fail_per_minute, 1_000_000),
+            ("auth_fail_burst", self.auth_fail_burst, 1_000_000),
+            (
+                "probe_concurrency",
+                self.probe_concurrency.try_into().unwrap_or(u32::MAX),
+                10_000,
+            ),
         ] {
-            if v == 0 {
-                return Err((key.into(), "must be at least 1".into()));
-            }
-        }
-        if self.probe_concurrency == 0 {
-            return Err(("probe_concurrency".into(), "must be at least 1".into()));
+            count(key, v, max)?;
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err((
@@ -498,18 +614,28 @@ impl Config {
                     ));
                 }
             }
-            if t.timeout_ms == 0 {
-                return Err((key("timeout_ms"), "must be greater than zero".into()));
+            count(
+                &key("timeout_ms"),
+                t.timeout_ms.try_into().unwrap_or(u32::MAX),
+                600_000,
+            )?;
+            if t.degraded_ms > 600_000 {
+                return Err((
+                    key("degraded_ms"),
+                    format!("at most 600000 (got {})", t.degraded_ms),
+                ));
+            }
+            if let Some(host) = &t.host {
+                if !hosts.contains_key(host.as_str()) {
+                    return Err((key("host"), format!("no [[host]] with id {host:?}")));
+                }
             }
             if t.role == Role::Remediate {
-                let Some(host) = &t.host else {
+                if t.host.is_none() {
                     return Err((
                         key("host"),
                         "a remediate target names its ops-agent host".into(),
                     ));
-                };
-                if !hosts.contains_key(host.as_str()) {
-                    return Err((key("host"), format!("no [[host]] with id {host:?}")));
                 }
                 if t.actions.is_empty() {
                     return Err((
@@ -549,13 +675,7 @@ impl Config {
                 return Err((key("id"), format!("duplicate job id {:?}", job.id)));
             }
             match (job.period_s, &job.cron) {
-                (Some(p), None) if !(p.is_finite() && p > 0.0) => {
-                    return Err((
-                        key("period_s"),
-                        format!("must be greater than zero (got {p})"),
-                    ));
-                }
-                (Some(_), None) => {}
+                (Some(p), None) => seconds(&key("period_s"), p, false, YEAR_S)?,
                 (None, Some(_)) => {}
                 (Some(_), Some(_)) => {
                     return Err((key("cron"), "give period_s or cron, not both".into()))
@@ -565,24 +685,43 @@ impl Config {
             if job.tz.is_some() && job.cron.is_none() {
                 return Err((key("tz"), "tz goes with cron".into()));
             }
-            if !(job.grace_s.is_finite() && job.grace_s >= 0.0) {
-                return Err((
-                    key("grace_s"),
-                    format!("must be zero or more (got {})", job.grace_s),
-                ));
-            }
+            seconds(&key("grace_s"), job.grace_s, true, YEAR_S)?;
         }
         let d = &self.job_defaults;
-        if !(d.period_s.is_finite() && d.period_s > 0.0) {
-            return Err((
-                "job_defaults.period_s".into(),
-                "must be greater than zero".into(),
-            ));
-        }
-        if !(d.grace_s.is_finite() && d.grace_s >= 0.0) {
-            return Err(("job_defaults.grace_s".into(), "must be zero or more".into()));
-        }
+        seconds("job_defaults.period_s", d.period_s, false, YEAR_S)?;
+        seconds("job_defaults.grace_s", d.grace_s, true, YEAR_S)?;
         Ok(())
+    }
+}
+
+const DAY_S: f64 = 86_400.0;
+const WEEK_S: f64 = 7.0 * DAY_S;
+const YEAR_S: f64 = 366.0 * DAY_S;
+
+/// A duration in seconds within `(0 or more, max]`: no later arithmetic on
+/// it can overflow.
+fn seconds(key: &str, v: f64, zero_ok: bool, max: f64) -> Result<(), (String, String)> {
+    let low_ok = if zero_ok { v >= 0.0 } else { v > 0.0 };
+    if v.is_finite() && low_ok && v <= max {
+        return Ok(());
+    }
+    let low = if zero_ok {
+        "must be zero or more"
+    } else {
+        "must be greater than zero"
+    };
+    Err((
+        key.to_string(),
+        format!("{low} and at most {max} s (got {v})"),
+    ))
+}
+
+/// A count within `1..=max`.
+fn count(key: &str, v: u32, max: u32) -> Result<(), (String, String)> {
+    if (1..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err((key.to_string(), format!("must be 1 to {max} (got {v})")))
     }
 }
 
@@ -656,16 +795,65 @@ token_env = "OPS_AGENT_TOKEN"
     }
 
     #[test]
+    fn every_duration_and_count_has_a_sane_range() {
+        for (line, key) in [
+            ("interval_s = 1e300", "interval_s"),
+            ("interval_s = inf", "interval_s"),
+            ("interval_s = nan", "interval_s"),
+            ("remediation_cooldown_s = 1e300", "remediation_cooldown_s"),
+            ("crash_cooldown_s = -1", "crash_cooldown_s"),
+            ("settle_s = 1e20", "settle_s"),
+            ("history_flush_s = 1e300", "history_flush_s"),
+            ("flap_window_s = 0", "flap_window_s"),
+            ("flap_threshold = 0", "flap_threshold"),
+            ("failure_threshold = 4000000000", "failure_threshold"),
+            ("probe_concurrency = 0", "probe_concurrency"),
+            ("[discord]\nmax_per_minute = 0", "discord.max_per_minute"),
+            ("[crash_log]\nmax_alerts = 0", "crash_log.max_alerts"),
+            ("[llm]\ntimeout_s = 1e308", "llm.timeout_s"),
+            ("[job_defaults]\nperiod_s = 1e300", "job_defaults.period_s"),
+        ] {
+            let text = format!("{line}\n[[target]]\nid = \"api\"\nurl = \"http://127.0.0.1:9/\"\n");
+            let e = err(&text);
+            assert!(e.starts_with(&format!("edge.toml: {key}: ")), "{line}: {e}");
+        }
+        let job = err(&format!("{GOOD}\n[[job]]\nid = \"b\"\nperiod_s = 1e300\n"));
+        assert!(
+            job.contains("job[0].period_s: must be greater than zero and at most"),
+            "{job}"
+        );
+        let grace = err(&format!(
+            "{GOOD}\n[[job]]\nid = \"b\"\nperiod_s = 60\ngrace_s = 1e300\n"
+        ));
+        assert!(grace.contains("job[0].grace_s"), "{grace}");
+        let t = err(&GOOD.replace(
+            "body_contains",
+            "timeout_ms = 9223372036854775807\nbody_contains",
+        ));
+        assert!(
+            t.contains("target[0].timeout_ms: must be 1 to 600000"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn errors_name_file_key_and_reason() {
         let e = err(&GOOD.replace("interval_s = 0.5", "interval_s = 0"));
         assert_eq!(
             e,
-            "edge.toml: interval_s: must be greater than zero (got 0)"
+            "edge.toml: interval_s: must be greater than zero and at most 86400 s (got 0)"
         );
         let e = err(&GOOD.replace("host = \"vps1\"", "host = \"vps9\""));
         assert!(
             e.starts_with("edge.toml: target[0].host: no [[host]]"),
             "{e}"
+        );
+        let e = err(&GOOD
+            .replace("\"remediate\"", "\"alert_only\"")
+            .replace("host = \"vps1\"", "host = \"vps9\""));
+        assert!(
+            e.starts_with("edge.toml: target[0].host: no [[host]] with id \"vps9\""),
+            "an alert-only target's host is checked too: {e}"
         );
         let e = err(&GOOD.replace("body_contains", "body_containz"));
         assert!(e.contains("body_containz"), "{e}");

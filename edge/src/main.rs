@@ -6,9 +6,10 @@ use std::sync::Arc;
 use edge::config::Config;
 use edge::native::api;
 use edge::native::io::NativeIo;
+use edge::native::limits;
 use edge::native::runner::Runner;
 use edge::native::server;
-use edge::shell::Secrets;
+use edge::shell::{closed_by_missing, Secrets};
 
 const USAGE: &str = "usage: vigil-edge --config FILE [--once | --check]\n\
   --config FILE  the edge configuration (TOML); default: $VIGIL_CONFIG or vigil.toml\n\
@@ -55,7 +56,10 @@ fn main() -> ExitCode {
     let config = match std::fs::read_to_string(&args.config)
         .map_err(|e| format!("{}: cannot read: {e}", args.config))
         .and_then(|text| Config::parse(&args.config, &text).map_err(|e| e.to_string()))
-    {
+        .and_then(|config| match limits::trusted_proxies(&config) {
+            Ok(_) => Ok(config),
+            Err((key, reason)) => Err(format!("{}: {key}: {reason}", args.config)),
+        }) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("vigil-edge: {e}");
@@ -91,8 +95,11 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal;
+    // Colour only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("VIGIL_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
@@ -104,6 +111,12 @@ fn init_tracing() {
 async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
     use anyhow::Context;
     let secrets = Secrets::from_env(&config, |k| std::env::var(k).ok());
+    secrets.check_tokens().map_err(anyhow::Error::msg)?;
+    for (var, token) in secrets.api_tokens() {
+        if token.is_none() {
+            tracing::warn!(var, "{var} is not set: {}", closed_by_missing(var));
+        }
+    }
     if secrets.webhook_url.is_none() {
         tracing::warn!(var = %config.discord.webhook_url_env, "no Discord webhook: alerts wait in the outbox");
     }
@@ -141,10 +154,15 @@ fn table(runner: &Runner) -> String {
                 .as_ref()
                 .and_then(|o| o.status)
                 .map_or("-".into(), |s| s.to_string());
-            let note = ts
-                .and_then(|ts| ts.open_incident.clone())
-                .or_else(|| last.as_ref().and_then(|o| o.error.clone()))
-                .unwrap_or_default();
+            // The incident and what the last probe saw: the cause.
+            let note = [
+                ts.and_then(|ts| ts.open_incident.clone()),
+                last.as_ref().and_then(|o| o.error.clone()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
             out.push_str(&format!(
                 "{:<20} {:<9} {:>8} {:>6}  {}\n",
                 t.id, state, latency, status, note

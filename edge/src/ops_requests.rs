@@ -57,16 +57,28 @@ struct MaintenanceBody {
     duration_s: Option<f64>,
 }
 
+/// The longest maintenance window: a year.
+pub const MAINTENANCE_MAX_S: u64 = 366 * 86_400;
+
 /// The end of a maintenance window from its request body; `None` ends the
-/// window now (`{}`).
+/// window now (`{}`). A window ends after `now_ms` and within
+/// `MAINTENANCE_MAX_S`.
 pub fn maintenance_until(body: &[u8], now_ms: u64) -> Result<Option<u64>, String> {
     let parsed: MaintenanceBody = serde_json::from_slice(body)
         .map_err(|e| format!("expected {{\"until_ms\": ms}} or {{\"duration_s\": s}}: {e}"))?;
+    let latest = now_ms.saturating_add(MAINTENANCE_MAX_S * 1000);
     match (parsed.until_ms, parsed.duration_s) {
         (Some(_), Some(_)) => Err("give until_ms or duration_s, not both".into()),
-        (Some(u), None) => Ok(Some(u)),
-        (None, Some(d)) if d.is_finite() && d > 0.0 => Ok(Some(now_ms + (d * 1000.0) as u64)),
-        (None, Some(_)) => Err("duration_s must be greater than zero".into()),
+        (Some(u), None) if u > now_ms && u <= latest => Ok(Some(u)),
+        (Some(u), None) => Err(format!(
+            "until_ms must be after now ({now_ms}) and at most {MAINTENANCE_MAX_S} s later (got {u}); send {{}} to end a window"
+        )),
+        (None, Some(d)) if d.is_finite() && d > 0.0 && d <= MAINTENANCE_MAX_S as f64 => {
+            Ok(Some(now_ms.saturating_add((d * 1000.0).round() as u64)))
+        }
+        (None, Some(d)) => Err(format!(
+            "duration_s must be greater than zero and at most {MAINTENANCE_MAX_S} (got {d})"
+        )),
         (None, None) => Ok(None),
     }
 }
@@ -113,9 +125,37 @@ mod tests {
             maintenance_until(br#"{"duration_s": 2}"#, 1000),
             Ok(Some(3000))
         );
-        assert_eq!(maintenance_until(br#"{"until_ms": 5}"#, 1000), Ok(Some(5)));
+        assert_eq!(
+            maintenance_until(br#"{"until_ms": 5000}"#, 1000),
+            Ok(Some(5000))
+        );
         assert_eq!(maintenance_until(b"{}", 1000), Ok(None));
         assert!(maintenance_until(br#"{"duration_s": -1}"#, 0).is_err());
+        let year = MAINTENANCE_MAX_S * 1000;
+        assert_eq!(
+            maintenance_until(
+                format!(r#"{{"duration_s": {MAINTENANCE_MAX_S}}}"#).as_bytes(),
+                7
+            ),
+            Ok(Some(7 + year))
+        );
+        for (body, key) in [
+            (r#"{"duration_s": 1e308}"#.to_string(), "duration_s"),
+            (r#"{"duration_s": 31622401}"#.into(), "duration_s"),
+            (r#"{"duration_s": 0}"#.into(), "duration_s"),
+            (format!(r#"{{"until_ms": {}}}"#, u64::MAX), "until_ms"),
+            (r#"{"until_ms": 5}"#.into(), "until_ms"),
+            (
+                format!(r#"{{"until_ms": {}}}"#, 1000 + year + 1),
+                "until_ms",
+            ),
+        ] {
+            let e = maintenance_until(body.as_bytes(), 1000).unwrap_err();
+            assert!(e.starts_with(key), "{body}: {e}");
+        }
+        assert!(maintenance_until(br#"{"until_ms": 1e30}"#, 0)
+            .unwrap_err()
+            .contains("until_ms"));
         assert!(maintenance_until(br#"{"duration_s": 1, "until_ms": 2}"#, 0).is_err());
         assert!(maintenance_until(br#"{"extra": 1}"#, 0).is_err());
         assert!(maintenance_until(b"{nope", 0).is_err());

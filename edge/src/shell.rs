@@ -43,6 +43,35 @@ impl Secrets {
         }
     }
 
+    /// The API tokens as the edge requires them (like the ops-agent): at
+    /// least `TOKEN_MIN` characters, no surrounding white space. The error
+    /// names the variable.
+    pub fn check_tokens(&self) -> Result<(), String> {
+        for (var, token) in self.api_tokens() {
+            let Some(t) = token else { continue };
+            if t.chars().count() < TOKEN_MIN {
+                return Err(format!(
+                    "{var} is {} characters: use at least {TOKEN_MIN}",
+                    t.chars().count()
+                ));
+            }
+            if t.trim() != t {
+                return Err(format!("{var} begins or ends with white space"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every API token with its variable and the routes it opens.
+    pub fn api_tokens(&self) -> [(&'static str, Option<&str>); 4] {
+        [
+            ("CONTROL_TOKEN", self.control_token.as_deref()),
+            ("OPS_READ_TOKEN", self.read_token.as_deref()),
+            ("JOBS_TOKEN", self.jobs_token.as_deref()),
+            ("CRASH_LOG_TOKEN", self.crash_log_token.as_deref()),
+        ]
+    }
+
     /// A host's agent: base URL (no trailing slash) and token.
     pub fn agent<'a>(&'a self, config: &Config, host: &str) -> Result<(&'a str, &'a str), String> {
         let cfg = config
@@ -72,6 +101,19 @@ impl Secrets {
         } else {
             format!("{url}?wait=true")
         })
+    }
+}
+
+/// The shortest API token the edge accepts (as the ops-agent).
+pub const TOKEN_MIN: usize = 16;
+
+/// What a missing token closes, for the log at start.
+pub fn closed_by_missing(var: &str) -> &'static str {
+    match var {
+        "CONTROL_TOKEN" => "the control routes (POST /ops/actions, /ops/restart, ack, resolve, maintenance) refuse every request; the read routes take OPS_READ_TOKEN only",
+        "OPS_READ_TOKEN" => "the read routes (GET /ops/...) take CONTROL_TOKEN only",
+        "JOBS_TOKEN" => "POST /ops/jobs/heartbeat refuses every request",
+        _ => "POST /_log (crash reports) refuses every request",
     }
 }
 
@@ -204,6 +246,34 @@ mod tests {
             delivery_outcome(502, None, ""),
             Delivery::Failed { .. }
         ));
+    }
+
+    #[test]
+    fn short_or_padded_tokens_are_refused_naming_the_variable() {
+        let config = Config::parse("t.toml", "").unwrap();
+        let secrets = |pairs: &'static [(&'static str, &'static str)]| {
+            Secrets::from_env(&config, |k| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        assert!(secrets(&[("CONTROL_TOKEN", "0123456789abcdef")])
+            .check_tokens()
+            .is_ok());
+        assert!(secrets(&[]).check_tokens().is_ok(), "missing is not short");
+        assert_eq!(
+            secrets(&[("JOBS_TOKEN", "short")]).check_tokens(),
+            Err("JOBS_TOKEN is 5 characters: use at least 16".into())
+        );
+        assert_eq!(
+            secrets(&[("CRASH_LOG_TOKEN", "0123456789abcdef\n")]).check_tokens(),
+            Err("CRASH_LOG_TOKEN begins or ends with white space".into())
+        );
+        assert!(secrets(&[("OPS_READ_TOKEN", "                ")])
+            .check_tokens()
+            .is_err());
     }
 
     #[test]

@@ -59,6 +59,8 @@ enum Behaviour {
     Slow,
     /// Answers 200 with a JSON body whose `/status` is this text.
     Says(&'static str),
+    /// Answers 500, 500, ok, 500, 500, ok, ... probe after probe.
+    Cycling,
 }
 
 /// What heals the target in this world.
@@ -81,6 +83,7 @@ struct World {
     model_requests: RefCell<Vec<serde_json::Value>>,
     logs: RefCell<Vec<String>>,
     nonces: Cell<u64>,
+    probes: Cell<u64>,
 }
 
 fn info(name: &str) -> ActionInfo {
@@ -116,6 +119,7 @@ impl World {
             model_requests: RefCell::new(Vec::new()),
             logs: RefCell::new(vec!["GET /healthz 500".into()]),
             nonces: Cell::new(0),
+            probes: Cell::new(0),
         }
     }
 
@@ -124,10 +128,17 @@ impl World {
     }
 
     fn observe_target(&self, target: &Target) -> Observation {
-        let behaviour = if target.id == "api" {
-            self.behaviour.get()
-        } else {
-            Behaviour::Up
+        let behaviour = match self.behaviour.get() {
+            _ if target.id != "api" => Behaviour::Up,
+            Behaviour::Cycling => {
+                self.probes.set(self.probes.get() + 1);
+                if self.probes.get().is_multiple_of(3) {
+                    Behaviour::Up
+                } else {
+                    Behaviour::Crashed
+                }
+            }
+            b => b,
         };
         let response = match behaviour {
             Behaviour::Up => ProbeResponse::Answered {
@@ -145,7 +156,7 @@ impl World {
                 body: json!({ "status": status }).to_string(),
                 latency_ms: 40,
             },
-            Behaviour::Crashed => ProbeResponse::Failed {
+            Behaviour::Crashed | Behaviour::Cycling => ProbeResponse::Failed {
                 error: "connection refused".into(),
                 latency_ms: 1,
             },
@@ -311,7 +322,10 @@ impl Sim {
             let ev = self.state.observe(&self.config, &obs, now);
             self.events.extend(ev);
         }
-        self.state.page_due(Some("42"), now);
+        let ev = self
+            .state
+            .tick(&self.config, &Default::default(), Some("42"), now);
+        self.events.extend(ev);
         for incident in self.state.remediation_due(&self.config, now) {
             let Some((n, resume)) =
                 self.state
@@ -350,7 +364,8 @@ impl Sim {
 
     fn flush(&mut self) {
         let now = self.world.now.get();
-        while let Some(entry) = self.state.outbox.due(now) {
+        let per_minute = self.config.discord.max_per_minute as usize;
+        while let Some(entry) = self.state.outbox.due(now, per_minute) {
             let id = entry.id;
             if !self.discord_up {
                 self.state.outbox.record(
@@ -362,10 +377,9 @@ impl Sim {
                 );
                 break;
             }
-            let text = match (&entry.message.content, entry.message.embeds.first()) {
-                (Some(c), _) => c.clone(),
-                (None, Some(e)) => e.title.clone(),
-                (None, None) => String::new(),
+            let text = match &entry.message.content {
+                Some(c) => c.clone(),
+                None => entry.headline(),
             };
             self.delivered.push(text);
             self.state.outbox.record(id, Delivery::Sent, now);
@@ -823,6 +837,54 @@ fn a_flapping_target_is_not_restart_looped() {
             1,
             "the suppressed incident pages once; it is still down"
         );
+    });
+}
+
+#[test]
+fn a_target_cycling_500_500_ok_is_one_flapping_episode_with_one_page() {
+    block(async {
+        let mut s = Sim::new("");
+        s.world.cure.set(Cure::Nothing);
+        s.run_for(60_000).await;
+        s.world.behaviour.set(Behaviour::Cycling);
+        s.run_for(6 * 3_600_000).await;
+        let flapping: Vec<&String> = s
+            .delivered
+            .iter()
+            .filter(|d| d.ends_with(": flapping"))
+            .collect();
+        assert_eq!(flapping, ["api: flapping"], "{:?}", s.delivered);
+        assert_eq!(
+            s.incidents().len(),
+            4,
+            "three ordinary ones, then the episode"
+        );
+        assert!(s.delivered.len() <= 8, "{:?}", s.delivered);
+        assert_eq!(s.pages(), 1, "{:?}", s.delivered);
+        assert!(
+            s.world.ran().len() <= 1,
+            "remediation held: {:?}",
+            s.world.ran()
+        );
+        let episode = s.incidents().last().unwrap().id.clone();
+        assert!(
+            s.state.incident(&episode).unwrap().history.len() > 100,
+            "every change on the record"
+        );
+        assert!(matches!(
+            s.state.incident(&episode).unwrap().remediation,
+            RemediationStatus::Suppressed(ref why) if why.starts_with("flapping")
+        ));
+        // It settles: one alert, the episode's incident resolves.
+        s.world.behaviour.set(Behaviour::Up);
+        s.run_for(1_200_000).await;
+        assert_eq!(
+            s.delivered.last().unwrap(),
+            "api: stopped flapping, healthy"
+        );
+        let inc = s.state.incident(&episode).unwrap();
+        assert!(!inc.is_open());
+        assert_eq!(s.pages(), 1);
     });
 }
 

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Role};
 use crate::core::crash::{Crash, CrashLog};
+use crate::core::flap::Episode;
 use crate::core::history::{History, HostSample, SloStatus, Stats};
 use crate::core::incident::Incident;
 use crate::core::probe::{Health, Observation};
@@ -23,6 +24,9 @@ pub struct TargetSummary {
     pub last: Option<Observation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance_until_ms: Option<u64>,
+    /// The flapping episode going on, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flapping: Option<Episode>,
     #[serde(flatten)]
     pub stats: Stats,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +70,7 @@ fn target_summary(
         open_incident: ts.open_incident.clone(),
         last,
         maintenance_until_ms: ts.maintenance_until_ms.filter(|u| *u > now_ms),
+        flapping: ts.flap.episode.clone(),
         stats: history.stats(id, now_ms),
         slo: t
             .slo

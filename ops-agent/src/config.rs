@@ -1,7 +1,6 @@
 //! Configuration from the environment, checked once at start-up.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,15 +28,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimits {
-    /// Requests per minute per client IP, every route.
-    pub per_minute: NonZeroU32,
-    pub burst: NonZeroU32,
-    /// Failed authentications per minute per client IP.
-    pub auth_fail_per_minute: NonZeroU32,
-    pub auth_fail_burst: NonZeroU32,
-}
+pub use vigil_wire::ratelimit::RateLimits;
 
 #[derive(Debug, Clone)]
 pub struct Config {

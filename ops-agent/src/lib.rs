@@ -3,11 +3,10 @@
 
 pub mod actions;
 pub mod audit;
-pub mod client_ip;
 pub mod config;
 pub mod docker;
 pub mod host;
 pub mod listen;
 pub mod metrics;
-pub mod ratelimit;
+pub use vigil_wire::{client_ip, ratelimit};
 pub mod server;

@@ -29,6 +29,9 @@ struct Inner {
     /// (when, HTTP status answered) for every request.
     attempts: Vec<(Instant, u16)>,
     rejected: Vec<(Value, String)>,
+    /// Like Discord's webhook rate: at most this many accepted a minute,
+    /// 429 past it.
+    per_minute: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -59,6 +62,12 @@ impl Discord {
             .unwrap()
             .script
             .extend(fails.iter().copied());
+    }
+
+    /// Answers 429 (with retry_after) past `n` accepted messages a minute,
+    /// as a real webhook does past about 30.
+    pub fn limit_rate(&self, n: usize) {
+        self.inner.lock().unwrap().per_minute = Some(n);
     }
 
     /// While down, every request gets 500.
@@ -169,6 +178,23 @@ pub fn validate(m: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// 429 when the rate is reached: retry when the oldest message of the
+/// minute leaves it.
+fn over_rate(inner: &Inner) -> Option<Fail> {
+    let n = inner.per_minute?;
+    let minute = std::time::Duration::from_secs(60);
+    let accepted: Vec<Instant> = inner
+        .attempts
+        .iter()
+        .filter(|(at, status)| *status == 200 && at.elapsed() < minute)
+        .map(|(at, _)| *at)
+        .collect();
+    (accepted.len() >= n).then(|| {
+        let oldest = accepted[accepted.len() - n];
+        Fail::RateLimited((minute - oldest.elapsed()).as_secs_f64())
+    })
+}
+
 async fn execute(State(inner): State<Arc<Mutex<Inner>>>, body: String) -> Response {
     let mut inner = inner.lock().unwrap();
     let (status, res) = if inner.down {
@@ -176,7 +202,7 @@ async fn execute(State(inner): State<Arc<Mutex<Inner>>>, body: String) -> Respon
             500,
             (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response(),
         )
-    } else if let Some(fail) = inner.script.pop_front() {
+    } else if let Some(fail) = inner.script.pop_front().or_else(|| over_rate(&inner)) {
         match fail {
             Fail::Status500 => (
                 500,

@@ -21,6 +21,8 @@ pub enum Behaviour {
     Hang,
     /// Answers this status once, then is well again.
     Blip(u16),
+    /// Answers these statuses in turn, over and over (200 says "ok").
+    Cycle(Vec<u16>),
 }
 
 #[derive(Debug, Clone)]
@@ -80,14 +82,18 @@ async fn answer(
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
                 .collect(),
         });
-        let b = i.behaviour.clone();
+        let n = i.seen.len() - 1;
+        let b = match &i.behaviour {
+            Behaviour::Cycle(statuses) => Behaviour::Status(statuses[n % statuses.len()]),
+            other => other.clone(),
+        };
         if matches!(b, Behaviour::Blip(_)) {
             i.behaviour = Behaviour::Ok;
         }
         b
     };
     match behaviour {
-        Behaviour::Ok => "ok".into_response(),
+        Behaviour::Ok | Behaviour::Status(200) => "ok".into_response(),
         Behaviour::Status(s) | Behaviour::Blip(s) => {
             (StatusCode::from_u16(s).unwrap(), "error").into_response()
         }
@@ -96,6 +102,7 @@ async fn answer(
             tokio::time::sleep(d).await;
             "ok".into_response()
         }
+        Behaviour::Cycle(_) => unreachable!("taken in turn above"),
         Behaviour::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             "late".into_response()

@@ -42,11 +42,17 @@ pub struct Wrangler {
 impl Wrangler {
     /// `vars` become `--var NAME:VALUE` (VIGIL_CONFIG, secrets).
     pub fn start(vars: Vec<(String, String)>) -> Self {
+        Self::start_with(vars, "")
+    }
+
+    /// Like `start`, with `extra` appended to wrangler.toml (bindings).
+    pub fn start_with(vars: Vec<(String, String)>, extra: &str) -> Self {
         let dir = TempDir::new("wrangler");
-        let config = format!(
+        let mut config = format!(
             "name = \"vigil-edge-test\"\nmain = {:?}\ncompatibility_date = \"2025-09-01\"\nsend_metrics = false\n\n[[kv_namespaces]]\nbinding = \"VIGIL_KV\"\nid = \"vigil-test\"\n\n[[analytics_engine_datasets]]\nbinding = \"VIGIL_AE\"\ndataset = \"vigil_test\"\n\n[[durable_objects.bindings]]\nname = \"VIGIL_DO\"\nclass_name = \"VigilEdge\"\n\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"VigilEdge\"]\n",
             repo().join("edge/build/worker/shim.mjs").display().to_string()
         );
+        config.push_str(extra);
         std::fs::write(dir.path().join("wrangler.toml"), config).expect("write wrangler.toml");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut w = Wrangler {

@@ -682,3 +682,158 @@ fn history_flushed_every_cycle_survives_a_restart() {
     let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
     assert_eq!(summary["targets"][0]["samples_24h"], 4, "{summary}");
 }
+
+/// Issue 16 items 1 and 6 in the Worker: the same core bounds crash intake
+/// (whatever app names are posted) and turns a flapping target into one
+/// episode, the Worker only calls it.
+#[test]
+fn crash_floods_and_flapping_stay_bounded_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Cycle(vec![500, 500, 200]));
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.2\nflap_threshold = 6\nflap_window_s = 600\nflap_settle_s = 1\n[crash_log]\napps = [\"shop\", \"blog\", \"a0\", \"a1\", \"a2\", \"a3\", \"a4\", \"a5\"]\nmax_alerts = 20\nmax_open_incidents = 3\n{}",
+        alert_only("api", &target.url())
+    );
+    let w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
+    let send = |app: &str| {
+        let res = w
+            .http
+            .post(w.url("/_log"))
+            .bearer_auth(CRASH_LOG_TOKEN)
+            .body(format!(
+                r#"{{"app": "{app}", "message": "boom", "severity": "critical"}}"#
+            ))
+            .send()
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (status, body) = send("intruder");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unknown_app")),
+        "{body}"
+    );
+    for i in 0..6 {
+        assert_eq!(send(&format!("a{i}")).0, 202);
+    }
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 3, "{open}");
+    for _ in 0..14 {
+        w.scheduled();
+    }
+    let titles = discord.titles();
+    let crash: Vec<&String> = titles.iter().filter(|t| t.contains("crash")).collect();
+    assert_eq!(crash.len(), 3, "{titles:?}");
+    assert!(
+        titles
+            .iter()
+            .any(|t| t == "Crash reports over the limit: alerts paused"),
+        "{titles:?}"
+    );
+    let flapping = titles
+        .iter()
+        .filter(|t| t.as_str() == "api: flapping")
+        .count();
+    assert_eq!(flapping, 1, "{titles:?}");
+    let api_alerts = titles.iter().filter(|t| t.starts_with("api: ")).count();
+    assert_eq!(
+        api_alerts, 7,
+        "six changes alerted, then one for the episode: {titles:?}"
+    );
+    // Healthy from now on: the cycle after flap_settle_s sends the one
+    // settled alert.
+    target.set(Behaviour::Ok);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let settled = |d: &Discord| {
+        d.titles().last().map(String::as_str) == Some("api: stopped flapping, healthy")
+    };
+    while !settled(&discord) && std::time::Instant::now() < deadline {
+        w.scheduled();
+    }
+    assert!(settled(&discord), "{:?}", discord.titles());
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    let api_open = open["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["target"] == "api")
+        .count();
+    assert_eq!(api_open, 0, "{open}");
+}
+
+/// `/_log` and failed authentications counted per client through the
+/// Workers rate-limit bindings (simulated by wrangler dev).
+#[test]
+fn crash_log_and_failed_authentications_are_rate_limited_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let bindings = "\n[[unsafe.bindings]]\nname = \"VIGIL_CRASH_RATE\"\ntype = \"ratelimit\"\nnamespace_id = \"1001\"\nsimple = { limit = 3, period = 60 }\n\n[[unsafe.bindings]]\nname = \"VIGIL_AUTH_FAIL_RATE\"\ntype = \"ratelimit\"\nnamespace_id = \"1002\"\nsimple = { limit = 2, period = 60 }\n";
+    let w = Wrangler::start_with(vars("interval_s = 60\n".to_string(), vec![]), bindings);
+    let post = |ip: &str| {
+        w.http
+            .post(w.url("/_log"))
+            .bearer_auth(CRASH_LOG_TOKEN)
+            .header("cf-connecting-ip", ip)
+            .body(r#"{"app": "shop", "message": "boom"}"#)
+            .send()
+            .unwrap()
+    };
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| post("203.0.113.7").status().as_u16())
+        .collect();
+    assert_eq!(statuses, [202, 202, 202, 429, 429]);
+    let refused = post("203.0.113.7");
+    assert_eq!(refused.headers()["access-control-allow-origin"], "*");
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(
+        post("198.51.100.1").status().as_u16(),
+        202,
+        "another client"
+    );
+    let wrong = || {
+        w.http
+            .get(w.url("/ops/summary"))
+            .bearer_auth("wrong-wrong-wrong-wrong")
+            .header("cf-connecting-ip", "203.0.113.9")
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let statuses: Vec<u16> = (0..4).map(|_| wrong()).collect();
+    assert_eq!(statuses, [401, 401, 429, 429]);
+}
+
+/// A configured token under 16 characters is refused (500 naming it) on
+/// every route but /healthz, as the native edge refuses to start.
+#[test]
+fn a_short_token_is_refused_by_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let mut v = vars("interval_s = 60\n".to_string(), vec![]);
+    v.retain(|(k, _)| k != "JOBS_TOKEN");
+    v.push(("JOBS_TOKEN".to_string(), "short".to_string()));
+    let w = Wrangler::start(v);
+    assert_eq!(get(&w, "/healthz", None).0, 200);
+    let (status, body) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (500, Some("bad_token")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("JOBS_TOKEN is 5 characters"),
+        "{body}"
+    );
+}

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 pub mod token;
 pub use token::TokenCheck;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod client_ip;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod ratelimit;
 
 /// The fixed Docker operation an action performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

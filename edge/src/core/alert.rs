@@ -186,11 +186,10 @@ pub fn slo_message(
     window: &str,
     burn: f64,
     threshold: f64,
-    objective: f64,
-    days: u32,
-    budget_remaining: Option<f64>,
+    status: &super::history::SloStatus,
 ) -> DiscordMessage {
-    let remaining = budget_remaining.map_or("unknown".into(), |r| format!("{r:.1} %"));
+    let (objective, days) = (status.objective, status.days);
+    let percent = |r: Option<f64>| r.map_or("unknown".into(), |r| format!("{r:.1} %"));
     notice(
         format!("{target}: error budget burning {burn:.1}× over the last {window}"),
         Some(format!(
@@ -199,7 +198,16 @@ pub fn slo_message(
         Health::Degraded,
         vec![
             field("Burn rate", format!("{burn:.1}×"), true),
-            field("Budget left", remaining, true),
+            field(
+                &format!("Budget left ({days} days)"),
+                percent(status.budget_remaining_window),
+                true,
+            ),
+            field(
+                "Budget left (of the time watched)",
+                percent(status.budget_remaining),
+                true,
+            ),
         ],
     )
 }
@@ -231,6 +239,72 @@ pub fn store_message(
             Vec::new(),
         ),
     }
+}
+
+/// A target began flapping: the one alert of the episode.
+pub fn flap_message(
+    target: &str,
+    incident_id: &str,
+    changes: usize,
+    window_s: f64,
+) -> DiscordMessage {
+    notice(
+        format!("{target}: flapping"),
+        Some(format!(
+            "{changes} state changes within {window_s} s. Until it keeps one state, its changes are recorded on the incident without an alert each, and remediation waits."
+        )),
+        Health::Degraded,
+        vec![field("Incident", incident_id, true)],
+    )
+}
+
+/// A flapping target settled: the episode's closing alert.
+pub fn settled_message(
+    target: &str,
+    incident_id: &str,
+    now: Health,
+    changes: u64,
+) -> DiscordMessage {
+    notice(
+        format!("{target}: stopped flapping, {}", now.as_str()),
+        Some(format!("{changes} state changes in the episode.")),
+        now,
+        vec![field("Incident", incident_id, true)],
+    )
+}
+
+/// Messages folded into one because the channel's rate was reached.
+fn summary_message(lines: &[String], total: u64, per_minute: usize) -> DiscordMessage {
+    let mut description = lines
+        .iter()
+        .map(|l| format!("• {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let unlisted = total.saturating_sub(lines.len() as u64);
+    if unlisted > 0 {
+        description.push_str(&format!("\n… and {unlisted} more"));
+    }
+    notice(
+        format!("Vigil: {total} alerts in one (over {per_minute} messages a minute)"),
+        Some(description),
+        Health::Degraded,
+        Vec::new(),
+    )
+}
+
+/// Crash reports reached the global limits: the one alert of the window.
+pub fn crash_flood_message(limits: &super::crash::CrashLimits) -> DiscordMessage {
+    notice(
+        "Crash reports over the limit: alerts paused".into(),
+        Some(format!(
+            "More than {} crash alerts, or {} open crash incidents, within {} s (all apps together). Further critical reports are kept in the crash log (GET /ops/crashes) without an incident or an alert until the window ends.",
+            limits.max_alerts,
+            limits.max_open,
+            limits.cooldown_ms / 1000
+        )),
+        Health::Down,
+        Vec::new(),
+    )
 }
 
 /// A critical crash report from a frontend.
@@ -309,6 +383,32 @@ pub struct OutboxEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     pub message: DiscordMessage,
+    /// A summary: the titles of the messages it stands for (the first
+    /// `FOLDED_LISTED`), and how many there are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folded: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub folded_total: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl OutboxEntry {
+    /// What the message says first: the embed's title, else the content.
+    pub fn headline(&self) -> String {
+        match (self.message.embeds.first(), &self.message.content) {
+            (Some(e), _) => e.title.clone(),
+            (None, Some(c)) => c.clone(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// Pages are never folded: they @mention the person on call.
+    fn is_page(&self) -> bool {
+        self.key.ends_with("/page")
+    }
 }
 
 /// How a delivery attempt went.
@@ -333,6 +433,12 @@ pub enum Delivery {
 const SENT_KEYS_KEPT: usize = 1000;
 /// Rejected messages kept for the API.
 const DEAD_KEPT: usize = 100;
+/// Titles a summary lists; the rest are counted.
+const FOLDED_LISTED: usize = 40;
+/// The longest wait a 429 may ask for.
+const RETRY_AFTER_MAX_MS: u64 = 3_600_000;
+/// The rate window of a channel.
+const RATE_WINDOW_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outbox {
@@ -343,6 +449,9 @@ pub struct Outbox {
     /// Messages Discord refused (400): kept, visible, never silently dropped.
     #[serde(default)]
     pub dead: VecDeque<OutboxEntry>,
+    /// When messages were sent within the last minute (the channel's rate).
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub sent_at_ms: VecDeque<u64>,
 }
 
 impl Outbox {
@@ -360,16 +469,83 @@ impl Outbox {
             next_attempt_at_ms: now_ms,
             last_error: None,
             message,
+            folded: Vec::new(),
+            folded_total: 0,
         });
         true
     }
 
     /// The message to send now, if any: always the oldest, so alerts arrive
-    /// in the order they happened.
-    pub fn due(&self, now_ms: u64) -> Option<&OutboxEntry> {
-        self.entries
+    /// in the order they happened, and none while `per_minute` messages went
+    /// out within the last minute. When more wait than the minute allows,
+    /// the ones beyond it (pages excepted) are folded into one summary that
+    /// lists them: nothing is dropped, the channel is not flooded.
+    pub fn due(&mut self, now_ms: u64, per_minute: usize) -> Option<OutboxEntry> {
+        if self.entries.front()?.next_attempt_at_ms > now_ms {
+            // Nothing to send: nothing changes (a steady cycle stores nothing).
+            return None;
+        }
+        while self
+            .sent_at_ms
             .front()
-            .filter(|e| e.next_attempt_at_ms <= now_ms)
+            .is_some_and(|&t| now_ms.saturating_sub(t) >= RATE_WINDOW_MS)
+        {
+            self.sent_at_ms.pop_front();
+        }
+        let budget = per_minute.saturating_sub(self.sent_at_ms.len());
+        if budget == 0 {
+            return None;
+        }
+        if self.entries.len() > budget {
+            self.fold(budget - 1, per_minute, now_ms);
+        }
+        self.entries.front().cloned()
+    }
+
+    /// Folds every entry after the first `keep` (pages excepted) into one
+    /// summary placed after them; a summary among them is merged.
+    fn fold(&mut self, keep: usize, per_minute: usize, now_ms: u64) {
+        let tail: Vec<OutboxEntry> = self.entries.drain(keep..).collect();
+        let (pages, folded): (Vec<_>, Vec<_>) = tail.into_iter().partition(OutboxEntry::is_page);
+        if let [only] = folded.as_slice() {
+            if only.folded_total > 0 {
+                // Already one summary: nothing to fold.
+                self.entries.extend(folded);
+                self.entries.extend(pages);
+                return;
+            }
+        }
+        let mut lines = Vec::new();
+        let mut total = 0;
+        for e in &folded {
+            if e.folded_total > 0 {
+                lines.extend(e.folded.iter().cloned());
+                total += e.folded_total;
+            } else {
+                lines.push(e.headline());
+                total += 1;
+                self.sent_keys.push_back(e.key.clone());
+            }
+        }
+        lines.truncate(FOLDED_LISTED);
+        while self.sent_keys.len() > SENT_KEYS_KEPT {
+            self.sent_keys.pop_front();
+        }
+        if total > 0 {
+            self.next_id += 1;
+            self.entries.push_back(OutboxEntry {
+                id: self.next_id,
+                key: format!("summary/{}", self.next_id),
+                created_at_ms: now_ms,
+                attempts: 0,
+                next_attempt_at_ms: now_ms,
+                last_error: None,
+                message: summary_message(&lines, total, per_minute),
+                folded: lines,
+                folded_total: total,
+            });
+        }
+        self.entries.extend(pages);
     }
 
     /// Records how sending entry `id` went.
@@ -379,6 +555,7 @@ impl Outbox {
         };
         match outcome {
             Delivery::Sent => {
+                self.sent_at_ms.push_back(now_ms);
                 if let Some(e) = self.entries.remove(pos) {
                     self.sent_keys.push_back(e.key);
                     while self.sent_keys.len() > SENT_KEYS_KEPT {
@@ -397,12 +574,14 @@ impl Outbox {
                 }
             }
             Delivery::RateLimited { retry_after_ms } => {
+                // The peer's number: an hour at most, whatever it says.
+                let retry_after_ms = retry_after_ms.min(RETRY_AFTER_MAX_MS);
                 let e = &mut self.entries[pos];
                 e.attempts += 1;
                 // Clocks are read in whole milliseconds: `now_ms` may be up
                 // to one short of the real time, so one more keeps the
                 // wait at least `retry_after`.
-                e.next_attempt_at_ms = now_ms + retry_after_ms + 1;
+                e.next_attempt_at_ms = now_ms.saturating_add(retry_after_ms).saturating_add(1);
                 e.last_error = Some(format!("rate limited for {retry_after_ms} ms"));
             }
             Delivery::Failed { error } => {
@@ -439,7 +618,7 @@ mod tests {
         assert!(o.push("a".into(), msg(1), 0));
         assert!(o.push("b".into(), msg(2), 0));
         assert!(!o.push("a".into(), msg(1), 0), "same key twice");
-        let head = o.due(0).unwrap().id;
+        let head = o.due(0, 30).unwrap().id;
         o.record(
             head,
             Delivery::Failed {
@@ -447,8 +626,12 @@ mod tests {
             },
             10,
         );
-        assert!(o.due(10).is_none(), "not before the next cycle");
-        assert_eq!(o.due(11).unwrap().key, "a", "the failed one stays first");
+        assert!(o.due(10, 30).is_none(), "not before the next cycle");
+        assert_eq!(
+            o.due(11, 30).unwrap().key,
+            "a",
+            "the failed one stays first"
+        );
         o.record(
             head,
             Delivery::RateLimited {
@@ -456,10 +639,28 @@ mod tests {
             },
             20,
         );
-        assert!(o.due(2020).is_none());
-        assert_eq!(o.due(2021).unwrap().attempts, 2);
-        o.record(head, Delivery::Sent, 2021);
-        assert_eq!(o.due(2021).unwrap().key, "b");
+        assert!(o.due(2020, 30).is_none());
+        assert_eq!(o.due(2021, 30).unwrap().attempts, 2);
+        // A 429 asking for an absurd wait: an hour at most, no overflow.
+        o.record(
+            head,
+            Delivery::RateLimited {
+                retry_after_ms: u64::MAX,
+            },
+            u64::MAX - 5,
+        );
+        assert_eq!(o.entries[0].next_attempt_at_ms, u64::MAX);
+        o.record(
+            head,
+            Delivery::RateLimited {
+                retry_after_ms: u64::MAX,
+            },
+            20,
+        );
+        assert_eq!(o.due(3_600_020, 30), None);
+        assert_eq!(o.due(3_600_021, 30).unwrap().attempts, 4);
+        o.record(head, Delivery::Sent, 3_600_021);
+        assert_eq!(o.due(3_600_021, 30).unwrap().key, "b");
         assert!(
             !o.push("a".into(), msg(1), 3000),
             "a sent key is not queued again"
@@ -471,7 +672,7 @@ mod tests {
         let mut o = Outbox::default();
         o.push("a".into(), msg(1), 0);
         o.push("b".into(), msg(2), 0);
-        let head = o.due(0).unwrap().id;
+        let head = o.due(0, 30).unwrap().id;
         o.record(
             head,
             Delivery::Rejected {
@@ -480,7 +681,80 @@ mod tests {
             1,
         );
         assert_eq!(o.dead.len(), 1);
-        assert_eq!(o.due(1).unwrap().key, "b");
+        assert_eq!(o.due(1, 30).unwrap().key, "b");
+    }
+
+    fn send_all(o: &mut Outbox, now: u64, per_minute: usize) -> Vec<String> {
+        let mut sent = Vec::new();
+        while let Some(e) = o.due(now, per_minute) {
+            sent.push(e.headline());
+            o.record(e.id, Delivery::Sent, now);
+        }
+        sent
+    }
+
+    #[test]
+    fn over_the_rate_messages_are_folded_into_a_summary_and_pages_kept() {
+        let mut o = Outbox::default();
+        for n in 0..10 {
+            o.push(format!("inc-{n}/t1"), msg(n), 0);
+        }
+        o.push(
+            "inc-9/page".into(),
+            page_message(Some("42"), "api", "inc-9", "why", &[]),
+            0,
+        );
+        let sent = send_all(&mut o, 1000, 5);
+        assert_eq!(sent.len(), 5, "{sent:?}");
+        assert_eq!(
+            &sent[..4],
+            [
+                "t0: healthy → down",
+                "t1: healthy → down",
+                "t2: healthy → down",
+                "t3: healthy → down"
+            ]
+        );
+        assert_eq!(sent[4], "Vigil: 6 alerts in one (over 5 messages a minute)");
+        let summary = o
+            .sent_keys
+            .iter()
+            .filter(|k| k.starts_with("summary/"))
+            .count();
+        assert_eq!(summary, 1);
+        assert!(
+            o.sent_keys.contains(&"inc-9/t1".to_string()),
+            "folded keys are not queued again"
+        );
+        assert!(!o.push("inc-9/t1".into(), msg(9), 2000));
+        // The page waits for the next minute; it is not folded.
+        assert_eq!(o.entries.len(), 1);
+        assert!(o.due(60_999, 5).is_none(), "the minute is full");
+        let page = o.due(61_000, 5).unwrap();
+        assert_eq!(page.key, "inc-9/page");
+        assert_eq!(page.message.allowed_mentions.users, ["42"]);
+    }
+
+    #[test]
+    fn a_summary_lists_what_it_folds_and_merges_an_earlier_one() {
+        let mut o = Outbox::default();
+        for n in 0..100 {
+            o.push(format!("k{n}"), msg(n), 0);
+        }
+        let first = o.due(0, 2).unwrap();
+        o.record(first.id, Delivery::Sent, 0);
+        assert_eq!(o.entries.len(), 1, "99 folded into one");
+        for n in 100..150 {
+            o.push(format!("k{n}"), msg(n), 1);
+        }
+        let next = o.due(1, 2).unwrap();
+        assert_eq!(next.folded_total, 149, "the earlier summary is merged");
+        assert_eq!(o.entries.len(), 1);
+        let d = next.message.embeds[0].description.clone().unwrap();
+        assert!(d.starts_with("• t1: healthy → down"), "{d}");
+        assert!(d.ends_with("… and 109 more"), "{d}");
+        assert!(d.chars().count() <= DESCRIPTION_MAX);
+        assert_eq!(next.folded.len(), FOLDED_LISTED);
     }
 
     #[test]

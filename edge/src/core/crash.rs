@@ -7,10 +7,11 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::crash_message;
+use super::alert::{crash_flood_message, crash_message};
 use super::incident::{RemediationStatus, StateChange};
 use super::probe::{truncate, Health};
 use super::state::State;
+use crate::config::Config;
 
 /// Reports kept, newest first.
 const CRASHES_KEPT: usize = 200;
@@ -109,6 +110,8 @@ pub enum CrashError {
     Malformed(String),
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    #[error("app {0:?} is not in crash_log.apps")]
+    UnknownApp(String),
 }
 
 impl CrashReport {
@@ -189,16 +192,20 @@ impl CrashLog {
 }
 
 /// Takes one parsed report: the state decides on incident and alert, the
-/// log keeps the report. Returns the stored report.
+/// log keeps the report. Returns the stored report; a report of an app not
+/// in `crash_log.apps` is refused, nothing stored.
 pub fn intake<'a>(
     state: &mut State,
     log: &'a mut CrashLog,
     report: CrashReport,
     truncated: bool,
-    cooldown_ms: u64,
+    config: &Config,
     now_ms: u64,
-) -> &'a Crash {
-    let outcome = state.crash(&report, cooldown_ms, now_ms);
+) -> Result<&'a Crash, CrashError> {
+    if !config.crash_log.allows(&report.app) {
+        return Err(CrashError::UnknownApp(report.app));
+    }
+    let outcome = state.crash(&report, &config.crash_limits(), now_ms);
     let fingerprint = report.fingerprint();
     log.add(
         Crash {
@@ -218,7 +225,7 @@ pub fn intake<'a>(
         },
         now_ms,
     );
-    &log.crashes[0]
+    Ok(&log.crashes[0])
 }
 
 /// The subject of an app's crash incidents, beside target ids.
@@ -228,6 +235,18 @@ pub fn subject(app: &str) -> String {
 
 /// Distinct crashes of one app alerted within the cooldown; more only count.
 const ALERTS_PER_APP: usize = 5;
+
+/// How much crash reports may open and alert, all apps together: the token
+/// is public, the app name is whatever the sender writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashLimits {
+    /// The window: alerts are remembered this long.
+    pub cooldown_ms: u64,
+    /// Crash alerts within the window.
+    pub max_alerts: usize,
+    /// Open crash incidents.
+    pub max_open: usize,
+}
 
 /// A crash alert sent, remembered for the cooldown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,9 +265,16 @@ pub struct CrashOutcome {
 
 impl State {
     /// Takes a report: a critical one opens or joins its app's incident and
-    /// alerts, unless its fingerprint alerted within `cooldown_ms` or its app
-    /// already alerted `ALERTS_PER_APP` distinct crashes in that time.
-    pub fn crash(&mut self, report: &CrashReport, cooldown_ms: u64, now_ms: u64) -> CrashOutcome {
+    /// alerts, unless its fingerprint alerted within the cooldown, its app
+    /// already alerted `ALERTS_PER_APP` distinct crashes in that time, or
+    /// the global limits are reached (then one alert per window says so).
+    pub fn crash(
+        &mut self,
+        report: &CrashReport,
+        limits: &CrashLimits,
+        now_ms: u64,
+    ) -> CrashOutcome {
+        let cooldown_ms = limits.cooldown_ms;
         if report.severity != Severity::Critical {
             return CrashOutcome {
                 incident: None,
@@ -273,9 +299,23 @@ impl State {
             .iter()
             .filter(|a| a.app == report.app)
             .count();
+        let open_crashes = self
+            .incidents
+            .iter()
+            .filter(|i| i.is_open() && i.target.starts_with("crash:"))
+            .count();
+        let over = self.crash_alerts.len() >= limits.max_alerts
+            || (open.is_none() && open_crashes >= limits.max_open);
         // The token of a crash log is in every visitor's browser: a flood of
-        // made-up messages must not become a flood of alerts.
-        if seen || app_alerts >= ALERTS_PER_APP {
+        // made-up messages (or app names) must not become a flood of alerts.
+        if seen || app_alerts >= ALERTS_PER_APP || over {
+            if over && !seen {
+                // Keyed by window: one such alert per window.
+                let window = now_ms / cooldown_ms.max(1);
+                let message = crash_flood_message(limits);
+                self.outbox
+                    .push(format!("crash-flood/{window}"), message, now_ms);
+            }
             if let Some(inc) = open.as_deref().and_then(|id| self.incident_mut(id)) {
                 inc.crash_reports += 1;
             }
@@ -292,7 +332,9 @@ impl State {
         let id = open.unwrap_or_else(|| {
             let remediation =
                 RemediationStatus::NotApplicable("a crash report: no remediation".into());
-            self.open_incident(&subject, remediation, now_ms)
+            let id = self.open_incident(&subject, remediation, now_ms);
+            self.forget_old_incidents();
+            id
         });
         let message = crash_message(&report.app, &report.message, report.url.as_deref(), &id);
         self.outbox.push(
@@ -344,6 +386,11 @@ mod tests {
     use super::*;
 
     const HOUR: u64 = 3_600_000;
+    const LIMITS: CrashLimits = CrashLimits {
+        cooldown_ms: HOUR,
+        max_alerts: 1000,
+        max_open: 1000,
+    };
 
     fn report(body: &str) -> CrashReport {
         CrashReport::parse(body.as_bytes()).unwrap().0
@@ -403,15 +450,15 @@ mod tests {
         let boom = report(r#"{"app": "shop", "message": "boom", "severity": "critical"}"#);
         let bang = report(r#"{"app": "shop", "message": "bang", "severity": "critical"}"#);
         let minor = report(r#"{"app": "shop", "message": "meh", "severity": "warning"}"#);
-        assert_eq!(s.crash(&minor, HOUR, 0).incident, None);
+        assert_eq!(s.crash(&minor, &LIMITS, 0).incident, None);
         assert!(s.incidents.is_empty());
 
-        let first = s.crash(&boom, HOUR, 1000);
+        let first = s.crash(&boom, &LIMITS, 1000);
         assert!(first.alerted);
         let id = first.incident.clone().unwrap();
         assert_eq!(s.incident(&id).unwrap().target, "crash:shop");
         // Same fingerprint within the hour: joins, no alert.
-        let again = s.crash(&boom, HOUR, 1000 + HOUR / 2);
+        let again = s.crash(&boom, &LIMITS, 1000 + HOUR / 2);
         assert_eq!(
             again,
             CrashOutcome {
@@ -420,7 +467,7 @@ mod tests {
             }
         );
         // Another message of the same app: same incident, its own alert.
-        let other = s.crash(&bang, HOUR, 2000);
+        let other = s.crash(&bang, &LIMITS, 2000);
         assert_eq!(
             other,
             CrashOutcome {
@@ -429,7 +476,7 @@ mod tests {
             }
         );
         // After the cooldown the first fingerprint alerts again.
-        assert!(s.crash(&boom, HOUR, 1000 + HOUR).alerted);
+        assert!(s.crash(&boom, &LIMITS, 1000 + HOUR).alerted);
         assert_eq!(s.incidents.len(), 1);
         assert_eq!(s.incident(&id).unwrap().crash_reports, 4);
         assert_eq!(s.outbox.entries.len(), 3);
@@ -438,7 +485,7 @@ mod tests {
         assert!(s.incident(&id).unwrap().is_open());
         s.check_crashes(1000 + HOUR + CRASH_QUIET_MS);
         assert!(!s.incident(&id).unwrap().is_open());
-        let later = s.crash(&bang, HOUR, 3 * CRASH_QUIET_MS);
+        let later = s.crash(&bang, &LIMITS, 3 * CRASH_QUIET_MS);
         assert_ne!(later.incident, Some(id));
     }
 
@@ -449,33 +496,146 @@ mod tests {
             let r = report(&format!(
                 r#"{{"app": "shop", "message": "made up {i}", "severity": "critical"}}"#
             ));
-            s.crash(&r, HOUR, 1000 + i);
+            s.crash(&r, &LIMITS, 1000 + i);
         }
         assert_eq!(s.outbox.entries.len(), ALERTS_PER_APP);
         assert_eq!(s.incidents.len(), 1);
         assert_eq!(s.incidents[0].crash_reports, 50);
         // Another app has its own allowance; after the cooldown, so does shop.
         let blog = report(r#"{"app": "blog", "message": "boom", "severity": "critical"}"#);
-        assert!(s.crash(&blog, HOUR, 2000).alerted);
+        assert!(s.crash(&blog, &LIMITS, 2000).alerted);
         let again = report(r#"{"app": "shop", "message": "made up 0", "severity": "critical"}"#);
-        assert!(s.crash(&again, HOUR, 1000 + HOUR).alerted);
+        assert!(s.crash(&again, &LIMITS, 1000 + HOUR).alerted);
     }
 
     #[test]
     fn the_log_keeps_a_bounded_recent_window() {
         let mut log = CrashLog::default();
         let mut state = State::default();
+        let config = Config::parse("t.toml", "").unwrap();
         let r = report(r#"{"app": "shop", "message": "m"}"#);
         for i in 0..(CRASHES_KEPT as u64 + 50) {
-            intake(&mut state, &mut log, r.clone(), false, HOUR, i);
+            intake(&mut state, &mut log, r.clone(), false, &config, i).unwrap();
         }
         assert_eq!(log.crashes.len(), CRASHES_KEPT);
         assert_eq!(log.recent(None, 1)[0].id, CRASHES_KEPT as u64 + 50);
         assert!(log.recent(Some("other"), 10).is_empty());
         let later = CRASH_RETENTION_MS + 1000;
-        let stored = intake(&mut state, &mut log, r, true, HOUR, later);
+        let stored = intake(&mut state, &mut log, r, true, &config, later).unwrap();
         assert!(stored.truncated && stored.incident.is_none() && !stored.alerted);
         assert_eq!(log.crashes.len(), 1, "older reports are past retention");
         assert!(state.incidents.is_empty(), "not critical: no incident");
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::parse("t.toml", &format!("crash_cooldown_s = 3600\n{extra}")).unwrap()
+    }
+
+    fn critical(app: &str) -> CrashReport {
+        CrashReport::parse(
+            format!(r#"{{"app": "{app}", "message": "boom", "severity": "critical"}}"#).as_bytes(),
+        )
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn a_new_app_per_report_cannot_open_unbounded_incidents_or_alerts() {
+        let c = config("[crash_log]\nmax_alerts = 20\nmax_open_incidents = 10\n");
+        let mut state = State::default();
+        let mut log = CrashLog::default();
+        let mut small = 0;
+        for i in 0..2300u64 {
+            let r = critical(&format!("app-{i}"));
+            intake(&mut state, &mut log, r, false, &c, 1000 + i).unwrap();
+            if i == 30 {
+                small = serde_json::to_vec(&state).unwrap().len();
+            }
+        }
+        let open = state.incidents.iter().filter(|i| i.is_open()).count();
+        assert_eq!(open, 10, "bounded open incidents");
+        let crash_alerts: Vec<&str> = state
+            .outbox
+            .entries
+            .iter()
+            .map(|e| e.key.as_str())
+            .collect();
+        assert_eq!(
+            crash_alerts.len(),
+            11,
+            "ten alerts and one saying the rest are only counted: {crash_alerts:?}"
+        );
+        assert!(crash_alerts[10].starts_with("crash-flood/"));
+        assert!(state.crash_alerts.len() <= 20);
+        let size = serde_json::to_vec(&state).unwrap().len();
+        assert_eq!(size, small, "the state does not grow with the reports");
+        assert_eq!(log.crashes.len(), CRASHES_KEPT);
+        assert!(log
+            .crashes
+            .iter()
+            .all(|c| !c.alerted && c.incident.is_none()));
+        // Another window: the flood alert may go out once more, no more.
+        for i in 0..100u64 {
+            let r = critical(&format!("later-{i}"));
+            intake(&mut state, &mut log, r, false, &c, 2 * 3_600_000 + i).unwrap();
+        }
+        let floods = state
+            .outbox
+            .entries
+            .iter()
+            .filter(|e| e.key.starts_with("crash-flood/"))
+            .count();
+        assert_eq!(floods, 2);
+    }
+
+    #[test]
+    fn the_alert_bound_holds_across_apps_within_the_window() {
+        let c = config("[crash_log]\nmax_alerts = 3\nmax_open_incidents = 100\n");
+        let mut state = State::default();
+        let mut log = CrashLog::default();
+        for i in 0..10u64 {
+            intake(
+                &mut state,
+                &mut log,
+                critical(&format!("a{i}")),
+                false,
+                &c,
+                1000 + i,
+            )
+            .unwrap();
+        }
+        assert_eq!(state.incidents.len(), 3);
+        assert_eq!(state.outbox.entries.len(), 4);
+        // After the window, alerts resume.
+        let later = intake(
+            &mut state,
+            &mut log,
+            critical("a9"),
+            false,
+            &c,
+            1000 + 3_600_000,
+        )
+        .unwrap();
+        assert!(later.alerted);
+    }
+
+    #[test]
+    fn reports_of_apps_outside_the_allowlist_are_refused_and_not_stored() {
+        let c = config("[crash_log]\napps = [\"shop\"]\n");
+        let mut state = State::default();
+        let mut log = CrashLog::default();
+        let e = intake(&mut state, &mut log, critical("blog"), false, &c, 1).unwrap_err();
+        assert_eq!(e.to_string(), "app \"blog\" is not in crash_log.apps");
+        assert!(log.crashes.is_empty() && state.incidents.is_empty());
+        assert!(
+            intake(&mut state, &mut log, critical("shop"), false, &c, 2)
+                .unwrap()
+                .alerted
+        );
     }
 }

@@ -192,10 +192,16 @@ pub struct SloStatus {
     /// Availability over the objective's window, in percent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub availability: Option<f64>,
-    /// The error budget left over the window, in percent of the budget
-    /// (negative when overspent).
+    /// The error budget left, in percent of the budget (negative when
+    /// overspent), relative to the time watched within the window: what
+    /// would be left if the whole window went as the watched part did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_remaining: Option<f64>,
+    /// The error budget of the whole window left, in percent: time not
+    /// watched counts as good, as in the burn rates (a fresh start with one
+    /// bad second has spent one second of the window's budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_remaining_window: Option<f64>,
     /// Budget consumption rate over the last hour and six hours, in
     /// multiples of the sustainable rate.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -423,8 +429,10 @@ impl History {
     /// `days` days.
     pub fn slo(&self, target: &str, objective: f64, days: u32, now_ms: u64) -> SloStatus {
         let budget = 1.0 - objective / 100.0;
-        let (up, total) = self.up_total(target, now_ms, u64::from(days) * DAY_MS);
+        let window_ms = u64::from(days) * DAY_MS;
+        let (up, total) = self.up_total(target, now_ms, window_ms);
         let bad = (total > 0).then(|| (total - up) as f64 / total as f64);
+        let bad_of_window = (total > 0).then(|| (total - up) as f64 / total.max(window_ms) as f64);
         let burn = |w| {
             self.error_ratio(target, now_ms, w)
                 .map(|e| round3(e / budget))
@@ -434,6 +442,7 @@ impl History {
             days,
             availability: bad.map(|b| round3((1.0 - b) * 100.0)),
             budget_remaining: bad.map(|b| round3((1.0 - b / budget) * 100.0)),
+            budget_remaining_window: bad_of_window.map(|b| round3((1.0 - b / budget) * 100.0)),
             burn_1h: burn(HOUR_MS),
             burn_6h: burn(6 * HOUR_MS),
         }
@@ -626,7 +635,38 @@ mod tests {
             (remaining - (1.0 - bad / 0.001) * 100.0).abs() < 0.01,
             "{remaining}"
         );
+        // Counting the unwatched rest of the 30 days as good: 52 s of the
+        // 2592 s budget spent.
+        let remaining = status.budget_remaining_window.unwrap();
+        assert!(
+            (remaining - (1.0 - 52.0 / 2592.0) * 100.0).abs() < 0.01,
+            "{remaining}"
+        );
         assert!((status.availability.unwrap() - (1.0 - bad) * 100.0).abs() < 0.001);
+    }
+
+    /// One second down in the first ten after a fresh start: a 30-day
+    /// 99.9 % objective has spent 1 s of its 2592 s budget, not 99 times it.
+    #[test]
+    fn a_fresh_start_does_not_call_one_bad_second_an_overspent_budget() {
+        let mut h = History::default();
+        let start = 500 * HOUR_MS;
+        for s in 0..10 {
+            let health = if s == 3 {
+                Health::Down
+            } else {
+                Health::Healthy
+            };
+            h.record(&obs("web", start + s * 1000, health, 20), 1000);
+        }
+        let status = h.slo("web", 99.9, 30, start + 10_000);
+        let remaining = status.budget_remaining_window.unwrap();
+        assert!(
+            (remaining - (1.0 - 1.0 / 2592.0) * 100.0).abs() < 0.01,
+            "{remaining}"
+        );
+        let watched = status.budget_remaining.unwrap();
+        assert!(watched < -9000.0, "relative to 9 s watched: {watched}");
     }
 
     #[test]

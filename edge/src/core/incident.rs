@@ -233,6 +233,10 @@ pub struct Incident {
     pub paged_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_reason: Option<String>,
+    /// Not paged because this earlier incident of the same target paged
+    /// within the flap window (a relapse or a flapping episode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_covered_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acked_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,6 +275,7 @@ impl Incident {
             rounds: Vec::new(),
             paged_at_ms: None,
             page_reason: None,
+            page_covered_by: None,
             acked_at_ms: None,
             acked_by: None,
             lease: None,

@@ -4,6 +4,7 @@
 
 pub mod alert;
 pub mod crash;
+pub mod flap;
 pub mod history;
 pub mod incident;
 pub mod jobs;

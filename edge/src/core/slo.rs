@@ -73,15 +73,7 @@ impl State {
                 }
             }
             for (kind, label, window_ms, burn, threshold) in alerts {
-                let message = slo_message(
-                    &t.id,
-                    label,
-                    burn,
-                    threshold,
-                    objective,
-                    t.slo_days,
-                    status.budget_remaining,
-                );
+                let message = slo_message(&t.id, label, burn, threshold, &status);
                 let key = format!("slo/{}/{kind}/{now_ms}", t.id);
                 self.outbox.push(key, message, now_ms);
                 events.push(Event::BurnRate {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{page_message, transition_message, Outbox, TransitionAlert};
+use super::flap::Flap;
 use super::history::History;
 use super::incident::{
     incident_id, Incident, Lease, ManualAction, PendingAction, RemediationStatus, Round,
@@ -53,6 +54,8 @@ pub struct TargetState {
     pub maintenance_until_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Burning::is_quiet")]
     pub burning: Burning,
+    #[serde(default, skip_serializing_if = "Flap::is_quiet")]
+    pub flap: Flap,
 }
 
 impl TargetState {
@@ -70,6 +73,7 @@ impl TargetState {
             last_resolved_at_ms: None,
             maintenance_until_ms: None,
             burning: Burning::default(),
+            flap: Flap::default(),
         }
     }
 
@@ -118,6 +122,11 @@ pub enum Event {
     /// Observed during a maintenance window: nothing else happens.
     InMaintenance {
         target: String,
+    },
+    /// The target began flapping: one incident and one alert for the episode.
+    Flapping {
+        target: String,
+        incident: String,
     },
     /// A burn-rate episode began (and was alerted) over this window.
     BurnRate {
@@ -242,6 +251,7 @@ impl State {
     ) -> Vec<Event> {
         let mut events = self.check_jobs(config, oncall, now_ms);
         self.check_crashes(now_ms);
+        self.check_flapping(config, now_ms);
         events.extend(self.check_slo(config, history, now_ms));
         self.page_due(oncall, now_ms);
         events
@@ -332,6 +342,12 @@ impl State {
             from,
             to: obs.health,
         });
+        if self.flap_transition(config, target, &change, &mut events) {
+            return events;
+        }
+        let Some(ts) = self.targets.get(&target.id) else {
+            return events;
+        };
         let existing = ts.open_incident.clone();
         let cooldown_left = ts
             .last_resolved_at_ms
@@ -342,6 +358,9 @@ impl State {
             None => {
                 let remediation = initial_remediation(target, obs.health, cooldown_left);
                 let id = self.open_incident(&target.id, remediation, now_ms);
+                if cooldown_left.is_some() {
+                    self.cover_page(config, &target.id, &id, now_ms);
+                }
                 events.push(Event::IncidentOpened {
                     target: target.id.clone(),
                     incident: id.clone(),
@@ -434,7 +453,7 @@ impl State {
         Some(inc)
     }
 
-    fn forget_old_incidents(&mut self) {
+    pub(super) fn forget_old_incidents(&mut self) {
         let resolved = self.incidents.iter().filter(|i| !i.is_open()).count();
         let mut excess = resolved.saturating_sub(RESOLVED_KEPT);
         self.incidents.retain(|i| {
@@ -611,6 +630,7 @@ impl State {
         self.incidents
             .iter()
             .filter(|i| i.is_open() && i.paged_at_ms.is_none() && i.acked_at_ms.is_none())
+            .filter(|i| i.page_covered_by.is_none())
             .filter_map(|i| {
                 let reason = match &i.remediation {
                     RemediationStatus::Exhausted => {

@@ -18,6 +18,7 @@ use tower_http::timeout::TimeoutLayer;
 use vigil_wire::{ErrorBody, TokenCheck};
 
 use super::io::now_ms;
+use super::limits::ClientLimits;
 use super::runner::Runner;
 use super::store::StoreError;
 use crate::core::crash::CrashReport;
@@ -32,6 +33,7 @@ struct Api {
     control: Option<TokenCheck>,
     jobs: Option<TokenCheck>,
     crash_log: Option<TokenCheck>,
+    limits: Arc<ClientLimits>,
 }
 
 type Shared = Arc<Api>;
@@ -47,12 +49,11 @@ pub fn router(runner: Arc<Runner>) -> Router {
     .flatten()
     .map(TokenCheck::new)
     .collect();
-    if control.is_none() {
-        tracing::warn!("CONTROL_TOKEN is not set: control routes refuse every request");
-    }
     let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
     let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
+    let limits = ClientLimits::start(&runner.config);
     let api = Arc::new(Api {
+        limits,
         runner,
         read,
         control,
@@ -87,6 +88,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
             api.clone(),
             require_crash_log,
         ))
+        .route_layer(middleware::from_fn_with_state(api.clone(), limit_crash_log))
         .route("/_log", axum::routing::options(crash_preflight))
         .layer(DefaultBodyLimit::max(CRASH_BODY_LIMIT));
     let timed = Router::new()
@@ -142,7 +144,7 @@ fn timed_out_as_408(router: Router<Shared>) -> Router<Shared> {
         }))
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
@@ -212,31 +214,48 @@ async fn require_read(State(api): State<Shared>, req: Request, next: Next) -> Re
     if ok {
         next.run(req).await
     } else {
-        unauthorized()
+        refuse(&api, &req)
     }
 }
 
+/// A request without a valid token: 401, counted per client; 429 once the
+/// client has failed too often.
+fn refuse(api: &Api, req: &Request) -> Response {
+    api.limits.auth_failure(req).unwrap_or_else(unauthorized)
+}
+
 /// Runs the request when `token` is configured and presented.
-async fn admit(token: Option<&TokenCheck>, req: Request, next: Next) -> Response {
+async fn admit(api: &Api, token: Option<&TokenCheck>, req: Request, next: Next) -> Response {
     if token.is_some_and(|t| t.accepts_header(bearer(req.headers()))) {
         next.run(req).await
     } else {
-        unauthorized()
+        refuse(api, &req)
     }
 }
 
 async fn require_control(State(api): State<Shared>, req: Request, next: Next) -> Response {
-    admit(api.control.as_ref(), req, next).await
+    admit(&api, api.control.as_ref(), req, next).await
 }
 
 async fn require_jobs(State(api): State<Shared>, req: Request, next: Next) -> Response {
-    admit(api.jobs.as_ref(), req, next).await
+    admit(&api, api.jobs.as_ref(), req, next).await
 }
 
 async fn require_crash_log(State(api): State<Shared>, req: Request, next: Next) -> Response {
-    let mut res = admit(api.crash_log.as_ref(), req, next).await;
+    let mut res = admit(&api, api.crash_log.as_ref(), req, next).await;
     with_cors(&mut res);
     res
+}
+
+/// `/_log` takes `crash_log.per_minute` requests a minute per client.
+async fn limit_crash_log(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    match api.limits.crash_report(&req) {
+        None => next.run(req).await,
+        Some(mut res) => {
+            with_cors(&mut res);
+            res
+        }
+    }
 }
 
 fn with_cors(res: &mut Response) {
@@ -261,7 +280,8 @@ async fn crash_report(State(api): State<Shared>, body: Result<Bytes, BytesReject
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
     };
     match api.runner.take_crash(report, truncated) {
-        Ok(crash) => (StatusCode::ACCEPTED, Json(crash)).into_response(),
+        Ok(Ok(crash)) => (StatusCode::ACCEPTED, Json(crash)).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, "unknown_app", e.to_string()),
         Err(e) => not_stored(&e),
     }
 }

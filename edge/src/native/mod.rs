@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod io;
+pub mod limits;
 pub mod runner;
 pub mod server;
 pub mod store;

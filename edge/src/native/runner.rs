@@ -17,7 +17,7 @@ use super::io::{now_ms, NativeIo};
 use super::store::{FileStore, StoreError, CRASHES_DOC, HISTORY_DOC};
 use crate::config::Config;
 use crate::core::alert::Delivery;
-use crate::core::crash::{self, Crash, CrashLog, CrashReport};
+use crate::core::crash::{self, Crash, CrashError, CrashLog, CrashReport};
 use crate::core::history::History;
 use crate::core::probe::Observation;
 use crate::core::state::{Event, State};
@@ -147,15 +147,23 @@ impl Runner {
     }
 
     /// Takes a crash report: incident and alert in the state, the report in
-    /// the crash log; both saved before this returns, or neither kept.
-    pub fn take_crash(&self, report: CrashReport, truncated: bool) -> Result<Crash, StoreError> {
+    /// the crash log; both saved before this returns, or neither kept. A
+    /// report the configuration refuses (an app not allowed) changes nothing.
+    pub fn take_crash(
+        &self,
+        report: CrashReport,
+        truncated: bool,
+    ) -> Result<Result<Crash, CrashError>, StoreError> {
         let mut log = lock(&self.crashes);
         let before = log.clone();
-        let cooldown = self.config.crash_cooldown_ms();
+        let config = &self.config;
         let taken = self.try_update(|s| {
-            let crash = crash::intake(s, &mut log, report, truncated, cooldown, now_ms()).clone();
+            let crash = match crash::intake(s, &mut log, report, truncated, config, now_ms()) {
+                Ok(c) => c.clone(),
+                Err(refused) => return Ok(Err(refused)),
+            };
             lock(&self.store).save_doc(CRASHES_DOC, &*log)?;
-            Ok(crash)
+            Ok(Ok(crash))
         });
         if taken.is_err() {
             *log = before;
@@ -350,7 +358,8 @@ impl Runner {
     pub async fn deliver(&self) {
         let _one_at_a_time = self.delivering.lock().await;
         loop {
-            let Some(entry) = self.read(|s| s.outbox.due(now_ms()).cloned()) else {
+            let per_minute = self.config.discord.max_per_minute as usize;
+            let Some(entry) = self.update(|s| s.outbox.due(now_ms(), per_minute)) else {
                 return;
             };
             let outcome = self.io.deliver(&entry.message).await;
@@ -434,6 +443,9 @@ fn log_events(events: &[Event]) {
                 tracing::info!(%target, %incident, "incident resolved")
             }
             Event::InMaintenance { target } => tracing::debug!(%target, "in maintenance"),
+            Event::Flapping { target, incident } => {
+                tracing::warn!(%target, %incident, "flapping: one alert for the episode")
+            }
             Event::BurnRate { target, window } => {
                 tracing::warn!(%target, window_ms = window, "error budget burning: alerted")
             }

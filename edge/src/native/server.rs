@@ -6,11 +6,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower_http::add_extension::AddExtension;
 
 /// A request's headers must arrive within this long of the connection
 /// opening or of the previous answer; otherwise the connection is closed.
@@ -38,7 +40,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(router.clone());
+        // What `into_make_service_with_connect_info` gives handlers: the
+        // peer's address, for the per-client limits.
+        let service = TowerToHyperService::new(AddExtension::new(router.clone(), ConnectInfo(peer)));
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let mut builder = http1::Builder::new();

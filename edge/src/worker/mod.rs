@@ -461,7 +461,10 @@ fn record_host(
 /// Delivers the outbox oldest first, stopping at the first failure.
 async fn deliver(io: &WorkerIo, state: &mut State) -> usize {
     let mut sent = 0;
-    while let Some(entry) = state.outbox.due(now_ms()).cloned() {
+    while let Some(entry) = state
+        .outbox
+        .due(now_ms(), io.config.discord.max_per_minute as usize)
+    {
         let outcome = io.deliver(&entry.message).await;
         let stop = !matches!(
             outcome,
@@ -518,6 +521,11 @@ async fn serve(
     if req.path() == "/_log" {
         let mut res = match req.method() {
             Method::Options => Response::empty().map(|r| r.with_status(204)),
+            _ if !within_rate(req, env, "VIGIL_CRASH_RATE").await? => error(
+                429,
+                "rate_limited",
+                "too many requests from this address; retry in a minute",
+            ),
             _ => route(req, env, durable).await,
         }?;
         for (name, value) in CRASH_CORS {
@@ -526,6 +534,20 @@ async fn serve(
         return Ok(res);
     }
     route(req, env, durable).await
+}
+
+/// Counts one event of the client (`CF-Connecting-IP`) through the
+/// rate-limit binding `binding` (when bound): `VIGIL_CRASH_RATE` counts
+/// `/_log` requests, `VIGIL_AUTH_FAIL_RATE` failed authentications.
+async fn within_rate(req: &Request, env: &Env, binding: &str) -> worker::Result<bool> {
+    let Ok(limiter) = env.rate_limiter(binding) else {
+        return Ok(true);
+    };
+    let client = req
+        .headers()
+        .get("cf-connecting-ip")?
+        .unwrap_or_else(|| "unknown".into());
+    Ok(limiter.limit(client).await?.success)
 }
 
 async fn route(
@@ -557,6 +579,9 @@ async fn route(
         Err(e) => return error(500, "no_configuration", e),
     };
     let secrets = Secrets::from_env(&config, |k| lookup(env, k));
+    if let Err(why) = secrets.check_tokens() {
+        return error(500, "bad_token", why);
+    }
     let header = req.headers().get("authorization")?;
     let check = |t: &Option<String>| {
         t.as_deref()
@@ -570,6 +595,13 @@ async fn route(
         _ => check(&secrets.control_token),
     };
     if !allowed {
+        if !within_rate(req, env, "VIGIL_AUTH_FAIL_RATE").await? {
+            return error(
+                429,
+                "rate_limited",
+                "too many failed authentications from this address; retry in a minute",
+            );
+        }
         return error(401, "unauthorized", "missing or wrong bearer token");
     }
     let (mut store, mut state) = match Store::open(env, durable).await {
@@ -610,9 +642,11 @@ async fn route(
                 Ok(l) => l,
                 Err(e) => return error(502, "kv_unavailable", e),
             };
-            let cooldown = config.crash_cooldown_ms();
-            let stored =
-                crash::intake(&mut state, &mut log, report, truncated, cooldown, now).clone();
+            let stored = match crash::intake(&mut state, &mut log, report, truncated, &config, now)
+            {
+                Ok(stored) => stored.clone(),
+                Err(e) => return error(400, "unknown_app", e.to_string()),
+            };
             if let Err(e) = store.save_doc(CRASHES_KEY, &log).await {
                 return error(502, "kv_unavailable", e);
             }

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use axum::http::HeaderMap;
-use ipnet::IpNet;
+use http::HeaderMap;
+pub use ipnet::IpNet;
 
 /// Headers a trusted proxy sets, in order of preference.
 const PROXY_HEADERS: [&str; 2] = ["cf-connecting-ip", "x-real-ip"];

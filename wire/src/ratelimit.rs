@@ -1,7 +1,8 @@
-//! Per-IP rate limits (governor): one quota for every request, a stricter one
-//! for failed authentications.
+//! Per-IP rate limits (governor): one quota for requests, a stricter one for
+//! failed authentications. Shared by the ops-agent and the native edge.
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -9,7 +10,16 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::config::RateLimits;
+/// Per-client quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Requests per minute per client IP.
+    pub per_minute: NonZeroU32,
+    pub burst: NonZeroU32,
+    /// Failed authentications per minute per client IP.
+    pub auth_fail_per_minute: NonZeroU32,
+    pub auth_fail_burst: NonZeroU32,
+}
 
 type Keyed<C> =
     RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
@@ -77,7 +87,6 @@ impl<C: Clock + Clone> Limiters<C> {
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
-    use std::num::NonZeroU32;
 
     fn nz(n: u32) -> NonZeroU32 {
         NonZeroU32::new(n).unwrap()
