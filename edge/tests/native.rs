@@ -377,7 +377,7 @@ fn once_runs_one_cycle_with_its_confirm_probe_and_prints_a_table() {
         "{table}"
     );
     assert!(
-        line("bad").contains("inc-1: unexpected status 502"),
+        line("bad").contains(": unexpected status 502"),
         "the cause of the down target: {table}"
     );
     assert_eq!(bad.seen().len(), 2, "the first probe and its confirm");
