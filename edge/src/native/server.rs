@@ -42,7 +42,8 @@ pub async fn serve(
         };
         // What `into_make_service_with_connect_info` gives handlers: the
         // peer's address, for the per-client limits.
-        let service = TowerToHyperService::new(AddExtension::new(router.clone(), ConnectInfo(peer)));
+        let service =
+            TowerToHyperService::new(AddExtension::new(router.clone(), ConnectInfo(peer)));
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let mut builder = http1::Builder::new();
