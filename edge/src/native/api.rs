@@ -48,6 +48,8 @@ pub fn router(runner: Arc<Runner>) -> Router {
     }
     let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
     let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
+    let metrics_token = std::env::var(super::metrics::METRICS_TOKEN_ENV).ok();
+    let metrics = super::metrics::router(runner.clone(), metrics_token.as_deref());
     let api = Arc::new(Api {
         runner,
         read,
@@ -90,6 +92,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .merge(crash_log)
         .with_state(api)
+        .merge(metrics)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -120,7 +123,7 @@ fn too_large(limit: usize) -> Response {
     res
 }
 
-fn unauthorized() -> Response {
+pub(super) fn unauthorized() -> Response {
     let mut res = error(
         StatusCode::UNAUTHORIZED,
         "unauthorized",

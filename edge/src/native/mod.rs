@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod io;
+pub mod metrics;
 pub mod runner;
 pub mod store;

@@ -40,6 +40,7 @@ pub struct Runner {
     delivering: tokio::sync::Mutex<()>,
     owner: String,
     rounds: Mutex<Vec<JoinHandle<()>>>,
+    pub metrics: super::metrics::Metrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -69,6 +70,7 @@ impl Runner {
             recent: Mutex::new(HashMap::new()),
             delivering: tokio::sync::Mutex::new(()),
             rounds: Mutex::new(Vec::new()),
+            metrics: Default::default(),
         }))
     }
 
@@ -163,6 +165,7 @@ impl Runner {
     pub async fn cycle(self: &Arc<Self>) -> usize {
         let span = tracing::info_span!("cycle");
         async {
+            let started = std::time::Instant::now();
             let now = now_ms();
             let due = self.update(|s| s.due_targets(&self.config, now));
             let probed = due.len();
@@ -180,6 +183,7 @@ impl Runner {
                 .collect()
                 .await;
             self.record(&observations);
+            self.metrics.probes(&observations);
             let oncall = self.oncall();
             {
                 let mut history = lock(&self.history);
@@ -195,6 +199,7 @@ impl Runner {
             self.poll_hosts();
             self.start_rounds();
             self.deliver().await;
+            self.metrics.cycle(started.elapsed(), now_ms());
             tracing::debug!(probed, "cycle done");
             probed
         }
@@ -245,6 +250,7 @@ impl Runner {
                 let round = run_round(&*this.io, input).await;
                 let oncall = this.oncall();
                 this.record(round.reprobe.as_slice());
+                this.metrics.round(&round);
                 if let (Some(host), Some(m)) = (&target.host, &round.host_metrics) {
                     lock(&this.history).record_host(host, m, round.finished_at_ms);
                 }
@@ -286,6 +292,7 @@ impl Runner {
                 return;
             };
             let outcome = self.io.deliver(&entry.message).await;
+            self.metrics.delivery(&outcome);
             let stop = !matches!(outcome, Delivery::Sent | Delivery::Rejected { .. });
             match &outcome {
                 Delivery::Sent => tracing::info!(key = %entry.key, "alert delivered"),
