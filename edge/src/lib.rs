@@ -9,6 +9,7 @@ pub mod core;
 pub mod ops_requests;
 pub mod remediation;
 pub mod shell;
+pub mod status_page;
 pub mod views;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -118,3 +118,97 @@ impl Prometheus {
         );
     }
 }
+
+/// What headless Chromium (Debian's `chromium`) saw of a page.
+pub struct Browsed {
+    /// The DOM after loading.
+    pub dom: String,
+    /// Messages the page wrote to the console (errors, CSP refusals).
+    pub console: Vec<String>,
+    /// The page's own request and every request a page started: (url,
+    /// initiating origin).
+    pub page_requests: Vec<(String, String)>,
+}
+
+fn chromium(args: &[String], profile: &Path) -> std::process::Output {
+    let mut cmd = Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(args);
+    cmd.output()
+        .expect("chromium (scripts/setup.sh installs Debian's chromium)")
+}
+
+/// Loads `url` and returns the DOM, the console and the page's requests
+/// (from Chromium's net log: requests with a page as their initiator;
+/// Chromium's own update checks have none and are left out).
+pub fn browse(url: &str) -> Browsed {
+    let dir = TempDir::new("chromium");
+    let netlog = dir.path().join("net.json");
+    let out = chromium(
+        &[
+            format!("--log-net-log={}", netlog.display()),
+            "--dump-dom".into(),
+            url.into(),
+        ],
+        &dir.path().join("profile"),
+    );
+    assert!(out.status.success(), "chromium: {out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let console = log
+        .lines()
+        .filter(|l| l.contains(":CONSOLE:") || l.contains("Refused to"))
+        .map(str::to_string)
+        .collect();
+    let net: Value = serde_json::from_str(&std::fs::read_to_string(&netlog).unwrap_or_default())
+        .unwrap_or(Value::Null);
+    let page_requests = net["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let p = &e["params"];
+            let (initiator, req) = (p["initiator"].as_str()?, p["url"].as_str()?);
+            (initiator.starts_with("http") || req == url)
+                .then(|| (req.to_string(), initiator.to_string()))
+        })
+        .collect();
+    Browsed {
+        dom: String::from_utf8_lossy(&out.stdout).to_string(),
+        console,
+        page_requests,
+    }
+}
+
+/// A PNG of `url` at `width`×`height`, light or dark, written to `file`.
+pub fn screenshot(url: &str, width: u32, height: u32, dark: bool, file: &Path) {
+    let dir = TempDir::new("chromium-shot");
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).expect("screenshot dir");
+    }
+    let mut args = vec![
+        format!("--screenshot={}", file.display()),
+        format!("--window-size={width},{height}"),
+    ];
+    if dark {
+        args.push("--force-dark-mode".into());
+        args.push("--blink-settings=preferredColorScheme=0".into());
+    }
+    args.push(url.into());
+    let out = chromium(&args, &dir.path().join("profile"));
+    assert!(
+        out.status.success() && file.exists(),
+        "chromium screenshot: {out:?}"
+    );
+}

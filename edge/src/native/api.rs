@@ -49,7 +49,9 @@ pub fn router(runner: Arc<Runner>) -> Router {
     let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
     let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
     let metrics_token = std::env::var(super::metrics::METRICS_TOKEN_ENV).ok();
-    let metrics = super::metrics::router(runner.clone(), metrics_token.as_deref());
+    // Routes with their own access rules: /metrics and the status page.
+    let own_rules = super::metrics::router(runner.clone(), metrics_token.as_deref())
+        .merge(super::status::router(runner.clone()));
     let api = Arc::new(Api {
         runner,
         read,
@@ -92,7 +94,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .merge(crash_log)
         .with_state(api)
-        .merge(metrics)
+        .merge(own_rules)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error(

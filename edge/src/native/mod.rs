@@ -5,4 +5,5 @@ pub mod api;
 pub mod io;
 pub mod metrics;
 pub mod runner;
+pub mod status;
 pub mod store;
