@@ -15,6 +15,7 @@ use crate::core::incident::Incident;
 use crate::core::probe::Health;
 use crate::core::schedule::format_utc;
 use crate::core::state::State;
+use crate::html::{escape, when};
 
 /// Resolved incidents shown.
 const RESOLVED_SHOWN: usize = 5;
@@ -246,28 +247,6 @@ pub fn view(config: &Config, state: &State, history: &History, now_ms: u64) -> S
             .collect(),
         targets,
     }
-}
-
-/// Text made safe for HTML content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `YYYY-MM-DD HH:MM UTC`.
-fn when(ms: u64) -> String {
-    let t = format_utc(ms);
-    format!("{} {} UTC", &t[..10], &t[11..16])
 }
 
 fn state_label(state: &str) -> &'static str {

@@ -212,3 +212,207 @@ pub fn screenshot(url: &str, width: u32, height: u32, dark: bool, file: &Path) {
         "chromium screenshot: {out:?}"
     );
 }
+
+/// Headless Chromium driven over WebDriver (Debian's `chromium-driver`),
+/// for what a page does when a person uses it: forms, cookies, console.
+pub struct Browser {
+    _driver: Proc,
+    http: reqwest::blocking::Client,
+    session: String,
+    _dir: TempDir,
+}
+
+/// The key WebDriver names element references with.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    pub fn start() -> Self {
+        let dir = TempDir::new("chromedriver");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let driver = Proc::start(
+            Path::new("/usr/bin/chromedriver"),
+            &[&format!("--port={}", addr.port())],
+            &[],
+            addr,
+            &dir.path().join("chromedriver.log"),
+        );
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let profile = dir.path().join("profile");
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                         "--disable-background-networking", "--hide-scrollbars",
+                         format!("--user-data-dir={}", profile.display())]
+            },
+            "goog:loggingPrefs": {"browser": "ALL"}
+        }}});
+        let res: Value = http
+            .post(format!("http://{addr}/session"))
+            .json(&caps)
+            .send()
+            .and_then(|r| r.json())
+            .expect("new WebDriver session");
+        let session = res["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {res}"))
+            .to_string();
+        Browser {
+            _driver: driver,
+            http,
+            session: format!("http://{addr}/session/{session}"),
+            _dir: dir,
+        }
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.session));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req.send().and_then(|r| r.json()).expect("WebDriver call");
+        assert!(
+            v["value"]["error"].is_null(),
+            "WebDriver {path}: {}",
+            v["value"]
+        );
+        v["value"].clone()
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/url",
+            Some(serde_json::json!({ "url": url })),
+        );
+    }
+
+    pub fn url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn title(&self) -> String {
+        self.call(reqwest::Method::GET, "/title", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The page's source as the browser holds it.
+    pub fn source(&self) -> String {
+        self.call(reqwest::Method::GET, "/source", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The elements `css` selects.
+    pub fn find_all(&self, css: &str) -> Vec<String> {
+        let found = self.call(
+            reqwest::Method::POST,
+            "/elements",
+            Some(serde_json::json!({"using": "css selector", "value": css})),
+        );
+        found
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e[ELEMENT].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The first element `css` selects, waiting for it (a page may still
+    /// be loading after a click).
+    fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(e) = self.find_all(css).into_iter().next() {
+                return e;
+            }
+            if Instant::now() > deadline {
+                panic!("no {css} on {}:\n{}", self.url(), self.source());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What a person reads in the element `css` selects.
+    pub fn text(&self, css: &str) -> String {
+        let e = self.find(css);
+        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            Some(serde_json::json!({ "text": text })),
+        );
+    }
+
+    pub fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            Some(serde_json::json!({})),
+        );
+    }
+
+    pub fn cookies(&self) -> Vec<Value> {
+        self.call(reqwest::Method::GET, "/cookie", None)
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Console messages at warning level or above since the last call.
+    pub fn console_problems(&self) -> Vec<Value> {
+        self.call(
+            reqwest::Method::POST,
+            "/se/log",
+            Some(serde_json::json!({"type": "browser"})),
+        )
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["level"] != "INFO" && e["level"] != "DEBUG")
+        .cloned()
+        .collect()
+    }
+
+    /// A PNG of the viewport at `width`×`height`, written to `file`.
+    pub fn screenshot(&self, width: u32, height: u32, file: &Path) {
+        use base64::Engine;
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(serde_json::json!({"width": width, "height": height})),
+        );
+        let png = self.call(reqwest::Method::GET, "/screenshot", None);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap_or_default())
+            .expect("screenshot is base64");
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).expect("screenshot dir");
+        }
+        std::fs::write(file, bytes).expect("write screenshot");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.http.delete(&self.session).send();
+    }
+}
