@@ -68,6 +68,10 @@ pub struct Target {
     /// Shown on the public status page (its id, state and figures only).
     #[serde(default)]
     pub public: bool,
+    /// With `public`: the page also shows each transition's HTTP status and
+    /// error text (which may quote the target's body).
+    #[serde(default)]
+    pub public_details: bool,
 }
 
 /// A job that reports heartbeats: late after `period_s + grace_s` without

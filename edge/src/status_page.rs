@@ -167,18 +167,33 @@ fn public_target(state: &State, history: &History, id: &str, now_ms: u64) -> Pub
     }
 }
 
-/// What a visitor may know of an incident: when it changed, never why.
-fn public_incident(i: &Incident) -> PublicIncident {
+/// What a visitor may know of an incident: when it changed, and why only
+/// when the operator opted in for the target (`details`).
+fn public_incident(i: &Incident, details: bool) -> PublicIncident {
     let mut timeline: Vec<TimelineEntry> = i
         .history
         .iter()
-        .map(|c| TimelineEntry {
-            at_ms: c.at_ms,
-            text: match c.to {
+        .map(|c| {
+            let mut text = match c.to {
                 Health::Down => "Unavailable".to_string(),
                 Health::Degraded => "Degraded performance".to_string(),
                 Health::Healthy => "Recovered".to_string(),
-            },
+            };
+            if details {
+                let why: Vec<String> = c
+                    .status
+                    .map(|s| format!("HTTP {s}"))
+                    .into_iter()
+                    .chain(c.error.clone())
+                    .collect();
+                if !why.is_empty() {
+                    text = format!("{text} ({})", why.join(": "));
+                }
+            }
+            TimelineEntry {
+                at_ms: c.at_ms,
+                text,
+            }
         })
         .collect();
     timeline.extend(i.acked_at_ms.map(|at| TimelineEntry {
@@ -211,6 +226,10 @@ pub fn view(config: &Config, state: &State, history: &History, now_ms: u64) -> S
         .filter(|t| t.public)
         .map(|t| t.id.as_str())
         .collect();
+    let shown_incident = |i: &Incident| {
+        let details = config.target(&i.target).is_some_and(|t| t.public_details);
+        public_incident(i, details)
+    };
     let targets: Vec<PublicTarget> = public
         .iter()
         .map(|id| public_target(state, history, id, now_ms))
@@ -239,11 +258,11 @@ pub fn view(config: &Config, state: &State, history: &History, now_ms: u64) -> S
         title: config.status_page.title.clone(),
         generated_at_ms: now_ms,
         overall,
-        incidents: open.into_iter().map(public_incident).collect(),
+        incidents: open.into_iter().map(shown_incident).collect(),
         resolved: resolved
             .into_iter()
             .take(RESOLVED_SHOWN)
-            .map(public_incident)
+            .map(shown_incident)
             .collect(),
         targets,
     }
@@ -594,5 +613,23 @@ mod tests {
         assert_eq!(v.targets[0].state, "maintenance");
         assert_eq!(v.overall, "maintenance");
         assert!(html(&v).contains("Under maintenance until"));
+    }
+
+    #[test]
+    fn an_operator_may_show_why_per_target() {
+        let (state, history) = world();
+        let text = "[[target]]\nid = \"shop\"\nurl = \"http://secret-host.internal/\"\n\
+                    public = true\npublic_details = true\n";
+        let v = view(
+            &Config::parse("t.toml", text).unwrap(),
+            &state,
+            &history,
+            NOW,
+        );
+        assert_eq!(
+            v.resolved[0].timeline[0].text,
+            "Unavailable (HTTP 500: secret-error-body)"
+        );
+        assert!(!serde_json::to_string(&v).unwrap().contains("secret-host"));
     }
 }
