@@ -1,7 +1,8 @@
 //! The pages people look at, over a real incident with a real remediation
 //! round (real ops-agent, real containers, a scripted model): the audit view
 //! through Chromium shows the model's output and a container's hostile log
-//! line as text, and the status page shows the outage and the recovery.
+//! line as text, and the status page shows the outage and the recovery. The
+//! same status page from the Worker in workerd.
 
 use std::io::Write;
 use std::path::Path;
@@ -12,6 +13,8 @@ use vigil_testkit::edge::READ_TOKEN;
 use vigil_testkit::observer::{browse, Browser};
 use vigil_testkit::openai::Reply;
 use vigil_testkit::pair::{Options, Pair};
+use vigil_testkit::target::{Behaviour, TargetServer};
+use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
 
 const HOSTILE: &str = "<script>alert(1)</script>";
 
@@ -116,4 +119,57 @@ fn a_real_round_is_audited_as_text_and_the_status_page_shows_the_outage() {
         assert!(!dom.contains(private), "{private} leaked");
     }
     assert!(status.console.is_empty(), "{:?}", status.console);
+}
+
+#[test]
+fn the_worker_serves_the_same_status_page() {
+    if !worker_or_skip() {
+        return;
+    }
+    let (shop, api) = (TargetServer::start(), TargetServer::start());
+    api.set(Behaviour::Status(500));
+    let target = |id: &str, url: &str| {
+        format!("[[target]]\nid = {id:?}\nurl = {url:?}\nbody_contains = \"ok\"\npublic = true\n")
+    };
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n[status_page]\nenabled = true\ntitle = \"Worker status\"\n{}{}\
+         [[target]]\nid = \"backoffice\"\nurl = \"http://127.0.0.1:9/private-marker\"\n",
+        target("shop", &shop.url()),
+        target("api", &api.url())
+    );
+    let w = Wrangler::start(vec![("VIGIL_CONFIG".into(), config)]);
+    w.scheduled();
+    let data: Value = w
+        .http
+        .get(w.url("/status.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(data["overall"], "outage", "{data}");
+    assert_eq!(data["incidents"][0]["target"], "api", "{data}");
+    assert_eq!(data["targets"].as_array().unwrap().len(), 2, "{data}");
+    let page = w.http.get(w.url("/status")).send().unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    let seen = browse(&w.url("/status"));
+    assert!(
+        seen.dom.contains("Some services are unavailable"),
+        "{}",
+        seen.dom
+    );
+    assert_eq!(seen.dom.matches("class=\"day ").count(), 2 * 90);
+    for private in ["private-marker", "backoffice", "127.0.0.1", "500"] {
+        assert!(!seen.dom.contains(private), "{private} leaked");
+    }
+    assert!(seen.console.is_empty(), "{:?}", seen.console);
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    vigil_testkit::observer::screenshot(
+        &w.url("/status"),
+        390,
+        844,
+        false,
+        &shots.join("status-worker-phone.png"),
+    );
 }
