@@ -34,7 +34,7 @@ pub struct StatusView {
     pub targets: Vec<PublicTarget>,
     /// Open incidents of public targets, newest first.
     pub incidents: Vec<PublicIncident>,
-    /// The last resolved incidents of public targets, newest first.
+    /// The last resolved incidents of public targets, newest (opened) first.
     pub resolved: Vec<PublicIncident>,
 }
 
@@ -234,16 +234,14 @@ pub fn view(config: &Config, state: &State, history: &History, now_ms: u64) -> S
         .iter()
         .map(|id| public_target(state, history, id, now_ms))
         .collect();
-    let mut shown: Vec<&Incident> = state
+    // The state keeps incidents in the order they opened: newest first is
+    // that order reversed (no sort: it would cost the Worker bundle).
+    let (open, resolved): (Vec<&Incident>, Vec<&Incident>) = state
         .incidents
         .iter()
+        .rev()
         .filter(|i| public.contains(&i.target.as_str()))
-        .collect();
-    shown.sort_by_key(|i| std::cmp::Reverse((i.resolved_at_ms.is_none(), i.opened_at_ms)));
-    let (open, resolved): (Vec<&Incident>, Vec<&Incident>) =
-        shown.into_iter().partition(|i| i.is_open());
-    let mut resolved = resolved;
-    resolved.sort_by_key(|i| std::cmp::Reverse(i.resolved_at_ms));
+        .partition(|i| i.is_open());
     let states = || targets.iter().map(|t| t.state);
     let overall = if states().any(|s| s == "outage") {
         "outage"
