@@ -48,9 +48,8 @@ pub fn router(runner: Arc<Runner>) -> Router {
     }
     let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
     let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
-    let metrics_token = std::env::var(super::metrics::METRICS_TOKEN_ENV).ok();
     // Routes with their own access rules: /metrics, the status page, /ui.
-    let own_rules = super::metrics::router(runner.clone(), metrics_token.as_deref())
+    let own_rules = super::metrics::router(runner.clone())
         .merge(super::status::router(runner.clone()))
         .merge(super::ui::router(runner.clone()));
     let api = Arc::new(Api {

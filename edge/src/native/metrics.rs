@@ -31,9 +31,6 @@ use crate::core::incident::Round;
 use crate::core::probe::{Health, Observation};
 use crate::core::state::State;
 
-/// The environment variable holding the optional bearer token for `/metrics`.
-pub const METRICS_TOKEN_ENV: &str = "METRICS_TOKEN";
-
 /// The one alert channel so far; a label so that another fits beside it.
 const DISCORD: &str = "discord";
 
@@ -257,8 +254,13 @@ struct Scrape {
 }
 
 /// `GET /metrics`, behind `METRICS_TOKEN` when it is set.
-pub fn router(runner: Arc<Runner>, token: Option<&str>) -> Router {
-    let token = token.filter(|t| !t.is_empty()).map(TokenCheck::new);
+pub fn router(runner: Arc<Runner>) -> Router {
+    let token = runner
+        .io
+        .secrets()
+        .metrics_token
+        .as_deref()
+        .map(TokenCheck::new);
     let scrape = Arc::new(Scrape { runner, token });
     Router::new()
         .route("/metrics", get(metrics))
