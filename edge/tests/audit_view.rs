@@ -89,6 +89,14 @@ fn a_browser_signs_in_reads_hostile_text_as_text_and_acks_through_the_page() {
     let problems = browser.console_problems();
     assert!(problems.is_empty(), "{problems:?}");
 
+    // A bad filter is named, not ignored.
+    browser.goto(&format!("{base}/ui?state=sideways"));
+    assert!(browser
+        .text("[role=alert]")
+        .contains("state must be open or resolved"));
+    let problems = browser.console_problems();
+    assert!(problems.len() == 1 && problems[0]["message"].as_str().unwrap().contains("400"));
+
     // The control token: ack through the page.
     browser.click("nav button");
     browser.text("input[name=token]");

@@ -75,6 +75,19 @@ fn a_real_round_is_audited_as_text_and_the_status_page_shows_the_outage() {
     assert_eq!(incident["rounds"][0]["reason"], reason.as_str());
 
     let base = format!("http://{}", p.edge().addr);
+    // The round and the alerts are counted for Prometheus.
+    let metrics = vigil_testkit::observer::fetch(&format!("{base}/metrics"), None).body;
+    for line in [
+        "vigil_remediation_rounds_total{outcome=\"recovered\",action=\"restart_api_core\"} 1",
+        "vigil_target_up{target=\"api\"} 1",
+        "vigil_incidents_open 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("vigil_alerts_sent_total{channel=\"discord\"}"),
+        "{metrics}"
+    );
     let browser = Browser::start();
     browser.goto(&format!("{base}/ui"));
     browser.type_into("input[name=token]", READ_TOKEN);
