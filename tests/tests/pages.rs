@@ -58,14 +58,7 @@ fn a_real_round_is_audited_as_text_and_the_status_page_shows_the_outage() {
     ]);
     p.fault(p.api_port, "/crash");
     p.wait("recovery", 60, resolved);
-    let logs_answer = model.requests()[1]["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let logs_answer = model.last_message(1);
     assert!(
         logs_answer.contains(HOSTILE),
         "the container's hostile log line reached the model: {logs_answer}"

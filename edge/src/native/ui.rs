@@ -20,7 +20,7 @@ use vigil_wire::TokenCheck;
 use super::io::now_ms;
 use super::runner::Runner;
 use crate::audit_page::{self, ListFilter, CSP};
-use crate::core::state::StateError;
+use crate::core::state::{State, StateError};
 use crate::ops_requests;
 
 const COOKIE: &str = "vigil_ui";
@@ -73,8 +73,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ui/sign-in", post(sign_in))
         .route("/ui/sign-out", post(sign_out))
         .route("/ui/incidents/{id}", get(incident))
-        .route("/ui/incidents/{id}/ack", post(ack))
-        .route("/ui/incidents/{id}/resolve", post(resolve))
+        .route("/ui/incidents/{id}/{what}", post(act))
         .with_state(ui)
 }
 
@@ -267,7 +266,7 @@ fn control(
     headers: &HeaderMap,
     id: &str,
     csrf: &str,
-    change: impl FnOnce(&mut crate::core::state::State, &str) -> Result<(), StateError>,
+    change: impl FnOnce(&mut State, &str) -> Result<(), StateError>,
 ) -> Response {
     let Some((Role::Control, cookie)) = ui.session(headers) else {
         return html(
@@ -292,24 +291,19 @@ fn control(
     }
 }
 
-async fn ack(
+/// `POST /ui/incidents/{id}/ack` and `/resolve`, from the page's forms.
+async fn act(
     AxState(ui): AxState<Shared>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((id, what)): Path<(String, String)>,
     Form(form): Form<Csrf>,
 ) -> Response {
+    let change = match what.as_str() {
+        "ack" => State::acknowledge,
+        "resolve" => State::resolve,
+        _ => return not_found(&id),
+    };
     control(&ui, &headers, &id, &form.csrf, |s, by| {
-        s.acknowledge(&id, by, now_ms())
-    })
-}
-
-async fn resolve(
-    AxState(ui): AxState<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<Csrf>,
-) -> Response {
-    control(&ui, &headers, &id, &form.csrf, |s, by| {
-        s.resolve(&id, by, now_ms())
+        change(s, &id, by, now_ms())
     })
 }
