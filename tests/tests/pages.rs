@@ -166,7 +166,13 @@ fn the_worker_serves_the_same_status_page() {
         seen.dom
     );
     assert_eq!(seen.dom.matches("class=\"day ").count(), 2 * 90);
-    for private in ["private-marker", "backoffice", "127.0.0.1", "500"] {
+    for private in [
+        "private-marker",
+        "backoffice",
+        "127.0.0.1",
+        "HTTP 5",
+        "unexpected status",
+    ] {
         assert!(!seen.dom.contains(private), "{private} leaked");
     }
     assert!(seen.console.is_empty(), "{:?}", seen.console);
