@@ -58,8 +58,8 @@ pub struct DayBar {
     /// `YYYY-MM-DD` (UTC).
     pub date: String,
     pub uptime: Option<f64>,
-    /// Incidents of the target open at some time that day.
-    pub incidents: u32,
+    /// The ids of the target's incidents open at some time that day.
+    pub incidents: Vec<String>,
     /// `ok` (100 %), `minor`, `major` (below 99 %) or `none` (no data).
     pub level: &'static str,
 }
@@ -137,7 +137,8 @@ fn public_target(state: &State, history: &History, id: &str, now_ms: u64) -> Pub
                 incidents: incidents
                     .iter()
                     .filter(|i| open_during(i, from, to, now_ms))
-                    .count() as u32,
+                    .map(|i| i.id.clone())
+                    .collect(),
                 level: day_level(uptime),
             }
         })
@@ -314,10 +315,11 @@ fn day_title(d: &DayBar) -> String {
     let up = d
         .uptime
         .map_or("no data".to_string(), |u| format!("{u}% up"));
-    let incidents = match d.incidents {
+    let ids = d.incidents.join(", ");
+    let incidents = match d.incidents.len() {
         0 => "no incidents".to_string(),
-        1 => "1 incident".to_string(),
-        n => format!("{n} incidents"),
+        1 => format!("1 incident ({ids})"),
+        n => format!("{n} incidents ({ids})"),
     };
     format!("{}: {up}, {incidents}", d.date)
 }
@@ -550,7 +552,7 @@ mod tests {
         assert_eq!(shop.days[89].date, &format_utc(NOW)[..10]);
         let yesterday = &shop.days[88];
         assert_eq!(yesterday.level, "major");
-        assert_eq!(yesterday.incidents, 1);
+        assert_eq!(yesterday.incidents, ["inc-1"]);
         assert!(yesterday.uptime.unwrap() < 96.0, "{yesterday:?}");
         assert_eq!(shop.days[89].level, "ok");
         assert_eq!(shop.days[0].level, "none");
@@ -596,7 +598,7 @@ mod tests {
         assert!(page.contains("Acme &lt;script&gt;alert(1)&lt;/script&gt;"));
         assert_eq!(page.matches("class=\"day ").count(), 90);
         assert!(page.contains("class=\"day major\" title=\""));
-        assert!(page.contains("% up, 1 incident\""));
+        assert!(page.contains("% up, 1 incident (inc-1)\""));
         assert!(page.contains("<main>") && page.contains("<header>") && page.contains("<footer>"));
         assert!(page.contains("prefers-color-scheme:dark"));
     }

@@ -190,7 +190,11 @@ fn a_browser_sees_public_targets_their_outages_and_nothing_private() {
         today.starts_with("major\"") || today.starts_with("minor\""),
         "{today}"
     );
-    assert!(today.contains("% up, 1 incident\""), "{today}");
+    let api_incident = data["resolved"][0]["id"].as_str().unwrap();
+    assert!(
+        today.contains(&format!("% up, 1 incident ({api_incident})\"")),
+        "{today}"
+    );
     for secret in [
         "private-marker",
         "internal",

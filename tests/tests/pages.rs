@@ -114,7 +114,7 @@ fn a_real_round_is_audited_as_text_and_the_status_page_shows_the_outage() {
     assert!(dom.contains("Recently resolved"), "{dom}");
     assert!(dom.contains("Automatic recovery attempted"), "{dom}");
     let today = dom.split("<span class=\"day ").nth(90).unwrap();
-    assert!(today.contains("1 incident\""), "{today}");
+    assert!(today.contains(&format!("1 incident ({id})\"")), "{today}");
     for private in [
         "restart_api_core",
         "vps1",
