@@ -220,6 +220,24 @@ fn a_browser_sees_public_targets_their_outages_and_nothing_private() {
         );
     }
 
+    // The colours a person sees: api's today red (or amber), shop's green.
+    let browser = Browser::start();
+    browser.goto(&url);
+    let colour = |target: &str| {
+        browser.css_value(
+            &format!("article[aria-labelledby=t-{target}] .day:last-child"),
+            "background-color",
+        )
+    };
+    let api_today = colour("api");
+    assert!(
+        ["rgba(196, 35, 28, 1)", "rgba(154, 103, 0, 1)"].contains(&api_today.as_str()),
+        "{api_today}"
+    );
+    assert_eq!(colour("shop"), "rgba(30, 123, 52, 1)");
+    let problems = browser.console_problems();
+    assert!(problems.is_empty(), "{problems:?}");
+
     let shots = screenshots();
     for (name, w, h, dark) in [
         ("status-phone.png", 390, 844, false),

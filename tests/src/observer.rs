@@ -352,6 +352,19 @@ impl Browser {
             .to_string()
     }
 
+    /// The computed value of a CSS `property` of the element `css` selects.
+    pub fn css_value(&self, css: &str, property: &str) -> String {
+        let e = self.find(css);
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{e}/css/{property}"),
+            None,
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
     pub fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css);
         self.call(
