@@ -3,11 +3,14 @@
 # Debian's Docker Engine, a static busybox for the test image, static libc
 # for the stand-in service, docker-compose, nginx and openssl to validate
 # deploy/ and run it in tests, systemd for systemd-analyze (the units' checks;
-# nothing is started), wrk, bc and curl for the benchmarks; and the
-# Rust musl target (with musl-tools) for the agent's static binary.
+# nothing is started), wrk, bc and curl for the benchmarks, Prometheus
+# (promtool) and headless Chromium with a font for the metrics and status
+# page tests; and the Rust musl target (with musl-tools) for the agent's
+# static binary.
 set -euo pipefail
 need=()
-for pkg in docker.io busybox-static libc6-dev docker-compose nginx-light openssl musl-tools systemd wrk bc curl; do
+for pkg in docker.io busybox-static libc6-dev docker-compose nginx-light openssl musl-tools systemd wrk bc curl \
+  prometheus chromium chromium-driver fonts-dejavu-core; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -65,6 +65,13 @@ pub struct Target {
     /// The objective's window, in days (at most 30: the history kept).
     #[serde(default = "default_slo_days")]
     pub slo_days: u32,
+    /// Shown on the public status page (its id, state and figures only).
+    #[serde(default)]
+    pub public: bool,
+    /// With `public`: the page also shows each transition's HTTP status and
+    /// error text (which may quote the target's body).
+    #[serde(default)]
+    pub public_details: bool,
 }
 
 /// A job that reports heartbeats: late after `period_s + grace_s` without
@@ -287,6 +294,31 @@ pub struct Config {
     pub jobs: Vec<Job>,
     #[serde(default)]
     pub job_defaults: JobDefaults,
+    #[serde(default)]
+    pub status_page: StatusPage,
+}
+
+/// The public status page (`GET /status`, `/status.json`): off by default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusPage {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_status_title")]
+    pub title: String,
+}
+
+impl Default for StatusPage {
+    fn default() -> Self {
+        StatusPage {
+            enabled: false,
+            title: default_status_title(),
+        }
+    }
+}
+
+fn default_status_title() -> String {
+    "Service status".into()
 }
 
 fn default_method() -> String {

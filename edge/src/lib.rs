@@ -3,12 +3,15 @@
 //! `native` is the tokio shell that `cargo run` starts, `worker` the
 //! Cloudflare Worker shell (wasm32 only). See ARCHITECTURE.md.
 
+pub mod audit_page;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod html;
 pub mod ops_requests;
 pub mod remediation;
 pub mod shell;
+pub mod status_page;
 pub mod views;
 
 #[cfg(not(target_arch = "wasm32"))]

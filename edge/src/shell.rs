@@ -20,6 +20,8 @@ pub struct Secrets {
     pub control_token: Option<String>,
     pub jobs_token: Option<String>,
     pub crash_log_token: Option<String>,
+    /// The optional bearer token of the native `/metrics`.
+    pub metrics_token: Option<String>,
     /// host id -> (agent URL, agent token)
     pub hosts: HashMap<String, (Option<String>, Option<String>)>,
 }
@@ -35,6 +37,7 @@ impl Secrets {
             control_token: get("CONTROL_TOKEN"),
             jobs_token: get("JOBS_TOKEN"),
             crash_log_token: get("CRASH_LOG_TOKEN"),
+            metrics_token: get("METRICS_TOKEN"),
             hosts: config
                 .hosts
                 .iter()

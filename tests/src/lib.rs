@@ -4,6 +4,7 @@
 pub mod discord;
 pub mod docker;
 pub mod edge;
+pub mod observer;
 pub mod openai;
 pub mod pair;
 pub mod process;

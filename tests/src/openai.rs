@@ -70,6 +70,17 @@ impl Model {
     pub fn bearers(&self) -> Vec<String> {
         self.inner.lock().unwrap().bearer.clone()
     }
+
+    /// The last message of request `n`: what the edge answered the model's
+    /// previous tool call with.
+    pub fn last_message(&self, n: usize) -> String {
+        self.requests()[n]["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
 /// The names of the tools a chat completions request offered.

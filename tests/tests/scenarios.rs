@@ -558,14 +558,7 @@ fn llm_plans_through_the_allowlist_and_the_audit_is_complete() {
     assert_eq!(r["reason"], "the api-core process exited with status 3");
     assert_eq!(r["usage"]["total_tokens"], 264);
     assert_eq!(r["tool_calls"][0]["verdict"], "read");
-    let logs_answer = model.requests()[1]["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let logs_answer = model.last_message(1);
     assert!(
         logs_answer.contains("standin listening"),
         "the real container's logs reached the model: {logs_answer}"

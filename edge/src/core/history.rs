@@ -30,6 +30,8 @@ const SLICE_MS: u64 = 5 * 60_000;
 const HOURS_KEPT: u64 = 30 * 24;
 /// 5-minute slices kept: 6 hours and the current one.
 const SLICES_KEPT: u64 = 6 * 12 + 1;
+/// Daily rollups kept: 90 days (the status page's bar).
+pub const DAYS_KEPT: u64 = 90;
 /// Host metric samples kept per host.
 const HOST_SAMPLES_KEPT: usize = 24 * 12;
 /// Histogram bucket growth factor.
@@ -114,6 +116,25 @@ pub struct Rollup {
     pub latency: Histogram,
 }
 
+/// One UTC day of a target, for the status page (short keys: 90 of these
+/// per target, about 3.5 KB).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Day {
+    /// Days since the epoch.
+    pub d: u64,
+    #[serde(rename = "up")]
+    pub up_ms: u64,
+    #[serde(rename = "t")]
+    pub total_ms: u64,
+}
+
+impl Day {
+    /// Percent of the watched time up; `None` when nothing was watched.
+    pub fn uptime(&self) -> Option<f64> {
+        (self.total_ms > 0).then(|| self.up_ms as f64 * 100.0 / self.total_ms as f64)
+    }
+}
+
 /// Five minutes of a target, for burn rates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slice {
@@ -132,6 +153,9 @@ pub struct TargetHistory {
     pub hours: VecDeque<Rollup>,
     #[serde(default)]
     pub slices: VecDeque<Slice>,
+    /// Oldest first, at most `DAYS_KEPT`.
+    #[serde(default)]
+    pub days: VecDeque<Day>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_at_ms: Option<u64>,
     /// Whether the last observation was up: it holds until the next one.
@@ -168,6 +192,27 @@ impl HostSample {
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+/// Adds time to day `d`, dropping days older than `DAYS_KEPT`; a late
+/// observation for a day already dropped or never seen is left out.
+fn record_day(days: &mut VecDeque<Day>, d: u64, up_ms: u64, total_ms: u64) {
+    match days.back_mut() {
+        Some(last) if last.d == d => {
+            last.up_ms += up_ms;
+            last.total_ms += total_ms;
+        }
+        Some(last) if last.d > d => {
+            if let Some(day) = days.iter_mut().rev().find(|x| x.d == d) {
+                day.up_ms += up_ms;
+                day.total_ms += total_ms;
+            }
+        }
+        _ => days.push_back(Day { d, up_ms, total_ms }),
+    }
+    while days.front().is_some_and(|x| x.d + DAYS_KEPT <= d) {
+        days.pop_front();
+    }
 }
 
 /// Uptime and latency figures of one target, as the API shows them.
@@ -290,6 +335,7 @@ impl History {
         }
         // Otherwise it is late (before the newest slice, with no slice of
         // its own): rare, and left out of burn rates.
+        record_day(&mut th.days, obs.at_ms / DAY_MS, up_ms, weight);
         let newest = th.slices.back().map_or(n, |s| s.n);
         while th
             .slices
@@ -299,6 +345,14 @@ impl History {
             th.slices.pop_front();
         }
         self.dirty_since_ms.get_or_insert(obs.at_ms);
+    }
+
+    /// A target's daily rollups, oldest first.
+    pub fn days(&self, target: &str) -> impl Iterator<Item = &Day> {
+        self.targets
+            .get(target)
+            .into_iter()
+            .flat_map(|th| th.days.iter())
     }
 
     /// Drops the history of targets no longer configured.
@@ -483,6 +537,40 @@ mod tests {
             latency_ms,
             error: None,
         }
+    }
+
+    #[test]
+    fn daily_rollups_keep_ninety_days_each_with_its_uptime() {
+        let mut h = History::default();
+        let every = 10 * MIN;
+        // 100 days, one observation every 10 minutes; day 95 is down from
+        // 06:00 to 12:00.
+        for i in 0..(100 * DAY_MS / every) {
+            let at = i * every;
+            let (day, hour) = (at / DAY_MS, at % DAY_MS / HOUR_MS);
+            let health = if day == 95 && (6..12).contains(&hour) {
+                Health::Down
+            } else {
+                Health::Healthy
+            };
+            h.record(&obs("api", at, health, 20), every);
+        }
+        let days: Vec<&Day> = h.days("api").collect();
+        assert_eq!(days.len(), DAYS_KEPT as usize);
+        assert_eq!(days[0].d, 10);
+        assert_eq!(days.last().unwrap().d, 99);
+        let outage = days.iter().find(|d| d.d == 95).unwrap();
+        assert_eq!(outage.uptime(), Some(75.0));
+        assert_eq!(
+            days.iter().find(|d| d.d == 50).unwrap().uptime(),
+            Some(100.0)
+        );
+        // The size BENCHMARKS.md states: under 40 bytes a day stored.
+        let stored = serde_json::to_string(&h.targets["api"].days).unwrap();
+        assert!(stored.len() < 40 * DAYS_KEPT as usize, "{}", stored.len());
+        // A late observation for a dropped day changes nothing.
+        h.record(&obs("api", 2 * DAY_MS, Health::Down, 20), every);
+        assert_eq!(h.days("api").count(), DAYS_KEPT as usize);
     }
 
     /// A deterministic spread of latencies, from a few ms to seconds.

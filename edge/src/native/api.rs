@@ -52,6 +52,10 @@ pub fn router(runner: Arc<Runner>) -> Router {
     let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
     let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
     let limits = ClientLimits::start(&runner.config);
+    // Routes with their own access rules: /metrics, the status page, /ui.
+    let own_rules = super::metrics::router(runner.clone())
+        .merge(super::status::router(runner.clone()))
+        .merge(super::ui::router(runner.clone()));
     let api = Arc::new(Api {
         limits,
         runner,
@@ -101,6 +105,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
     timed_out_as_408(timed)
         .merge(actions.layer(DefaultBodyLimit::max(BODY_LIMIT)))
         .with_state(api)
+        .merge(own_rules)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -187,7 +192,7 @@ async fn healthz(State(api): State<Shared>) -> Response {
     (status, Json(json!({"ok": store.ok, "store": store}))).into_response()
 }
 
-fn unauthorized() -> Response {
+pub(super) fn unauthorized() -> Response {
     let mut res = error(
         StatusCode::UNAUTHORIZED,
         "unauthorized",

@@ -4,6 +4,9 @@
 pub mod api;
 pub mod io;
 pub mod limits;
+pub mod metrics;
 pub mod runner;
 pub mod server;
+pub mod status;
 pub mod store;
+pub mod ui;

@@ -45,6 +45,7 @@ pub struct Runner {
     wake_delivery: tokio::sync::Notify,
     owner: String,
     rounds: Mutex<Vec<JoinHandle<()>>>,
+    pub metrics: super::metrics::Metrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -75,6 +76,7 @@ impl Runner {
             delivering: tokio::sync::Mutex::new(()),
             wake_delivery: tokio::sync::Notify::new(),
             rounds: Mutex::new(Vec::new()),
+            metrics: Default::default(),
         }))
     }
 
@@ -225,6 +227,7 @@ impl Runner {
     pub async fn cycle(self: &Arc<Self>) -> usize {
         let span = tracing::info_span!("cycle");
         async {
+            let started = std::time::Instant::now();
             let now = now_ms();
             let due = self.update(|s| s.due_targets(&self.config, now));
             let probed = due.len();
@@ -242,6 +245,7 @@ impl Runner {
                 .collect()
                 .await;
             self.record(&observations);
+            self.metrics.probes(&observations);
             let oncall = self.oncall();
             {
                 let mut history = lock(&self.history);
@@ -257,6 +261,7 @@ impl Runner {
             self.poll_hosts();
             self.start_rounds();
             self.deliver_soon();
+            self.metrics.cycle(started.elapsed(), now_ms());
             tracing::debug!(probed, "cycle done");
             probed
         }
@@ -307,6 +312,7 @@ impl Runner {
                 let round = run_round(&*this.io, input).await;
                 let oncall = this.oncall();
                 this.record(round.reprobe.as_slice());
+                this.metrics.round(&round);
                 if let (Some(host), Some(m)) = (&target.host, &round.host_metrics) {
                     lock(&this.history).record_host(host, m, round.finished_at_ms);
                 }
@@ -363,6 +369,7 @@ impl Runner {
                 return;
             };
             let outcome = self.io.deliver(&entry.message).await;
+            self.metrics.delivery(&outcome);
             let stop = !matches!(outcome, Delivery::Sent | Delivery::Rejected { .. });
             match &outcome {
                 Delivery::Sent => tracing::info!(key = %entry.key, "alert delivered"),

@@ -30,7 +30,7 @@ use crate::core::probe::{truncate, Observation};
 use crate::core::state::{State, StateError};
 use crate::remediation::{run_round, RemediationIo, RoundInput};
 use crate::shell::{manual_failure, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
-use crate::{ops_requests, views};
+use crate::{ops_requests, status_page, views};
 
 const KV_BINDING: &str = "VIGIL_KV";
 const DO_BINDING: &str = "VIGIL_DO";
@@ -491,7 +491,10 @@ fn error(status: u16, code: &str, message: impl Into<String>) -> worker::Result<
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    if durable_mode(&env) && (req.path().starts_with("/ops/") || req.path() == "/_log") {
+    let stateful = ["/ops/", "/_log", "/status"]
+        .iter()
+        .any(|p| req.path().starts_with(p));
+    if durable_mode(&env) && stateful {
         return match durable_stub(&env) {
             Ok(stub) => stub.fetch_with_request(req).await,
             Err(e) => error(502, "durable_object_unavailable", e.to_string()),
@@ -509,6 +512,8 @@ enum Access {
     Control,
     Jobs,
     CrashLog,
+    /// The status page: no token, but only when enabled.
+    Public,
 }
 
 /// Every request: `/_log` answers with CORS headers (browsers post crash
@@ -560,6 +565,7 @@ async fn route(
     let method = req.method();
     let access = match (&method, segments.as_slice()) {
         (Method::Get, ["healthz"]) => Access::Open,
+        (Method::Get, ["status" | "status.json"]) => Access::Public,
         (Method::Post, ["_log"]) => Access::CrashLog,
         (Method::Post, ["ops", "jobs", "heartbeat"]) => Access::Jobs,
         (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes"])
@@ -589,6 +595,10 @@ async fn route(
             .is_some_and(|c| c.accepts_header(header.as_deref()))
     };
     let allowed = match access {
+        Access::Public if !config.status_page.enabled => {
+            return error(404, "not_found", "no such route")
+        }
+        Access::Public => true,
         Access::Read => check(&secrets.read_token) | check(&secrets.control_token),
         Access::Jobs => check(&secrets.jobs_token),
         Access::CrashLog => check(&secrets.crash_log_token),
@@ -654,6 +664,22 @@ async fn route(
             json(202, &stored)
         }
         ["ops", "anomalies"] => json(200, &serde_json::json!({"anomalies": state.anomalies})),
+        ["status"] => {
+            let page = with_history(&mut store, |h| {
+                status_page::html(&status_page::view(&config, &state, h, now))
+            })
+            .await;
+            let mut res = Response::from_html(page)?;
+            res.headers_mut()
+                .set("content-security-policy", status_page::CSP)?;
+            Ok(res)
+        }
+        ["status.json"] => {
+            with_history(&mut store, |h| {
+                json(200, &status_page::view(&config, &state, h, now))
+            })
+            .await
+        }
         ["ops", "jobs"] => json(
             200,
             &serde_json::json!({"jobs": views::jobs(&config, &state)}),

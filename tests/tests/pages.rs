@@ -1,0 +1,187 @@
+//! The pages people look at, over a real incident with a real remediation
+//! round (real ops-agent, real containers, a scripted model): the audit view
+//! through Chromium shows the model's output and a container's hostile log
+//! line as text, and the status page shows the outage and the recovery. The
+//! same status page from the Worker in workerd.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::Value;
+use vigil_testkit::docker_or_skip;
+use vigil_testkit::edge::READ_TOKEN;
+use vigil_testkit::observer::{browse, Browser};
+use vigil_testkit::openai::Reply;
+use vigil_testkit::pair::{Options, Pair};
+use vigil_testkit::target::{Behaviour, TargetServer};
+use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
+
+const HOSTILE: &str = "<script>alert(1)</script>";
+
+/// A request whose request line (which the stand-in logs) carries a script
+/// tag; raw, so nothing percent-encodes it.
+fn log_hostile_line(port: u16) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let _ = write!(s, "GET /{HOSTILE} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = std::io::Read::read(&mut s, &mut [0; 256]);
+}
+
+fn resolved(p: &Pair) -> bool {
+    p.incidents()
+        .iter()
+        .any(|i| i["target"] == "api" && !i["resolved_at_ms"].is_null() && i["lease"].is_null())
+}
+
+#[test]
+fn a_real_round_is_audited_as_text_and_the_status_page_shows_the_outage() {
+    if !docker_or_skip() {
+        return;
+    }
+    let p = Pair::start(
+        "vs-pages",
+        Options {
+            with_model: true,
+            config: "[status_page]\nenabled = true\ntitle = \"Pair status\"\n".into(),
+            api_target: "public = true".into(),
+            ..Options::default()
+        },
+    );
+    log_hostile_line(p.api_port);
+    let model = p.model.clone().unwrap();
+    let reason = format!("the log shows GET /{HOSTILE} before the exit");
+    model.script(vec![
+        Reply::tool("get_logs", r#"{"service":"api-core"}"#),
+        Reply::tool(
+            "restart_api_core",
+            &serde_json::json!({ "reason": reason }).to_string(),
+        ),
+    ]);
+    p.fault(p.api_port, "/crash");
+    p.wait("recovery", 60, resolved);
+    let logs_answer = model.last_message(1);
+    assert!(
+        logs_answer.contains(HOSTILE),
+        "the container's hostile log line reached the model: {logs_answer}"
+    );
+    let incident: Value = p.incident("api");
+    let id = incident["id"].as_str().unwrap().to_string();
+    assert_eq!(incident["rounds"][0]["reason"], reason.as_str());
+
+    let base = format!("http://{}", p.edge().addr);
+    // The round and the alerts are counted for Prometheus.
+    let metrics = vigil_testkit::observer::fetch(&format!("{base}/metrics"), None).body;
+    for line in [
+        "vigil_remediation_rounds_total{outcome=\"recovered\",action=\"restart_api_core\"} 1",
+        "vigil_target_up{target=\"api\"} 1",
+        "vigil_incidents_open 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("vigil_alerts_sent_total{channel=\"discord\"}"),
+        "{metrics}"
+    );
+    let browser = Browser::start();
+    browser.goto(&format!("{base}/ui"));
+    browser.type_into("input[name=token]", READ_TOKEN);
+    browser.click("button[type=submit]");
+    browser.text("form[aria-label=Filters]");
+    browser.goto(&format!("{base}/ui/incidents/{id}"));
+    let timeline = browser.text("ol.timeline");
+    for text in [
+        "Remediation round 1: recovered (planner: llm",
+        &reason,
+        "get_logs({\"service\":\"api-core\"})",
+        "Action: restart_api_core",
+        "Result: ok in",
+        "Re-probe: healthy",
+    ] {
+        assert!(timeline.contains(text), "{text:?} not shown:\n{timeline}");
+    }
+    assert_eq!(
+        browser.title(),
+        format!("Incident {id} · Vigil"),
+        "nothing ran"
+    );
+    assert!(browser.find_all("main script").is_empty());
+    let problems = browser.console_problems();
+    assert!(problems.is_empty(), "{problems:?}");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    browser.screenshot(1280, 900, &shots.join("ui-round-desktop.png"));
+
+    let status = browse(&format!("{base}/status"));
+    let dom = &status.dom;
+    assert!(dom.contains("Recently resolved"), "{dom}");
+    assert!(dom.contains("Automatic recovery attempted"), "{dom}");
+    let today = dom.split("<span class=\"day ").nth(90).unwrap();
+    assert!(today.contains(&format!("1 incident ({id})\"")), "{today}");
+    for private in [
+        "restart_api_core",
+        "vps1",
+        "alert(1)",
+        "127.0.0.1",
+        "api-core",
+    ] {
+        assert!(!dom.contains(private), "{private} leaked");
+    }
+    assert!(status.console.is_empty(), "{:?}", status.console);
+}
+
+#[test]
+fn the_worker_serves_the_same_status_page() {
+    if !worker_or_skip() {
+        return;
+    }
+    let (shop, api) = (TargetServer::start(), TargetServer::start());
+    api.set(Behaviour::Status(500));
+    let target = |id: &str, url: &str| {
+        format!("[[target]]\nid = {id:?}\nurl = {url:?}\nbody_contains = \"ok\"\npublic = true\n")
+    };
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n[status_page]\nenabled = true\ntitle = \"Worker status\"\n{}{}\
+         [[target]]\nid = \"backoffice\"\nurl = \"http://127.0.0.1:9/private-marker\"\n",
+        target("shop", &shop.url()),
+        target("api", &api.url())
+    );
+    let w = Wrangler::start(vec![("VIGIL_CONFIG".into(), config)]);
+    w.scheduled();
+    let data: Value = w
+        .http
+        .get(w.url("/status.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(data["overall"], "outage", "{data}");
+    assert_eq!(data["incidents"][0]["target"], "api", "{data}");
+    assert_eq!(data["targets"].as_array().unwrap().len(), 2, "{data}");
+    let page = w.http.get(w.url("/status")).send().unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    let seen = browse(&w.url("/status"));
+    assert!(
+        seen.dom.contains("Some services are unavailable"),
+        "{}",
+        seen.dom
+    );
+    assert_eq!(seen.dom.matches("class=\"day ").count(), 2 * 90);
+    for private in [
+        "private-marker",
+        "backoffice",
+        "127.0.0.1",
+        "HTTP 5",
+        "unexpected status",
+    ] {
+        assert!(!seen.dom.contains(private), "{private} leaked");
+    }
+    assert!(seen.console.is_empty(), "{:?}", seen.console);
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    vigil_testkit::observer::screenshot(
+        &w.url("/status"),
+        390,
+        844,
+        false,
+        &shots.join("status-worker-phone.png"),
+    );
+}
