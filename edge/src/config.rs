@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::core::budget::Plan;
 use crate::core::schedule::{CronSchedule, ScheduleError};
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +224,35 @@ pub struct Config {
     pub jobs: Vec<Job>,
     #[serde(default)]
     pub job_defaults: JobDefaults,
+    /// The Cloudflare Worker's plan; the native edge ignores it, `--check`
+    /// checks the fit when the section is there.
+    #[serde(default)]
+    pub worker: Option<WorkerSection>,
+}
+
+/// `[worker]`: what the Worker may spend (see `core::budget`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    #[serde(default)]
+    pub plan: Plan,
+    /// How long a round's lease holds on the Worker: an invocation killed
+    /// mid-round leaves it; the round resumes once it has expired.
+    #[serde(default = "default_worker_lease")]
+    pub lease_s: f64,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        WorkerSection {
+            plan: Plan::default(),
+            lease_s: default_worker_lease(),
+        }
+    }
+}
+
+fn default_worker_lease() -> f64 {
+    300.0
 }
 
 fn default_method() -> String {
@@ -361,6 +391,19 @@ impl Config {
         })
     }
 
+    /// The Worker's plan: `[worker] plan`, free when not set.
+    pub fn plan(&self) -> Plan {
+        self.worker.as_ref().map(|w| w.plan).unwrap_or_default()
+    }
+    /// A round's lease on the Worker: `[worker] lease_s`.
+    pub fn worker_lease_ms(&self) -> u64 {
+        secs_to_ms(
+            self.worker
+                .as_ref()
+                .map_or_else(default_worker_lease, |w| w.lease_s),
+        )
+    }
+
     pub fn host(&self, id: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.id == id)
     }
@@ -406,6 +449,9 @@ impl Config {
         positive("interval_s", self.interval_s)?;
         positive("retry_after_s", self.retry_after_s)?;
         positive("llm.timeout_s", self.llm.timeout_s)?;
+        if let Some(w) = &self.worker {
+            positive("worker.lease_s", w.lease_s)?;
+        }
         if !(self.settle_s.is_finite() && self.settle_s >= 0.0) {
             return Err(("settle_s".into(), "must be zero or more".into()));
         }

@@ -63,6 +63,12 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
+        if config.worker.is_some() {
+            if let Err(e) = edge::core::budget::check(&config, config.plan()) {
+                eprintln!("vigil-edge: {}: {e}", args.config);
+                return ExitCode::from(1);
+            }
+        }
         println!(
             "ok: {} targets, {} hosts, {} jobs in {}",
             config.targets.len(),

@@ -615,8 +615,9 @@ fn history_flushed_every_cycle_survives_a_restart() {
         return;
     }
     let target = TargetServer::start();
+    // A history write every cycle is more than the free plan's day allows.
     let config = format!(
-        "interval_s = 60\nhistory_flush_s = 0\n{}",
+        "interval_s = 60\nhistory_flush_s = 0\n{}[worker]\nplan = \"paid\"\n",
         alert_only("web", &target.url())
     );
     let mut w = Wrangler::start(vars(config, vec![]));
@@ -628,4 +629,297 @@ fn history_flushed_every_cycle_survives_a_restart() {
     w.scheduled();
     let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
     assert_eq!(summary["targets"][0]["samples_24h"], 4, "{summary}");
+}
+
+/// Polls the Worker's log until `needle` shows up (or panics at the deadline).
+fn wait_for_log(w: &Wrangler, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let logs = w.logs();
+        if let Some(line) = logs.lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the log:\n{logs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn many_targets(n: usize, url: &str) -> String {
+    (0..n).map(|i| alert_only(&format!("t{i}"), url)).collect()
+}
+
+/// The subrequests a KV cycle made, from its own counts.
+fn kv_calls(r: &Value) -> u64 {
+    [
+        "kv_reads",
+        "kv_writes",
+        "history_writes",
+        "probes",
+        "delivered",
+        "host_polls",
+    ]
+    .iter()
+    .map(|k| r[*k].as_u64().unwrap())
+    .sum()
+}
+
+#[test]
+fn a_configuration_that_cannot_fit_the_free_plan_is_refused_at_start() {
+    if !worker_or_skip() {
+        return;
+    }
+    let target = TargetServer::start();
+    let config = format!("interval_s = 60\n{}", many_targets(40, &target.url()));
+    let w = Wrangler::start(vars(config, vec![]));
+    assert!(w.trigger() > 0);
+    let line = wait_for_log(&w, "vigil cycle failed");
+    assert!(
+        line.contains("[worker] plan = \"free\": 40 targets")
+            && line.contains("at most 34 targets fit; remove 6 targets"),
+        "{line}"
+    );
+    let (status, body) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("plan = \"paid\""),
+        "{body}"
+    );
+    assert!(target.seen().is_empty(), "nothing probed");
+}
+
+/// 34 targets on the free plan: every one probed every cycle, but a confirm
+/// probe no longer fits the 40 subrequests, so it waits for the next
+/// invocation (which opens the incident and sends one alert); no invocation
+/// goes past the budget, and the summary says what was carried.
+#[test]
+fn the_free_plan_budget_carries_what_does_not_fit_to_the_next_invocation() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let good = TargetServer::start();
+    let bad = TargetServer::start();
+    bad.set(Behaviour::Status(500));
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n{}{}",
+        many_targets(33, &good.url()),
+        alert_only("bad", &bad.url())
+    );
+    let w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
+    let first = w.scheduled();
+    assert_eq!(first["probes"], 34, "{first}");
+    assert_eq!(first["carried"]["probes"], 1, "the confirm probe: {first}");
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert_eq!(summary["worker"]["plan"], "free", "{summary}");
+    assert_eq!(summary["worker"]["last_cycle"]["carried"]["probes"], 1);
+    assert!(discord.accepted().is_empty());
+    let second = w.scheduled();
+    assert_eq!(second["probes"], 34, "{second}");
+    assert_eq!(second["delivered"], 1, "{second}");
+    assert_eq!(discord.titles(), ["bad: healthy → down"]);
+    let third = w.scheduled();
+    for r in [&first, &second, &third] {
+        assert_eq!(r["subrequest_budget"], 40);
+        assert!(r["subrequests"].as_u64().unwrap() <= 40, "{r}");
+        assert_eq!(r["subrequests"].as_u64().unwrap(), kv_calls(r), "{r}");
+    }
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(discord.accepted().len(), 1);
+    assert_eq!(good.seen().len(), 33 * 3, "every target probed every cycle");
+}
+
+/// Discord down for 100 cycles while the target goes down, up and down
+/// again: the state is written for those changes only, not once per cycle;
+/// once Discord is back every alert arrives once, in order.
+#[test]
+fn alerts_held_through_a_discord_outage_cost_no_write_per_cycle() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    discord.set_down(true);
+    let target = TargetServer::start();
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n{}",
+        alert_only("api", &target.url())
+    );
+    let w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
+    w.scheduled();
+    let mut writes = 0;
+    for cycle in 0..100 {
+        target.set(match cycle {
+            0..=29 | 60.. => Behaviour::Status(500),
+            _ => Behaviour::Ok,
+        });
+        let r = w.scheduled();
+        assert_eq!(r["delivered"], 0, "{r}");
+        writes += r["kv_writes"].as_u64().unwrap();
+    }
+    // Three transitions (down, up, down): each a write or two (incident,
+    // outbox); never one per cycle.
+    assert!(writes <= 6, "{writes} state writes in 100 cycles");
+    assert!(discord.attempts().len() >= 100, "retried every cycle");
+    assert!(discord.accepted().is_empty());
+    discord.set_down(false);
+    let r = w.scheduled();
+    assert_eq!(r["delivered"], 3, "{r}");
+    assert_eq!(
+        discord.titles(),
+        [
+            "api: healthy → down",
+            "api: down → healthy",
+            "api: healthy → down"
+        ]
+    );
+    let r = w.scheduled();
+    assert_eq!(r["delivered"], 0, "{r}");
+    assert_eq!(discord.accepted().len(), 3, "each once");
+}
+
+/// A flood of 1,000 crash reports: once the writes kept for crash reports
+/// (200 a day on free, two per report) are spent, reports get 429 with
+/// Retry-After and nothing is written; state saves keep working, and crash
+/// alerts stay capped.
+#[test]
+fn a_flood_of_crash_reports_stays_within_its_writes_and_state_saves_keep_working() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let config = format!("interval_s = 60\n{}", alert_only("api", &target.url()));
+    let w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
+    w.scheduled();
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..1000 {
+        let body = format!(
+            r#"{{"app": "shop", "message": "TypeError {}", "severity": "critical"}}"#,
+            i % 20
+        );
+        let res = w
+            .http
+            .post(w.url("/_log"))
+            .bearer_auth(CRASH_LOG_TOKEN)
+            .body(body)
+            .send()
+            .unwrap();
+        match res.status().as_u16() {
+            202 => accepted += 1,
+            429 => {
+                let wait: u64 = res.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=86_400).contains(&wait));
+                refused += 1;
+            }
+            other => panic!("report {i}: {other}"),
+        }
+    }
+    assert_eq!((accepted, refused), (100, 900));
+    let (_, crashes) = get(&w, "/ops/crashes?limit=1", Some(READ_TOKEN));
+    assert_eq!(crashes["writes_today"]["used"], 200, "{crashes}");
+    assert_eq!(crashes["writes_today"]["allowance"], 200, "{crashes}");
+    // State saves still work: a control write, and a cycle's.
+    let res = w
+        .http
+        .post(w.url("/ops/target/api/maintenance"))
+        .bearer_auth(CONTROL_TOKEN)
+        .body(r#"{"duration_s": 60}"#)
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert!(summary["targets"][0]["maintenance_until_ms"]
+        .as_u64()
+        .is_some());
+    let r = w.scheduled();
+    assert!(r["kv_writes"].as_u64() >= Some(1), "the outbox sent: {r}");
+    assert_eq!(
+        discord.titles().len(),
+        5,
+        "crash alerts capped: {:?}",
+        discord.titles()
+    );
+}
+
+/// An isolate killed after a round's decision is stored and its action sent
+/// (VIGIL_TEST_DROP_AFTER_DECISION drops the cycle there): once the lease
+/// expires the next invocation resumes the same action with the same
+/// Idempotency-Key, and the real agent replays its answer instead of acting
+/// twice. On both stores.
+#[test]
+fn a_round_dropped_after_its_decision_resumes_with_the_same_idempotency_key() {
+    if !worker_or_skip() || !docker_or_skip() {
+        return;
+    }
+    for (name, store) in [("vw3", "kv"), ("vw4", "durable_object")] {
+        let p = Pair::start(
+            name,
+            Options {
+                native_edge: false,
+                ..Options::default()
+            },
+        );
+        let config =
+            p.edge_config.replace("interval_s = 1", "interval_s = 60") + "[worker]\nlease_s = 1\n";
+        let mut env = p.edge_env.clone();
+        env.push(("VIGIL_STORE", store.into()));
+        env.push(("VIGIL_TEST_DROP_AFTER_DECISION", "1".into()));
+        let mut w = Wrangler::start(vars(config, env));
+        w.scheduled();
+        p.fault(p.api_port, "/crash");
+        assert!(w.trigger() > 0);
+        wait_for_log(&w, "stored its decision");
+        let (_, incidents) = get(&w, "/ops/incidents", Some(READ_TOKEN));
+        let inc = &incidents["incidents"][0];
+        assert_eq!(
+            inc["pending_action"]["action"], "restart_api_core",
+            "{store}: {inc:#}"
+        );
+        assert!(inc["rounds"].as_array().unwrap().is_empty(), "{inc:#}");
+        // A fresh isolate; the round resumes once the lease (1 s) ran out.
+        w.restart();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let report = w.scheduled();
+            if report["rounds"] == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{store}: {report}");
+        }
+        let (_, incidents) = get(&w, "/ops/incidents", Some(READ_TOKEN));
+        let inc = &incidents["incidents"][0];
+        assert_eq!(inc["rounds"][0]["action"], "restart_api_core", "{inc:#}");
+        assert!(inc["rounds"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("resumed"));
+        let audit: Vec<(String, String)> = p
+            .audit()
+            .iter()
+            .map(|e| {
+                (
+                    e["outcome"].as_str().unwrap_or_default().to_string(),
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let key = format!(
+            "Idempotency-Key vigil-{}-round-1",
+            inc["id"].as_str().unwrap()
+        );
+        assert_eq!(audit.len(), 2, "{store}: {audit:?}");
+        assert_eq!(audit[0].0, "ok");
+        assert_eq!(audit[1], ("replayed".to_string(), key), "{store}");
+        assert_eq!(p.restarts(&p.api), 1, "acted once");
+    }
 }

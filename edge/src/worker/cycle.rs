@@ -1,9 +1,12 @@
 //! One cron cycle: probes and confirm probes, the debounce, periodic
-//! checks, host metrics, remediation rounds, outbox delivery, saves.
+//! checks, host metrics, remediation rounds, outbox delivery, saves; each
+//! call only when it fits the invocation's budget (`core::budget`), the
+//! rest carried to the next invocation.
 
+use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
 
-use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use worker::{console_error, console_log, AnalyticsEngineDataset, Env, Storage};
 
@@ -11,17 +14,27 @@ use super::analytics::{host_point, probe_point, round_point};
 use super::io::{now_ms, worker_io, WorkerIo};
 use super::store::{Store, HISTORY_KEY};
 use super::{load_config, lookup, Fallible, AE_BINDING};
+use crate::config::Target;
 use crate::core::alert::Delivery;
+use crate::core::budget::{self, Budget, Carried, ALERTS_KEPT, CONNECTIONS};
 use crate::core::history::{History, HostSample};
 use crate::core::incident::PendingAction;
+use crate::core::planner::Completion;
+use crate::core::probe::Observation;
 use crate::core::state::State;
 use crate::remediation::{run_round, RemediationIo, RoundInput};
 use crate::shell::Secrets;
 
-/// A round's lease: longer than any round lasts inside one invocation.
-const LEASE_MS: u64 = 5 * 60 * 1000;
+/// Test only: `VIGIL_TEST_DROP_AFTER_DECISION = "1"` ends the cycle right
+/// after a fresh (not resumed) round's decision is stored and its action
+/// sent, before the round is recorded, as an isolate killed there would
+/// (tests/tests/worker.rs sets it; never set in deploy/wrangler.toml).
+const DROP_VAR: &str = "VIGIL_TEST_DROP_AFTER_DECISION";
+/// The final saves of the state and the history, kept for whatever else
+/// happens.
+const SAVES_KEPT: u32 = 2;
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct CycleReport {
     probes: usize,
     rounds: usize,
@@ -32,34 +45,66 @@ pub struct CycleReport {
     kv_writes: u32,
     /// Writes of the history document (every `history_flush_s`).
     history_writes: u32,
+    plan: &'static str,
+    /// Subrequests spent (Vigil's own count) and the budget.
+    subrequests: u32,
+    subrequest_budget: u32,
+    storage_writes: u32,
+    /// Work that did not fit and waits for the next invocation.
+    carried: Carried,
+}
+
+thread_local! {
+    /// The last cycle's report, for `/ops/summary`.
+    static LAST: RefCell<Option<CycleReport>> = const { RefCell::new(None) };
+}
+
+/// The last cycle this isolate ran, if any.
+pub fn last_report() -> Option<CycleReport> {
+    LAST.with(|l| l.borrow().clone())
+}
+
+/// Probes `targets` at most `CONNECTIONS` at a time, in order.
+async fn probe_all(io: &WorkerIo, targets: Vec<&Target>) -> Vec<Observation> {
+    stream::iter(targets.into_iter().map(|t| io.probe(t)))
+        .buffered(CONNECTIONS)
+        .collect()
+        .await
+}
+
+/// Takes the budget for as many of `due` as fit, keeping `keep`; the rest
+/// is carried.
+fn fit(store: &Store<'_>, due: &mut Vec<usize>, keep: u32, carried: &mut u32) {
+    let n = store.budget().take_up_to(due.len() as u32, keep) as usize;
+    *carried += (due.len() - n) as u32;
+    due.truncate(n);
 }
 
 pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
     let config = load_config(env)?;
     let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
     let ae = env.analytics_engine(AE_BINDING).ok();
-    let (mut store, mut state) = Store::open(env, durable).await?;
+    let (store, mut state) = Store::open(env, durable, Budget::new(config.plan())).await?;
     let mut history = store.history().await?;
     history.retain_targets(|id| config.target(id).is_some());
     let start = now_ms();
     let owner = format!("worker-{start}");
     state.reconcile(&config, start, false);
-    let mut report = CycleReport {
-        probes: 0,
-        rounds: 0,
-        delivered: 0,
-        host_polls: 0,
-        kv_reads: 0,
-        kv_writes: 0,
-        history_writes: 0,
-    };
+    let mut carried = Carried::default();
+    let mut report = (0, 0, 0, 0);
+    let keep = SAVES_KEPT + ALERTS_KEPT;
 
-    // The cron is the schedule: every invocation probes every target, then
-    // the confirm probes the debounce asks for, inside the same invocation.
-    let mut due: Vec<usize> = (0..config.targets.len()).collect();
+    // The cron is the schedule: each invocation probes the targets in its
+    // slot (all of them when interval_s is a minute), then the confirm
+    // probes the debounce asks for, inside the same invocation.
+    let slots = budget::slots(&config);
+    let mut due: Vec<usize> = (0..config.targets.len())
+        .filter(|i| budget::in_slot(*i, slots, start))
+        .collect();
+    fit(&store, &mut due, keep, &mut carried.probes);
     while !due.is_empty() {
-        let observations = join_all(due.iter().map(|i| io.probe(&config.targets[*i]))).await;
-        report.probes += observations.len();
+        let observations = probe_all(&io, due.iter().map(|i| &config.targets[*i]).collect()).await;
+        report.0 += observations.len();
         for o in &observations {
             state.observe_and_record(&config, &mut history, o, now_ms());
             if let Some(ae) = &ae {
@@ -80,27 +125,42 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
                             .is_some_and(|c| c <= now)
                     })
                     .collect();
+                fit(&store, &mut due, keep, &mut carried.probes);
             }
             _ => due.clear(),
         }
     }
     let oncall = io.secrets.oncall_user.clone();
     state.tick(&config, &history, oncall.as_deref(), now_ms());
-    let polls = history.take_host_polls(
-        config.hosts.iter().map(|h| h.id.as_str()),
-        now_ms(),
-        config.host_metrics_every_ms(),
-    );
-    for host in polls {
-        report.host_polls += 1;
-        match io.diagnostics(&host).await {
-            Ok(d) => record_host(&mut history, ae.as_ref(), &host, &d.host),
-            Err(e) => console_log!("host metrics of {host} unavailable: {e}"),
+    let hosts = config.hosts.len() as u32;
+    if store.budget().take(0, hosts + keep) {
+        let polls = history.take_host_polls(
+            config.hosts.iter().map(|h| h.id.as_str()),
+            now_ms(),
+            config.host_metrics_every_ms(),
+        );
+        for host in polls {
+            report.3 += 1;
+            store.budget().take(1, 0);
+            match io.diagnostics(&host).await {
+                Ok(d) => record_host(&mut history, ae.as_ref(), &host, &d.host),
+                Err(e) => console_log!("host metrics of {host} unavailable: {e}"),
+            }
         }
+    } else {
+        carried.host_polls += hosts;
     }
 
+    let drop_after_decision = lookup(env, DROP_VAR).as_deref() == Some("1");
     for id in state.remediation_due(&config, now_ms()) {
-        let Some((n, resume)) = state.take_lease(&config, &id, &owner, now_ms(), LEASE_MS) else {
+        // A round only starts when all its calls fit.
+        if !store.budget().take(0, budget::round_cost(&config) + keep) {
+            carried.rounds += 1;
+            continue;
+        }
+        let Some((n, resume)) =
+            state.take_lease(&config, &id, &owner, now_ms(), config.worker_lease_ms())
+        else {
             continue;
         };
         let (Some(incident), Some(target)) = (
@@ -121,6 +181,13 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
                 .map(|mut s| s.note_action(&id, &owner, p.clone(), now_ms()))
                 .unwrap_or(false)
         };
+        let round_io = RoundIo {
+            io: &io,
+            store: &store,
+            state: &shared,
+            drop_after_decision: drop_after_decision && resume.is_none(),
+            dropped: Cell::new(false),
+        };
         let input = RoundInput {
             config: &config,
             target: &target,
@@ -129,7 +196,12 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
             resume,
             on_decision: &note,
         };
-        let round = run_round(&io, input).await;
+        let round = run_round(&round_io, input).await;
+        if round_io.dropped.get() {
+            return Err(format!(
+                "cycle dropped after round {n} of {id} stored its decision ({DROP_VAR})"
+            ));
+        }
         state = shared
             .into_inner()
             .map_err(|_| "state lock poisoned".to_string())?;
@@ -140,10 +212,10 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
             record_host(&mut history, ae.as_ref(), host, m);
         }
         state.complete_round(&config, &id, &owner, round, oncall.as_deref(), now_ms());
-        report.rounds += 1;
+        report.1 += 1;
     }
 
-    report.delivered = deliver(&io, &mut state).await;
+    report.2 = deliver(&io, &store, &mut state, &mut carried).await;
     store.save(&state).await?;
     if history.flush_due(now_ms(), config.history_flush_ms()) {
         match store.save_doc(HISTORY_KEY, &history).await {
@@ -152,9 +224,22 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         }
     }
     Store::keep_history(history);
-    report.kv_reads = store.reads;
-    report.kv_writes = store.writes;
-    report.history_writes = store.doc_writes;
+    let (spent, writes, doc_writes) = store.spent();
+    let report = CycleReport {
+        probes: report.0,
+        rounds: report.1,
+        delivered: report.2,
+        host_polls: report.3,
+        kv_reads: spent.storage_reads,
+        kv_writes: writes,
+        history_writes: doc_writes,
+        plan: config.plan().as_str(),
+        subrequests: spent.subrequests,
+        subrequest_budget: spent.limit,
+        storage_writes: spent.storage_writes,
+        carried,
+    };
+    LAST.with(|l| *l.borrow_mut() = Some(report.clone()));
     Ok(report)
 }
 
@@ -171,10 +256,20 @@ fn record_host(
     }
 }
 
-/// Delivers the outbox oldest first, stopping at the first failure.
-async fn deliver(io: &WorkerIo, state: &mut State) -> usize {
+/// Delivers the outbox oldest first, stopping at the first failure or when
+/// the budget has no room left but the final saves (the rest is carried).
+async fn deliver(
+    io: &WorkerIo,
+    store: &Store<'_>,
+    state: &mut State,
+    carried: &mut Carried,
+) -> usize {
     let mut sent = 0;
     while let Some(entry) = state.outbox.due(now_ms()).cloned() {
+        if !store.budget().take(1, SAVES_KEPT) {
+            carried.alerts += state.outbox.entries.len() as u32;
+            break;
+        }
         let outcome = io.deliver(&entry.message).await;
         let stop = !matches!(outcome, Delivery::Sent | Delivery::Rejected { .. });
         if matches!(outcome, Delivery::Sent) {
@@ -186,4 +281,80 @@ async fn deliver(io: &WorkerIo, state: &mut State) -> usize {
         }
     }
     sent
+}
+
+/// A round's I/O in the Worker: every call counted in the invocation's
+/// budget, and the state (with the decision the round just noted) saved
+/// before the action is sent, so an isolate killed in between resumes the
+/// same action, with the same Idempotency-Key, next time.
+struct RoundIo<'a, 's> {
+    io: &'a WorkerIo,
+    store: &'a Store<'s>,
+    state: &'a Mutex<State>,
+    drop_after_decision: bool,
+    dropped: Cell<bool>,
+}
+
+impl RoundIo<'_, '_> {
+    /// Takes one subrequest, or refuses the call: the round started only
+    /// when its calls fit (`budget::round_cost`), so this is a backstop.
+    fn count(&self) -> Result<(), String> {
+        if self.store.budget().take(1, SAVES_KEPT) {
+            Ok(())
+        } else {
+            Err("not made: the invocation's subrequest budget is spent".into())
+        }
+    }
+}
+
+impl RemediationIo for RoundIo<'_, '_> {
+    fn now_ms(&self) -> u64 {
+        self.io.now_ms()
+    }
+    async fn sleep_ms(&self, ms: u64) {
+        self.io.sleep_ms(ms).await
+    }
+    async fn diagnostics(&self, host: &str) -> Result<vigil_wire::Diagnostics, String> {
+        self.count()?;
+        self.io.diagnostics(host).await
+    }
+    async fn actions(&self, host: &str) -> Result<Vec<vigil_wire::ActionInfo>, String> {
+        self.count()?;
+        self.io.actions(host).await
+    }
+    async fn logs(&self, host: &str, service: &str, tail: u32) -> Result<Vec<String>, String> {
+        self.count()?;
+        self.io.logs(host, service, tail).await
+    }
+    async fn run_action(
+        &self,
+        host: &str,
+        action: &str,
+        idempotency_key: &str,
+    ) -> Result<vigil_wire::ActionResult, String> {
+        let decided = self
+            .state
+            .lock()
+            .map(|s| s.clone())
+            .map_err(|_| "state lock poisoned".to_string())?;
+        if let Err(e) = self.store.save(&decided).await {
+            return Err(format!("not sent: the decision could not be stored: {e}"));
+        }
+        self.count()?;
+        let sent = self.io.run_action(host, action, idempotency_key).await;
+        self.dropped.set(self.drop_after_decision);
+        sent
+    }
+    fn has_model(&self) -> bool {
+        self.io.has_model()
+    }
+    async fn chat(&self, request: &serde_json::Value) -> Result<Completion, String> {
+        self.count()?;
+        self.io.chat(request).await
+    }
+    async fn probe(&self, target: &Target) -> Observation {
+        // The re-probe: kept for by the round's cost, counted whatever.
+        self.store.budget().take(1, 0);
+        self.io.probe(target).await
+    }
 }

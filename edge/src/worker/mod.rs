@@ -27,6 +27,7 @@ use self::cycle::cycle;
 use self::durable::{durable_cycle, durable_mode, durable_stub};
 use self::routes::{error, serve};
 use crate::config::Config;
+use crate::core::budget;
 
 const AE_BINDING: &str = "VIGIL_AE";
 /// The configuration TOML, as a var (or secret).
@@ -43,7 +44,11 @@ fn lookup(env: &Env, key: &str) -> Option<String> {
 
 fn load_config(env: &Env) -> Fallible<Config> {
     let text = lookup(env, CONFIG_VAR).ok_or_else(|| format!("{CONFIG_VAR} is not set"))?;
-    Config::parse(CONFIG_VAR, &text).map_err(|e| e.to_string())
+    let config = Config::parse(CONFIG_VAR, &text).map_err(|e| e.to_string())?;
+    // A configuration the plan cannot carry is refused, not run past the
+    // platform's limits.
+    budget::check(&config, config.plan()).map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
+    Ok(config)
 }
 
 #[event(scheduled)]

@@ -4,14 +4,19 @@
 use vigil_wire::{ErrorBody, TokenCheck};
 use worker::{Env, Method, Request, Response, Storage};
 
+use super::cycle::last_report;
 use super::io::{now_ms, worker_io};
-use super::store::{Store, CRASHES_KEY};
+use super::store::{CrashDoc, Store, CRASHES_KEY};
 use super::{load_config, lookup};
 use crate::config::Config;
-use crate::core::crash::{self, CrashLog, CrashReport};
+use crate::core::budget::Budget;
+use crate::core::crash::{self, CrashReport};
 use crate::core::state::{State, StateError};
 use crate::shell::{Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
+
+/// Writes one crash report costs at most: the crash log and the state.
+const CRASH_REPORT_WRITES: u32 = 2;
 
 pub fn json<T: serde::Serialize>(status: u16, body: &T) -> worker::Result<Response> {
     Ok(Response::from_json(body)?.with_status(status))
@@ -93,7 +98,8 @@ async fn route(
     if !allowed {
         return error(401, "unauthorized", "missing or wrong bearer token");
     }
-    let (mut store, mut state) = match Store::open(env, durable).await {
+    let budget = Budget::new(config.plan());
+    let (store, mut state) = match Store::open(env, durable, budget).await {
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
@@ -103,17 +109,43 @@ async fn route(
     let query = |k: &str| ops_requests::query_param(&url, k);
     let res = match segments.as_slice() {
         ["ops", "summary"] => {
-            store
-                .with_history(|h| json(200, &views::summary(&config, &state, h, now, |_| None)))
-                .await
+            let summary = store
+                .with_history(|h| {
+                    serde_json::to_value(views::summary(&config, &state, h, now, |_| None))
+                })
+                .await;
+            match summary {
+                Ok(mut summary) => {
+                    // What the Worker may spend, and what its last cycle
+                    // (in this isolate) spent and carried over.
+                    summary["worker"] = serde_json::json!({
+                        "plan": config.plan().as_str(),
+                        "subrequest_budget": config.plan().subrequest_budget(),
+                        "last_cycle": last_report(),
+                    });
+                    json(200, &summary)
+                }
+                Err(e) => error(500, "internal", e.to_string()),
+            }
         }
         ["ops", "crashes"] => {
-            let log: CrashLog = match store.load_doc(CRASHES_KEY).await {
+            let doc: CrashDoc = match store.load_doc(CRASHES_KEY).await {
                 Ok(l) => l,
                 Err(e) => return error(502, "kv_unavailable", e),
             };
-            match views::crashes(&log, query("app").as_deref(), query("limit").as_deref()) {
-                Ok(list) => json(200, &list),
+            match views::crashes(&doc.log, query("app").as_deref(), query("limit").as_deref()) {
+                Ok(list) => match serde_json::to_value(list) {
+                    Ok(mut list) => {
+                        // What crash reports spent of their daily writes.
+                        list["writes_today"] = serde_json::json!({
+                            "day": doc.writes.day,
+                            "used": doc.writes.used,
+                            "allowance": config.plan().crash_writes_per_day(),
+                        });
+                        json(200, &list)
+                    }
+                    Err(e) => error(500, "internal", e.to_string()),
+                },
                 Err(why) => error(400, "bad_query", why),
             }
         }
@@ -126,14 +158,28 @@ async fn route(
                 Ok(r) => r,
                 Err(e) => return error(400, "bad_body", e.to_string()),
             };
-            let mut log: CrashLog = match store.load_doc(CRASHES_KEY).await {
+            let mut doc: CrashDoc = match store.load_doc(CRASHES_KEY).await {
                 Ok(l) => l,
                 Err(e) => return error(502, "kv_unavailable", e),
             };
+            // A report costs up to two writes (the log, and the state it
+            // changes): refused, nothing changed, once today's allowance is
+            // spent, so a flood cannot use up the writes state saves need.
+            let allowance = config.plan().crash_writes_per_day();
+            if let Err(wait_ms) = doc.writes.take(CRASH_REPORT_WRITES, allowance, now) {
+                let mut res = error(
+                    429,
+                    "crash_writes_spent",
+                    format!("the {allowance} writes a day kept for crash reports are spent; report not stored"),
+                )?;
+                res.headers_mut()
+                    .set("retry-after", &wait_ms.div_ceil(1000).to_string())?;
+                return Ok(res);
+            }
             let cooldown = config.crash_cooldown_ms();
             let stored =
-                crash::intake(&mut state, &mut log, report, truncated, cooldown, now).clone();
-            if let Err(e) = store.save_doc(CRASHES_KEY, &log).await {
+                crash::intake(&mut state, &mut doc.log, report, truncated, cooldown, now).clone();
+            if let Err(e) = store.save_doc(CRASHES_KEY, &doc).await {
                 return error(502, "kv_unavailable", e);
             }
             // Alerts go out with the next cycle's outbox.

@@ -3,12 +3,14 @@
 //! Workers KV or in the Durable Object's storage; and the isolate's copy of
 //! the history.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use serde::Serialize;
 use worker::{Env, KvStore, Storage};
 
 use super::Fallible;
+use crate::core::budget::{worth_storing, Budget, DailyWrites, Op};
+use crate::core::crash::CrashLog;
 use crate::core::history::History;
 use crate::core::state::State;
 
@@ -18,6 +20,16 @@ const STATE_KEY: &str = "state";
 /// other times than the state.
 pub const HISTORY_KEY: &str = "history";
 pub const CRASHES_KEY: &str = "crashes";
+
+/// The crash log as stored, with the writes crash reports spent today (so
+/// counting them costs no write of its own).
+#[derive(Default, serde::Deserialize, Serialize)]
+pub struct CrashDoc {
+    #[serde(flatten)]
+    pub log: CrashLog,
+    #[serde(default)]
+    pub writes: DailyWrites,
+}
 
 thread_local! {
     /// The history as this isolate last saw it, changes not yet stored
@@ -34,19 +46,26 @@ enum Backend<'a> {
     Durable(&'a Storage),
 }
 
-/// The state document and what it held when read, so unchanged state is
-/// never written back; other documents through `load_doc`/`save_doc`.
+/// The state document and what it held when read (as far as a write is
+/// worth it), so unchanged state is never written back; other documents through `load_doc`/`save_doc`.
+/// Every operation is counted in the invocation's budget. Shared (`&self`)
+/// so a round can save the state before it acts.
 pub struct Store<'a> {
     backend: Backend<'a>,
-    stored: Option<String>,
-    pub reads: u32,
-    pub writes: u32,
-    pub doc_writes: u32,
+    stored: RefCell<Option<String>>,
+    budget: RefCell<Budget>,
+    /// Writes of the state document, and of the other documents.
+    writes: Cell<u32>,
+    doc_writes: Cell<u32>,
 }
 
 impl<'a> Store<'a> {
     /// `durable`: the Durable Object's storage, when this runs inside it.
-    pub async fn open(env: &Env, durable: Option<&'a Storage>) -> Fallible<(Self, State)> {
+    pub async fn open(
+        env: &Env,
+        durable: Option<&'a Storage>,
+        budget: Budget,
+    ) -> Fallible<(Self, State)> {
         let (backend, stored) = match durable {
             Some(storage) => {
                 let stored: Option<String> =
@@ -66,20 +85,40 @@ impl<'a> Store<'a> {
                 .map_err(|e| format!("stored state is unreadable: {e}"))?,
             None => State::default(),
         };
-        Ok((
-            Store {
-                backend,
-                stored,
-                reads: 1,
-                writes: 0,
-                doc_writes: 0,
-            },
-            state,
-        ))
+        let worth = serde_json::to_string(&worth_storing(&state)).map_err(|e| e.to_string())?;
+        let store = Store {
+            backend,
+            stored: RefCell::new(stored.map(|_| worth)),
+            budget: RefCell::new(budget),
+            writes: Cell::new(0),
+            doc_writes: Cell::new(0),
+        };
+        store.count(Op::Read);
+        Ok((store, state))
     }
 
-    async fn get_text(&mut self, key: &str) -> Fallible<Option<String>> {
-        self.reads += 1;
+    fn count(&self, op: Op) {
+        let kv = matches!(self.backend, Backend::Kv(_));
+        self.budget.borrow_mut().storage(op, kv);
+    }
+
+    /// The invocation's budget: subrequests may be taken from it.
+    pub fn budget(&self) -> std::cell::RefMut<'_, Budget> {
+        self.budget.borrow_mut()
+    }
+
+    /// What the invocation spent, and the writes of the state and of the
+    /// other documents.
+    pub fn spent(&self) -> (Budget, u32, u32) {
+        (
+            self.budget.borrow().clone(),
+            self.writes.get(),
+            self.doc_writes.get(),
+        )
+    }
+
+    async fn get_text(&self, key: &str) -> Fallible<Option<String>> {
+        self.count(Op::Read);
         match &self.backend {
             Backend::Kv(kv) => kv.get(key).text().await.map_err(|e| e.to_string()),
             Backend::Durable(storage) => storage.get(key).await.map_err(|e| e.to_string()),
@@ -87,6 +126,7 @@ impl<'a> Store<'a> {
     }
 
     async fn put_text(&self, key: &str, text: &str) -> Fallible<()> {
+        self.count(Op::Write);
         match &self.backend {
             Backend::Kv(kv) => kv
                 .put(key, text)
@@ -99,7 +139,7 @@ impl<'a> Store<'a> {
     }
 
     pub async fn load_doc<T: serde::de::DeserializeOwned + Default>(
-        &mut self,
+        &self,
         key: &str,
     ) -> Fallible<T> {
         match self.get_text(key).await? {
@@ -109,15 +149,15 @@ impl<'a> Store<'a> {
         }
     }
 
-    pub async fn save_doc<T: Serialize>(&mut self, key: &str, value: &T) -> Fallible<()> {
+    pub async fn save_doc<T: Serialize>(&self, key: &str, value: &T) -> Fallible<()> {
         let text = serde_json::to_string(value).map_err(|e| e.to_string())?;
         self.put_text(key, &text).await?;
-        self.doc_writes += 1;
+        self.doc_writes.set(self.doc_writes.get() + 1);
         Ok(())
     }
 
     /// The history: this isolate's copy, else the stored one.
-    pub async fn history(&mut self) -> Fallible<History> {
+    pub async fn history(&self) -> Fallible<History> {
         match HISTORY.with(|h| h.borrow_mut().take()) {
             Some(h) => Ok(h),
             None => self.load_doc(HISTORY_KEY).await,
@@ -130,21 +170,24 @@ impl<'a> Store<'a> {
         HISTORY.with(|h| *h.borrow_mut() = Some(history));
     }
 
-    pub async fn save(&mut self, state: &State) -> Fallible<bool> {
-        let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
-        if self.stored.as_deref() == Some(text.as_str()) {
+    /// Writes the state when it changed in a way worth a write
+    /// (`budget::worth_storing`); true when it wrote.
+    pub async fn save(&self, state: &State) -> Fallible<bool> {
+        let worth = serde_json::to_string(&worth_storing(state)).map_err(|e| e.to_string())?;
+        if self.stored.borrow().as_deref() == Some(worth.as_str()) {
             return Ok(false);
         }
+        let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
         self.put_text(STATE_KEY, &text).await?;
-        self.stored = Some(text);
-        self.writes += 1;
+        *self.stored.borrow_mut() = Some(worth);
+        self.writes.set(self.writes.get() + 1);
         Ok(true)
     }
 
     /// Runs a read route's `f` on the history: this isolate's copy
     /// (unstored samples included), borrowed rather than copied, else the
     /// stored one, else none yet. Only the cycle replaces the isolate's copy.
-    pub async fn with_history<R>(&mut self, f: impl FnOnce(&History) -> R) -> R {
+    pub async fn with_history<R>(&self, f: impl FnOnce(&History) -> R) -> R {
         if HISTORY.with(|h| h.borrow().is_none()) {
             return f(&self.load_doc(HISTORY_KEY).await.unwrap_or_default());
         }
