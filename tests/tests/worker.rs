@@ -853,9 +853,9 @@ fn a_flood_of_crash_reports_stays_within_its_writes_and_state_saves_keep_working
 
 /// An isolate killed after a round's decision is stored and its action sent
 /// (VIGIL_TEST_DROP_AFTER_DECISION drops the cycle there): once the lease
-/// expires the next invocation resumes the same action with the same
-/// Idempotency-Key, and the real agent replays its answer instead of acting
-/// twice. On both stores.
+/// expires, the target still down, the next invocation resumes the same
+/// action with the same Idempotency-Key, and the real agent replays its
+/// answer instead of acting twice. On both stores.
 #[test]
 fn a_round_dropped_after_its_decision_resumes_with_the_same_idempotency_key() {
     if !worker_or_skip() || !docker_or_skip() {
@@ -876,7 +876,9 @@ fn a_round_dropped_after_its_decision_resumes_with_the_same_idempotency_key() {
         env.push(("VIGIL_TEST_DROP_AFTER_DECISION", "1".into()));
         let mut w = Wrangler::start(vars(config, env));
         w.scheduled();
-        p.fault(p.api_port, "/crash");
+        // A fault a restart does not mend: the target is still down when
+        // the round resumes.
+        p.fault(p.api_port, "/break-disk");
         assert!(w.trigger() > 0);
         wait_for_log(&w, "stored its decision");
         let (_, incidents) = get(&w, "/ops/incidents", Some(READ_TOKEN));
