@@ -38,6 +38,16 @@ fn get(w: &Wrangler, path: &str, token: Option<&str>) -> (u16, Value) {
     (status, res.json().unwrap_or(Value::Null))
 }
 
+/// Puts target `api` in maintenance for a minute.
+fn maintenance(w: &Wrangler) -> reqwest::blocking::Response {
+    w.http
+        .post(w.url("/ops/target/api/maintenance"))
+        .bearer_auth(CONTROL_TOKEN)
+        .body(r#"{"duration_s": 60}"#)
+        .send()
+        .unwrap()
+}
+
 #[test]
 fn blip_ignored_two_failures_alert_once_state_survives_restart_and_steady_cycles_write_nothing() {
     if !worker_or_skip() {
@@ -318,13 +328,7 @@ fn durable_object_store_runs_one_cycle_at_a_time_and_pages_once() {
         let b = s.spawn(|| w.trigger());
         // A control write while the cycle runs is refused, not lost.
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let res = w
-            .http
-            .post(w.url("/ops/target/api/maintenance"))
-            .bearer_auth(CONTROL_TOKEN)
-            .body(r#"{"duration_s": 60}"#)
-            .send()
-            .unwrap();
+        let res = maintenance(&w);
         assert_eq!(res.status().as_u16(), 503);
         assert_eq!(res.headers()["retry-after"], "5");
         assert_eq!((a.join().unwrap(), b.join().unwrap()), (200, 200));
@@ -829,13 +833,7 @@ fn a_flood_of_crash_reports_stays_within_its_writes_and_state_saves_keep_working
     assert_eq!(crashes["writes_today"]["used"], 200, "{crashes}");
     assert_eq!(crashes["writes_today"]["allowance"], 200, "{crashes}");
     // State saves still work: a control write, and a cycle's.
-    let res = w
-        .http
-        .post(w.url("/ops/target/api/maintenance"))
-        .bearer_auth(CONTROL_TOKEN)
-        .body(r#"{"duration_s": 60}"#)
-        .send()
-        .unwrap();
+    let res = maintenance(&w);
     assert_eq!(res.status().as_u16(), 200);
     let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
     assert!(summary["targets"][0]["maintenance_until_ms"]

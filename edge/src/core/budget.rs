@@ -157,6 +157,55 @@ pub fn check(config: &Config, plan: Plan) -> Result<(), DoesNotFit> {
     Ok(())
 }
 
+/// Where the Worker keeps its documents (`VIGIL_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Kv,
+    DurableObject,
+}
+
+/// The history of one target after 30 days (BENCHMARKS.md: 35 KB), with a
+/// margin.
+pub const HISTORY_BYTES_PER_TARGET: u64 = 36_000;
+
+impl StoreKind {
+    /// The largest value the store takes: 25 MiB in KV; 2 MB for key and
+    /// value in a SQLite-backed Durable Object.
+    pub fn value_limit(self) -> u64 {
+        match self {
+            StoreKind::Kv => 25 * 1024 * 1024,
+            StoreKind::DurableObject => 2_000_000,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            StoreKind::Kv => "the KV store",
+            StoreKind::DurableObject => "the Durable Object store",
+        }
+    }
+}
+
+/// Refuses more targets than the store's largest value can hold the
+/// history of (one value holds every target's 30 days).
+pub fn check_store(config: &Config, store: StoreKind) -> Result<(), DoesNotFit> {
+    let most = store.value_limit() / HISTORY_BYTES_PER_TARGET;
+    let n = config.targets.len() as u64;
+    if n > most {
+        return Err(DoesNotFit {
+            plan: config.plan().as_str(),
+            reason: format!(
+                "{n} targets: {} keeps every target's history in one value of at most {} bytes, about {HISTORY_BYTES_PER_TARGET} bytes per target after 30 days, so at most {most} targets fit; remove {} targets{}",
+                store.name(),
+                store.value_limit(),
+                n - most,
+                if store == StoreKind::DurableObject { ", or use the KV store (VIGIL_STORE = \"kv\")" } else { "" },
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// What one invocation may still spend, and what it spent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {
@@ -331,6 +380,22 @@ mod tests {
         let err = check(&config("history_flush_s = 0", 1), Plan::Free).unwrap_err();
         assert!(err.to_string().contains("history_flush_s"), "{err}");
         assert_eq!(check(&config("history_flush_s = 0", 1), Plan::Paid), Ok(()));
+    }
+
+    #[test]
+    fn the_history_value_limits_the_targets_per_store() {
+        let paid = "[worker]\nplan = \"paid\"";
+        assert_eq!(
+            check_store(&config(paid, 55), StoreKind::DurableObject),
+            Ok(())
+        );
+        let err = check_store(&config(paid, 60), StoreKind::DurableObject).unwrap_err();
+        assert!(
+            err.to_string().contains("at most 55 targets fit; remove 5"),
+            "{err}"
+        );
+        assert_eq!(check_store(&config(paid, 700), StoreKind::Kv), Ok(()));
+        assert!(check_store(&config(paid, 1000), StoreKind::Kv).is_err());
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct CycleReport {
     subrequests: u32,
     subrequest_budget: u32,
     storage_writes: u32,
+    /// The largest stored value this cycle read or wrote.
+    largest_value_bytes: usize,
     /// Work that did not fit and waits for the next invocation.
     carried: Carried,
 }
@@ -224,7 +226,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         }
     }
     Store::keep_history(history);
-    let (spent, writes, doc_writes) = store.spent();
+    let (spent, writes, doc_writes, largest) = store.spent();
     let report = CycleReport {
         probes: report.0,
         rounds: report.1,
@@ -237,6 +239,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         subrequests: spent.subrequests,
         subrequest_budget: spent.limit,
         storage_writes: spent.storage_writes,
+        largest_value_bytes: largest,
         carried,
     };
     LAST.with(|l| *l.borrow_mut() = Some(report.clone()));

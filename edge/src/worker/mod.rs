@@ -47,7 +47,14 @@ fn load_config(env: &Env) -> Fallible<Config> {
     let config = Config::parse(CONFIG_VAR, &text).map_err(|e| e.to_string())?;
     // A configuration the plan cannot carry is refused, not run past the
     // platform's limits.
-    budget::check(&config, config.plan()).map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
+    let store = if durable_mode(env) {
+        budget::StoreKind::DurableObject
+    } else {
+        budget::StoreKind::Kv
+    };
+    budget::check(&config, config.plan())
+        .and_then(|()| budget::check_store(&config, store))
+        .map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
     Ok(config)
 }
 

@@ -57,6 +57,8 @@ pub struct Store<'a> {
     /// Writes of the state document, and of the other documents.
     writes: Cell<u32>,
     doc_writes: Cell<u32>,
+    /// The largest value read or written, in bytes.
+    largest: Cell<usize>,
 }
 
 impl<'a> Store<'a> {
@@ -86,18 +88,21 @@ impl<'a> Store<'a> {
             None => State::default(),
         };
         let worth = serde_json::to_string(&worth_storing(&state)).map_err(|e| e.to_string())?;
+        let stored_len = stored.as_ref().map_or(0, String::len);
         let store = Store {
             backend,
             stored: RefCell::new(stored.map(|_| worth)),
             budget: RefCell::new(budget),
             writes: Cell::new(0),
             doc_writes: Cell::new(0),
+            largest: Cell::new(0),
         };
-        store.count(Op::Read);
+        store.count(Op::Read, stored_len);
         Ok((store, state))
     }
 
-    fn count(&self, op: Op) {
+    fn count(&self, op: Op, bytes: usize) {
+        self.largest.set(self.largest.get().max(bytes));
         let kv = matches!(self.backend, Backend::Kv(_));
         self.budget.borrow_mut().storage(op, kv);
     }
@@ -107,26 +112,34 @@ impl<'a> Store<'a> {
         self.budget.borrow_mut()
     }
 
-    /// What the invocation spent, and the writes of the state and of the
-    /// other documents.
-    pub fn spent(&self) -> (Budget, u32, u32) {
+    /// What the invocation spent, the writes of the state and of the other
+    /// documents, and the largest value read or written.
+    pub fn spent(&self) -> (Budget, u32, u32, usize) {
         (
             self.budget.borrow().clone(),
             self.writes.get(),
             self.doc_writes.get(),
+            self.largest.get(),
         )
     }
 
     async fn get_text(&self, key: &str) -> Fallible<Option<String>> {
-        self.count(Op::Read);
-        match &self.backend {
+        let text: Fallible<Option<String>> = match &self.backend {
             Backend::Kv(kv) => kv.get(key).text().await.map_err(|e| e.to_string()),
             Backend::Durable(storage) => storage.get(key).await.map_err(|e| e.to_string()),
-        }
+        };
+        // Counted whether or not it succeeded: the platform counts it.
+        let len = text
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .map_or(0, String::len);
+        self.count(Op::Read, len);
+        text
     }
 
     async fn put_text(&self, key: &str, text: &str) -> Fallible<()> {
-        self.count(Op::Write);
+        self.count(Op::Write, text.len());
         match &self.backend {
             Backend::Kv(kv) => kv
                 .put(key, text)
