@@ -681,7 +681,8 @@ fn a_configuration_that_cannot_fit_the_free_plan_is_refused_at_start() {
     assert!(w.trigger() > 0);
     let line = wait_for_log(&w, "vigil cycle failed");
     assert!(
-        line.contains("[worker] plan = \"free\": 40 targets")
+        line.contains("[worker] plan = ")
+            && line.contains("40 targets need 40 probes per invocation")
             && line.contains("at most 34 targets fit; remove 6 targets"),
         "{line}"
     );
@@ -697,10 +698,11 @@ fn a_configuration_that_cannot_fit_the_free_plan_is_refused_at_start() {
     assert!(target.seen().is_empty(), "nothing probed");
 }
 
-/// 34 targets on the free plan: every one probed every cycle, but a confirm
-/// probe no longer fits the 40 subrequests, so it waits for the next
-/// invocation (which opens the incident and sends one alert); no invocation
-/// goes past the budget, and the summary says what was carried.
+/// 34 targets on the free plan (the most it fits), 5 of them failing: every
+/// target is probed every cycle, the confirm probes and alerts that no
+/// longer fit the 40 subrequests wait for the next invocation (the summary
+/// says so), every alert goes out once, and no invocation goes past the
+/// budget. On the KV store its operations count too, so less fits there.
 #[test]
 fn the_free_plan_budget_carries_what_does_not_fit_to_the_next_invocation() {
     if !worker_or_skip() {
@@ -710,33 +712,47 @@ fn the_free_plan_budget_carries_what_does_not_fit_to_the_next_invocation() {
     let good = TargetServer::start();
     let bad = TargetServer::start();
     bad.set(Behaviour::Status(500));
+    let bad_ids: Vec<String> = (0..5).map(|i| format!("bad{i}")).collect();
     let config = format!(
         "interval_s = 60\nretry_after_s = 0.3\n{}{}",
-        many_targets(33, &good.url()),
-        alert_only("bad", &bad.url())
+        many_targets(29, &good.url()),
+        bad_ids
+            .iter()
+            .map(|id| alert_only(id, &bad.url()))
+            .collect::<String>()
     );
     let w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
-    let first = w.scheduled();
-    assert_eq!(first["probes"], 34, "{first}");
-    assert_eq!(first["carried"]["probes"], 1, "the confirm probe: {first}");
-    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
-    assert_eq!(summary["worker"]["plan"], "free", "{summary}");
-    assert_eq!(summary["worker"]["last_cycle"]["carried"]["probes"], 1);
-    assert!(discord.accepted().is_empty());
-    let second = w.scheduled();
-    assert_eq!(second["probes"], 34, "{second}");
-    assert_eq!(second["delivered"], 1, "{second}");
-    assert_eq!(discord.titles(), ["bad: healthy → down"]);
-    let third = w.scheduled();
-    for r in [&first, &second, &third] {
+    let kv = std::env::var("VIGIL_TEST_STORE").as_deref() != Ok("durable_object");
+    let mut reports = Vec::new();
+    for _ in 0..4 {
+        let r = w.scheduled();
+        assert!(r["probes"].as_u64() >= Some(34), "every target: {r}");
         assert_eq!(r["subrequest_budget"], 40);
         assert!(r["subrequests"].as_u64().unwrap() <= 40, "{r}");
-        assert_eq!(r["subrequests"].as_u64().unwrap(), kv_calls(r), "{r}");
+        if kv {
+            assert_eq!(r["subrequests"].as_u64().unwrap(), kv_calls(&r), "{r}");
+        }
+        reports.push(r);
     }
+    let carried = |k: &str| reports.iter().any(|r| r["carried"][k].as_u64() > Some(0));
+    assert!(carried("probes"), "confirm probes carried: {reports:?}");
+    if kv {
+        assert!(carried("alerts"), "alerts carried: {reports:?}");
+    }
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert_eq!(summary["worker"]["plan"], "free", "{summary}");
+    assert_eq!(summary["worker"]["subrequest_budget"], 40, "{summary}");
+    assert!(summary["worker"]["last_cycle"]["subrequests"].as_u64() > Some(0));
+    let mut titles = discord.titles();
+    titles.sort();
+    let expected: Vec<String> = bad_ids
+        .iter()
+        .map(|id| format!("{id}: healthy → down"))
+        .collect();
+    assert_eq!(titles, expected, "each alert once");
     let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
-    assert_eq!(open["incidents"].as_array().unwrap().len(), 1, "{open}");
-    assert_eq!(discord.accepted().len(), 1);
-    assert_eq!(good.seen().len(), 33 * 3, "every target probed every cycle");
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 5, "{open}");
+    assert_eq!(good.seen().len(), 29 * 4, "every target probed every cycle");
 }
 
 /// Discord down for 100 cycles while the target goes down, up and down
