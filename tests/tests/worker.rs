@@ -333,6 +333,8 @@ fn durable_object_store_runs_one_cycle_at_a_time_and_pages_once() {
         assert_eq!(res.headers()["retry-after"], "5");
         assert_eq!((a.join().unwrap(), b.join().unwrap()), (200, 200));
     });
+    // The cycle's report may be logged after its trigger was answered.
+    wait_for_log(&w, "vigil cycle: ");
     let logs = w.logs();
     assert_eq!(w.reports().len(), 1, "{logs}");
     assert!(logs.contains("cycle_running"), "{logs}");
@@ -938,4 +940,66 @@ fn a_round_dropped_after_its_decision_resumes_with_the_same_idempotency_key() {
         assert_eq!(audit[1], ("replayed".to_string(), key), "{store}");
         assert_eq!(p.restarts(&p.api), 1, "acted once");
     }
+}
+
+/// 200 targets on the Durable Object store (paid plan: one invocation
+/// probes them all; the free plan's 40 subrequests would need shards): all
+/// probed every cycle, one target down opens one incident and one alert, no
+/// invocation goes past its budget, and no stored value reaches 128 KB (the
+/// history is a row per target); the rows survive a restart.
+#[test]
+fn two_hundred_targets_on_the_durable_object_store() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let good = TargetServer::start();
+    let bad = TargetServer::start();
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\nhistory_flush_s = 0\n{}{}[worker]\nplan = \"paid\"\n",
+        many_targets(199, &good.url()),
+        alert_only("api", &bad.url())
+    );
+    let mut w = Wrangler::start(vars(
+        config,
+        vec![
+            ("DISCORD_WEBHOOK_URL", discord.url()),
+            ("VIGIL_STORE", "durable_object".into()),
+        ],
+    ));
+    let mut reports = vec![w.scheduled()];
+    bad.set(Behaviour::Status(500));
+    for _ in 0..3 {
+        reports.push(w.scheduled());
+    }
+    for r in &reports {
+        assert!(r["probes"].as_u64() >= Some(200), "{r}");
+        assert!(
+            r["subrequests"].as_u64() <= r["subrequest_budget"].as_u64(),
+            "{r}"
+        );
+        assert!(r["largest_value_bytes"].as_u64() < Some(128 * 1024), "{r}");
+        assert!(
+            r["history_writes"].as_u64() >= Some(2),
+            "rows, 128 a write: {r}"
+        );
+    }
+    assert_eq!(discord.titles(), ["api: healthy → down"]);
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(
+        good.seen().len(),
+        199 * 4,
+        "every target probed every cycle"
+    );
+    w.restart();
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    let targets = summary["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 200);
+    // Latency samples are the healthy observations: `api` was down.
+    let short: Vec<&Value> = targets
+        .iter()
+        .filter(|t| t["id"] != "api" && t["samples_24h"].as_u64() < Some(4))
+        .collect();
+    assert!(short.is_empty(), "every row read back: {short:?}");
 }

@@ -167,6 +167,9 @@ pub enum StoreKind {
 /// The history of one target after 30 days (BENCHMARKS.md: 35 KB), with a
 /// margin.
 pub const HISTORY_BYTES_PER_TARGET: u64 = 36_000;
+/// One target's share of the state document (BENCHMARKS.md: 80 bytes
+/// steady), with a margin for its incidents.
+pub const STATE_BYTES_PER_TARGET: u64 = 200;
 
 impl StoreKind {
     /// The largest value the store takes: 25 MiB in KV; 2 MB for key and
@@ -178,28 +181,36 @@ impl StoreKind {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// What its largest value holds per target: KV keeps every target's
+    /// history in one value; the Durable Object keeps a history row per
+    /// target, so its largest value is the state.
+    fn bytes_per_target(self) -> (u64, &'static str) {
         match self {
-            StoreKind::Kv => "the KV store",
-            StoreKind::DurableObject => "the Durable Object store",
+            StoreKind::Kv => (
+                HISTORY_BYTES_PER_TARGET,
+                "the KV store keeps every target's 30-day history in one value",
+            ),
+            StoreKind::DurableObject => (
+                STATE_BYTES_PER_TARGET,
+                "the Durable Object store keeps every target's state in one value",
+            ),
         }
     }
 }
 
-/// Refuses more targets than the store's largest value can hold the
-/// history of (one value holds every target's 30 days).
+/// Refuses more targets than the store's largest value can hold.
 pub fn check_store(config: &Config, store: StoreKind) -> Result<(), DoesNotFit> {
-    let most = store.value_limit() / HISTORY_BYTES_PER_TARGET;
+    let (per_target, what) = store.bytes_per_target();
+    let most = store.value_limit() / per_target;
     let n = config.targets.len() as u64;
     if n > most {
         return Err(DoesNotFit {
             plan: config.plan().as_str(),
             reason: format!(
-                "{n} targets: {} keeps every target's history in one value of at most {} bytes, about {HISTORY_BYTES_PER_TARGET} bytes per target after 30 days, so at most {most} targets fit; remove {} targets{}",
-                store.name(),
+                "{n} targets: {what} (at most {} bytes, about {per_target} bytes per target), so at most {most} targets fit; remove {} targets{}",
                 store.value_limit(),
                 n - most,
-                if store == StoreKind::DurableObject { ", or use the KV store (VIGIL_STORE = \"kv\")" } else { "" },
+                if store == StoreKind::Kv { ", or use the Durable Object store (VIGIL_STORE = \"durable_object\")" } else { "" },
             ),
         });
     }
@@ -383,19 +394,21 @@ mod tests {
     }
 
     #[test]
-    fn the_history_value_limits_the_targets_per_store() {
+    fn the_largest_value_limits_the_targets_per_store() {
         let paid = "[worker]\nplan = \"paid\"";
-        assert_eq!(
-            check_store(&config(paid, 55), StoreKind::DurableObject),
-            Ok(())
-        );
-        let err = check_store(&config(paid, 60), StoreKind::DurableObject).unwrap_err();
+        assert_eq!(check_store(&config(paid, 700), StoreKind::Kv), Ok(()));
+        let err = check_store(&config(paid, 1000), StoreKind::Kv).unwrap_err();
         assert!(
-            err.to_string().contains("at most 55 targets fit; remove 5"),
+            err.to_string()
+                .contains("at most 728 targets fit; remove 272"),
             "{err}"
         );
-        assert_eq!(check_store(&config(paid, 700), StoreKind::Kv), Ok(()));
-        assert!(check_store(&config(paid, 1000), StoreKind::Kv).is_err());
+        assert!(err.to_string().contains("durable_object"), "{err}");
+        // A history row per target: the state is the largest value.
+        assert_eq!(
+            check_store(&config(paid, 1000), StoreKind::DurableObject),
+            Ok(())
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use worker::{console_error, console_log, AnalyticsEngineDataset, Env, Storage};
 
 use super::analytics::{host_point, probe_point, round_point};
 use super::io::{now_ms, worker_io, WorkerIo};
-use super::store::{Store, HISTORY_KEY};
+use super::store::Store;
 use super::{load_config, lookup, Fallible, AE_BINDING};
 use crate::config::Target;
 use crate::core::alert::Delivery;
@@ -220,7 +220,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     report.2 = deliver(&io, &store, &mut state, &mut carried).await;
     store.save(&state).await?;
     if history.flush_due(now_ms(), config.history_flush_ms()) {
-        match store.save_doc(HISTORY_KEY, &history).await {
+        match store.save_history(&history).await {
             Ok(()) => history.mark_stored(),
             Err(e) => console_error!("storing the history failed (kept in memory): {e}"),
         }

@@ -4,21 +4,30 @@
 //! the history.
 
 use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
-use worker::{Env, KvStore, Storage};
+use worker::js_sys::{Object, Reflect};
+use worker::wasm_bindgen::JsValue;
+use worker::{Env, KvStore, ListOptions, Storage};
 
 use super::Fallible;
 use crate::core::budget::{worth_storing, Budget, DailyWrites, Op};
 use crate::core::crash::CrashLog;
-use crate::core::history::History;
+use crate::core::history::{History, HostSample, TargetHistory};
 use crate::core::state::State;
 
 const KV_BINDING: &str = "VIGIL_KV";
 const STATE_KEY: &str = "state";
 /// History and crash reports are documents of their own: they change at
-/// other times than the state.
-pub const HISTORY_KEY: &str = "history";
+/// other times than the state. In KV the history is one value; in the
+/// Durable Object one row per target (`history/t/<target>`) and one for the
+/// hosts (`history/hosts`), so no value grows with the number of targets.
+const HISTORY_KEY: &str = "history";
+const TARGET_ROW: &str = "history/t/";
+const HOSTS_ROW: &str = "history/hosts";
+/// Keys one Durable Object `put` may take at once.
+const KEYS_PER_PUT: usize = 128;
 pub const CRASHES_KEY: &str = "crashes";
 
 /// The crash log as stored, with the writes crash reports spent today (so
@@ -29,6 +38,15 @@ pub struct CrashDoc {
     pub log: CrashLog,
     #[serde(default)]
     pub writes: DailyWrites,
+}
+
+/// The hosts' part of the history, one row in the Durable Object.
+#[derive(Default, serde::Deserialize)]
+struct HostsRow {
+    #[serde(default)]
+    hosts: BTreeMap<String, VecDeque<HostSample>>,
+    #[serde(default)]
+    hosts_polled_at: BTreeMap<String, u64>,
 }
 
 thread_local! {
@@ -59,6 +77,9 @@ pub struct Store<'a> {
     doc_writes: Cell<u32>,
     /// The largest value read or written, in bytes.
     largest: Cell<usize>,
+    /// The Durable Object still holds the history as one value (an older
+    /// version's): deleted once the rows are stored.
+    legacy_history: Cell<bool>,
 }
 
 impl<'a> Store<'a> {
@@ -96,6 +117,7 @@ impl<'a> Store<'a> {
             writes: Cell::new(0),
             doc_writes: Cell::new(0),
             largest: Cell::new(0),
+            legacy_history: Cell::new(false),
         };
         store.count(Op::Read, stored_len);
         Ok((store, state))
@@ -173,8 +195,96 @@ impl<'a> Store<'a> {
     pub async fn history(&self) -> Fallible<History> {
         match HISTORY.with(|h| h.borrow_mut().take()) {
             Some(h) => Ok(h),
-            None => self.load_doc(HISTORY_KEY).await,
+            None => self.load_history().await,
         }
+    }
+
+    /// The stored history: one KV value, or the Durable Object's rows (else
+    /// the single value an older version stored there).
+    async fn load_history(&self) -> Fallible<History> {
+        let Backend::Durable(storage) = &self.backend else {
+            return self.load_doc(HISTORY_KEY).await;
+        };
+        // One read: the rows, and the single value an older version stored
+        // (its key is the rows' prefix without the slash), under the rows.
+        let rows = storage
+            .list_with_options(ListOptions::new().prefix(HISTORY_KEY))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut legacy = None;
+        let mut parts = Vec::new();
+        let mut bytes = 0;
+        rows.for_each(&mut |value, key| {
+            if let (Some(key), Some(text)) = (key.as_string(), value.as_string()) {
+                bytes = bytes.max(text.len());
+                if key == HISTORY_KEY {
+                    legacy = Some(text);
+                } else {
+                    parts.push((key, text));
+                }
+            }
+        });
+        self.count(Op::Read, bytes);
+        let unreadable =
+            |key: &str, e: serde_json::Error| format!("stored {key} is unreadable: {e}");
+        let mut history: History = match legacy {
+            Some(text) => {
+                serde_json::from_slice(text.as_bytes()).map_err(|e| unreadable(HISTORY_KEY, e))?
+            }
+            None => History::default(),
+        };
+        for (key, text) in parts {
+            if let Some(target) = key.strip_prefix(TARGET_ROW) {
+                let t: TargetHistory =
+                    serde_json::from_slice(text.as_bytes()).map_err(|e| unreadable(&key, e))?;
+                history.targets.insert(target.to_string(), t);
+            } else if key == HOSTS_ROW {
+                let h: HostsRow =
+                    serde_json::from_slice(text.as_bytes()).map_err(|e| unreadable(&key, e))?;
+                history.hosts = h.hosts;
+                history.hosts_polled_at = h.hosts_polled_at;
+            }
+        }
+        Ok(history)
+    }
+
+    /// Stores the history: one KV value, or in the Durable Object a row per
+    /// target and one for the hosts, `KEYS_PER_PUT` to a write.
+    pub async fn save_history(&self, history: &History) -> Fallible<()> {
+        let Backend::Durable(storage) = &self.backend else {
+            return self.save_doc(HISTORY_KEY, history).await;
+        };
+        let hosts = serde_json::json!({
+            "hosts": &history.hosts,
+            "hosts_polled_at": &history.hosts_polled_at,
+        });
+        let mut rows = vec![(HOSTS_ROW.to_string(), hosts.to_string())];
+        for (id, t) in &history.targets {
+            let text = serde_json::to_string(t).map_err(|e| e.to_string())?;
+            rows.push((format!("{TARGET_ROW}{id}"), text));
+        }
+        for chunk in rows.chunks(KEYS_PER_PUT) {
+            let object = Object::new();
+            for (key, text) in chunk {
+                Reflect::set(&object, &JsValue::from_str(key), &JsValue::from_str(text))
+                    .map_err(|e| format!("{e:?}"))?;
+            }
+            let largest = chunk.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
+            self.count(Op::Write, largest);
+            storage
+                .put_multiple_raw(object)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.doc_writes.set(self.doc_writes.get() + 1);
+        }
+        if self.legacy_history.replace(false) {
+            self.count(Op::Write, 0);
+            storage
+                .delete(HISTORY_KEY)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Hands the history back to the isolate, for the next cycle and the
@@ -202,7 +312,7 @@ impl<'a> Store<'a> {
     /// stored one, else none yet. Only the cycle replaces the isolate's copy.
     pub async fn with_history<R>(&self, f: impl FnOnce(&History) -> R) -> R {
         if HISTORY.with(|h| h.borrow().is_none()) {
-            return f(&self.load_doc(HISTORY_KEY).await.unwrap_or_default());
+            return f(&self.load_history().await.unwrap_or_default());
         }
         // Nothing awaits between the check and here: the copy is still there.
         HISTORY.with(|h| f(h.borrow().as_ref().unwrap_or(&History::default())))
