@@ -176,8 +176,8 @@ fn main() {
         ("kv", 500, "paid", 5),
         ("kv", 1000, "paid", 3),
         ("durable_object", 10, "free", 20),
-        ("durable_object", 50, "paid", 10),
         ("durable_object", 100, "paid", 10),
+        ("durable_object", 1000, "paid", 3),
     ] {
         steady(store, n, plan, cycles);
     }
