@@ -679,7 +679,8 @@ fn a_configuration_that_cannot_fit_the_free_plan_is_refused_at_start() {
     }
     let target = TargetServer::start();
     let config = format!("interval_s = 60\n{}", many_targets(40, &target.url()));
-    let w = Wrangler::start(vars(config, vec![]));
+    // The KV store (the Durable Object store spreads 40 probes over shards).
+    let w = Wrangler::start(vars(config, vec![("VIGIL_STORE", "kv".into())]));
     assert!(w.trigger() > 0);
     let line = wait_for_log(&w, "vigil cycle failed");
     assert!(
@@ -942,64 +943,81 @@ fn a_round_dropped_after_its_decision_resumes_with_the_same_idempotency_key() {
     }
 }
 
-/// 200 targets on the Durable Object store (paid plan: one invocation
-/// probes them all; the free plan's 40 subrequests would need shards): all
-/// probed every cycle, one target down opens one incident and one alert, no
-/// invocation goes past its budget, and no stored value reaches 128 KB (the
-/// history is a row per target); the rows survive a restart.
+/// 200 targets on the Durable Object store. On the free plan the probes are
+/// spread over shard objects (32 each), so neither the cycle's invocation
+/// nor any shard's goes past the 40-subrequest budget; on either plan all
+/// are probed every cycle, one target down opens one incident and one
+/// alert, and no stored value reaches 128 KB. On paid, with the history
+/// stored every cycle, its rows (one per target) survive a restart.
 #[test]
 fn two_hundred_targets_on_the_durable_object_store() {
     if !worker_or_skip() {
         return;
     }
-    let discord = Discord::start();
-    let good = TargetServer::start();
-    let bad = TargetServer::start();
-    let config = format!(
-        "interval_s = 60\nretry_after_s = 0.3\nhistory_flush_s = 0\n{}{}[worker]\nplan = \"paid\"\n",
-        many_targets(199, &good.url()),
-        alert_only("api", &bad.url())
-    );
-    let mut w = Wrangler::start(vars(
-        config,
-        vec![
-            ("DISCORD_WEBHOOK_URL", discord.url()),
-            ("VIGIL_STORE", "durable_object".into()),
-        ],
-    ));
-    let mut reports = vec![w.scheduled()];
-    bad.set(Behaviour::Status(500));
-    for _ in 0..3 {
-        reports.push(w.scheduled());
-    }
-    for r in &reports {
-        assert!(r["probes"].as_u64() >= Some(200), "{r}");
-        assert!(
-            r["subrequests"].as_u64() <= r["subrequest_budget"].as_u64(),
-            "{r}"
+    for plan in ["free", "paid"] {
+        let discord = Discord::start();
+        let good = TargetServer::start();
+        let bad = TargetServer::start();
+        let flush = if plan == "paid" {
+            "history_flush_s = 0\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            "interval_s = 60\nretry_after_s = 0.3\n{flush}{}{}[worker]\nplan = \"{plan}\"\n",
+            many_targets(199, &good.url()),
+            alert_only("api", &bad.url())
         );
-        assert!(r["largest_value_bytes"].as_u64() < Some(128 * 1024), "{r}");
-        assert!(
-            r["history_writes"].as_u64() >= Some(2),
-            "rows, 128 a write: {r}"
+        let mut w = Wrangler::start(vars(
+            config,
+            vec![
+                ("DISCORD_WEBHOOK_URL", discord.url()),
+                ("VIGIL_STORE", "durable_object".into()),
+            ],
+        ));
+        let mut reports = vec![w.scheduled()];
+        bad.set(Behaviour::Status(500));
+        for _ in 0..3 {
+            reports.push(w.scheduled());
+        }
+        for r in &reports {
+            assert!(r["probes"].as_u64() >= Some(200), "{plan}: {r}");
+            assert_eq!(r["carried"]["probes"], 0, "{plan}: {r}");
+            let budget = r["subrequest_budget"].as_u64();
+            assert!(r["subrequests"].as_u64() <= budget, "{plan}: {r}");
+            assert!(r["shard_subrequests_max"].as_u64() <= budget, "{plan}: {r}");
+            assert!(r["largest_value_bytes"].as_u64() < Some(128 * 1024), "{r}");
+        }
+        if plan == "free" {
+            assert_eq!(reports[0]["subrequest_budget"], 40);
+            assert!(
+                reports[0]["shard_subrequests_max"].as_u64() > Some(0),
+                "sharded"
+            );
+        }
+        assert_eq!(discord.titles(), ["api: healthy → down"], "{plan}");
+        let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+        assert_eq!(open["incidents"].as_array().unwrap().len(), 1, "{open}");
+        assert_eq!(
+            good.seen().len(),
+            199 * 4,
+            "every target probed every cycle"
         );
+        if plan == "paid" {
+            assert!(
+                reports[0]["history_writes"].as_u64() >= Some(2),
+                "rows, 128 a write"
+            );
+            w.restart();
+            let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+            let targets = summary["targets"].as_array().unwrap();
+            assert_eq!(targets.len(), 200);
+            // Latency samples are the healthy observations: `api` was down.
+            let short: Vec<&Value> = targets
+                .iter()
+                .filter(|t| t["id"] != "api" && t["samples_24h"].as_u64() < Some(4))
+                .collect();
+            assert!(short.is_empty(), "every row read back: {short:?}");
+        }
     }
-    assert_eq!(discord.titles(), ["api: healthy → down"]);
-    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
-    assert_eq!(open["incidents"].as_array().unwrap().len(), 1, "{open}");
-    assert_eq!(
-        good.seen().len(),
-        199 * 4,
-        "every target probed every cycle"
-    );
-    w.restart();
-    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
-    let targets = summary["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 200);
-    // Latency samples are the healthy observations: `api` was down.
-    let short: Vec<&Value> = targets
-        .iter()
-        .filter(|t| t["id"] != "api" && t["samples_24h"].as_u64() < Some(4))
-        .collect();
-    assert!(short.is_empty(), "every row read back: {short:?}");
 }

@@ -80,6 +80,13 @@ impl Plan {
     }
 }
 
+/// Probes one shard takes in one call: the Durable Object store spreads a
+/// wave bigger than this over shard objects, each with its own invocation
+/// budget (it keeps 8 for itself and its answer).
+pub fn shard_size(plan: Plan) -> usize {
+    (plan.subrequest_budget() - 8) as usize
+}
+
 /// Subrequests of one remediation round at most: its calls, and per model
 /// turn the model call and one read-only tool call.
 pub fn round_cost(config: &Config) -> u32 {
@@ -123,7 +130,7 @@ pub struct DoesNotFit {
 /// `plan`: more targets per invocation than the subrequest budget leaves
 /// for probes, or a history flush that spends more writes a day than the
 /// plan's share.
-pub fn check(config: &Config, plan: Plan) -> Result<(), DoesNotFit> {
+pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNotFit> {
     let refuse = |reason: String| DoesNotFit {
         plan: plan.as_str(),
         reason,
@@ -131,15 +138,24 @@ pub fn check(config: &Config, plan: Plan) -> Result<(), DoesNotFit> {
     let budget = plan.subrequest_budget();
     let overhead = overhead(config);
     let room = budget.saturating_sub(overhead);
+    // In the Durable Object store each subrequest of the cycle can be a
+    // shard's call, carrying `shard_size` probes.
+    let per_call = match store {
+        StoreKind::Kv => 1,
+        StoreKind::DurableObject => shard_size(plan) as u64,
+    };
     let slots = slots(config);
     let per_invocation = (config.targets.len() as u64).div_ceil(slots);
-    if per_invocation > room as u64 {
-        let most = room as u64 * slots;
+    let fits = room as u64 * per_call;
+    if per_invocation > fits {
+        let most = fits * slots;
         return Err(refuse(format!(
-            "{} targets need {per_invocation} probes per invocation ({slots} invocation(s) per interval_s = {}), but one invocation may make {budget} subrequests and {overhead} are kept for storage, alerts, host polls and a remediation round, leaving {room}: at most {most} targets fit; remove {} targets, raise interval_s, or set plan = \"paid\"",
+            "{} targets need {per_invocation} probes per invocation ({slots} invocation(s) per interval_s = {}), but one invocation may make {budget} subrequests and {overhead} are kept for storage, alerts, host polls and a remediation round, leaving {room}{}: at most {most} targets fit; remove {} targets, raise interval_s, {}or set plan = \"paid\"",
             config.targets.len(),
             config.interval_s,
+            if per_call > 1 { format!(", each a shard of {per_call} probes") } else { String::new() },
             config.targets.len() as u64 - most,
+            if per_call > 1 { "" } else { "use the Durable Object store (it spreads probes over shards), " },
         )));
     }
     let flush_s = config.history_flush_s;
@@ -356,15 +372,23 @@ mod tests {
     #[test]
     fn the_free_plan_refuses_more_targets_than_one_invocation_can_probe() {
         let room = (Plan::Free.subrequest_budget() - CYCLE_STORAGE - ALERTS_KEPT) as usize;
-        assert_eq!(check(&config("", room), Plan::Free), Ok(()));
-        let err = check(&config("", room + 5), Plan::Free).unwrap_err();
+        assert_eq!(check(&config("", room), Plan::Free, StoreKind::Kv), Ok(()));
+        let err = check(&config("", room + 5), Plan::Free, StoreKind::Kv).unwrap_err();
         assert!(
             err.to_string().contains(&format!("{} targets", room + 5)),
             "{err}"
         );
         assert!(err.to_string().contains("remove 5 targets"), "{err}");
         assert!(err.to_string().contains("plan = \"paid\""), "{err}");
-        assert_eq!(check(&config("", 1000), Plan::Paid), Ok(()));
+        assert_eq!(check(&config("", 1000), Plan::Paid, StoreKind::Kv), Ok(()));
+        // Shards: 34 calls of 32 probes.
+        let sharded = check(&config("", 200), Plan::Free, StoreKind::DurableObject);
+        assert_eq!(sharded, Ok(()));
+        let err = check(&config("", 1100), Plan::Free, StoreKind::DurableObject).unwrap_err();
+        assert!(
+            err.to_string().contains("at most 1088 targets fit"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -383,14 +407,21 @@ mod tests {
         }
         let mut many = config("", 100);
         many.interval_s = 300.0;
-        assert_eq!(check(&many, Plan::Free), Ok(()), "20 per invocation fit");
+        assert_eq!(
+            check(&many, Plan::Free, StoreKind::Kv),
+            Ok(()),
+            "20 per invocation fit"
+        );
     }
 
     #[test]
     fn a_history_flush_every_cycle_does_not_fit_the_free_plan() {
-        let err = check(&config("history_flush_s = 0", 1), Plan::Free).unwrap_err();
+        let err = check(&config("history_flush_s = 0", 1), Plan::Free, StoreKind::Kv).unwrap_err();
         assert!(err.to_string().contains("history_flush_s"), "{err}");
-        assert_eq!(check(&config("history_flush_s = 0", 1), Plan::Paid), Ok(()));
+        assert_eq!(
+            check(&config("history_flush_s = 0", 1), Plan::Paid, StoreKind::Kv),
+            Ok(())
+        );
     }
 
     #[test]

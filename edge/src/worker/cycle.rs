@@ -6,17 +6,17 @@
 use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
 
-use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use worker::{console_error, console_log, AnalyticsEngineDataset, Env, Storage};
 
 use super::analytics::{host_point, probe_point, round_point};
 use super::io::{now_ms, worker_io, WorkerIo};
+use super::shards::Prober;
 use super::store::Store;
 use super::{load_config, lookup, Fallible, AE_BINDING};
 use crate::config::Target;
 use crate::core::alert::Delivery;
-use crate::core::budget::{self, Budget, Carried, ALERTS_KEPT, CONNECTIONS};
+use crate::core::budget::{self, Budget, Carried, ALERTS_KEPT};
 use crate::core::history::{History, HostSample};
 use crate::core::incident::PendingAction;
 use crate::core::planner::Completion;
@@ -52,6 +52,8 @@ pub struct CycleReport {
     storage_writes: u32,
     /// The largest stored value this cycle read or wrote.
     largest_value_bytes: usize,
+    /// The largest shard invocation's subrequests (0: no shards).
+    shard_subrequests_max: u32,
     /// Work that did not fit and waits for the next invocation.
     carried: Carried,
 }
@@ -66,18 +68,13 @@ pub fn last_report() -> Option<CycleReport> {
     LAST.with(|l| l.borrow().clone())
 }
 
-/// Probes `targets` at most `CONNECTIONS` at a time, in order.
-async fn probe_all(io: &WorkerIo, targets: Vec<&Target>) -> Vec<Observation> {
-    stream::iter(targets.into_iter().map(|t| io.probe(t)))
-        .buffered(CONNECTIONS)
-        .collect()
-        .await
-}
-
-/// Takes the budget for as many of `due` as fit, keeping `keep`; the rest
-/// is carried.
-fn fit(store: &Store<'_>, due: &mut Vec<usize>, keep: u32, carried: &mut u32) {
-    let n = store.budget().take_up_to(due.len() as u32, keep) as usize;
+/// Takes the budget for as many of `due` as fit, keeping `keep` (one
+/// subrequest a probe, or one a shard); the rest is carried.
+fn fit(store: &Store<'_>, prober: &Prober, due: &mut Vec<usize>, keep: u32, carried: &mut u32) {
+    let calls = store
+        .budget()
+        .take_up_to(prober.cost(due.len()) as u32, keep) as usize;
+    let n = prober.covered(due.len(), calls);
     *carried += (due.len() - n) as u32;
     due.truncate(n);
 }
@@ -99,13 +96,15 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     // The cron is the schedule: each invocation probes the targets in its
     // slot (all of them when interval_s is a minute), then the confirm
     // probes the debounce asks for, inside the same invocation.
+    let prober = Prober::new(&io, env, durable.map(|_| budget::shard_size(config.plan())));
     let slots = budget::slots(&config);
     let mut due: Vec<usize> = (0..config.targets.len())
         .filter(|i| budget::in_slot(*i, slots, start))
         .collect();
-    fit(&store, &mut due, keep, &mut carried.probes);
+    fit(&store, &prober, &mut due, keep, &mut carried.probes);
     while !due.is_empty() {
-        let observations = probe_all(&io, due.iter().map(|i| &config.targets[*i]).collect()).await;
+        let wave = due.iter().map(|i| &config.targets[*i]).collect();
+        let observations = prober.probe(wave).await;
         report.0 += observations.len();
         for o in &observations {
             state.observe_and_record(&config, &mut history, o, now_ms());
@@ -127,7 +126,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
                             .is_some_and(|c| c <= now)
                     })
                     .collect();
-                fit(&store, &mut due, keep, &mut carried.probes);
+                fit(&store, &prober, &mut due, keep, &mut carried.probes);
             }
             _ => due.clear(),
         }
@@ -217,6 +216,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         report.1 += 1;
     }
 
+    carried.probes += prober.lost.get();
     report.2 = deliver(&io, &store, &mut state, &mut carried).await;
     store.save(&state).await?;
     if history.flush_due(now_ms(), config.history_flush_ms()) {
@@ -240,6 +240,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         subrequest_budget: spent.limit,
         storage_writes: spent.storage_writes,
         largest_value_bytes: largest,
+        shard_subrequests_max: prober.shard_max.get(),
         carried,
     };
     LAST.with(|l| *l.borrow_mut() = Some(report.clone()));

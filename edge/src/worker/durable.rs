@@ -9,8 +9,11 @@ use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Method, Request, Response};
 
 use super::cycle::cycle;
+use super::io::worker_io;
 use super::routes::{error, json, serve};
-use super::{lookup, Fallible};
+use super::shards::probe_here;
+use super::{load_config, lookup, Fallible};
+use crate::shell::Secrets;
 
 const DO_BINDING: &str = "VIGIL_DO";
 /// `kv` (default) or `durable_object`.
@@ -21,15 +24,18 @@ pub fn durable_mode(env: &Env) -> bool {
 }
 
 /// The one Durable Object that owns the state.
-pub fn durable_stub(env: &Env) -> worker::Result<worker::Stub> {
+pub const COORDINATOR: &str = "vigil";
+
+/// The Durable Object named `name`: the coordinator, or a shard.
+pub fn durable_stub(env: &Env, name: &str) -> worker::Result<worker::Stub> {
     env.durable_object(DO_BINDING)?
-        .id_from_name("vigil")?
+        .id_from_name(name)?
         .get_stub()
 }
 
 /// Asks the Durable Object to run the cycle against its own storage.
 pub async fn durable_cycle(env: &Env) -> Fallible<String> {
-    let stub = durable_stub(env).map_err(|e| e.to_string())?;
+    let stub = durable_stub(env, COORDINATOR).map_err(|e| e.to_string())?;
     let mut res = stub
         .fetch_with_str("https://vigil.internal/cycle")
         .await
@@ -70,6 +76,22 @@ impl DurableObject for VigilEdge {
                 Ok(report) => json(200, &report),
                 Err(e) => error(500, "cycle_failed", e),
             };
+        }
+        if req.path() == "/probe" {
+            // A shard's job (see `shards`): probe the targets named.
+            let config = match load_config(&self.env) {
+                Ok(c) => c,
+                Err(e) => return error(500, "no_configuration", e),
+            };
+            let ids: Vec<String> = match serde_json::from_slice(&req.bytes().await?) {
+                Ok(ids) => ids,
+                Err(e) => return error(400, "bad_body", e.to_string()),
+            };
+            let io = worker_io(
+                &config,
+                Secrets::from_env(&config, |k| lookup(&self.env, k)),
+            );
+            return json(200, &probe_here(&config, &io, &ids).await);
         }
         if self.cycling.get() && req.method() == Method::Post {
             let mut res = error(

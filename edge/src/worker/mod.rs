@@ -7,15 +7,17 @@
 //! Analytics Engine gets one data point per probe and per round, best effort.
 //! Every error is handled here: a panic would abort the isolate.
 //!
-//! `cycle`: one cron cycle; `routes`: the HTTP API; `store`: the stored
-//! documents; `durable`: the Durable Object; `analytics`: Analytics Engine
-//! points; `io`: the `worker::Fetch` transport.
+//! `cycle`: one cron cycle; `shards`: where its probes run; `routes`: the
+//! HTTP API; `store`: the stored documents; `durable`: the Durable Object;
+//! `analytics`: Analytics Engine points; `io`: the `worker::Fetch`
+//! transport.
 
 mod analytics;
 mod cycle;
 mod durable;
 mod io;
 mod routes;
+mod shards;
 mod store;
 
 use worker::{
@@ -24,7 +26,7 @@ use worker::{
 };
 
 use self::cycle::cycle;
-use self::durable::{durable_cycle, durable_mode, durable_stub};
+use self::durable::{durable_cycle, durable_mode, durable_stub, COORDINATOR};
 use self::routes::{error, serve};
 use crate::config::Config;
 use crate::core::budget;
@@ -52,7 +54,7 @@ fn load_config(env: &Env) -> Fallible<Config> {
     } else {
         budget::StoreKind::Kv
     };
-    budget::check(&config, config.plan())
+    budget::check(&config, config.plan(), store)
         .and_then(|()| budget::check_store(&config, store))
         .map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
     Ok(config)
@@ -76,7 +78,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     if durable_mode(&env) && (req.path().starts_with("/ops/") || req.path() == "/_log") {
-        return match durable_stub(&env) {
+        return match durable_stub(&env, COORDINATOR) {
             Ok(stub) => stub.fetch_with_request(req).await,
             Err(e) => error(502, "durable_object_unavailable", e.to_string()),
         };

@@ -6,11 +6,11 @@ use worker::{Env, Method, Request, Response, Storage};
 
 use super::cycle::last_report;
 use super::io::{now_ms, worker_io};
-use super::store::{CrashDoc, Store, CRASHES_KEY};
+use super::store::{Store, CRASHES_KEY};
 use super::{load_config, lookup};
 use crate::config::Config;
 use crate::core::budget::Budget;
-use crate::core::crash::{self, CrashReport};
+use crate::core::crash::{self, CrashLog, CrashReport};
 use crate::core::state::{State, StateError};
 use crate::shell::{Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
@@ -129,11 +129,11 @@ async fn route(
             }
         }
         ["ops", "crashes"] => {
-            let doc: CrashDoc = match store.load_doc(CRASHES_KEY).await {
+            let doc: CrashLog = match store.load_doc(CRASHES_KEY).await {
                 Ok(l) => l,
                 Err(e) => return error(502, "kv_unavailable", e),
             };
-            match views::crashes(&doc.log, query("app").as_deref(), query("limit").as_deref()) {
+            match views::crashes(&doc, query("app").as_deref(), query("limit").as_deref()) {
                 Ok(list) => match serde_json::to_value(list) {
                     Ok(mut list) => {
                         // What crash reports spent of their daily writes.
@@ -158,7 +158,7 @@ async fn route(
                 Ok(r) => r,
                 Err(e) => return error(400, "bad_body", e.to_string()),
             };
-            let mut doc: CrashDoc = match store.load_doc(CRASHES_KEY).await {
+            let mut doc: CrashLog = match store.load_doc(CRASHES_KEY).await {
                 Ok(l) => l,
                 Err(e) => return error(502, "kv_unavailable", e),
             };
@@ -178,7 +178,7 @@ async fn route(
             }
             let cooldown = config.crash_cooldown_ms();
             let stored =
-                crash::intake(&mut state, &mut doc.log, report, truncated, cooldown, now).clone();
+                crash::intake(&mut state, &mut doc, report, truncated, cooldown, now).clone();
             if let Err(e) = store.save_doc(CRASHES_KEY, &doc).await {
                 return error(502, "kv_unavailable", e);
             }

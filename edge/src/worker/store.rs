@@ -12,8 +12,7 @@ use worker::wasm_bindgen::JsValue;
 use worker::{Env, KvStore, ListOptions, Storage};
 
 use super::Fallible;
-use crate::core::budget::{worth_storing, Budget, DailyWrites, Op};
-use crate::core::crash::CrashLog;
+use crate::core::budget::{worth_storing, Budget, Op};
 use crate::core::history::{History, HostSample, TargetHistory};
 use crate::core::state::State;
 
@@ -29,16 +28,6 @@ const HOSTS_ROW: &str = "history/hosts";
 /// Keys one Durable Object `put` may take at once.
 const KEYS_PER_PUT: usize = 128;
 pub const CRASHES_KEY: &str = "crashes";
-
-/// The crash log as stored, with the writes crash reports spent today (so
-/// counting them costs no write of its own).
-#[derive(Default, serde::Deserialize, Serialize)]
-pub struct CrashDoc {
-    #[serde(flatten)]
-    pub log: CrashLog,
-    #[serde(default)]
-    pub writes: DailyWrites,
-}
 
 /// The hosts' part of the history, one row in the Durable Object.
 #[derive(Default, serde::Deserialize)]
