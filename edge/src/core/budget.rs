@@ -74,6 +74,15 @@ impl Plan {
         self.kv_writes_per_day() / 5
     }
 
+    /// Rows a SQLite-backed Durable Object may write a day: 100,000 on
+    /// free; paid includes 50 million a month, taken as a day's share.
+    pub fn durable_rows_per_day(self) -> u64 {
+        match self {
+            Plan::Free => 100_000,
+            Plan::Paid => 1_600_000,
+        }
+    }
+
     /// The writes a day the history may spend at most.
     pub fn history_writes_per_day(self) -> u32 {
         self.kv_writes_per_day() * 3 / 10
@@ -168,6 +177,16 @@ pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNo
         return Err(refuse(format!(
             "history_flush_s = {flush_s} stores the history about {history_writes} times a day, over the {} writes a day kept for it; raise history_flush_s (600 by default) or set plan = \"paid\"",
             plan.history_writes_per_day()
+        )));
+    }
+    // The Durable Object store writes a row per target (and one for the
+    // hosts) at each history store; half the day's rows are kept for that.
+    let rows = history_writes as u64 * (config.targets.len() as u64 + 1);
+    let allowance = plan.durable_rows_per_day() / 2;
+    if store == StoreKind::DurableObject && rows > allowance {
+        return Err(refuse(format!(
+            "{} targets: each history store writes a row per target, about {history_writes} times a day at history_flush_s = {flush_s}: {rows} rows, over the {allowance} rows a day kept for the history in the Durable Object store; raise history_flush_s, remove targets or set plan = \"paid\"",
+            config.targets.len()
         )));
     }
     Ok(())
