@@ -236,6 +236,86 @@ fn history() {
     }
 }
 
+/// The Worker's own work per cron invocation, natively (a cross-check of
+/// the workerd CPU figure, which includes the runtime): parse VIGIL_CONFIG,
+/// read the state document, one observation per target through the
+/// debounce and the history (30 days of it in the isolate), the periodic
+/// checks, and the save check (`worth_storing` and the document, serialized).
+fn worker_core() {
+    use edge::core::budget::worth_storing;
+    use edge::core::history::{History, DAY_MS};
+    use edge::core::probe::{Health, Observation};
+    use edge::core::state::State;
+
+    println!("## the Worker's core work per invocation, natively (median of 200)");
+    println!("| targets | config parse (ms) | state read (ms) | observe + record + tick (ms) | save check (ms) | total (ms) | state document (bytes) |");
+    println!("|---|---|---|---|---|---|---|");
+    for n in [10usize, 100, 1000] {
+        let text = (0..n)
+            .map(|i| format!("[[target]]\nid = \"t{i}\"\nurl = \"http://127.0.0.1:9/\"\nbody_contains = \"ok\"\n"))
+            .collect::<String>()
+            + "[worker]\nplan = \"paid\"\n";
+        let config = Config::parse("bench.toml", &text).expect("config");
+        let start = 1_700_000_000_000 / DAY_MS * DAY_MS;
+        let obs = |i: usize, now: u64| Observation {
+            target: format!("t{i}"),
+            at_ms: now,
+            health: Health::Healthy,
+            status: Some(200),
+            latency_ms: 40 + (i as u64 % 50),
+            error: None,
+        };
+        // 30 days of history, one observation a minute.
+        let mut history = History::default();
+        let mut state = State::default();
+        for m in 0..30 * 24 * 60 {
+            let now = start + m * 60_000;
+            for i in 0..n {
+                history.record(&obs(i, now), config.interval_ms());
+            }
+        }
+        let mut now = start + 30 * DAY_MS;
+        state.reconcile(&config, now, false);
+        for i in 0..n {
+            state.observe_and_record(&config, &mut history, &obs(i, now), now);
+        }
+        let doc = serde_json::to_string(&state).expect("json");
+        let (mut parse, mut read, mut work, mut save) = (vec![], vec![], vec![], vec![]);
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
+        for _ in 0..200 {
+            now += 60_000;
+            let t = Instant::now();
+            let c = Config::parse("bench.toml", &text).expect("config");
+            parse.push(ms(t));
+            let t = Instant::now();
+            let mut s: State = serde_json::from_slice(doc.as_bytes()).expect("state");
+            s.reconcile(&c, now, false);
+            read.push(ms(t));
+            let t = Instant::now();
+            for i in 0..n {
+                s.observe_and_record(&c, &mut history, &obs(i, now), now);
+            }
+            s.tick(&c, &history, None, now);
+            work.push(ms(t));
+            let t = Instant::now();
+            let worth = serde_json::to_string(&worth_storing(&s)).expect("json");
+            assert!(!worth.is_empty());
+            save.push(ms(t));
+        }
+        let (p, r, w, v) = (
+            median(&mut parse),
+            median(&mut read),
+            median(&mut work),
+            median(&mut save),
+        );
+        println!(
+            "| {n} | {p:.3} | {r:.3} | {w:.3} | {v:.3} | {:.3} | {} |",
+            p + r + w + v,
+            doc.len()
+        );
+    }
+}
+
 fn main() {
     let which = std::env::args()
         .skip(1)
@@ -254,6 +334,9 @@ fn main() {
         }
         if which == "all" || which == "history" {
             history();
+        }
+        if which == "all" || which == "worker" {
+            worker_core();
         }
     });
 }

@@ -234,6 +234,20 @@ impl<T: Transport> Client<T> {
         by: String,
         on_start: &(dyn Fn(&ManualAction) -> Result<(), String> + Sync),
     ) -> Result<ManualAction, ManualRefusal> {
+        let record = self.prepare_manual_action(host, action, by).await?;
+        on_start(&record).map_err(ManualRefusal::NotRecorded)?;
+        Ok(self.send_manual_action(record).await)
+    }
+
+    /// The first half of [`Client::manual_action`], for a shell whose store
+    /// is async: checks the host and the agent's list, and makes the record
+    /// to store before [`Client::send_manual_action`].
+    pub async fn prepare_manual_action(
+        &self,
+        host: &str,
+        action: &str,
+        by: String,
+    ) -> Result<ManualAction, ManualRefusal> {
         if self.config.host(host).is_none() {
             return Err(ManualRefusal::UnknownHost);
         }
@@ -244,14 +258,19 @@ impl<T: Transport> Client<T> {
         if !list.iter().any(|a| a.name == action) {
             return Err(ManualRefusal::NotAllowlisted);
         }
-        let mut record = ManualAction::start(self.transport.now_ms(), by, host, action);
-        on_start(&record).map_err(ManualRefusal::NotRecorded)?;
+        Ok(ManualAction::start(self.transport.now_ms(), by, host, action))
+    }
+
+    /// Sends a prepared manual action (its key makes a retry a replay) and
+    /// completes its record with the result or the error.
+    pub async fn send_manual_action(&self, mut record: ManualAction) -> ManualAction {
+        let (host, action) = (record.host.clone(), record.action.clone());
         let span = tracing::info_span!("action", %action, %host, manual = true, by = %record.by);
         let result =
-            tracing::Instrument::instrument(self.run_action_on(host, action, &record.key), span)
+            tracing::Instrument::instrument(self.run_action_on(&host, &action, &record.key), span)
                 .await;
         record.finish(self.transport.now_ms(), result);
-        Ok(record)
+        record
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::core::budget::Plan;
 use crate::core::schedule::{CronSchedule, ScheduleError};
 
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +297,31 @@ pub struct Config {
     pub job_defaults: JobDefaults,
     #[serde(default)]
     pub status_page: StatusPage,
+    /// The Cloudflare Worker's plan; the native edge ignores it, `--check`
+    /// checks the fit when the section is there.
+    #[serde(default)]
+    pub worker: Option<WorkerSection>,
+}
+
+/// `[worker]`: what the Worker may spend (see `core::budget`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    #[serde(default)]
+    pub plan: Plan,
+    /// How long a round's lease holds on the Worker: an invocation killed
+    /// mid-round leaves it; the round resumes once it has expired.
+    #[serde(default = "default_worker_lease")]
+    pub lease_s: f64,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        WorkerSection {
+            plan: Plan::default(),
+            lease_s: default_worker_lease(),
+        }
+    }
 }
 
 /// The public status page (`GET /status`, `/status.json`): off by default.
@@ -319,6 +345,10 @@ impl Default for StatusPage {
 
 fn default_status_title() -> String {
     "Service status".into()
+}
+
+fn default_worker_lease() -> f64 {
+    300.0
 }
 
 fn default_method() -> String {
@@ -501,6 +531,19 @@ impl Config {
         })
     }
 
+    /// The Worker's plan: `[worker] plan`, free when not set.
+    pub fn plan(&self) -> Plan {
+        self.worker.as_ref().map(|w| w.plan).unwrap_or_default()
+    }
+    /// A round's lease on the Worker: `[worker] lease_s`.
+    pub fn worker_lease_ms(&self) -> u64 {
+        secs_to_ms(
+            self.worker
+                .as_ref()
+                .map_or_else(default_worker_lease, |w| w.lease_s),
+        )
+    }
+
     pub fn host(&self, id: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.id == id)
     }
@@ -554,6 +597,9 @@ impl Config {
             ("crash_cooldown_s", self.crash_cooldown_s, WEEK_S),
         ] {
             seconds(key, v, true, max)?;
+        }
+        if let Some(w) = &self.worker {
+            seconds("worker.lease_s", w.lease_s, false, DAY_S)?;
         }
         if self.retry_after_s > self.interval_s {
             return Err((

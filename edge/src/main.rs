@@ -67,6 +67,15 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
+        if config.worker.is_some() {
+            // The KV store's fit, the stricter: the Durable Object store
+            // spreads probes over shards.
+            let kv = edge::core::budget::StoreKind::Kv;
+            if let Err(e) = edge::core::budget::check(&config, config.plan(), kv) {
+                eprintln!("vigil-edge: {}: {e}", args.config);
+                return ExitCode::from(1);
+            }
+        }
         println!(
             "ok: {} targets, {} hosts, {} jobs in {}",
             config.targets.len(),

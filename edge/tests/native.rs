@@ -400,6 +400,35 @@ fn a_bad_configuration_fails_at_start_naming_file_key_and_reason() {
     );
 }
 
+/// `--check` with a `[worker]` section: a configuration the plan cannot
+/// carry is refused with the number and what to change; the same targets
+/// fit the paid plan.
+#[test]
+fn check_refuses_a_configuration_that_cannot_fit_the_worker_plan() {
+    let (dir, _) = Edge::prepare("plancfg");
+    let targets: String = (0..40)
+        .map(|i| target_toml(&format!("t{i}"), "http://127.0.0.1:9/", ""))
+        .collect();
+    let check = |plan: &str| {
+        let path = dir.path().join(format!("{plan}.toml"));
+        let text = format!("interval_s = 60\n{targets}[worker]\nplan = {plan:?}\n");
+        std::fs::write(&path, text).unwrap();
+        std::process::Command::new(bin())
+            .args(["--config", path.to_str().unwrap(), "--check"])
+            .output()
+            .unwrap()
+    };
+    let free = check("free");
+    assert!(!free.status.success());
+    let err = String::from_utf8_lossy(&free.stderr);
+    assert!(
+        err.contains("free.toml: [worker] plan = \"free\": 40 targets")
+            && err.contains("at most 34 targets fit; remove 6 targets"),
+        "{err}"
+    );
+    assert!(check("paid").status.success());
+}
+
 #[test]
 fn job_heartbeats_open_and_resolve_incidents_and_refuse_bad_input() {
     let discord = Discord::start();

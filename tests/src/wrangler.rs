@@ -40,13 +40,20 @@ pub struct Wrangler {
 }
 
 impl Wrangler {
-    /// `vars` become `--var NAME:VALUE` (VIGIL_CONFIG, secrets).
+    /// `vars` become `--var NAME:VALUE` (VIGIL_CONFIG, secrets). Without a
+    /// `VIGIL_STORE` among them, the store is `VIGIL_TEST_STORE` when set
+    /// (`durable_object` runs a suite on the Durable Object store), else KV.
     pub fn start(vars: Vec<(String, String)>) -> Self {
         Self::start_with(vars, "")
     }
 
     /// Like `start`, with `extra` appended to wrangler.toml (bindings).
-    pub fn start_with(vars: Vec<(String, String)>, extra: &str) -> Self {
+    pub fn start_with(mut vars: Vec<(String, String)>, extra: &str) -> Self {
+        if let Ok(store) = std::env::var("VIGIL_TEST_STORE") {
+            if !vars.iter().any(|(k, _)| k == "VIGIL_STORE") {
+                vars.push(("VIGIL_STORE".into(), store));
+            }
+        }
         let dir = TempDir::new("wrangler");
         let mut config = format!(
             "name = \"vigil-edge-test\"\nmain = {:?}\ncompatibility_date = \"2025-09-01\"\nsend_metrics = false\n\n[[kv_namespaces]]\nbinding = \"VIGIL_KV\"\nid = \"vigil-test\"\n\n[[analytics_engine_datasets]]\nbinding = \"VIGIL_AE\"\ndataset = \"vigil_test\"\n\n[[durable_objects.bindings]]\nname = \"VIGIL_DO\"\nclass_name = \"VigilEdge\"\n\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"VigilEdge\"]\n",

@@ -39,6 +39,16 @@ fn get(w: &Wrangler, path: &str, token: Option<&str>) -> (u16, Value) {
     (status, res.json().unwrap_or(Value::Null))
 }
 
+/// Puts target `api` in maintenance for a minute.
+fn maintenance(w: &Wrangler) -> reqwest::blocking::Response {
+    w.http
+        .post(w.url("/ops/target/api/maintenance"))
+        .bearer_auth(CONTROL_TOKEN)
+        .body(r#"{"duration_s": 60}"#)
+        .send()
+        .unwrap()
+}
+
 #[test]
 fn blip_ignored_two_failures_alert_once_state_survives_restart_and_steady_cycles_write_nothing() {
     if !worker_or_skip() {
@@ -371,17 +381,13 @@ fn durable_object_store_runs_one_cycle_at_a_time_and_pages_once() {
         let b = s.spawn(|| w.trigger());
         // A control write while the cycle runs is refused, not lost.
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let res = w
-            .http
-            .post(w.url("/ops/target/api/maintenance"))
-            .bearer_auth(CONTROL_TOKEN)
-            .body(r#"{"duration_s": 60}"#)
-            .send()
-            .unwrap();
+        let res = maintenance(&w);
         assert_eq!(res.status().as_u16(), 503);
         assert_eq!(res.headers()["retry-after"], "5");
         assert_eq!((a.join().unwrap(), b.join().unwrap()), (200, 200));
     });
+    // The cycle's report may be logged after its trigger was answered.
+    wait_for_log(&w, "vigil cycle: ");
     let logs = w.logs();
     assert_eq!(w.reports().len(), 1, "{logs}");
     assert!(logs.contains("cycle_running"), "{logs}");
@@ -668,8 +674,9 @@ fn history_flushed_every_cycle_survives_a_restart() {
         return;
     }
     let target = TargetServer::start();
+    // A history write every cycle is more than the free plan's day allows.
     let config = format!(
-        "interval_s = 60\nhistory_flush_s = 0\n{}",
+        "interval_s = 60\nhistory_flush_s = 0\n{}[worker]\nplan = \"paid\"\n",
         alert_only("web", &target.url())
     );
     let mut w = Wrangler::start(vars(config, vec![]));
@@ -836,4 +843,392 @@ fn a_short_token_is_refused_by_the_worker() {
             .contains("JOBS_TOKEN is 5 characters"),
         "{body}"
     );
+}
+
+/// Polls the Worker's log until `needle` shows up (or panics at the deadline).
+fn wait_for_log(w: &Wrangler, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let logs = w.logs();
+        if let Some(line) = logs.lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the log:\n{logs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn many_targets(n: usize, url: &str) -> String {
+    (0..n).map(|i| alert_only(&format!("t{i}"), url)).collect()
+}
+
+/// The subrequests a KV cycle made, from its own counts.
+fn kv_calls(r: &Value) -> u64 {
+    [
+        "kv_reads",
+        "kv_writes",
+        "history_writes",
+        "probes",
+        "delivered",
+        "host_polls",
+    ]
+    .iter()
+    .map(|k| r[*k].as_u64().unwrap())
+    .sum()
+}
+
+#[test]
+fn a_configuration_that_cannot_fit_the_free_plan_is_refused_at_start() {
+    if !worker_or_skip() {
+        return;
+    }
+    let target = TargetServer::start();
+    let config = format!("interval_s = 60\n{}", many_targets(40, &target.url()));
+    // The KV store (the Durable Object store spreads 40 probes over shards).
+    let w = Wrangler::start(vars(config, vec![("VIGIL_STORE", "kv".into())]));
+    assert!(w.trigger() > 0);
+    let line = wait_for_log(&w, "vigil cycle failed");
+    assert!(
+        line.contains("[worker] plan = ")
+            && line.contains("40 targets need 40 probes per invocation")
+            && line.contains("at most 34 targets fit; remove 6 targets"),
+        "{line}"
+    );
+    let (status, body) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("plan = \"paid\""),
+        "{body}"
+    );
+    assert!(target.seen().is_empty(), "nothing probed");
+}
+
+/// 34 targets on the free plan and the KV store (the most it fits), 5 of
+/// them failing: every target is probed every cycle, the confirm probes and
+/// alerts that no longer fit the 40 subrequests wait for the next
+/// invocation (the summary says so), every alert goes out once, and no
+/// invocation goes past the budget.
+#[test]
+fn the_free_plan_budget_carries_what_does_not_fit_to_the_next_invocation() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let good = TargetServer::start();
+    let bad = TargetServer::start();
+    bad.set(Behaviour::Status(500));
+    let bad_ids: Vec<String> = (0..5).map(|i| format!("bad{i}")).collect();
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n{}{}",
+        many_targets(29, &good.url()),
+        bad_ids
+            .iter()
+            .map(|id| alert_only(id, &bad.url()))
+            .collect::<String>()
+    );
+    // The KV store: its operations count too, and it has no shards (the
+    // Durable Object store spreads these probes over two).
+    let w = Wrangler::start(vars(
+        config,
+        vec![
+            ("DISCORD_WEBHOOK_URL", discord.url()),
+            ("VIGIL_STORE", "kv".into()),
+        ],
+    ));
+    let mut reports = Vec::new();
+    for _ in 0..4 {
+        let r = w.scheduled();
+        assert!(r["probes"].as_u64() >= Some(34), "every target: {r}");
+        assert_eq!(r["subrequest_budget"], 40);
+        assert!(r["subrequests"].as_u64().unwrap() <= 40, "{r}");
+        assert_eq!(r["subrequests"].as_u64().unwrap(), kv_calls(&r), "{r}");
+        reports.push(r);
+    }
+    let carried = |k: &str| reports.iter().any(|r| r["carried"][k].as_u64() > Some(0));
+    assert!(carried("probes"), "confirm probes carried: {reports:?}");
+    assert!(carried("alerts"), "alerts carried: {reports:?}");
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert_eq!(summary["worker"]["plan"], "free", "{summary}");
+    assert_eq!(summary["worker"]["subrequest_budget"], 40, "{summary}");
+    assert!(summary["worker"]["last_cycle"]["subrequests"].as_u64() > Some(0));
+    let mut titles = discord.titles();
+    titles.sort();
+    let expected: Vec<String> = bad_ids
+        .iter()
+        .map(|id| format!("{id}: healthy → down"))
+        .collect();
+    assert_eq!(titles, expected, "each alert once");
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 5, "{open}");
+    assert_eq!(good.seen().len(), 29 * 4, "every target probed every cycle");
+}
+
+/// Discord down for 100 cycles while the target goes down, up and down
+/// again: the state is written for those changes only, not once per cycle;
+/// once Discord is back every alert arrives once, in order.
+#[test]
+fn alerts_held_through_a_discord_outage_cost_no_write_per_cycle() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    discord.set_down(true);
+    let target = TargetServer::start();
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n{}",
+        alert_only("api", &target.url())
+    );
+    let w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
+    w.scheduled();
+    let mut writes = 0;
+    for cycle in 0..100 {
+        target.set(match cycle {
+            0..=29 | 60.. => Behaviour::Status(500),
+            _ => Behaviour::Ok,
+        });
+        let r = w.scheduled();
+        assert_eq!(r["delivered"], 0, "{r}");
+        writes += r["kv_writes"].as_u64().unwrap();
+    }
+    // Three transitions (down, up, down): each a write or two (incident,
+    // outbox); never one per cycle.
+    assert!(writes <= 6, "{writes} state writes in 100 cycles");
+    assert!(discord.attempts().len() >= 100, "retried every cycle");
+    assert!(discord.accepted().is_empty());
+    discord.set_down(false);
+    let r = w.scheduled();
+    assert_eq!(r["delivered"], 3, "{r}");
+    assert_eq!(
+        discord.titles(),
+        [
+            "api: healthy → down",
+            "api: down → healthy",
+            "api: healthy → down"
+        ]
+    );
+    let r = w.scheduled();
+    assert_eq!(r["delivered"], 0, "{r}");
+    assert_eq!(discord.accepted().len(), 3, "each once");
+}
+
+/// A flood of 1,000 crash reports: once the writes kept for crash reports
+/// (200 a day on free, two per report) are spent, reports get 429 with
+/// Retry-After and nothing is written; state saves keep working, and crash
+/// alerts stay capped.
+#[test]
+fn a_flood_of_crash_reports_stays_within_its_writes_and_state_saves_keep_working() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let config = format!("interval_s = 60\n{}", alert_only("api", &target.url()));
+    let w = Wrangler::start(vars(config, vec![("DISCORD_WEBHOOK_URL", discord.url())]));
+    w.scheduled();
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..1000 {
+        let body = format!(
+            r#"{{"app": "shop", "message": "TypeError {}", "severity": "critical"}}"#,
+            i % 20
+        );
+        let res = w
+            .http
+            .post(w.url("/_log"))
+            .bearer_auth(CRASH_LOG_TOKEN)
+            .body(body)
+            .send()
+            .unwrap();
+        match res.status().as_u16() {
+            202 => accepted += 1,
+            429 => {
+                let wait: u64 = res.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=86_400).contains(&wait));
+                refused += 1;
+            }
+            other => panic!("report {i}: {other}"),
+        }
+    }
+    assert_eq!((accepted, refused), (100, 900));
+    let (_, crashes) = get(&w, "/ops/crashes?limit=1", Some(READ_TOKEN));
+    assert_eq!(crashes["writes_today"]["used"], 200, "{crashes}");
+    assert_eq!(crashes["writes_today"]["allowance"], 200, "{crashes}");
+    // State saves still work: a control write, and a cycle's.
+    let res = maintenance(&w);
+    assert_eq!(res.status().as_u16(), 200);
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    assert!(summary["targets"][0]["maintenance_until_ms"]
+        .as_u64()
+        .is_some());
+    let r = w.scheduled();
+    assert!(r["kv_writes"].as_u64() >= Some(1), "the outbox sent: {r}");
+    assert_eq!(
+        discord.titles().len(),
+        5,
+        "crash alerts capped: {:?}",
+        discord.titles()
+    );
+}
+
+/// An isolate killed after a round's decision is stored and its action sent
+/// (VIGIL_TEST_DROP_AFTER_DECISION drops the cycle there): once the lease
+/// expires, the target still down, the next invocation resumes the same
+/// action with the same Idempotency-Key, and the real agent replays its
+/// answer instead of acting twice. On both stores.
+#[test]
+fn a_round_dropped_after_its_decision_resumes_with_the_same_idempotency_key() {
+    if !worker_or_skip() || !docker_or_skip() {
+        return;
+    }
+    for (name, store) in [("vw3", "kv"), ("vw4", "durable_object")] {
+        let p = Pair::start(
+            name,
+            Options {
+                native_edge: false,
+                ..Options::default()
+            },
+        );
+        let config =
+            p.edge_config.replace("interval_s = 1", "interval_s = 60") + "[worker]\nlease_s = 1\n";
+        let mut env = p.edge_env.clone();
+        env.push(("VIGIL_STORE", store.into()));
+        env.push(("VIGIL_TEST_DROP_AFTER_DECISION", "1".into()));
+        let mut w = Wrangler::start(vars(config, env));
+        w.scheduled();
+        // A fault a restart does not mend: the target is still down when
+        // the round resumes.
+        p.fault(p.api_port, "/break-disk");
+        assert!(w.trigger() > 0);
+        wait_for_log(&w, "stored its decision");
+        let (_, incidents) = get(&w, "/ops/incidents", Some(READ_TOKEN));
+        let inc = &incidents["incidents"][0];
+        assert_eq!(
+            inc["pending_action"]["action"], "restart_api_core",
+            "{store}: {inc:#}"
+        );
+        assert!(inc["rounds"].as_array().unwrap().is_empty(), "{inc:#}");
+        // A fresh isolate; the round resumes once the lease (1 s) ran out.
+        w.restart();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let report = w.scheduled();
+            if report["rounds"] == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{store}: {report}");
+        }
+        let (_, incidents) = get(&w, "/ops/incidents", Some(READ_TOKEN));
+        let inc = &incidents["incidents"][0];
+        assert_eq!(inc["rounds"][0]["action"], "restart_api_core", "{inc:#}");
+        assert!(inc["rounds"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("resumed"));
+        let audit: Vec<(String, String)> = p
+            .audit()
+            .iter()
+            .map(|e| {
+                (
+                    e["outcome"].as_str().unwrap_or_default().to_string(),
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let key = format!(
+            "Idempotency-Key vigil-{}-round-1",
+            inc["id"].as_str().unwrap()
+        );
+        assert_eq!(audit.len(), 2, "{store}: {audit:?}");
+        assert_eq!(audit[0].0, "ok");
+        assert_eq!(audit[1], ("replayed".to_string(), key), "{store}");
+        assert_eq!(p.restarts(&p.api), 1, "acted once");
+    }
+}
+
+/// 200 targets on the Durable Object store. On the free plan the probes are
+/// spread over shard objects (32 each), so neither the cycle's invocation
+/// nor any shard's goes past the 40-subrequest budget; on either plan all
+/// are probed every cycle, one target down opens one incident and one
+/// alert, and no stored value reaches 128 KB. On paid, with the history
+/// stored every cycle, its rows (one per target) survive a restart.
+#[test]
+fn two_hundred_targets_on_the_durable_object_store() {
+    if !worker_or_skip() {
+        return;
+    }
+    for plan in ["free", "paid"] {
+        let discord = Discord::start();
+        let good = TargetServer::start();
+        let bad = TargetServer::start();
+        let flush = if plan == "paid" {
+            "history_flush_s = 0\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            "interval_s = 60\nretry_after_s = 0.3\n{flush}{}{}[worker]\nplan = \"{plan}\"\n",
+            many_targets(199, &good.url()),
+            alert_only("api", &bad.url())
+        );
+        let mut w = Wrangler::start(vars(
+            config,
+            vec![
+                ("DISCORD_WEBHOOK_URL", discord.url()),
+                ("VIGIL_STORE", "durable_object".into()),
+            ],
+        ));
+        let mut reports = vec![w.scheduled()];
+        bad.set(Behaviour::Status(500));
+        for _ in 0..3 {
+            reports.push(w.scheduled());
+        }
+        for r in &reports {
+            assert!(r["probes"].as_u64() >= Some(200), "{plan}: {r}");
+            assert_eq!(r["carried"]["probes"], 0, "{plan}: {r}");
+            let budget = r["subrequest_budget"].as_u64();
+            assert!(r["subrequests"].as_u64() <= budget, "{plan}: {r}");
+            assert!(r["shard_subrequests_max"].as_u64() <= budget, "{plan}: {r}");
+            assert!(r["largest_value_bytes"].as_u64() < Some(128 * 1024), "{r}");
+        }
+        if plan == "free" {
+            assert_eq!(reports[0]["subrequest_budget"], 40);
+            assert!(
+                reports[0]["shard_subrequests_max"].as_u64() > Some(0),
+                "sharded"
+            );
+        }
+        assert_eq!(discord.titles(), ["api: healthy → down"], "{plan}");
+        let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+        assert_eq!(open["incidents"].as_array().unwrap().len(), 1, "{open}");
+        assert_eq!(
+            good.seen().len(),
+            199 * 4,
+            "every target probed every cycle"
+        );
+        if plan == "paid" {
+            assert!(
+                reports[0]["history_writes"].as_u64() >= Some(2),
+                "rows, 128 a write"
+            );
+            w.restart();
+            let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+            let targets = summary["targets"].as_array().unwrap();
+            assert_eq!(targets.len(), 200);
+            // Latency samples are the healthy observations: `api` was down.
+            let short: Vec<&Value> = targets
+                .iter()
+                .filter(|t| t["id"] != "api" && t["samples_24h"].as_u64() < Some(4))
+                .collect();
+            assert!(short.is_empty(), "every row read back: {short:?}");
+        }
+    }
 }

@@ -102,6 +102,10 @@ pub struct Crash {
 pub struct CrashLog {
     pub crashes: VecDeque<Crash>,
     pub next_id: u64,
+    /// The writes crash reports spent today: the Worker's daily allowance
+    /// (stored with the log, so counting costs no write of its own).
+    #[serde(default)]
+    pub writes: crate::core::budget::DailyWrites,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

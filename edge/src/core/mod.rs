@@ -3,6 +3,7 @@
 //! reads a clock or does I/O.
 
 pub mod alert;
+pub mod budget;
 pub mod crash;
 pub mod flap;
 pub mod history;

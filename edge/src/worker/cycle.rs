@@ -1,0 +1,368 @@
+//! One cron cycle: probes and confirm probes, the debounce, periodic
+//! checks, host metrics, remediation rounds, outbox delivery, saves; each
+//! call only when it fits the invocation's budget (`core::budget`), the
+//! rest carried to the next invocation.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use worker::{console_error, console_log, AnalyticsEngineDataset, Env, Storage};
+
+use super::analytics::{host_point, probe_point, round_point};
+use super::io::{now_ms, worker_io, WorkerIo};
+use super::shards::Prober;
+use super::store::Store;
+use super::{load_config, lookup, Fallible, AE_BINDING};
+use crate::config::Target;
+use crate::core::alert::Delivery;
+use crate::core::budget::{self, Budget, Carried, ALERTS_KEPT};
+use crate::core::history::{History, HostSample};
+use crate::core::incident::PendingAction;
+use crate::core::planner::Completion;
+use crate::core::probe::Observation;
+use crate::core::state::State;
+use crate::remediation::{run_round, RemediationIo, RoundInput};
+use crate::shell::Secrets;
+
+/// Test only: `VIGIL_TEST_DROP_AFTER_DECISION = "1"` ends the cycle right
+/// after a fresh (not resumed) round's decision is stored and its action
+/// sent, before the round is recorded, as an isolate killed there would
+/// (tests/tests/worker.rs sets it; never set in deploy/wrangler.toml).
+const DROP_VAR: &str = "VIGIL_TEST_DROP_AFTER_DECISION";
+/// The final saves of the state and the history, kept for whatever else
+/// happens.
+const SAVES_KEPT: u32 = 2;
+
+#[derive(Clone, Serialize)]
+pub struct CycleReport {
+    probes: usize,
+    rounds: usize,
+    delivered: usize,
+    host_polls: usize,
+    kv_reads: u32,
+    /// Writes of the state document.
+    kv_writes: u32,
+    /// Writes of the history document (every `history_flush_s`).
+    history_writes: u32,
+    plan: &'static str,
+    /// Subrequests spent (Vigil's own count) and the budget.
+    subrequests: u32,
+    subrequest_budget: u32,
+    storage_writes: u32,
+    /// The largest stored value this cycle read or wrote.
+    largest_value_bytes: usize,
+    /// The largest shard invocation's subrequests (0: no shards).
+    shard_subrequests_max: u32,
+    /// Work that did not fit and waits for the next invocation.
+    carried: Carried,
+}
+
+thread_local! {
+    /// The last cycle's report, for `/ops/summary`.
+    static LAST: RefCell<Option<CycleReport>> = const { RefCell::new(None) };
+}
+
+/// The last cycle this isolate ran, if any.
+pub fn last_report() -> Option<CycleReport> {
+    LAST.with(|l| l.borrow().clone())
+}
+
+/// Takes the budget for as many of `due` as fit, keeping `keep` (one
+/// subrequest a probe, or one a shard); the rest is carried.
+fn fit(store: &Store<'_>, prober: &Prober, due: &mut Vec<usize>, keep: u32, carried: &mut u32) {
+    let calls = store
+        .budget()
+        .take_up_to(prober.cost(due.len()) as u32, keep) as usize;
+    let n = prober.covered(due.len(), calls);
+    *carried += (due.len() - n) as u32;
+    due.truncate(n);
+}
+
+pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
+    let config = load_config(env)?;
+    let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
+    let ae = env.analytics_engine(AE_BINDING).ok();
+    let (store, mut state) = Store::open(env, durable, Budget::new(config.plan())).await?;
+    let mut history = store.history().await?;
+    history.retain_targets(|id| config.target(id).is_some());
+    let start = now_ms();
+    let owner = format!("worker-{start}");
+    state.reconcile(&config, start, false);
+    let mut carried = Carried::default();
+    let mut report = (0, 0, 0, 0);
+    let keep = SAVES_KEPT + ALERTS_KEPT;
+
+    // The cron is the schedule: each invocation probes the targets in its
+    // slot (all of them when interval_s is a minute), then the confirm
+    // probes the debounce asks for, inside the same invocation.
+    let prober = Prober::new(&io, env, durable.map(|_| budget::shard_size(config.plan())));
+    let slots = budget::slots(&config);
+    let mut due: Vec<usize> = (0..config.targets.len())
+        .filter(|i| budget::in_slot(*i, slots, start))
+        .collect();
+    fit(&store, &prober, &mut due, keep, &mut carried.probes);
+    while !due.is_empty() {
+        let wave = due.iter().map(|i| &config.targets[*i]).collect();
+        let observations = prober.probe(wave).await;
+        report.0 += observations.len();
+        for o in &observations {
+            state.observe_and_record(&config, &mut history, o, now_ms());
+            if let Some(ae) = &ae {
+                probe_point(ae, o);
+            }
+        }
+        let next = state.targets.values().filter_map(|t| t.confirm_at_ms).min();
+        match next {
+            Some(at) if at < start + config.interval_ms() => {
+                io.sleep_ms(at.saturating_sub(now_ms())).await;
+                let now = now_ms();
+                due = (0..config.targets.len())
+                    .filter(|i| {
+                        state
+                            .targets
+                            .get(&config.targets[*i].id)
+                            .and_then(|t| t.confirm_at_ms)
+                            .is_some_and(|c| c <= now)
+                    })
+                    .collect();
+                fit(&store, &prober, &mut due, keep, &mut carried.probes);
+            }
+            _ => due.clear(),
+        }
+    }
+    let oncall = io.secrets.oncall_user.clone();
+    state.tick(&config, &history, oncall.as_deref(), now_ms());
+    let hosts = config.hosts.len() as u32;
+    if store.budget().take(0, hosts + keep) {
+        let polls = history.take_host_polls(
+            config.hosts.iter().map(|h| h.id.as_str()),
+            now_ms(),
+            config.host_metrics_every_ms(),
+        );
+        for host in polls {
+            report.3 += 1;
+            store.budget().take(1, 0);
+            match io.diagnostics(&host).await {
+                Ok(d) => record_host(&mut history, ae.as_ref(), &host, &d.host),
+                Err(e) => console_log!("host metrics of {host} unavailable: {e}"),
+            }
+        }
+    } else {
+        carried.host_polls += hosts;
+    }
+
+    let drop_after_decision = lookup(env, DROP_VAR).as_deref() == Some("1");
+    for id in state.remediation_due(&config, now_ms()) {
+        // A round only starts when all its calls fit.
+        if !store.budget().take(0, budget::round_cost(&config) + keep) {
+            carried.rounds += 1;
+            continue;
+        }
+        let Some((n, resume)) =
+            state.take_lease(&config, &id, &owner, now_ms(), config.worker_lease_ms())
+        else {
+            continue;
+        };
+        let (Some(incident), Some(target)) = (
+            state.incident(&id).cloned(),
+            state
+                .incident(&id)
+                .and_then(|i| config.target(&i.target))
+                .cloned(),
+        ) else {
+            continue;
+        };
+        // The lease is stored before the round acts.
+        store.save(&state).await?;
+        let shared = Mutex::new(std::mem::take(&mut state));
+        let note = |p: &PendingAction| {
+            shared
+                .lock()
+                .map(|mut s| s.note_action(&id, &owner, p.clone(), now_ms()))
+                .unwrap_or(false)
+        };
+        let round_io = RoundIo {
+            io: &io,
+            store: &store,
+            state: &shared,
+            drop_after_decision: drop_after_decision && resume.is_none(),
+            dropped: Cell::new(false),
+        };
+        let input = RoundInput {
+            config: &config,
+            target: &target,
+            incident: &incident,
+            n,
+            resume,
+            on_decision: &note,
+        };
+        let round = run_round(&round_io, input).await;
+        if round_io.dropped.get() {
+            return Err(format!(
+                "cycle dropped after round {n} of {id} stored its decision ({DROP_VAR})"
+            ));
+        }
+        state = shared
+            .into_inner()
+            .map_err(|_| "state lock poisoned".to_string())?;
+        if let Some(ae) = &ae {
+            round_point(ae, &target.id, &round);
+        }
+        if let (Some(host), Some(m)) = (&target.host, &round.host_metrics) {
+            record_host(&mut history, ae.as_ref(), host, m);
+        }
+        state.complete_round(&config, &id, &owner, round, oncall.as_deref(), now_ms());
+        report.1 += 1;
+    }
+
+    carried.probes += prober.lost.get();
+    report.2 = deliver(&io, &store, &mut state, &mut carried).await;
+    store.save(&state).await?;
+    if history.flush_due(now_ms(), config.history_flush_ms()) {
+        match store.save_history(&history).await {
+            Ok(()) => history.mark_stored(),
+            Err(e) => console_error!("storing the history failed (kept in memory): {e}"),
+        }
+    }
+    Store::keep_history(history);
+    let (spent, writes, doc_writes, largest) = store.spent();
+    let report = CycleReport {
+        probes: report.0,
+        rounds: report.1,
+        delivered: report.2,
+        host_polls: report.3,
+        kv_reads: spent.storage_reads,
+        kv_writes: writes,
+        history_writes: doc_writes,
+        plan: config.plan().as_str(),
+        subrequests: spent.subrequests,
+        subrequest_budget: spent.limit,
+        storage_writes: spent.storage_writes,
+        largest_value_bytes: largest,
+        shard_subrequests_max: prober.shard_max.get(),
+        carried,
+    };
+    LAST.with(|l| *l.borrow_mut() = Some(report.clone()));
+    Ok(report)
+}
+
+fn record_host(
+    history: &mut History,
+    ae: Option<&AnalyticsEngineDataset>,
+    host: &str,
+    metrics: &vigil_wire::HostMetrics,
+) {
+    let at = now_ms();
+    history.record_host(host, metrics, at);
+    if let Some(ae) = ae {
+        host_point(ae, host, &HostSample::new(metrics, at));
+    }
+}
+
+/// Delivers the outbox oldest first, stopping at the first failure or when
+/// the budget has no room left but the final saves (the rest is carried).
+async fn deliver(
+    io: &WorkerIo,
+    store: &Store<'_>,
+    state: &mut State,
+    carried: &mut Carried,
+) -> usize {
+    let mut sent = 0;
+    let per_minute = io.config.discord.max_per_minute as usize;
+    while let Some(entry) = state.outbox.due(now_ms(), per_minute) {
+        if !store.budget().take(1, SAVES_KEPT) {
+            carried.alerts += state.outbox.entries.len() as u32;
+            break;
+        }
+        let outcome = io.deliver(&entry.message).await;
+        let stop = !matches!(outcome, Delivery::Sent | Delivery::Rejected { .. });
+        if matches!(outcome, Delivery::Sent) {
+            sent += 1;
+        }
+        state.outbox.record(entry.id, outcome, now_ms());
+        if stop {
+            break;
+        }
+    }
+    sent
+}
+
+/// A round's I/O in the Worker: every call counted in the invocation's
+/// budget, and the state (with the decision the round just noted) saved
+/// before the action is sent, so an isolate killed in between resumes the
+/// same action, with the same Idempotency-Key, next time.
+struct RoundIo<'a, 's> {
+    io: &'a WorkerIo,
+    store: &'a Store<'s>,
+    state: &'a Mutex<State>,
+    drop_after_decision: bool,
+    dropped: Cell<bool>,
+}
+
+impl RoundIo<'_, '_> {
+    /// Takes one subrequest, or refuses the call: the round started only
+    /// when its calls fit (`budget::round_cost`), so this is a backstop.
+    fn count(&self) -> Result<(), String> {
+        if self.store.budget().take(1, SAVES_KEPT) {
+            Ok(())
+        } else {
+            Err("not made: the invocation's subrequest budget is spent".into())
+        }
+    }
+}
+
+impl RemediationIo for RoundIo<'_, '_> {
+    fn now_ms(&self) -> u64 {
+        self.io.now_ms()
+    }
+    fn fresh_nonce(&self) -> Result<u128, String> {
+        self.io.fresh_nonce()
+    }
+    async fn sleep_ms(&self, ms: u64) {
+        self.io.sleep_ms(ms).await
+    }
+    async fn diagnostics(&self, host: &str) -> Result<vigil_wire::Diagnostics, String> {
+        self.count()?;
+        self.io.diagnostics(host).await
+    }
+    async fn actions(&self, host: &str) -> Result<Vec<vigil_wire::ActionInfo>, String> {
+        self.count()?;
+        self.io.actions(host).await
+    }
+    async fn logs(&self, host: &str, service: &str, tail: u32) -> Result<Vec<String>, String> {
+        self.count()?;
+        self.io.logs(host, service, tail).await
+    }
+    async fn run_action(
+        &self,
+        host: &str,
+        action: &str,
+        idempotency_key: &str,
+    ) -> Result<vigil_wire::ActionResult, String> {
+        let decided = self
+            .state
+            .lock()
+            .map(|s| s.clone())
+            .map_err(|_| "state lock poisoned".to_string())?;
+        if let Err(e) = self.store.save(&decided).await {
+            return Err(format!("not sent: the decision could not be stored: {e}"));
+        }
+        self.count()?;
+        let sent = self.io.run_action(host, action, idempotency_key).await;
+        self.dropped.set(self.drop_after_decision);
+        sent
+    }
+    fn has_model(&self) -> bool {
+        self.io.has_model()
+    }
+    async fn chat(&self, request: &serde_json::Value) -> Result<Completion, String> {
+        self.count()?;
+        self.io.chat(request).await
+    }
+    async fn probe(&self, target: &Target) -> Observation {
+        // The re-probe: kept for by the round's cost, counted whatever.
+        self.store.budget().take(1, 0);
+        self.io.probe(target).await
+    }
+}

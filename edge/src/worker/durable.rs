@@ -1,0 +1,110 @@
+//! The Durable Object store: one instance (by name) owns the documents and
+//! runs every cycle itself, one at a time. Its storage is strongly
+//! consistent, and nothing else writes the state while a cycle runs
+//! (control requests then get 503 with Retry-After), so a page or an action
+//! decided by one cycle is seen by the next: exactly once.
+
+use std::cell::Cell;
+
+use worker::{durable_object, DurableObject, Env, Method, Request, Response};
+
+use super::cycle::cycle;
+use super::io::worker_io;
+use super::routes::{error, json, serve};
+use super::shards::probe_here;
+use super::{load_config, lookup, Fallible};
+use crate::shell::Secrets;
+
+const DO_BINDING: &str = "VIGIL_DO";
+/// `kv` (default) or `durable_object`.
+const STORE_VAR: &str = "VIGIL_STORE";
+
+pub fn durable_mode(env: &Env) -> bool {
+    lookup(env, STORE_VAR).as_deref() == Some("durable_object")
+}
+
+/// The one Durable Object that owns the state.
+pub const COORDINATOR: &str = "vigil";
+
+/// The Durable Object named `name`: the coordinator, or a shard.
+pub fn durable_stub(env: &Env, name: &str) -> worker::Result<worker::Stub> {
+    env.durable_object(DO_BINDING)?
+        .id_from_name(name)?
+        .get_stub()
+}
+
+/// Asks the Durable Object to run the cycle against its own storage.
+pub async fn durable_cycle(env: &Env) -> Fallible<String> {
+    let stub = durable_stub(env, COORDINATOR).map_err(|e| e.to_string())?;
+    let mut res = stub
+        .fetch_with_str("https://vigil.internal/cycle")
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = res.text().await.map_err(|e| e.to_string())?;
+    if res.status_code() == 200 {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+#[durable_object]
+pub struct VigilEdge {
+    state: worker::State,
+    env: Env,
+    cycling: Cell<bool>,
+}
+
+impl DurableObject for VigilEdge {
+    fn new(state: worker::State, env: Env) -> Self {
+        VigilEdge {
+            state,
+            env,
+            cycling: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let storage = self.state.storage();
+        if req.path() == "/cycle" {
+            if self.cycling.replace(true) {
+                return error(409, "cycle_running", "a cycle is already running");
+            }
+            let result = cycle(&self.env, Some(&storage)).await;
+            self.cycling.set(false);
+            return match result {
+                Ok(report) => json(200, &report),
+                Err(e) => error(500, "cycle_failed", e),
+            };
+        }
+        if req.path() == "/probe" {
+            // A shard's job (see `shards`): probe the targets named.
+            let config = match load_config(&self.env) {
+                Ok(c) => c,
+                Err(e) => return error(500, "no_configuration", e),
+            };
+            let ids: Vec<String> = match serde_json::from_slice(&req.bytes().await?) {
+                Ok(ids) => ids,
+                Err(e) => return error(400, "bad_body", e.to_string()),
+            };
+            let io = worker_io(
+                &config,
+                Secrets::from_env(&config, |k| lookup(&self.env, k)),
+            );
+            return json(200, &probe_here(&config, &io, &ids).await);
+        }
+        if self.cycling.get() && req.method() == Method::Post {
+            let mut res = error(
+                503,
+                "cycle_running",
+                "a cycle is running; retry in a few seconds",
+            )?;
+            res.headers_mut().set("retry-after", "5")?;
+            return Ok(res);
+        }
+        match serve(&mut req, &self.env, Some(&storage)).await {
+            Ok(res) => Ok(res),
+            Err(e) => error(500, "internal", e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! The `/ops` routes, `/healthz` and `/_log`: token checks, then the same
+//! views and state methods as the native API, on the stored state.
+
+use vigil_wire::{ErrorBody, TokenCheck};
+use worker::{Env, Method, Request, Response, Storage};
+
+use super::cycle::last_report;
+use super::io::{now_ms, worker_io};
+use super::store::{Store, CRASHES_KEY};
+use super::{load_config, lookup};
+use crate::config::Config;
+use crate::core::budget::Budget;
+use crate::core::crash::{self, CrashLog, CrashReport};
+use crate::core::state::{State, StateError};
+use crate::shell::{manual_failure, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
+use crate::{ops_requests, status_page, views};
+
+/// Writes one crash report costs at most: the crash log and the state.
+const CRASH_REPORT_WRITES: u32 = 2;
+
+pub fn json<T: serde::Serialize>(status: u16, body: &T) -> worker::Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
+}
+
+pub fn error(status: u16, code: &str, message: impl Into<String>) -> worker::Result<Response> {
+    json(status, &ErrorBody::new(code, message))
+}
+
+enum Access {
+    Open,
+    Read,
+    Control,
+    Jobs,
+    CrashLog,
+    /// The status page: no token, but only when enabled.
+    Public,
+}
+
+/// Every request: `/_log` answers with CORS headers (browsers post crash
+/// reports from other origins), the rest goes straight to `route`.
+pub async fn serve(
+    req: &mut Request,
+    env: &Env,
+    durable: Option<&Storage>,
+) -> worker::Result<Response> {
+    if req.path() == "/_log" {
+        let mut res = match req.method() {
+            Method::Options => Response::empty().map(|r| r.with_status(204)),
+            _ if !within_rate(req, env, "VIGIL_CRASH_RATE").await? => error(
+                429,
+                "rate_limited",
+                "too many requests from this address; retry in a minute",
+            ),
+            _ => route(req, env, durable).await,
+        }?;
+        for (name, value) in CRASH_CORS {
+            res.headers_mut().set(name, value)?;
+        }
+        return Ok(res);
+    }
+    route(req, env, durable).await
+}
+
+/// Counts one event of the client (`CF-Connecting-IP`) through the
+/// rate-limit binding `binding` (when bound): `VIGIL_CRASH_RATE` counts
+/// `/_log` requests, `VIGIL_AUTH_FAIL_RATE` failed authentications.
+async fn within_rate(req: &Request, env: &Env, binding: &str) -> worker::Result<bool> {
+    let Ok(limiter) = env.rate_limiter(binding) else {
+        return Ok(true);
+    };
+    let client = req
+        .headers()
+        .get("cf-connecting-ip")?
+        .unwrap_or_else(|| "unknown".into());
+    Ok(limiter.limit(client).await?.success)
+}
+
+/// A write that could not be stored: the change was not made.
+fn not_stored(e: impl std::fmt::Display) -> worker::Result<Response> {
+    let mut res = error(
+        503,
+        "store_unavailable",
+        format!("the change could not be stored, so it was not made: {e}"),
+    )?;
+    res.headers_mut().set("retry-after", "30")?;
+    Ok(res)
+}
+
+async fn route(
+    req: &mut Request,
+    env: &Env,
+    durable: Option<&Storage>,
+) -> worker::Result<Response> {
+    let path = req.path();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method();
+    let access = match (&method, segments.as_slice()) {
+        (Method::Get, ["healthz"]) => Access::Open,
+        (Method::Get, ["status" | "status.json"]) => Access::Public,
+        (Method::Post, ["_log"]) => Access::CrashLog,
+        (Method::Post, ["ops", "jobs", "heartbeat"]) => Access::Jobs,
+        (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes"])
+        | (Method::Get, ["ops", "incidents" | "target", _]) => Access::Read,
+        (Method::Post, ["ops", "actions", _, _]) | (Method::Post, ["ops", "restart", _]) => {
+            Access::Control
+        }
+        (Method::Post, ["ops", "incidents", _, "ack" | "resolve"])
+        | (Method::Post, ["ops", "target", _, "maintenance"]) => Access::Control,
+        _ => return error(404, "not_found", "no such route"),
+    };
+    if matches!(access, Access::Open) {
+        return json(200, &serde_json::json!({"ok": true}));
+    }
+    let config = match load_config(env) {
+        Ok(c) => c,
+        Err(e) => return error(500, "no_configuration", e),
+    };
+    let secrets = Secrets::from_env(&config, |k| lookup(env, k));
+    if let Err(why) = secrets.check_tokens() {
+        return error(500, "bad_token", why);
+    }
+    let header = req.headers().get("authorization")?;
+    let check = |t: &Option<String>| {
+        t.as_deref()
+            .map(TokenCheck::new)
+            .is_some_and(|c| c.accepts_header(header.as_deref()))
+    };
+    let allowed = match access {
+        Access::Public if !config.status_page.enabled => {
+            return error(404, "not_found", "no such route")
+        }
+        Access::Public => true,
+        Access::Read => check(&secrets.read_token) | check(&secrets.control_token),
+        Access::Jobs => check(&secrets.jobs_token),
+        Access::CrashLog => check(&secrets.crash_log_token),
+        _ => check(&secrets.control_token),
+    };
+    if !allowed {
+        if !within_rate(req, env, "VIGIL_AUTH_FAIL_RATE").await? {
+            return error(
+                429,
+                "rate_limited",
+                "too many failed authentications from this address; retry in a minute",
+            );
+        }
+        return error(401, "unauthorized", "missing or wrong bearer token");
+    }
+    let budget = Budget::new(config.plan());
+    let (store, mut state) = match Store::open(env, durable, budget).await {
+        Ok(s) => s,
+        Err(e) => return error(502, "kv_unavailable", e),
+    };
+    let now = now_ms();
+    let operator = ops_requests::operator(req.headers().get("x-vigil-operator")?.as_deref());
+    let url = req.inner().url();
+    let query = |k: &str| ops_requests::query_param(&url, k);
+    let res = match segments.as_slice() {
+        ["ops", "summary"] => {
+            let summary = store
+                .with_history(|h| {
+                    serde_json::to_value(views::summary(&config, &state, h, now, |_| None))
+                })
+                .await;
+            match summary {
+                Ok(mut summary) => {
+                    // What the Worker may spend, and what its last cycle
+                    // (in this isolate) spent and carried over.
+                    summary["worker"] = serde_json::json!({
+                        "plan": config.plan().as_str(),
+                        "subrequest_budget": config.plan().subrequest_budget(),
+                        "last_cycle": last_report(),
+                    });
+                    json(200, &summary)
+                }
+                Err(e) => error(500, "internal", e.to_string()),
+            }
+        }
+        ["ops", "crashes"] => {
+            let doc: CrashLog = match store.load_doc(CRASHES_KEY).await {
+                Ok(l) => l,
+                Err(e) => return error(502, "kv_unavailable", e),
+            };
+            match views::crashes(&doc, query("app").as_deref(), query("limit").as_deref()) {
+                Ok(list) => match serde_json::to_value(list) {
+                    Ok(mut list) => {
+                        // What crash reports spent of their daily writes.
+                        list["writes_today"] = serde_json::json!({
+                            "day": doc.writes.day,
+                            "used": doc.writes.used,
+                            "allowance": config.plan().crash_writes_per_day(),
+                        });
+                        json(200, &list)
+                    }
+                    Err(e) => error(500, "internal", e.to_string()),
+                },
+                Err(why) => error(400, "bad_query", why),
+            }
+        }
+        ["_log"] => {
+            let body = match body_within(req, CRASH_BODY_LIMIT).await? {
+                Ok(body) => body,
+                Err(too_large) => return Ok(too_large),
+            };
+            let (report, truncated) = match CrashReport::parse(&body) {
+                Ok(r) => r,
+                Err(e) => return error(400, "bad_body", e.to_string()),
+            };
+            let mut doc: CrashLog = match store.load_doc(CRASHES_KEY).await {
+                Ok(l) => l,
+                Err(e) => return error(502, "kv_unavailable", e),
+            };
+            // A report costs up to two writes (the log, and the state it
+            // changes): refused, nothing changed, once today's allowance is
+            // spent, so a flood cannot use up the writes state saves need.
+            let allowance = config.plan().crash_writes_per_day();
+            if let Err(wait_ms) = doc.writes.take(CRASH_REPORT_WRITES, allowance, now) {
+                let mut res = error(
+                    429,
+                    "crash_writes_spent",
+                    format!("the {allowance} writes a day kept for crash reports are spent; report not stored"),
+                )?;
+                res.headers_mut()
+                    .set("retry-after", &wait_ms.div_ceil(1000).to_string())?;
+                return Ok(res);
+            }
+            let stored = match crash::intake(&mut state, &mut doc, report, truncated, &config, now)
+            {
+                Ok(stored) => stored.clone(),
+                Err(e) => return error(400, "unknown_app", e.to_string()),
+            };
+            if let Err(e) = store.save_doc(CRASHES_KEY, &doc).await {
+                return not_stored(e);
+            }
+            // Alerts go out with the next cycle's outbox.
+            json(202, &stored)
+        }
+        ["ops", "anomalies"] => json(200, &serde_json::json!({"anomalies": state.anomalies})),
+        ["status"] => {
+            let page = store
+                .with_history(|h| status_page::html(&status_page::view(&config, &state, h, now)))
+                .await;
+            let mut res = Response::from_html(page)?;
+            res.headers_mut()
+                .set("content-security-policy", status_page::CSP)?;
+            Ok(res)
+        }
+        ["status.json"] => {
+            store
+                .with_history(|h| json(200, &status_page::view(&config, &state, h, now)))
+                .await
+        }
+        ["ops", "jobs"] => json(
+            200,
+            &serde_json::json!({"jobs": views::jobs(&config, &state)}),
+        ),
+        ["ops", "jobs", "heartbeat"] => {
+            let body = match body_within(req, BODY_LIMIT).await? {
+                Ok(body) => body,
+                Err(too_large) => return Ok(too_large),
+            };
+            match ops_requests::heartbeat(&body) {
+                Err(why) => error(400, "bad_body", why),
+                Ok(hb) => match state.heartbeat(
+                    &config,
+                    &hb.job,
+                    hb.status,
+                    hb.run_id.as_deref(),
+                    secrets.oncall_user.as_deref(),
+                    now,
+                ) {
+                    // Alerts go out with the next cycle's outbox.
+                    Ok(_) => json(200, &serde_json::json!({"ok": true, "job": hb.job})),
+                    Err(e) => error(404, "unknown_job", e.to_string()),
+                },
+            }
+        }
+        ["ops", "incidents"] => match ops_requests::state_filter(query("state").as_deref()) {
+            Ok(open) => json(200, &views::incidents(&state, open)),
+            Err(why) => error(400, "bad_query", why),
+        },
+        ["ops", "incidents", id] => match state.incident(id) {
+            Some(i) => json(200, i),
+            None => error(404, "unknown_incident", format!("no incident {id:?}")),
+        },
+        // Each observation is a point in Analytics Engine: no list of recent
+        // ones here.
+        ["ops", "target", id] => {
+            store
+                .with_history(
+                    |h| match views::target(&config, &state, h, id, Vec::new(), now) {
+                        Some(v) => json(200, &v),
+                        None => error(404, "unknown_target", format!("no target {id:?}")),
+                    },
+                )
+                .await
+        }
+        ["ops", "incidents", id, verb] => {
+            let done = if *verb == "ack" {
+                state.acknowledge(id, &operator, now)
+            } else {
+                state.resolve(id, &operator, now)
+            };
+            match done {
+                Ok(()) => json(200, &serde_json::json!({"ok": true, "incident": id})),
+                Err(StateError::NoIncident) => {
+                    error(404, "unknown_incident", format!("no incident {id:?}"))
+                }
+                Err(StateError::AlreadyResolved) => error(
+                    409,
+                    "already_resolved",
+                    format!("incident {id:?} is already resolved"),
+                ),
+            }
+        }
+        ["ops", "target", id, "maintenance"] => {
+            let body = match body_within(req, BODY_LIMIT).await? {
+                Ok(body) => body,
+                Err(too_large) => return Ok(too_large),
+            };
+            if config.target(id).is_none() {
+                error(404, "unknown_target", format!("no target {id:?}"))
+            } else {
+                match ops_requests::maintenance_until(&body, now) {
+                    Ok(until) => {
+                        let _ = state.set_maintenance(id, until, now);
+                        json(
+                            200,
+                            &serde_json::json!({"ok": true, "target": id, "maintenance_until_ms": until}),
+                        )
+                    }
+                    Err(why) => error(400, "bad_body", why),
+                }
+            }
+        }
+        ["ops", "actions", host, name] => {
+            manual(&config, secrets, &store, &mut state, host, name, operator).await
+        }
+        ["ops", "restart", id] => match config
+            .target(id)
+            .and_then(|t| Some((t.host.clone()?, t.actions.first()?.clone())))
+        {
+            Some((host, first)) => {
+                manual(&config, secrets, &store, &mut state, &host, &first, operator).await
+            }
+            None => error(
+                404,
+                "unknown_target",
+                format!("no target {id:?} with a host and actions"),
+            ),
+        },
+        _ => error(404, "not_found", "no such route"),
+    };
+    if let Err(e) = store.save(&state).await {
+        return not_stored(e);
+    }
+    res
+}
+
+/// The request's body, or the 413 answer when it is over `limit`.
+async fn body_within(
+    req: &mut Request,
+    limit: usize,
+) -> worker::Result<std::result::Result<Vec<u8>, Response>> {
+    let body = req.bytes().await?;
+    if body.len() > limit {
+        return error(413, "body_too_large", format!("body over {limit} bytes")).map(Err);
+    }
+    Ok(Ok(body))
+}
+
+/// A manual action: recorded on the open incidents and stored before it
+/// is sent (like a round's decision), completed when the agent answers.
+async fn manual(
+    config: &Config,
+    secrets: Secrets,
+    store: &Store<'_>,
+    state: &mut State,
+    host: &str,
+    name: &str,
+    by: String,
+) -> worker::Result<Response> {
+    let io = worker_io(config, secrets);
+    let record = match io.prepare_manual_action(host, name, by).await {
+        Ok(r) => r,
+        Err(refusal) => {
+            let (status, code, message) = refusal.answer(host, name);
+            return error(status, code, message);
+        }
+    };
+    state.start_manual_action(config, record.clone());
+    if let Err(e) = store.save(state).await {
+        return not_stored(e);
+    }
+    let record = io.send_manual_action(record).await;
+    state.finish_manual_action(&record);
+    match (record.result, record.error) {
+        (Some(r), _) => json(200, &r),
+        (None, e) => {
+            let (status, code, message) = manual_failure(e);
+            error(status, code, message)
+        }
+    }
+}
