@@ -117,9 +117,10 @@ fn steady(store: &str, n: usize, plan: &str, cycles: usize) {
     };
     let last: &Value = &reports[reports.len() - 1];
     println!(
-        "| {store} | {n} | {plan} | {m:.0} | {} of {} | {} / {} | {} | {:.1} |",
+        "| {store} | {n} | {plan} | {m:.0} | {} of {} (shards: {}) | {} / {} | {} | {:.1} |",
         max("subrequests"),
         last["subrequest_budget"],
+        max("shard_subrequests_max"),
         last["kv_reads"],
         last["storage_writes"],
         max("largest_value_bytes"),
@@ -176,6 +177,7 @@ fn main() {
         ("kv", 500, "paid", 5),
         ("kv", 1000, "paid", 3),
         ("durable_object", 10, "free", 20),
+        ("durable_object", 200, "free", 5),
         ("durable_object", 100, "paid", 10),
         ("durable_object", 1000, "paid", 3),
     ] {
