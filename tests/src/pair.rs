@@ -254,6 +254,14 @@ impl Pair {
             .collect()
     }
 
+    /// The audit log's answers: every entry but the `started` line the agent
+    /// writes before each action runs.
+    pub fn outcomes(&self) -> Vec<Value> {
+        let mut entries = self.audit();
+        entries.retain(|e| e["outcome"] != "started");
+        entries
+    }
+
     pub fn incidents(&self) -> Vec<Value> {
         self.edge().get("/ops/incidents")["incidents"]
             .as_array()

@@ -367,7 +367,7 @@ fn compose_stack_runs_the_agent_confined_to_its_project() {
     let stack = Stack::up(&format!("vdeploy{}", std::process::id()));
     let agent = stack.agent();
     let log = stack.logs(&agent);
-    assert!(log.contains("docker socket reachable"), "{log}");
+    assert!(log.contains("docker socket accessible"), "{log}");
 
     // Non-root, no capabilities, read-only root: as the kernel sees the process.
     let pid = inspect(&agent, "{{.State.Pid}}");

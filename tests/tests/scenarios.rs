@@ -29,12 +29,10 @@ fn rounds(inc: &Value) -> Vec<Value> {
     inc["rounds"].as_array().cloned().unwrap_or_default()
 }
 
-/// Each action's outcome from the agent's audit log (the `started` line
-/// written before each action runs is left out).
+/// Each action's outcome from the agent's audit log.
 fn actions_run(p: &Pair) -> Vec<(String, String)> {
-    p.audit()
+    p.outcomes()
         .iter()
-        .filter(|e| e["outcome"] != "started")
         .map(|e| {
             (
                 e["action"].as_str().unwrap_or_default().to_string(),

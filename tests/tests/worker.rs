@@ -246,7 +246,7 @@ fn remediation_runs_through_the_allowlist_and_the_target_recovers() {
     assert!(p.discord.pages().is_empty());
     assert_eq!(p.restarts(&p.api), 1);
     let audit: Vec<String> = p
-        .audit()
+        .outcomes()
         .iter()
         .map(|e| {
             format!(
@@ -1134,7 +1134,7 @@ fn a_round_dropped_after_its_decision_resumes_with_the_same_idempotency_key() {
             .unwrap()
             .contains("resumed"));
         let audit: Vec<(String, String)> = p
-            .audit()
+            .outcomes()
             .iter()
             .map(|e| {
                 (
