@@ -258,7 +258,12 @@ impl<T: Transport> Client<T> {
         if !list.iter().any(|a| a.name == action) {
             return Err(ManualRefusal::NotAllowlisted);
         }
-        Ok(ManualAction::start(self.transport.now_ms(), by, host, action))
+        Ok(ManualAction::start(
+            self.transport.now_ms(),
+            by,
+            host,
+            action,
+        ))
     }
 
     /// Sends a prepared manual action (its key makes a retry a replay) and

@@ -340,7 +340,10 @@ async fn route(
             .and_then(|t| Some((t.host.clone()?, t.actions.first()?.clone())))
         {
             Some((host, first)) => {
-                manual(&config, secrets, &store, &mut state, &host, &first, operator).await
+                manual(
+                    &config, secrets, &store, &mut state, &host, &first, operator,
+                )
+                .await
             }
             None => error(
                 404,
