@@ -11,15 +11,17 @@ use edge::native::runner::Runner;
 use edge::native::server;
 use edge::shell::{closed_by_missing, Secrets};
 
-const USAGE: &str = "usage: vigil-edge --config FILE [--once | --check]\n\
+const USAGE: &str = "usage: vigil-edge --config FILE [--once | --check | --print-json]\n\
   --config FILE  the edge configuration (TOML); default: $VIGIL_CONFIG or vigil.toml\n\
   --once         run one cycle, print a table of targets and states, exit\n\
-  --check        validate the configuration and exit";
+  --check        validate the configuration and exit\n\
+  --print-json   validate it and print it as the JSON the Worker's VIGIL_CONFIG takes";
 
 struct Args {
     config: String,
     once: bool,
     check: bool,
+    print_json: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -27,6 +29,7 @@ fn parse_args() -> Result<Args, String> {
         config: std::env::var("VIGIL_CONFIG").unwrap_or_else(|_| "vigil.toml".into()),
         once: false,
         check: false,
+        print_json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -34,6 +37,7 @@ fn parse_args() -> Result<Args, String> {
             "--config" => args.config = it.next().ok_or("--config needs a file")?,
             "--once" => args.once = true,
             "--check" => args.check = true,
+            "--print-json" => args.print_json = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -53,6 +57,21 @@ fn main() -> ExitCode {
         }
     };
     init_tracing();
+    if args.print_json {
+        return match std::fs::read_to_string(&args.config)
+            .map_err(|e| format!("{}: cannot read: {e}", args.config))
+            .and_then(|text| Config::toml_as_json(&args.config, &text).map_err(|e| e.to_string()))
+        {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vigil-edge: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match std::fs::read_to_string(&args.config)
         .map_err(|e| format!("{}: cannot read: {e}", args.config))
         .and_then(|text| Config::parse(&args.config, &text).map_err(|e| e.to_string()))

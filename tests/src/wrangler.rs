@@ -106,7 +106,7 @@ impl Wrangler {
         .collect();
         for (k, v) in &self.vars {
             args.push("--var".into());
-            args.push(format!("{k}:{v}"));
+            args.push(format!("{k}:{}", as_worker_reads(k, v)));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let path = format!(
@@ -206,4 +206,15 @@ impl Drop for Wrangler {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// What an operator puts in the Worker: `VIGIL_CONFIG` as the JSON of the
+/// TOML file (`vigil-edge --print-json`); other vars as they are.
+fn as_worker_reads(name: &str, value: &str) -> String {
+    if name != "VIGIL_CONFIG" || value.trim_start().starts_with('{') {
+        return value.to_string();
+    }
+    basic_toml::from_str::<serde_json::Value>(value)
+        .unwrap_or_else(|e| panic!("VIGIL_CONFIG is not TOML: {e}"))
+        .to_string()
 }

@@ -313,7 +313,7 @@ impl Incident {
             .map(|r| {
                 let what = r.action.as_deref().unwrap_or("no action");
                 let result = match (&r.action_result, &r.action_error) {
-                    (Some(res), _) => format!("{:?}", res.outcome).to_lowercase(),
+                    (Some(res), _) => format!("{:?}", res.outcome).to_ascii_lowercase(),
                     (None, Some(e)) => format!("error: {e}"),
                     (None, None) => "-".into(),
                 };
@@ -324,7 +324,7 @@ impl Incident {
                     "round {} ({:?}): {what} → {result}, {after}",
                     r.n, r.planner
                 )
-                .to_lowercase()
+                .to_ascii_lowercase()
             })
             .collect()
     }

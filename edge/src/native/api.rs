@@ -437,7 +437,7 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
         runner.update(|s| s.finish_manual_action(&record));
         let outcome = record.result.as_ref().map_or_else(
             || format!("failed: {}", record.error.clone().unwrap_or_default()),
-            |r| format!("{:?}", r.outcome).to_lowercase(),
+            |r| format!("{:?}", r.outcome).to_ascii_lowercase(),
         );
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

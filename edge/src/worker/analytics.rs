@@ -40,8 +40,8 @@ pub fn round_point(ae: &AnalyticsEngineDataset, target: &str, r: &Round) {
         .indexes([target])
         .add_blob("round")
         .add_blob(r.action.as_deref().unwrap_or("-"))
-        .add_blob(format!("{:?}", r.planner).to_lowercase().as_str())
-        .add_blob(format!("{:?}", r.outcome).to_lowercase().as_str())
+        .add_blob(format!("{:?}", r.planner).to_ascii_lowercase().as_str())
+        .add_blob(format!("{:?}", r.outcome).to_ascii_lowercase().as_str())
         .add_double(r.finished_at_ms.saturating_sub(r.started_at_ms) as f64);
     write(ae, point);
 }

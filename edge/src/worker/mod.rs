@@ -20,6 +20,8 @@ mod routes;
 mod shards;
 mod store;
 
+use worker::js_sys::{Reflect, JSON};
+use worker::wasm_bindgen::JsValue;
 use worker::{
     console_error, console_log, event, Context, Env, Request, Response, ScheduleContext,
     ScheduledEvent,
@@ -44,9 +46,29 @@ fn lookup(env: &Env, key: &str) -> Option<String> {
         .or_else(|| env.var(key).ok().map(|v| v.to_string()))
 }
 
+/// `VIGIL_CONFIG` as JSON text: a table in wrangler.toml
+/// (`[vars.VIGIL_CONFIG]`) arrives as an object, a secret or `--var` as a
+/// string.
+fn config_json(env: &Env) -> Fallible<String> {
+    let value = Reflect::get(env, &JsValue::from_str(CONFIG_VAR)).unwrap_or(JsValue::UNDEFINED);
+    let text = match value.as_string() {
+        Some(text) => text,
+        None if value.is_object() => JSON::stringify(&value)
+            .map(String::from)
+            .map_err(|_| format!("{CONFIG_VAR} cannot be read as JSON"))?,
+        None => return Err(format!("{CONFIG_VAR} is not set")),
+    };
+    if !text.trim_start().starts_with('{') {
+        return Err(format!(
+            "{CONFIG_VAR} must be JSON or a [vars.{CONFIG_VAR}] table in wrangler.toml, not TOML text \
+             (the Worker has no TOML parser); `vigil-edge --config FILE --print-json` converts a file"
+        ));
+    }
+    Ok(text)
+}
+
 fn load_config(env: &Env) -> Fallible<Config> {
-    let text = lookup(env, CONFIG_VAR).ok_or_else(|| format!("{CONFIG_VAR} is not set"))?;
-    let config = Config::parse(CONFIG_VAR, &text).map_err(|e| e.to_string())?;
+    let config = Config::from_json(CONFIG_VAR, &config_json(env)?).map_err(|e| e.to_string())?;
     // A configuration the plan cannot carry is refused, not run past the
     // platform's limits.
     let store = if durable_mode(env) {
