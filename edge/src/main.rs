@@ -8,7 +8,6 @@ use edge::native::api;
 use edge::native::io::NativeIo;
 use edge::native::limits;
 use edge::native::runner::Runner;
-use edge::native::server;
 use edge::shell::{closed_by_missing, Secrets};
 
 const USAGE: &str = "usage: vigil-edge --config FILE [--once | --check | --print-json]\n\
@@ -159,9 +158,13 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, targets = config.targets.len(), "vigil-edge running");
-    let server = server::serve(listener, api::router(runner.clone()), shutdown_signal());
-    let (served, ()) = tokio::join!(server, runner.run(shutdown_signal()));
-    served?;
+    let server = vigil_wire::listen::serve(
+        listener,
+        api::router(runner.clone()),
+        api::HEADER_READ_TIMEOUT,
+        shutdown_signal(),
+    );
+    tokio::join!(server, runner.run(shutdown_signal()));
     Ok(())
 }
 

@@ -6,7 +6,6 @@ pub mod audit;
 pub mod config;
 pub mod docker;
 pub mod host;
-pub mod listen;
 pub mod metrics;
 pub use vigil_wire::{client_ip, ratelimit};
 pub mod server;

@@ -92,7 +92,7 @@ async fn serve(config: Config, allowlist: Allowlist) -> anyhow::Result<()> {
         }
     });
     tracing::info!(listen = %listener.local_addr()?, project = state.engine.project(), "ops-agent listening");
-    ops_agent::listen::serve(
+    vigil_wire::listen::serve(
         listener,
         router(state.clone()),
         header_timeout,

@@ -12,6 +12,8 @@ pub use token::TokenCheck;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod client_ip;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod listen;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod ratelimit;
 
 /// The fixed Docker operation an action performs.

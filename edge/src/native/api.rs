@@ -116,6 +116,11 @@ pub fn router(runner: Arc<Runner>) -> Router {
         })
 }
 
+/// A request's headers must arrive within this long of the connection
+/// opening or of the previous answer; otherwise the connection is closed
+/// (`vigil_wire::listen`: idle keep-alive connections too).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A request, its body included, must be read and answered within this
 /// long (manual actions excepted: they last as long as the action).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,7 +6,6 @@ pub mod io;
 pub mod limits;
 pub mod metrics;
 pub mod runner;
-pub mod server;
 pub mod status;
 pub mod store;
 pub mod ui;

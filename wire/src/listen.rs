@@ -1,4 +1,5 @@
-//! Accepting connections: HTTP/1.1 through hyper, whose header-read timeout
+//! Accepting connections for both native servers (the edge's API and the
+//! ops-agent): HTTP/1.1 through hyper, whose header-read timeout
 //! closes connections that dribble their headers and connections left idle
 //! between requests; a graceful shutdown lets running requests finish.
 
