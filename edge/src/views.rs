@@ -247,3 +247,4 @@ pub fn crashes<'a>(
         crashes: log.recent(app, limit),
     })
 }
+

@@ -1,0 +1,86 @@
+//! Signals from a host's ops-agent (`POST /ops/signal`): a container of a
+//! service died, was killed or went unhealthy. A signal only moves the
+//! probes of the targets that name that host and service to now; the probe
+//! (then the confirm probe after `retry_after_s`, as usual) decides. So a
+//! signal is never an incident by itself, and a flood of them costs at most
+//! one early probe per target per `retry_after_s`.
+
+use serde::{Deserialize, Serialize};
+
+use super::probe::Health;
+use super::state::{State, TargetState};
+use crate::config::Config;
+
+/// The body of `POST /ops/signal`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSignal {
+    /// The agent's host id as the edge knows it (`[[host]] id`).
+    pub host: String,
+    /// The compose service the event is about.
+    pub service: String,
+    /// What the engine said (`die`, `oom`, `kill`, `unhealthy`, ...).
+    pub event: String,
+    /// When the agent saw it (for the log; the edge's clock decides).
+    pub at_ms: u64,
+}
+
+/// Longest host, service or event name taken.
+const NAME_MAX: usize = 128;
+
+impl HostSignal {
+    /// Parses a request body; the error names the field at fault.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let sig: HostSignal = serde_json::from_slice(body).map_err(|e| {
+            format!("expected {{\"host\": id, \"service\": name, \"event\": name, \"at_ms\": ms}}: {e}")
+        })?;
+        for (field, value) in [
+            ("host", &sig.host),
+            ("service", &sig.service),
+            ("event", &sig.event),
+        ] {
+            if value.is_empty() || value.len() > NAME_MAX {
+                return Err(format!("{field} must be 1 to {NAME_MAX} characters"));
+            }
+        }
+        Ok(sig)
+    }
+}
+
+/// What a signal did (the body of the 202 answer): the targets probed at
+/// once, and the matching targets that were not (each had an early probe
+/// within `retry_after_s`, is being confirmed already, or is down). Both
+/// empty: no target watches that host and service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SignalOutcome {
+    pub probing: Vec<String>,
+    pub throttled: Vec<String>,
+}
+
+impl State {
+    /// Schedules an early probe of every target watching the signal's host
+    /// and service (see the module's documentation).
+    pub fn signal(&mut self, config: &Config, sig: &HostSignal, now_ms: u64) -> SignalOutcome {
+        let gap = config.retry_after_ms();
+        let mut outcome = SignalOutcome::default();
+        for t in config.targets.iter().filter(|t| {
+            t.host.as_deref() == Some(sig.host.as_str()) && t.services.contains(&sig.service)
+        }) {
+            let ts = self
+                .targets
+                .entry(t.id.clone())
+                .or_insert_with(|| TargetState::new(now_ms));
+            let recent = ts
+                .early_probe_ms
+                .is_some_and(|at| now_ms < at.saturating_add(gap));
+            if recent || ts.confirm_at_ms.is_some() || ts.health == Health::Down {
+                outcome.throttled.push(t.id.clone());
+                continue;
+            }
+            ts.early_probe_ms = Some(now_ms);
+            ts.confirm_at_ms = Some(now_ms);
+            outcome.probing.push(t.id.clone());
+        }
+        outcome
+    }
+}
