@@ -879,12 +879,21 @@ token_env = "OPS_AGENT_TOKEN"
             e.starts_with("edge.toml: target[0].host: no [[host]] with id \"vps9\""),
             "an alert-only target's host is checked too: {e}"
         );
-        let e = err(&GOOD.replace("host = \"vps1\"", "host = \"vps1\"\nservices = [\"api core\"]"));
-        assert!(e.starts_with("edge.toml: target[0].services: \"api core\""), "{e}");
+        let e = err(&GOOD.replace(
+            "host = \"vps1\"",
+            "host = \"vps1\"\nservices = [\"api core\"]",
+        ));
+        assert!(
+            e.starts_with("edge.toml: target[0].services: \"api core\""),
+            "{e}"
+        );
         let e = err(&GOOD
             .replace("\"remediate\"", "\"alert_only\"")
             .replace("host = \"vps1\"", "services = [\"api-core\"]"));
-        assert!(e.starts_with("edge.toml: target[0].services: services are on a host"), "{e}");
+        assert!(
+            e.starts_with("edge.toml: target[0].services: services are on a host"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("body_contains", "body_containz"));
         assert!(e.contains("body_containz"), "{e}");
         let e = err(&GOOD.replace("\"remediate\"", "\"reboot\""));

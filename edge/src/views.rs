@@ -247,4 +247,3 @@ pub fn crashes<'a>(
         crashes: log.recent(app, limit),
     })
 }
-

@@ -32,7 +32,9 @@ impl HostSignal {
     /// Parses a request body; the error names the field at fault.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
         let sig: HostSignal = serde_json::from_slice(body).map_err(|e| {
-            format!("expected {{\"host\": id, \"service\": name, \"event\": name, \"at_ms\": ms}}: {e}")
+            format!(
+                "expected {{\"host\": id, \"service\": name, \"event\": name, \"at_ms\": ms}}: {e}"
+            )
         })?;
         for (field, value) in [
             ("host", &sig.host),
@@ -82,5 +84,38 @@ impl State {
             outcome.probing.push(t.id.clone());
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_body_is_refused_naming_the_field() {
+        let ok = HostSignal::parse(
+            br#"{"host": "vps1", "service": "api-core", "event": "die", "at_ms": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.service, "api-core");
+        for (body, field) in [
+            (r#"{"host": "vps1", "event": "die", "at_ms": 5}"#, "service"),
+            (
+                r#"{"host": "vps1", "service": "a", "event": "die", "at_ms": -1}"#,
+                "at_ms",
+            ),
+            (
+                r#"{"host": "", "service": "a", "event": "die", "at_ms": 1}"#,
+                "host",
+            ),
+            (
+                r#"{"host": "h", "service": "a", "event": "die", "at_ms": 1, "x": 1}"#,
+                "x",
+            ),
+            ("not json", "expected"),
+        ] {
+            let e = HostSignal::parse(body.as_bytes()).unwrap_err();
+            assert!(e.contains(field), "{body}: {e}");
+        }
     }
 }
