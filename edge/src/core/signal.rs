@@ -5,15 +5,14 @@
 //! signal is never an incident by itself, and a flood of them costs at most
 //! one early probe per target per `retry_after_s`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::probe::Health;
 use super::state::{State, TargetState};
 use crate::config::Config;
 
 /// The body of `POST /ops/signal`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSignal {
     /// The agent's host id as the edge knows it (`[[host]] id`).
     pub host: String,
@@ -31,23 +30,37 @@ const NAME_MAX: usize = 128;
 impl HostSignal {
     /// Parses a request body; the error names the field at fault.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let sig: HostSignal = serde_json::from_slice(body).map_err(|e| {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
             format!(
                 "expected {{\"host\": id, \"service\": name, \"event\": name, \"at_ms\": ms}}: {e}"
             )
         })?;
-        for (field, value) in [
-            ("host", &sig.host),
-            ("service", &sig.service),
-            ("event", &sig.event),
-        ] {
-            if value.is_empty() || value.len() > NAME_MAX {
-                return Err(format!("{field} must be 1 to {NAME_MAX} characters"));
-            }
+        let Some(fields) = value.as_object() else {
+            return Err("the body must be a JSON object".into());
+        };
+        if let Some(extra) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(format!("{extra}: unknown field (expected {FIELDS:?})"));
         }
-        Ok(sig)
+        let name = |field: &str| match fields.get(field).map(|v| v.as_str()) {
+            None => Err(format!("{field}: missing")),
+            Some(Some(v)) if !v.is_empty() && v.len() <= NAME_MAX => Ok(v.to_string()),
+            Some(_) => Err(format!("{field}: a string of 1 to {NAME_MAX} characters")),
+        };
+        Ok(HostSignal {
+            host: name("host")?,
+            service: name("service")?,
+            event: name("event")?,
+            at_ms: match fields.get("at_ms") {
+                None => return Err("at_ms: missing".into()),
+                Some(v) => v
+                    .as_u64()
+                    .ok_or("at_ms: milliseconds since the epoch (a whole number)")?,
+            },
+        })
     }
 }
+
+const FIELDS: [&str; 4] = ["host", "service", "event", "at_ms"];
 
 /// What a signal did (the body of the 202 answer): the targets probed at
 /// once, and the matching targets that were not (each had an early probe
@@ -115,7 +128,7 @@ mod tests {
             ("not json", "expected"),
         ] {
             let e = HostSignal::parse(body.as_bytes()).unwrap_err();
-            assert!(e.contains(field), "{body}: {e}");
+            assert!(e.starts_with(field), "{body}: {e}");
         }
     }
 }
