@@ -10,3 +10,4 @@ pub mod listen;
 pub mod metrics;
 pub use vigil_wire::{client_ip, ratelimit};
 pub mod server;
+pub mod signal;
