@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{action, start, wait_until, Agent};
+use common::{action, signal_standin, start, wait_until, Agent};
 use vigil_testkit::docker::{docker, docker_at, inspect, Project};
 use vigil_testkit::{docker_or_skip, free_port};
 use vigil_wire::{ActionOutcome, ActionResult, Diagnostics, ErrorBody, LogLines};
@@ -431,35 +431,6 @@ fn the_private_daemon_has_its_own_address_pool_and_leaves_no_bridges() {
         !link_exists(&bridge),
         "{bridge} outlived the daemon: the next run would find its pool taken"
     );
-}
-
-/// A stand-in for the edge's `POST /ops/signal`: every body and its
-/// Authorization header, in order.
-type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
-
-fn signal_standin() -> (String, Received) {
-    use axum::http::HeaderMap;
-    let received: Received = Default::default();
-    let sink = received.clone();
-    let router = axum::Router::new().route(
-        "/ops/signal",
-        axum::routing::post(
-            move |headers: HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
-                let sink = sink.clone();
-                async move {
-                    let auth = headers
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
-                    sink.lock().unwrap().push((auth, body));
-                    axum::http::StatusCode::ACCEPTED
-                }
-            },
-        ),
-    );
-    let addr = vigil_testkit::serve::spawn(router);
-    (format!("http://{addr}"), received)
 }
 
 #[tokio::test]
