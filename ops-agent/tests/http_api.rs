@@ -20,7 +20,7 @@ use vigil_wire::{ActionList, ActionOutcome, ActionResult, ErrorBody};
 /// A stand-in Docker daemon on a Unix socket. `Hanging` accepts connections
 /// and never answers (a hung daemon); `PingOnly` answers `/_ping` and
 /// `/version` and never anything else (a live daemon whose operations take
-/// forever). It counts the connections made to it.
+/// forever). It counts the connections that send it a request.
 struct FakeDocker {
     _dir: TempDir,
     socket: PathBuf,
@@ -47,9 +47,8 @@ impl FakeDocker {
         std::thread::spawn(move || {
             let streams = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming().flatten() {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let streams = streams.clone();
-                std::thread::spawn(move || serve_fake(conn, mode, &streams));
+                let (counter, streams) = (counter.clone(), streams.clone());
+                std::thread::spawn(move || serve_fake(conn, mode, &counter, &streams));
             }
         });
         FakeDocker {
@@ -73,16 +72,22 @@ impl FakeDocker {
     }
 }
 
-fn serve_fake(conn: UnixStream, mode: Daemon, streams: &AtomicUsize) {
+/// Counts the connections that send a request (the agent's start-up check
+/// only connects), and answers them as `mode` says.
+fn serve_fake(conn: UnixStream, mode: Daemon, requests: &AtomicUsize, streams: &AtomicUsize) {
     let mut reader = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
         Err(_) => return,
     });
     let mut out = conn;
+    let mut first = true;
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
             return;
+        }
+        if std::mem::take(&mut first) {
+            requests.fetch_add(1, Ordering::SeqCst);
         }
         // Headers up to the blank line; the calls answered have no body.
         loop {
