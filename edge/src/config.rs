@@ -54,6 +54,10 @@ pub struct Target {
     pub role: Role,
     #[serde(default)]
     pub host: Option<String>,
+    /// The compose services on `host` this target depends on: a signal from
+    /// the host's agent about one of them probes the target at once.
+    #[serde(default)]
+    pub services: Vec<String>,
     /// The remediation ladder, narrowest first.
     #[serde(default)]
     pub actions: Vec<String>,
@@ -752,6 +756,18 @@ impl Config {
                     return Err((key("host"), format!("no [[host]] with id {host:?}")));
                 }
             }
+            if !t.services.is_empty() && t.host.is_none() {
+                return Err((
+                    key("services"),
+                    "services are on a host: name the target's host too".into(),
+                ));
+            }
+            if let Some(bad) = t.services.iter().find(|s| !valid_service(s)) {
+                return Err((
+                    key("services"),
+                    format!("{bad:?} is not a compose service name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128)"),
+                ));
+            }
             if t.role == Role::Remediate {
                 if t.host.is_none() {
                     return Err((
@@ -870,6 +886,14 @@ fn valid_id(id: &str) -> bool {
         && id.len() <= 64
 }
 
+/// A compose service name as Docker Compose allows it.
+fn valid_service(name: &str) -> bool {
+    let mut c = name.chars();
+    c.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && c.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 128
+}
+
 /// Same rule as the ops-agent's allowlist.
 fn valid_action(name: &str) -> bool {
     let mut c = name.chars();
@@ -977,6 +1001,21 @@ token_env = "OPS_AGENT_TOKEN"
         assert!(
             e.starts_with("edge.toml: target[0].host: no [[host]] with id \"vps9\""),
             "an alert-only target's host is checked too: {e}"
+        );
+        let e = err(&GOOD.replace(
+            "host = \"vps1\"",
+            "host = \"vps1\"\nservices = [\"api core\"]",
+        ));
+        assert!(
+            e.starts_with("edge.toml: target[0].services: \"api core\""),
+            "{e}"
+        );
+        let e = err(&GOOD
+            .replace("\"remediate\"", "\"alert_only\"")
+            .replace("host = \"vps1\"", "services = [\"api-core\"]"));
+        assert!(
+            e.starts_with("edge.toml: target[0].services: services are on a host"),
+            "{e}"
         );
         let e = err(&GOOD.replace("body_contains", "body_containz"));
         assert!(e.contains("body_containz"), "{e}");

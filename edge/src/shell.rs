@@ -22,6 +22,7 @@ pub struct Secrets {
     pub crash_log_token: Option<String>,
     /// The optional bearer token of the native `/metrics`.
     pub metrics_token: Option<String>,
+    pub signal_token: Option<String>,
     /// host id -> (agent URL, agent token)
     pub hosts: HashMap<String, (Option<String>, Option<String>)>,
 }
@@ -38,6 +39,7 @@ impl Secrets {
             jobs_token: get("JOBS_TOKEN"),
             crash_log_token: get("CRASH_LOG_TOKEN"),
             metrics_token: get("METRICS_TOKEN"),
+            signal_token: get("SIGNAL_TOKEN"),
             hosts: config
                 .hosts
                 .iter()
@@ -66,12 +68,13 @@ impl Secrets {
     }
 
     /// Every API token with its variable and the routes it opens.
-    pub fn api_tokens(&self) -> [(&'static str, Option<&str>); 4] {
+    pub fn api_tokens(&self) -> [(&'static str, Option<&str>); 5] {
         [
             ("CONTROL_TOKEN", self.control_token.as_deref()),
             ("OPS_READ_TOKEN", self.read_token.as_deref()),
             ("JOBS_TOKEN", self.jobs_token.as_deref()),
             ("CRASH_LOG_TOKEN", self.crash_log_token.as_deref()),
+            ("SIGNAL_TOKEN", self.signal_token.as_deref()),
         ]
     }
 
@@ -116,6 +119,7 @@ pub fn closed_by_missing(var: &str) -> &'static str {
         "CONTROL_TOKEN" => "the control routes (POST /ops/actions, /ops/restart, ack, resolve, maintenance) refuse every request; the read routes take OPS_READ_TOKEN only",
         "OPS_READ_TOKEN" => "the read routes (GET /ops/...) take CONTROL_TOKEN only",
         "JOBS_TOKEN" => "POST /ops/jobs/heartbeat refuses every request",
+        "SIGNAL_TOKEN" => "POST /ops/signal (the ops-agents' signals) refuses every request; polling alone detects outages",
         _ => "POST /_log (crash reports) refuses every request",
     }
 }
@@ -269,6 +273,10 @@ mod tests {
         assert_eq!(
             secrets(&[("JOBS_TOKEN", "short")]).check_tokens(),
             Err("JOBS_TOKEN is 5 characters: use at least 16".into())
+        );
+        assert_eq!(
+            secrets(&[("SIGNAL_TOKEN", "short-signal")]).check_tokens(),
+            Err("SIGNAL_TOKEN is 12 characters: use at least 16".into())
         );
         assert_eq!(
             secrets(&[("CRASH_LOG_TOKEN", "0123456789abcdef\n")]).check_tokens(),

@@ -299,6 +299,8 @@ struct Sim {
     delivered: Vec<String>,
     discord_up: bool,
     events: Vec<Event>,
+    /// Probes of "api" so far.
+    api_probes: usize,
 }
 
 impl Sim {
@@ -310,6 +312,7 @@ impl Sim {
             delivered: Vec::new(),
             discord_up: true,
             events: Vec::new(),
+            api_probes: 0,
         }
     }
 
@@ -319,6 +322,7 @@ impl Sim {
         for id in self.state.due_targets(&self.config, now) {
             let target = self.config.target(&id).unwrap().clone();
             let obs = self.world.observe_target(&target);
+            self.api_probes += usize::from(id == "api");
             let ev = self.state.observe(&self.config, &obs, now);
             self.events.extend(ev);
         }
@@ -1463,5 +1467,104 @@ fn a_target_body_reaches_the_model_only_inside_the_frame() {
             .expect("the error is shown");
         assert!(user.find(open.as_str()).unwrap() < quoted, "{user}");
         assert!(quoted < user.rfind(close.as_str()).unwrap(), "{user}");
+    });
+}
+
+/// A simulation whose alert-only "api" watches the service api-core on vps1.
+fn signalled() -> Sim {
+    let mut s = Sim::new("");
+    s.config.targets[0].role = crate::config::Role::AlertOnly;
+    s.config.targets[0].services = vec!["api-core".into()];
+    s
+}
+
+fn host_signal(host: &str, service: &str, at_ms: u64) -> crate::core::signal::HostSignal {
+    crate::core::signal::HostSignal {
+        host: host.into(),
+        service: service.into(),
+        event: "die".into(),
+        at_ms,
+    }
+}
+
+#[test]
+fn a_signal_probes_at_once_and_the_confirm_probe_opens_the_incident() {
+    block(async {
+        let mut s = signalled();
+        s.run_for(60_000).await;
+        let outage = s.world.now.get() + 5_000;
+        s.world.now.set(outage);
+        s.world.behaviour.set(Behaviour::Crashed);
+        // The agent's signal arrives 100 ms after the crash.
+        s.world.advance(100);
+        let now = s.world.now.get();
+        let out = s
+            .state
+            .signal(&s.config, &host_signal("vps1", "api-core", now), now);
+        assert_eq!(out.probing, ["api"]);
+        assert_eq!(s.state.next_probe_at_ms(), Some(now));
+        s.step().await;
+        assert!(
+            matches!(s.events.last(), Some(Event::Suspect { confirm_at_ms, .. }) if *confirm_at_ms == now + 15_000),
+            "the early probe suspects, it does not open: {:?}",
+            s.events.last()
+        );
+        assert!(s.incidents().is_empty() && s.delivered.is_empty());
+        s.run_for(60_000).await;
+        let incidents = s.incidents();
+        assert_eq!(incidents.len(), 1);
+        // The signal's delay, then the confirm probe: not the 55 s wait for
+        // the next regular probe that polling alone takes.
+        assert_eq!(incidents[0].opened_at_ms - outage, 100 + 15_000);
+        assert_eq!(s.delivered, ["api: healthy → down"]);
+    });
+}
+
+#[test]
+fn a_flood_of_signals_costs_bounded_probes_and_no_alert() {
+    block(async {
+        let mut s = signalled();
+        s.run_for(60_000).await;
+        let probes_before = s.api_probes;
+        let start = s.world.now.get();
+        // 1,000 signals a second for a minute from a misbehaving agent; the
+        // target is up all along.
+        for i in 0..60_000 {
+            s.world.now.set(start + i);
+            let now = s.world.now.get();
+            s.state
+                .signal(&s.config, &host_signal("vps1", "api-core", now), now);
+            if s.state.next_probe_at_ms().is_some_and(|at| at <= now) {
+                s.step().await;
+            }
+        }
+        let probes = s.api_probes - probes_before;
+        // At most one early probe per retry_after_s (15 s), plus the regular one.
+        assert!(probes <= 60 / 15 + 1, "{probes} probes");
+        assert!(probes >= 4, "the signals did move probes: {probes}");
+        assert!(s.state.incidents.is_empty());
+        assert!(s.delivered.is_empty());
+    });
+}
+
+#[test]
+fn a_signal_from_an_unknown_host_or_service_probes_nothing() {
+    block(async {
+        let mut s = signalled();
+        s.run_for(60_000).await;
+        let now = s.world.now.get();
+        let next = s.state.next_probe_at_ms();
+        for (host, service) in [("vps9", "api-core"), ("vps1", "db"), ("vps1", "")] {
+            let out = s
+                .state
+                .signal(&s.config, &host_signal(host, service, now), now);
+            assert!(
+                out.probing.is_empty() && out.throttled.is_empty(),
+                "{host}/{service}: {out:?}"
+            );
+        }
+        assert_eq!(s.state.next_probe_at_ms(), next, "nothing moved");
+        // "www" has no host: no signal reaches it.
+        assert!(s.state.targets["www"].early_probe_ms.is_none());
     });
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use vigil_testkit::discord::{Discord, Fail};
 use vigil_testkit::edge::{
-    config_head, Edge, CONTROL_TOKEN, CRASH_LOG_TOKEN, JOBS_TOKEN, READ_TOKEN,
+    config_head, Edge, CONTROL_TOKEN, CRASH_LOG_TOKEN, JOBS_TOKEN, READ_TOKEN, SIGNAL_TOKEN,
 };
 use vigil_testkit::free_port;
 use vigil_testkit::target::{Behaviour, TargetServer};
@@ -1643,4 +1643,105 @@ fn tokens_are_checked_at_start_and_missing_ones_named_without_colour() {
         !err.contains('\x1b'),
         "no colour codes into a pipe: {err:?}"
     );
+}
+
+#[test]
+fn a_host_signal_probes_at_once_and_bad_signals_are_refused_naming_the_field() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("signal");
+    // A long interval: only a signal can make the second probe come soon.
+    let config = config_head(dir.path(), addr, 60.0, 0.5)
+        + &target_toml(
+            "api",
+            &target.url(),
+            "host = \"vps1\"\nservices = [\"api-core\"]",
+        )
+        + "[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n";
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    let url = format!("http://{addr}/ops/signal");
+    let send = |token: Option<&str>, body: &str| {
+        let mut req = edge.http.post(&url).body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().unwrap();
+        (
+            res.status().as_u16(),
+            res.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    edge.wait_for("the first probe", Duration::from_secs(10), |_| {
+        !target.seen().is_empty()
+    });
+    let die = |service: &str| {
+        format!(r#"{{"host": "vps1", "service": "{service}", "event": "die", "at_ms": 1}}"#)
+    };
+    assert_eq!(send(None, &die("api-core")).0, 401);
+    assert_eq!(
+        send(Some(READ_TOKEN), &die("api-core")).0,
+        401,
+        "the signal token only"
+    );
+    assert_eq!(send(Some(JOBS_TOKEN), &die("api-core")).0, 401);
+    for (body, field) in [
+        (r#"{"host": "vps1", "event": "die", "at_ms": 1}"#, "service"),
+        (
+            r#"{"host": "vps1", "service": "api-core", "event": "die", "at_ms": "x"}"#,
+            "at_ms",
+        ),
+        (
+            r#"{"host": "vps1", "service": "api-core", "event": "", "at_ms": 1}"#,
+            "event",
+        ),
+        ("{nope", "expected"),
+    ] {
+        let (status, answer) = send(Some(SIGNAL_TOKEN), body);
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(field),
+            "{body}: {answer}"
+        );
+    }
+    let big = format!(
+        r#"{{"host": "{}", "service": "a", "event": "die", "at_ms": 1}}"#,
+        "h".repeat(70_000)
+    );
+    assert_eq!(send(Some(SIGNAL_TOKEN), &big).0, 413);
+    // Another service: nothing probed.
+    let (status, answer) = send(Some(SIGNAL_TOKEN), &die("db"));
+    assert_eq!((status, &answer["probing"]), (202, &json!([])), "{answer}");
+    assert_eq!(
+        target.seen().len(),
+        1,
+        "refused or unmatched signals probe nothing"
+    );
+    // The service goes down; its host says so; the edge probes well before
+    // the 60 s interval, confirms after retry_after_s and opens the incident.
+    target.set(Behaviour::Status(502));
+    let sent = Instant::now();
+    let (status, answer) = send(Some(SIGNAL_TOKEN), &die("api-core"));
+    assert_eq!(
+        (status, &answer["probing"]),
+        (202, &json!(["api"])),
+        "{answer}"
+    );
+    let (_, again) = send(Some(SIGNAL_TOKEN), &die("api-core"));
+    assert_eq!(again["throttled"], json!(["api"]), "{again}");
+    edge.wait_for("the incident", Duration::from_secs(10), |e| {
+        e.target_state("api") == "down"
+    });
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "down {took:?} after the signal"
+    );
+    assert_eq!(target.seen().len(), 3, "first, early and confirm probes");
+    edge.wait_for("the alert", Duration::from_secs(10), |_| {
+        discord.accepted().len() == 1
+    });
+    assert_eq!(discord.titles(), ["api: healthy → down"]);
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use vigil_wire::token::{check_configured, TokenProblem};
 
+use crate::signal::SignalConfig;
+
 /// Longest any configured timeout may be.
 const MAX_TIMEOUT_S: f64 = 3600.0;
 /// Smallest size at which the audit log may rotate: room for many lines.
@@ -50,6 +52,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Longest wait for a whole request body.
     pub body_timeout: Duration,
+    /// Where container events are signalled, when configured.
+    pub signal: Option<SignalConfig>,
 }
 
 impl Config {
@@ -100,8 +104,48 @@ impl Config {
             docker_timeout: parse_secs(&lookup, "OPS_AGENT_DOCKER_TIMEOUT_S", "10")?,
             header_timeout: parse_secs(&lookup, "OPS_AGENT_HEADER_TIMEOUT_S", "10")?,
             body_timeout: parse_secs(&lookup, "OPS_AGENT_BODY_TIMEOUT_S", "10")?,
+            signal: parse_signal(&lookup)?,
         })
     }
+}
+
+/// `OPS_AGENT_SIGNAL_URL`, `OPS_AGENT_SIGNAL_TOKEN` and `OPS_AGENT_HOST_ID`:
+/// all three (signals on) or none (off); a partial set names what is missing.
+fn parse_signal(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<SignalConfig>, ConfigError> {
+    const VARS: [&str; 3] = [
+        "OPS_AGENT_SIGNAL_URL",
+        "OPS_AGENT_SIGNAL_TOKEN",
+        "OPS_AGENT_HOST_ID",
+    ];
+    let [url, token, host_id] = VARS.map(|v| lookup(v).filter(|x| !x.is_empty()));
+    let (url, token, host_id) = match (url, token, host_id) {
+        (None, None, None) => return Ok(None),
+        (Some(u), Some(t), Some(h)) => (u, t, h),
+        (u, t, h) => {
+            let missing = [u.is_none(), t.is_none(), h.is_none()];
+            let var = VARS[missing.iter().position(|m| *m).unwrap_or(0)];
+            return Err(invalid(
+                var,
+                "",
+                "signals need OPS_AGENT_SIGNAL_URL, OPS_AGENT_SIGNAL_TOKEN and OPS_AGENT_HOST_ID together",
+            ));
+        }
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid(
+            "OPS_AGENT_SIGNAL_URL",
+            &url,
+            "the edge's base URL: http:// or https://",
+        ));
+    }
+    check_configured(&token).map_err(|p| invalid("OPS_AGENT_SIGNAL_TOKEN", "(hidden)", p))?;
+    Ok(Some(SignalConfig {
+        url: url.trim_end_matches('/').to_string(),
+        token,
+        host_id,
+    }))
 }
 
 fn invalid(var: &'static str, value: &str, reason: impl ToString) -> ConfigError {
@@ -237,6 +281,46 @@ mod tests {
         assert_eq!(c.trusted_proxies.len(), 3);
         let e = from(&[TOKEN, PROJECT, ("OPS_AGENT_TRUSTED_PROXIES", "nope")]).unwrap_err();
         assert!(e.to_string().contains("OPS_AGENT_TRUSTED_PROXIES"), "{e}");
+    }
+
+    #[test]
+    fn signals_need_url_token_and_host_together() {
+        assert!(from(&[TOKEN, PROJECT]).unwrap().signal.is_none());
+        let url = ("OPS_AGENT_SIGNAL_URL", "https://edge.example/");
+        let token = ("OPS_AGENT_SIGNAL_TOKEN", "signal-token-0123456789");
+        let host = ("OPS_AGENT_HOST_ID", "vps1");
+        let c = from(&[TOKEN, PROJECT, url, token, host]).unwrap();
+        let s = c.signal.unwrap();
+        assert_eq!(
+            (s.url.as_str(), s.host_id.as_str()),
+            ("https://edge.example", "vps1")
+        );
+        let e = from(&[TOKEN, PROJECT, url, host]).unwrap_err();
+        assert!(e.to_string().starts_with("OPS_AGENT_SIGNAL_TOKEN="), "{e}");
+        let e = from(&[TOKEN, PROJECT, url, token]).unwrap_err();
+        assert!(e.to_string().starts_with("OPS_AGENT_HOST_ID="), "{e}");
+        let e = from(&[
+            TOKEN,
+            PROJECT,
+            ("OPS_AGENT_SIGNAL_URL", "edge:8080"),
+            token,
+            host,
+        ])
+        .unwrap_err();
+        assert!(e.to_string().starts_with("OPS_AGENT_SIGNAL_URL="), "{e}");
+        let e = from(&[
+            TOKEN,
+            PROJECT,
+            url,
+            ("OPS_AGENT_SIGNAL_TOKEN", "short"),
+            host,
+        ])
+        .unwrap_err();
+        assert!(e.to_string().starts_with("OPS_AGENT_SIGNAL_TOKEN="), "{e}");
+        assert!(
+            !e.to_string().contains("short"),
+            "the token is not echoed: {e}"
+        );
     }
 
     #[test]

@@ -12,10 +12,10 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EndpointSettings,
-    NetworkConnectRequest, NetworkingConfig,
+    EventMessage, NetworkConnectRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
     PruneContainersOptionsBuilder, PruneImagesOptionsBuilder, RemoveContainerOptionsBuilder,
     RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
@@ -160,6 +160,26 @@ impl Engine {
             )));
         }
         Ok(ids)
+    }
+
+    /// The engine's event stream for the project's containers (every
+    /// action: the caller picks). It ends when the engine goes away.
+    pub async fn events(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = std::result::Result<EventMessage, BollardError>>>
+    {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{PROJECT_LABEL}={}", self.project)],
+            ),
+        ]);
+        let docker = self.docker().await?;
+        Ok(docker.events(Some(EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        })))
     }
 
     /// Services of the project that have at least one container.

@@ -9,3 +9,4 @@ pub mod host;
 pub mod metrics;
 pub use vigil_wire::{client_ip, ratelimit};
 pub mod server;
+pub mod signal;

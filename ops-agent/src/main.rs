@@ -81,6 +81,11 @@ async fn serve(config: Config, allowlist: Allowlist) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     check_docker_socket();
     let header_timeout = config.header_timeout;
+    if let Some(signal) = config.signal.clone() {
+        let engine =
+            ops_agent::docker::Engine::new(config.compose_project.clone(), config.docker_timeout);
+        ops_agent::signal::start(Arc::new(engine), signal);
+    }
     let state = Arc::new(AppState::new(config, allowlist, audit));
     let sweeper = state.clone();
     tokio::spawn(async move {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{action, start, wait_until, Agent};
+use common::{action, signal_standin, start, wait_until, Agent};
 use vigil_testkit::docker::{docker, docker_at, inspect, Project};
 use vigil_testkit::{docker_or_skip, free_port};
 use vigil_wire::{ActionOutcome, ActionResult, Diagnostics, ErrorBody, LogLines};
@@ -431,4 +431,51 @@ fn the_private_daemon_has_its_own_address_pool_and_leaves_no_bridges() {
         !link_exists(&bridge),
         "{bridge} outlived the daemon: the next run would find its pool taken"
     );
+}
+
+#[tokio::test]
+async fn a_killed_container_of_the_project_is_signalled_and_another_projects_is_not() {
+    if !docker_or_skip() {
+        return;
+    }
+    let mut demo = Project::new("vgsig");
+    let mut other = Project::new("vgsigother");
+    let ours = demo.web("api-core", None);
+    // Another name, so that a signal for it could not hide behind ours.
+    let theirs = other.web("gateway", None);
+    let (edge, received) = signal_standin();
+    let token = "signal-token-0123456789";
+    let agent = start(
+        &action("restart_api_core", "restart", &["api-core"], &[], 30.0),
+        &[
+            ("COMPOSE_PROJECT", "vgsig".to_string()),
+            ("OPS_AGENT_SIGNAL_URL", edge),
+            ("OPS_AGENT_SIGNAL_TOKEN", token.to_string()),
+            ("OPS_AGENT_HOST_ID", "vps1".to_string()),
+        ],
+    );
+    wait_until("the agent watches the engine's events", || {
+        agent.proc.logs().contains("watching docker events")
+    })
+    .await;
+    // Another project's container first: events arrive in order, so by the
+    // time ours is signalled, theirs would have been too.
+    docker(&["kill", &theirs]);
+    docker(&["kill", &ours]);
+    wait_until("the signal", || !received.lock().unwrap().is_empty()).await;
+    let got = received.lock().unwrap().clone();
+    assert_eq!(
+        got.len(),
+        1,
+        "one signal for kill + die, none for the other project: {got:?}"
+    );
+    let (auth, body) = &got[0];
+    assert_eq!(auth, &format!("Bearer {token}"));
+    assert_eq!(body["host"], "vps1");
+    assert_eq!(body["service"], "api-core");
+    assert!(
+        matches!(body["event"].as_str(), Some("kill" | "die")),
+        "{body}"
+    );
+    assert!(body["at_ms"].as_u64().is_some_and(|t| t > 0), "{body}");
 }

@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{action, start, wait_until, Agent, TOKEN};
+use common::{action, signal_standin, start, wait_until, Agent, TOKEN};
 use vigil_testkit::TempDir;
 use vigil_wire::{ActionList, ActionOutcome, ActionResult, ErrorBody};
 
 /// A stand-in Docker daemon on a Unix socket. `Hanging` accepts connections
 /// and never answers (a hung daemon); `PingOnly` answers `/_ping` and
 /// `/version` and never anything else (a live daemon whose operations take
-/// forever). It counts the connections made to it.
+/// forever). It counts the connections that send it a request.
 struct FakeDocker {
     _dir: TempDir,
     socket: PathBuf,
@@ -31,6 +31,10 @@ struct FakeDocker {
 enum Daemon {
     Hanging,
     PingOnly,
+    /// Also answers `/events` with one `die` of service `svc-<n>` (n counts
+    /// the event streams opened), then closes: an engine that goes away
+    /// and comes back.
+    EventsThenGone,
 }
 
 impl FakeDocker {
@@ -41,9 +45,10 @@ impl FakeDocker {
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
         std::thread::spawn(move || {
+            let streams = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming().flatten() {
-                counter.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || serve_fake(conn, mode));
+                let (counter, streams) = (counter.clone(), streams.clone());
+                std::thread::spawn(move || serve_fake(conn, mode, &counter, &streams));
             }
         });
         FakeDocker {
@@ -67,16 +72,22 @@ impl FakeDocker {
     }
 }
 
-fn serve_fake(conn: UnixStream, mode: Daemon) {
+/// Counts the connections that send a request (the agent's start-up check
+/// only connects), and answers them as `mode` says.
+fn serve_fake(conn: UnixStream, mode: Daemon, requests: &AtomicUsize, streams: &AtomicUsize) {
     let mut reader = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
         Err(_) => return,
     });
     let mut out = conn;
+    let mut first = true;
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
             return;
+        }
+        if std::mem::take(&mut first) {
+            requests.fetch_add(1, Ordering::SeqCst);
         }
         // Headers up to the blank line; the calls answered have no body.
         loop {
@@ -93,6 +104,16 @@ fn serve_fake(conn: UnixStream, mode: Daemon) {
             None
         } else if path.ends_with("/_ping") {
             Some(("text/plain", "OK".to_string()))
+        } else if mode == Daemon::EventsThenGone && path.contains("/events") {
+            let n = streams.fetch_add(1, Ordering::SeqCst) + 1;
+            let event = format!(
+                r#"{{"Type":"container","Action":"die","Actor":{{"ID":"c{n}","Attributes":{{"com.docker.compose.project":"demo","com.docker.compose.service":"svc-{n}"}}}},"time":1,"timeNano":1}}"#
+            );
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{event}\n"
+            );
+            return;
         } else if path.ends_with("/version") {
             Some((
                 "application/json",
@@ -783,4 +804,30 @@ async fn the_audit_log_rotates_at_its_configured_size_and_keeps_the_newest() {
         .parse()
         .unwrap();
     assert_eq!(newest.len(), 500 - oldest, "{newest:?}");
+}
+
+#[tokio::test]
+async fn the_event_stream_is_opened_again_when_the_engine_goes_away() {
+    let fake = FakeDocker::new(Daemon::EventsThenGone);
+    let (edge, received) = signal_standin();
+    let _agent = start(
+        &action("restart_api_core", "restart", &["api-core"], &[], 30.0),
+        &[
+            ("DOCKER_HOST", fake.host()),
+            ("OPS_AGENT_SIGNAL_URL", edge),
+            ("OPS_AGENT_SIGNAL_TOKEN", "signal-token-0123456789".into()),
+            ("OPS_AGENT_HOST_ID", "vps1".into()),
+        ],
+    );
+    // Each stream carries one death, then the engine is gone: the second
+    // and third come only from streams opened again.
+    wait_until("three streams' signals", || {
+        received.lock().unwrap().len() >= 3
+    })
+    .await;
+    let services: Vec<String> = received.lock().unwrap()[..3]
+        .iter()
+        .map(|(_, b)| b["service"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(services, ["svc-1", "svc-2", "svc-3"]);
 }

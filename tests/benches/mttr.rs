@@ -2,6 +2,8 @@
 //! over RUNS runs of the real pair in real containers (1 s cycles, confirm
 //! probe after 0.25 s, settle 1 s), with the time from incident open to
 //! recovery split into planning, action and settle + re-probe.
+//! Each over polling alone, then with the agent's signals (`POST /ops/signal`:
+//! the edge probes at once when the agent sees api-core die), in the same run.
 //! Run: scripts/bench.sh (starts the private Docker daemon first).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,11 +32,23 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(20);
+    for signals in [false, true] {
+        bench(runs, signals);
+    }
+}
+
+fn bench(runs: usize, signals: bool) {
     let interval_ms = 1000.0;
     let (mut mttd, mut mttr, mut planning, mut action, mut settle, mut round_mttr) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for run in 0..runs {
-        let p = Pair::start(&format!("vb{run}"), Options::default());
+        let p = Pair::start(
+            &format!("vb{run}{}", if signals { "s" } else { "" }),
+            Options {
+                signals,
+                ..Options::default()
+            },
+        );
         // A random phase against the schedule.
         std::thread::sleep(Duration::from_millis(1000 + (run as u64 * 379) % 1000));
         let crash = now_ms();
@@ -65,7 +79,12 @@ fn main() {
         );
     }
     let mut ratio: Vec<f64> = mttd.iter().map(|d| d / interval_ms).collect();
-    println!("## scenario 1 over {runs} runs (interval 1 s, retry_after 0.25 s, settle 1 s), milliseconds");
+    let how = if signals {
+        "with the agent's signals"
+    } else {
+        "polling alone"
+    };
+    println!("## scenario 1 over {runs} runs, {how} (interval 1 s, retry_after 0.25 s, settle 1 s), milliseconds");
     println!("| measure | median | mean | worst |\n|---|---|---|---|");
     println!("{}", stats("MTTD: crash → incident open", &mut mttd));
     println!(

@@ -13,6 +13,7 @@ pub const READ_TOKEN: &str = "read-token-0123456789";
 pub const CONTROL_TOKEN: &str = "control-token-0123456789";
 pub const JOBS_TOKEN: &str = "jobs-token-0123456789";
 pub const CRASH_LOG_TOKEN: &str = "crash-log-token-0123456789";
+pub const SIGNAL_TOKEN: &str = "signal-token-0123456789";
 
 pub struct Edge {
     pub proc: Option<Proc>,
@@ -70,6 +71,7 @@ impl Edge {
         env.push(("CONTROL_TOKEN", CONTROL_TOKEN.into()));
         env.push(("JOBS_TOKEN", JOBS_TOKEN.into()));
         env.push(("CRASH_LOG_TOKEN", CRASH_LOG_TOKEN.into()));
+        env.push(("SIGNAL_TOKEN", SIGNAL_TOKEN.into()));
         env.push(("RUST_LOG", "info,edge=debug".into()));
         let config = self.dir.path().join("edge.toml").display().to_string();
         let n = std::fs::read_dir(self.dir.path())

@@ -37,6 +37,9 @@ pub struct Options {
     pub docker_hung: bool,
     /// Extra keys for the api target.
     pub api_target: String,
+    /// The agent signals container events to the edge (`POST /ops/signal`)
+    /// and the api target watches the service api-core.
+    pub signals: bool,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             agent: true,
             docker_dead: false,
             docker_hung: false,
+            signals: false,
             api_target: String::new(),
         }
     }
@@ -99,6 +103,7 @@ impl Pair {
             wait_serving(*p);
         }
 
+        let (dir, addr) = Edge::prepare(name);
         let agent_dir = TempDir::new("pair-agent");
         let agent_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let actions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../actions.toml");
@@ -118,6 +123,18 @@ impl Pair {
                 ("OPS_AGENT_DOCKER_TIMEOUT_S", "5".into()),
             ];
         }
+        let signal_env = if o.signals {
+            vec![
+                ("OPS_AGENT_SIGNAL_URL", format!("http://{addr}")),
+                (
+                    "OPS_AGENT_SIGNAL_TOKEN",
+                    crate::edge::SIGNAL_TOKEN.to_string(),
+                ),
+                ("OPS_AGENT_HOST_ID", "vps1".to_string()),
+            ]
+        } else {
+            Vec::new()
+        };
         let agent = o.agent.then(|| {
             Proc::start(
                 &bin_path("ops-agent"),
@@ -134,6 +151,7 @@ impl Pair {
                 ]
                 .into_iter()
                 .chain(docker_env)
+                .chain(signal_env)
                 .collect::<Vec<_>>(),
                 agent_addr,
                 &agent_dir.path().join("agent.log"),
@@ -142,7 +160,6 @@ impl Pair {
 
         let discord = Discord::start();
         let model = o.with_model.then(Model::start);
-        let (dir, addr) = Edge::prepare(name);
         let ladder = o
             .ladder
             .iter()
@@ -164,8 +181,9 @@ impl Pair {
             );
         }
         config += &format!(
-            "[[target]]\nid = \"api\"\nurl = \"http://127.0.0.1:{api_port}/healthz\"\nbody_contains = \"ok\"\ntimeout_ms = 700\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [{ladder}]\n{}\n",
-            o.api_target
+            "[[target]]\nid = \"api\"\nurl = \"http://127.0.0.1:{api_port}/healthz\"\nbody_contains = \"ok\"\ntimeout_ms = 700\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [{ladder}]\n{}\n{}\n",
+            o.api_target,
+            if o.signals { "services = [\"api-core\"]" } else { "" }
         );
         if let Some((_, port)) = &gateway {
             config += &format!(

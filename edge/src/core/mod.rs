@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod planner;
 pub mod probe;
 pub mod schedule;
+pub mod signal;
 pub mod slo;
 pub mod state;
 pub mod store_health;

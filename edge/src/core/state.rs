@@ -48,6 +48,9 @@ pub struct TargetState {
     pub next_regular_at_ms: u64,
     #[serde(skip)]
     pub confirm_at_ms: Option<u64>,
+    /// When a host's signal last moved the probe to now (`core::signal`).
+    #[serde(skip)]
+    pub early_probe_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_resolved_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +73,7 @@ impl TargetState {
             open_incident: None,
             next_regular_at_ms: now_ms,
             confirm_at_ms: None,
+            early_probe_ms: None,
             last_resolved_at_ms: None,
             maintenance_until_ms: None,
             burning: Burning::default(),

@@ -23,6 +23,7 @@ use super::runner::Runner;
 use super::store::StoreError;
 use crate::core::crash::CrashReport;
 use crate::core::incident::ManualAction;
+use crate::core::signal::HostSignal;
 use crate::core::state::StateError;
 use crate::shell::{manual_failure, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
@@ -33,6 +34,7 @@ struct Api {
     control: Option<TokenCheck>,
     jobs: Option<TokenCheck>,
     crash_log: Option<TokenCheck>,
+    signal: Option<TokenCheck>,
     limits: Arc<ClientLimits>,
 }
 
@@ -51,6 +53,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
     .collect();
     let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
     let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
+    let signal = secrets.signal_token.as_deref().map(TokenCheck::new);
     let limits = ClientLimits::start(&runner.config);
     // Routes with their own access rules: /metrics, the status page, /ui.
     let own_rules = super::metrics::router(runner.clone())
@@ -63,6 +66,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         control,
         jobs,
         crash_log,
+        signal,
     });
     let reads = Router::new()
         .route("/ops/summary", get(summary))
@@ -86,6 +90,9 @@ pub fn router(runner: Arc<Runner>) -> Router {
     let heartbeats = Router::new()
         .route("/ops/jobs/heartbeat", post(heartbeat))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_jobs));
+    let signals = Router::new()
+        .route("/ops/signal", post(host_signal))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_signal));
     let crash_log = Router::new()
         .route("/_log", post(crash_report))
         .route_layer(middleware::from_fn_with_state(
@@ -98,6 +105,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
     let timed = Router::new()
         .route("/healthz", get(healthz))
         .merge(heartbeats)
+        .merge(signals)
         .merge(reads)
         .merge(controls)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -249,6 +257,10 @@ async fn require_control(State(api): State<Shared>, req: Request, next: Next) ->
 
 async fn require_jobs(State(api): State<Shared>, req: Request, next: Next) -> Response {
     admit(&api, api.jobs.as_ref(), req, next).await
+}
+
+async fn require_signal(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    admit(&api, api.signal.as_ref(), req, next).await
 }
 
 async fn require_crash_log(State(api): State<Shared>, req: Request, next: Next) -> Response {
@@ -403,6 +415,21 @@ async fn heartbeat(State(api): State<Shared>, body: Result<Bytes, BytesRejection
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, "unknown_job", e.to_string()),
         Err(e) => not_stored(&e),
     }
+}
+
+/// A host's signal: 202 with the targets probed at once (or why none is).
+async fn host_signal(State(api): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    let Ok(body) = body else {
+        return too_large(BODY_LIMIT);
+    };
+    let sig = match HostSignal::parse(&body) {
+        Ok(s) => s,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
+    };
+    let outcome = api.runner.signal(&sig);
+    tracing::info!(
+        host = %sig.host, service = %sig.service, event = %sig.event, at_ms = sig.at_ms, probing = ?outcome.probing, throttled = ?outcome.throttled, "host signal");
+    (StatusCode::ACCEPTED, Json(outcome)).into_response()
 }
 
 async fn anomalies(State(api): State<Shared>) -> Response {

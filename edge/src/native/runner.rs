@@ -20,6 +20,7 @@ use crate::core::alert::Delivery;
 use crate::core::crash::{self, Crash, CrashError, CrashLog, CrashReport};
 use crate::core::history::History;
 use crate::core::probe::Observation;
+use crate::core::signal::{HostSignal, SignalOutcome};
 use crate::core::state::{Event, State};
 use crate::core::store_health::StoreView;
 use crate::remediation::{run_round, RemediationIo, RoundInput};
@@ -43,6 +44,8 @@ pub struct Runner {
     delivering: tokio::sync::Mutex<()>,
     /// Wakes the delivery task.
     wake_delivery: tokio::sync::Notify,
+    /// Cuts the cycle's sleep short (a host's signal made a probe due).
+    wake_cycle: tokio::sync::Notify,
     owner: String,
     rounds: Mutex<Vec<JoinHandle<()>>>,
     pub metrics: super::metrics::Metrics,
@@ -75,6 +78,7 @@ impl Runner {
             recent: Mutex::new(HashMap::new()),
             delivering: tokio::sync::Mutex::new(()),
             wake_delivery: tokio::sync::Notify::new(),
+            wake_cycle: tokio::sync::Notify::new(),
             rounds: Mutex::new(Vec::new()),
             metrics: Default::default(),
         }))
@@ -172,6 +176,16 @@ impl Runner {
         }
         self.wake_delivery.notify_one();
         taken
+    }
+
+    /// A host's signal: the targets it concerns are due at once, and the
+    /// cycle wakes for them. Nothing is stored (the schedule is not).
+    pub fn signal(&self, sig: &HostSignal) -> SignalOutcome {
+        let outcome = lock(&self.state).signal(&self.config, sig, now_ms());
+        if !outcome.probing.is_empty() {
+            self.wake_cycle.notify_one();
+        }
+        outcome
     }
 
     /// Stores the history when its flush is due (or now, with `force`).
@@ -398,6 +412,7 @@ impl Runner {
             self.cycle().await;
             tokio::select! {
                 _ = tokio::time::sleep(self.until_next()) => {}
+                _ = self.wake_cycle.notified() => {}
                 _ = &mut shutdown => break,
             }
         }

@@ -118,3 +118,32 @@ pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A stand-in for the edge's `POST /ops/signal`: every body and its
+/// Authorization header, in order.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+pub fn signal_standin() -> (String, Received) {
+    use axum::http::HeaderMap;
+    let received: Received = Default::default();
+    let sink = received.clone();
+    let router = axum::Router::new().route(
+        "/ops/signal",
+        axum::routing::post(
+            move |headers: HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
+                let sink = sink.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    sink.lock().unwrap().push((auth, body));
+                    axum::http::StatusCode::ACCEPTED
+                }
+            },
+        ),
+    );
+    let addr = vigil_testkit::serve::spawn(router);
+    (format!("http://{addr}"), received)
+}
