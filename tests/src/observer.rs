@@ -270,17 +270,53 @@ impl Browser {
     }
 
     fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+    }
+
+    /// A WebDriver call: its value, or the error it answered.
+    fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let mut req = self.http.request(method, format!("{}{path}", self.session));
         if let Some(b) = body {
             req = req.json(&b);
         }
         let v: Value = req.send().and_then(|r| r.json()).expect("WebDriver call");
-        assert!(
-            v["value"]["error"].is_null(),
-            "WebDriver {path}: {}",
-            v["value"]
-        );
-        v["value"].clone()
+        if v["value"]["error"].is_null() {
+            Ok(v["value"].clone())
+        } else {
+            Err(v["value"].clone())
+        }
+    }
+
+    /// `what` (a path below the element) on the element `css` selects. A
+    /// page replaced between finding and using the element (a click's
+    /// navigation) leaves it stale: it is found again on the new page.
+    fn on_element(
+        &self,
+        css: &str,
+        method: reqwest::Method,
+        what: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let e = self.find(css);
+            match self.try_call(
+                method.clone(),
+                &format!("/element/{e}/{what}"),
+                body.clone(),
+            ) {
+                Ok(v) => return v,
+                Err(err)
+                    if err["error"] == "stale element reference" && Instant::now() < deadline => {}
+                Err(err) => panic!("WebDriver {css} {what}: {err}"),
+            }
+        }
     }
 
     pub fn goto(&self, url: &str) {
@@ -345,8 +381,7 @@ impl Browser {
 
     /// What a person reads in the element `css` selects.
     pub fn text(&self, css: &str) -> String {
-        let e = self.find(css);
-        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+        self.on_element(css, reqwest::Method::GET, "text", None)
             .as_str()
             .unwrap_or_default()
             .to_string()
@@ -354,31 +389,26 @@ impl Browser {
 
     /// The computed value of a CSS `property` of the element `css` selects.
     pub fn css_value(&self, css: &str, property: &str) -> String {
-        let e = self.find(css);
-        self.call(
-            reqwest::Method::GET,
-            &format!("/element/{e}/css/{property}"),
-            None,
-        )
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+        self.on_element(css, reqwest::Method::GET, &format!("css/{property}"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub fn type_into(&self, css: &str, text: &str) {
-        let e = self.find(css);
-        self.call(
+        self.on_element(
+            css,
             reqwest::Method::POST,
-            &format!("/element/{e}/value"),
+            "value",
             Some(serde_json::json!({ "text": text })),
         );
     }
 
     pub fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.call(
+        self.on_element(
+            css,
             reqwest::Method::POST,
-            &format!("/element/{e}/click"),
+            "click",
             Some(serde_json::json!({})),
         );
     }
