@@ -8,7 +8,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use fs2::FileExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -56,7 +55,9 @@ impl FileStore {
             .write(true)
             .open(dir.join("lock"))
             .map_err(io)?;
-        lock.try_lock_exclusive()
+        // std's advisory lock (flock on Linux): a second edge on the same
+        // state_dir is refused instead of both writing it.
+        lock.try_lock()
             .map_err(|_| StoreError::Locked(dir.to_owned()))?;
         Ok(FileStore {
             dir: dir.to_owned(),
