@@ -207,6 +207,14 @@ fn round_html(r: &Round) -> String {
             &format!("{}({}) → {}", c.name, c.arguments, c.verdict),
         ));
     }
+    for l in &r.logs {
+        let _ = write!(
+            out,
+            "<div class=\"log\"><span class=\"muted\">Logs of {}</span><pre>{}</pre></div>",
+            escape(&l.service),
+            escape(&l.lines.join("\n"))
+        );
+    }
     if let Some(reason) = &r.reason {
         out.push_str(&pre("Reason", reason));
     }
@@ -352,6 +360,7 @@ pub fn message(title: &str, text: &str) -> String {
 mod tests {
     use super::*;
     use crate::core::incident::{PlannerKind, RemediationStatus, RoundOutcome, ToolCallRecord};
+    use vigil_wire::LogLines;
 
     fn hostile() -> Incident {
         let mut i = Incident::new(
@@ -382,6 +391,10 @@ mod tests {
             outcome: RoundOutcome::NotRecovered,
             retries: 0,
             note: Some("resumed <b>after</b> the host answered".into()),
+            logs: vec![LogLines {
+                service: "api<i>".into(),
+                lines: vec!["GET /<script>alert(4)</script> HTTP/1.1".into()],
+            }],
         });
         i
     }
@@ -391,6 +404,9 @@ mod tests {
         let page = incident(&hostile(), Some("tok\"en"));
         assert!(!page.contains("<script"), "{page}");
         assert!(!page.contains("<img"), "{page}");
+        assert!(!page.contains("<i>"), "{page}");
+        assert!(page.contains("Logs of api&lt;i&gt;</span>"), "{page}");
+        assert!(page.contains("GET /&lt;script&gt;alert(4)&lt;/script&gt; HTTP/1.1"));
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("&lt;/pre&gt;&lt;script&gt;alert(3)"));
         assert!(page.contains("resumed &lt;b&gt;after&lt;/b&gt; the host answered"));
