@@ -9,13 +9,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use vigil_testkit::{docker_or_skip, eventually};
 use vigil_testkit::edge::{CONTROL_TOKEN, READ_TOKEN};
 use vigil_testkit::observer::{browse, Browser};
 use vigil_testkit::openai::Reply;
 use vigil_testkit::pair::{Options, Pair};
 use vigil_testkit::target::{Behaviour, TargetServer};
 use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
+use vigil_testkit::{docker_or_skip, eventually};
 
 /// Were it markup, it would change the page's title.
 const HOSTILE: &str = "<script>document.title='pwned'</script>";
@@ -118,7 +118,7 @@ fn a_real_round_is_audited_as_text_and_the_status_page_shows_the_outage() {
     let problems = browser.console_problems();
     assert!(problems.is_empty(), "{problems:?}");
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
-    browser.screenshot(1280, 900, &shots.join("ui-round-desktop.png"));
+    browser.screenshot(1280, 1700, &shots.join("ui-round-desktop.png"));
 
     let status = browse(&format!("{base}/status"));
     let dom = &status.dom;
@@ -126,13 +126,7 @@ fn a_real_round_is_audited_as_text_and_the_status_page_shows_the_outage() {
     assert!(dom.contains("Automatic recovery attempted"), "{dom}");
     let today = dom.split("<span class=\"day ").nth(90).unwrap();
     assert!(today.contains(&format!("1 incident ({id})\"")), "{today}");
-    for private in [
-        "restart_api_core",
-        "vps1",
-        "pwned",
-        "127.0.0.1",
-        "api-core",
-    ] {
+    for private in ["restart_api_core", "vps1", "pwned", "127.0.0.1", "api-core"] {
         assert!(!dom.contains(private), "{private} leaked");
     }
     assert!(status.console.is_empty(), "{:?}", status.console);
@@ -232,7 +226,10 @@ fn the_worker_serves_the_same_audit_view() {
         .unwrap()
         .json()
         .unwrap();
-    let id = open["incidents"][0]["id"].as_str().expect("an incident").to_string();
+    let id = open["incidents"][0]["id"]
+        .as_str()
+        .expect("an incident")
+        .to_string();
     let base = w.url("");
 
     let browser = Browser::start();
@@ -248,7 +245,11 @@ fn the_worker_serves_the_same_audit_view() {
         timeline.contains("healthy → down") && timeline.contains(HOSTILE),
         "the transition, its hostile error as text:\n{timeline}"
     );
-    assert_eq!(browser.title(), format!("Incident {id} · Vigil"), "nothing ran");
+    assert_eq!(
+        browser.title(),
+        format!("Incident {id} · Vigil"),
+        "nothing ran"
+    );
     assert!(browser.find_all("main script").is_empty());
 
     // Ack through the page; a forged POST (no CSRF token) is refused.
@@ -262,7 +263,9 @@ fn the_worker_serves_the_same_audit_view() {
         .send()
         .unwrap();
     assert_eq!(forged.status(), 403);
-    let csp = forged.headers()["content-security-policy"].to_str().unwrap();
+    let csp = forged.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
     assert!(csp.starts_with("default-src 'none'"), "{csp}");
     browser.click(&format!("form[action='/ui/incidents/{id}/ack'] button"));
     let shown = eventually(Duration::from_secs(20), Duration::from_millis(200), || {
@@ -280,7 +283,10 @@ fn the_worker_serves_the_same_audit_view() {
         .json()
         .unwrap();
     assert_eq!(acked["acked_by"], "ui (control token)", "{acked}");
-    assert!(acked["resolved_at_ms"].is_null(), "the forged resolve did nothing");
+    assert!(
+        acked["resolved_at_ms"].is_null(),
+        "the forged resolve did nothing"
+    );
     let problems = browser.console_problems();
     assert!(problems.is_empty(), "{problems:?}");
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
