@@ -111,20 +111,25 @@ impl UiRequest {
     pub fn parse(post: bool, path: &str, query: &str, body: &[u8]) -> Option<Self> {
         let form = String::from_utf8_lossy(body);
         let field = |text: &str, key: &str| form_param(text, key).filter(|v| !v.is_empty());
-        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-        Some(match (post, segments.as_slice()) {
-            (false, ["ui"]) => UiRequest::List {
+        let path = path.trim_end_matches('/');
+        // `/ui/incidents/{id}` and `/ui/incidents/{id}/{verb}`.
+        let incident = path
+            .strip_prefix("/ui/incidents/")
+            .filter(|rest| !rest.is_empty())
+            .map(|rest| rest.split_once('/').unwrap_or((rest, "")));
+        Some(match (post, path, incident) {
+            (false, "/ui", _) => UiRequest::List {
                 target: field(query, "target"),
                 state: field(query, "state"),
             },
-            (true, ["ui", "sign-in"]) => UiRequest::SignIn {
+            (true, "/ui/sign-in", _) => UiRequest::SignIn {
                 token: field(&form, "token").unwrap_or_default(),
             },
-            (true, ["ui", "sign-out"]) => UiRequest::SignOut,
-            (false, ["ui", "incidents", id]) => UiRequest::Incident { id: id.to_string() },
-            (true, ["ui", "incidents", id, verb]) => UiRequest::Act {
-                id: id.to_string(),
-                verb: match *verb {
+            (true, "/ui/sign-out", _) => UiRequest::SignOut,
+            (false, _, Some((id, ""))) => UiRequest::Incident { id: id.into() },
+            (true, _, Some((id, verb))) => UiRequest::Act {
+                id: id.into(),
+                verb: match verb {
                     "ack" => Verb::Ack,
                     "resolve" => Verb::Resolve,
                     _ => return None,
@@ -192,11 +197,13 @@ impl Ui {
         // HMAC accepts a key of any length.
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
         mac.update(data.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        let mut hex = String::with_capacity(64);
+        for b in mac.finalize().into_bytes() {
+            for digit in [b >> 4, b & 15] {
+                hex.push(char::from_digit(u32::from(digit), 16).unwrap_or('0'));
+            }
+        }
+        hex
     }
 
     fn cookie_value(&self, role: Role, expires_ms: u64) -> String {
