@@ -292,3 +292,34 @@ fn the_worker_serves_the_same_audit_view() {
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     browser.screenshot(1280, 900, &shots.join("ui-worker-desktop.png"));
 }
+
+#[test]
+fn the_worker_marks_the_session_cookie_secure_over_tls() {
+    if !worker_or_skip() {
+        return;
+    }
+    let api = TargetServer::start();
+    let config = format!("[[target]]\nid = \"api\"\nurl = {:?}\n", api.url());
+    let w = Wrangler::start_https(vec![
+        ("VIGIL_CONFIG".into(), config),
+        ("OPS_READ_TOKEN".into(), READ_TOKEN.into()),
+    ]);
+    // The redirect carries the cookie: do not follow it.
+    let http = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = http
+        .post(w.url("/ui/sign-in"))
+        .form(&[("token", READ_TOKEN)])
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with("vigil_ui=read.")
+            && cookie.ends_with("; HttpOnly; SameSite=Strict; Secure"),
+        "{cookie}"
+    );
+}
