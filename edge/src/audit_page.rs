@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::config::Target;
 use crate::core::incident::{Incident, ManualAction, RemediationStatus, Round, StateChange};
 use crate::html::{escape, sort_small_by_key, when};
 
@@ -71,7 +72,7 @@ pub struct ListFilter {
 }
 
 /// Every incident (open first, then newest first), filtered.
-pub fn list(incidents: &[Incident], targets: &[String], filter: &ListFilter) -> String {
+pub fn list(incidents: &[Incident], targets: &[Target], filter: &ListFilter) -> String {
     let mut shown: Vec<&Incident> = incidents
         .iter()
         .filter(|i| filter.target.as_ref().is_none_or(|t| &i.target == t))
@@ -84,7 +85,7 @@ pub fn list(incidents: &[Incident], targets: &[String], filter: &ListFilter) -> 
         "<form method=\"get\" action=\"/ui\" class=\"card\" aria-label=\"Filters\">\
          <label for=\"target\">Target</label> <select id=\"target\" name=\"target\"><option value=\"\">all</option>",
     );
-    let mut subjects: Vec<&String> = targets.iter().collect();
+    let mut subjects: Vec<&String> = targets.iter().map(|t| &t.id).collect();
     for i in incidents {
         if !subjects.contains(&&i.target) {
             subjects.push(&i.target);
@@ -312,15 +313,21 @@ impl Entry<'_> {
 /// The incident's entries in time order (the order found on a tie).
 fn entries(i: &Incident) -> Vec<(u64, Entry<'_>)> {
     let mut out = vec![(i.opened_at_ms, Entry::Opened)];
-    out.extend(i.history.iter().map(|c| (c.at_ms, Entry::Transition(c))));
-    out.extend(i.rounds.iter().map(|r| (r.started_at_ms, Entry::Round(r))));
+    for c in &i.history {
+        out.push((c.at_ms, Entry::Transition(c)));
+    }
+    for r in &i.rounds {
+        out.push((r.started_at_ms, Entry::Round(r)));
+    }
     if let Some(at) = i.paged_at_ms {
         out.push((at, Entry::Paged(i.page_reason.as_deref().unwrap_or(""))));
     }
     if let Some(at) = i.acked_at_ms {
         out.push((at, Entry::Acked(i.acked_by.as_deref().unwrap_or("someone"))));
     }
-    out.extend(i.manual_actions.iter().map(|m| (m.at_ms, Entry::Manual(m))));
+    for m in &i.manual_actions {
+        out.push((m.at_ms, Entry::Manual(m)));
+    }
     if let Some(at) = i.resolved_at_ms {
         out.push((at, Entry::Resolved(i.resolution.as_deref().unwrap_or(""))));
     }
@@ -461,7 +468,16 @@ mod tests {
         other.id = "inc-2".into();
         other.target = "web".into();
         let all = [resolved, hostile(), other];
-        let page = list(&all, &["api".into()], &ListFilter::default());
+        let config = crate::config::Config::parse(
+            "t",
+            "[[target]]\nid = \"db\"\nurl = \"http://127.0.0.1:1/\"\n",
+        )
+        .unwrap();
+        let page = list(&all, &config.targets, &ListFilter::default());
+        assert!(
+            page.contains("<option value=\"db\">db</option>"),
+            "a target without incidents"
+        );
         let (a, b) = (page.find(">inc-1<").unwrap(), page.find(">inc-0<").unwrap());
         assert!(a < b, "open first");
         let api_open = list(

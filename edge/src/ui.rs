@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use vigil_wire::TokenCheck;
 
 use crate::audit_page::{self, ListFilter, CSP};
+use crate::config::Target;
 use crate::core::state::{State, StateError};
 use crate::ops_requests::{form_param, state_filter};
 use crate::shell::Secrets;
@@ -234,7 +235,7 @@ impl Ui {
     }
 
     /// Answers `req`. `cookie` is the request's `Cookie` header, `tls`
-    /// whether it came over TLS, `targets` the configured target ids.
+    /// whether it came over TLS, `targets` the configured targets.
     pub fn answer(
         &self,
         req: UiRequest,
@@ -242,7 +243,7 @@ impl Ui {
         tls: bool,
         now_ms: u64,
         state: &State,
-        targets: &[String],
+        targets: &[Target],
     ) -> Step {
         let session = self.session(cookie, now_ms);
         Step::Answer(match (req, session) {

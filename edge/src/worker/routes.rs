@@ -95,6 +95,7 @@ async fn ui(req: &mut Request, env: &Env, durable: Option<&Storage>) -> worker::
     let Some(request) = UiRequest::parse(post, &req.path(), query, &body) else {
         return error(404, "not_found", "no such route");
     };
+    let signing_in = matches!(request, UiRequest::SignIn { .. });
     let (config, secrets) = match setup(env) {
         Ok(s) => s,
         Err(answer) => return answer,
@@ -103,19 +104,29 @@ async fn ui(req: &mut Request, env: &Env, durable: Option<&Storage>) -> worker::
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
-    let targets: Vec<String> = config.targets.iter().map(|t| t.id.clone()).collect();
     let cookie = req.headers().get("cookie")?;
     let now = now_ms();
     let tls = url.starts_with("https:");
-    let answer =
-        match Ui::new(&secrets).answer(request, cookie.as_deref(), tls, now, &state, &targets) {
-            Step::Answer(a) => a,
-            Step::Change { id, verb } => {
-                let done = verb.apply(&mut state, &id, now);
-                let stored = store.save(&state).await.map_err(|e| e.to_string());
-                changed(&id, stored.map(|_| done))
-            }
-        };
+    let answer = match Ui::new(&secrets).answer(
+        request,
+        cookie.as_deref(),
+        tls,
+        now,
+        &state,
+        &config.targets,
+    ) {
+        Step::Answer(a) => a,
+        Step::Change { id, verb } => {
+            let done = verb.apply(&mut state, &id, now);
+            let stored = store.save(&state).await.map_err(|e| e.to_string());
+            changed(&id, stored.map(|_| done))
+        }
+    };
+    if signing_in && answer.status == 401 {
+        if let Some(too_many) = auth_failure(req, env).await? {
+            return Ok(too_many);
+        }
+    }
     page(answer)
 }
 
@@ -145,6 +156,20 @@ async fn within_rate(req: &Request, env: &Env, binding: &str) -> worker::Result<
         .get("cf-connecting-ip")?
         .unwrap_or_else(|| "unknown".into());
     Ok(limiter.limit(client).await?.success)
+}
+
+/// Counts one failed authentication of the client; `Some` is the 429 to
+/// answer once it has failed too often.
+async fn auth_failure(req: &Request, env: &Env) -> worker::Result<Option<Response>> {
+    if within_rate(req, env, "VIGIL_AUTH_FAIL_RATE").await? {
+        return Ok(None);
+    }
+    error(
+        429,
+        "rate_limited",
+        "too many failed authentications from this address; retry in a minute",
+    )
+    .map(Some)
 }
 
 /// A write that could not be stored: the change was not made.
@@ -204,14 +229,10 @@ async fn route(
         _ => check(&secrets.control_token),
     };
     if !allowed {
-        if !within_rate(req, env, "VIGIL_AUTH_FAIL_RATE").await? {
-            return error(
-                429,
-                "rate_limited",
-                "too many failed authentications from this address; retry in a minute",
-            );
-        }
-        return error(401, "unauthorized", "missing or wrong bearer token");
+        return match auth_failure(req, env).await? {
+            Some(too_many) => Ok(too_many),
+            None => error(401, "unauthorized", "missing or wrong bearer token"),
+        };
     }
     let budget = Budget::new(config.plan());
     let (store, mut state) = match Store::open(env, durable, budget).await {
