@@ -8,8 +8,9 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::core::incident::{Incident, RemediationStatus, Round};
-use crate::html::{escape, when};
+use crate::config::Target;
+use crate::core::incident::{Incident, ManualAction, RemediationStatus, Round, StateChange};
+use crate::html::{escape, sort_small_by_key, when};
 
 /// The Content-Security-Policy the view is served with: no scripts, nothing
 /// loaded, forms only to itself.
@@ -71,18 +72,20 @@ pub struct ListFilter {
 }
 
 /// Every incident (open first, then newest first), filtered.
-pub fn list(incidents: &[Incident], targets: &[String], filter: &ListFilter) -> String {
+pub fn list(incidents: &[Incident], targets: &[Target], filter: &ListFilter) -> String {
     let mut shown: Vec<&Incident> = incidents
         .iter()
         .filter(|i| filter.target.as_ref().is_none_or(|t| &i.target == t))
         .filter(|i| filter.open.is_none_or(|o| i.is_open() == o))
         .collect();
-    shown.sort_by_key(|i| std::cmp::Reverse((i.is_open(), i.opened_at_ms)));
+    sort_small_by_key(&mut shown, |i| {
+        std::cmp::Reverse((i.is_open(), i.opened_at_ms))
+    });
     let mut body = String::from(
         "<form method=\"get\" action=\"/ui\" class=\"card\" aria-label=\"Filters\">\
          <label for=\"target\">Target</label> <select id=\"target\" name=\"target\"><option value=\"\">all</option>",
     );
-    let mut subjects: Vec<&String> = targets.iter().collect();
+    let mut subjects: Vec<&String> = targets.iter().map(|t| &t.id).collect();
     for i in incidents {
         if !subjects.contains(&&i.target) {
             subjects.push(&i.target);
@@ -143,7 +146,12 @@ pub fn list(incidents: &[Incident], targets: &[String], filter: &ListFilter) -> 
 /// `status (reason)` from the tagged form the API shows too, so a new
 /// variant needs nothing here.
 fn remediation(r: &RemediationStatus) -> String {
-    let v = serde_json::to_value(r).unwrap_or_default();
+    // Through the JSON text: its serializer is in every build already
+    // (`to_value` would add one for the type; Worker bundle size).
+    let v: serde_json::Value = serde_json::to_string(r)
+        .ok()
+        .and_then(|t| serde_json::from_slice(t.as_bytes()).ok())
+        .unwrap_or_default();
     let status = v["status"].as_str().unwrap_or_default().replace('_', " ");
     match v["reason"].as_str() {
         Some(why) => format!("{status} ({why})"),
@@ -153,9 +161,8 @@ fn remediation(r: &RemediationStatus) -> String {
 
 /// An enum's serde name (`not_recovered`, `llm`, ...).
 fn word<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
+    serde_json::to_string(v)
+        .map(|t| t.trim_matches('"').to_string())
         .unwrap_or_default()
 }
 
@@ -207,6 +214,14 @@ fn round_html(r: &Round) -> String {
             &format!("{}({}) → {}", c.name, c.arguments, c.verdict),
         ));
     }
+    for l in &r.logs {
+        let _ = write!(
+            out,
+            "<div class=\"log\"><span class=\"muted\">Logs of {}</span><pre>{}</pre></div>",
+            escape(&l.service),
+            escape(&l.lines.join("\n"))
+        );
+    }
     if let Some(reason) = &r.reason {
         out.push_str(&pre("Reason", reason));
     }
@@ -242,56 +257,88 @@ fn round_html(r: &Round) -> String {
     out
 }
 
+/// One entry of an incident's timeline. A new kind of entry (an approval,
+/// say) is a variant here, where [`entries`] finds it, and an arm in
+/// [`Entry::html`].
+enum Entry<'a> {
+    Opened,
+    Transition(&'a StateChange),
+    Round(&'a Round),
+    Paged(&'a str),
+    Acked(&'a str),
+    Manual(&'a ManualAction),
+    Resolved(&'a str),
+}
+
+impl Entry<'_> {
+    fn html(&self) -> String {
+        match self {
+            Entry::Opened => "Incident opened".into(),
+            Entry::Transition(c) => {
+                let mut text = format!(
+                    "<strong>{} → {}</strong> ({} ms{})",
+                    c.from.as_str(),
+                    c.to.as_str(),
+                    c.latency_ms,
+                    c.status.map_or(String::new(), |s| format!(", HTTP {s}"))
+                );
+                if let Some(e) = &c.error {
+                    text.push_str(&pre("Error", e));
+                }
+                text
+            }
+            Entry::Round(r) => round_html(r),
+            Entry::Paged(reason) => format!("Paged: {}", escape(reason)),
+            Entry::Acked(by) => format!("Acknowledged by {}", escape(by)),
+            Entry::Manual(m) => {
+                let mut text = format!(
+                    "Manual action <code>{}</code> on {} by {}",
+                    escape(&m.action),
+                    escape(&m.host),
+                    escape(&m.by)
+                );
+                if let Some(r) = &m.result {
+                    let _ = write!(text, ": {} in {} ms", word(&r.outcome), r.duration_ms);
+                }
+                if let Some(e) = &m.error {
+                    text.push_str(&pre("Error", e));
+                }
+                text
+            }
+            Entry::Resolved(how) => format!("Resolved {}", escape(how)),
+        }
+    }
+}
+
+/// The incident's entries in time order (the order found on a tie).
+fn entries(i: &Incident) -> Vec<(u64, Entry<'_>)> {
+    let mut out = vec![(i.opened_at_ms, Entry::Opened)];
+    for c in &i.history {
+        out.push((c.at_ms, Entry::Transition(c)));
+    }
+    for r in &i.rounds {
+        out.push((r.started_at_ms, Entry::Round(r)));
+    }
+    if let Some(at) = i.paged_at_ms {
+        out.push((at, Entry::Paged(i.page_reason.as_deref().unwrap_or(""))));
+    }
+    if let Some(at) = i.acked_at_ms {
+        out.push((at, Entry::Acked(i.acked_by.as_deref().unwrap_or("someone"))));
+    }
+    for m in &i.manual_actions {
+        out.push((m.at_ms, Entry::Manual(m)));
+    }
+    if let Some(at) = i.resolved_at_ms {
+        out.push((at, Entry::Resolved(i.resolution.as_deref().unwrap_or(""))));
+    }
+    sort_small_by_key(&mut out, |(at, _)| *at);
+    out
+}
+
 /// One incident as a timeline. With `csrf` (a control session), the
 /// acknowledge and resolve buttons carry it.
 pub fn incident(i: &Incident, csrf: Option<&str>) -> String {
     let id = escape(&i.id);
-    let mut events: Vec<(u64, String)> = Vec::new();
-    events.push((i.opened_at_ms, "Incident opened".into()));
-    for c in &i.history {
-        let mut text = format!(
-            "<strong>{} → {}</strong> ({} ms{})",
-            c.from.as_str(),
-            c.to.as_str(),
-            c.latency_ms,
-            c.status.map_or(String::new(), |s| format!(", HTTP {s}"))
-        );
-        if let Some(e) = &c.error {
-            text.push_str(&pre("Error", e));
-        }
-        events.push((c.at_ms, text));
-    }
-    for r in &i.rounds {
-        events.push((r.started_at_ms, round_html(r)));
-    }
-    if let Some(at) = i.paged_at_ms {
-        let reason = i.page_reason.as_deref().unwrap_or("");
-        events.push((at, format!("Paged: {}", escape(reason))));
-    }
-    if let Some(at) = i.acked_at_ms {
-        let by = i.acked_by.as_deref().unwrap_or("someone");
-        events.push((at, format!("Acknowledged by {}", escape(by))));
-    }
-    for m in &i.manual_actions {
-        let mut text = format!(
-            "Manual action <code>{}</code> on {} by {}",
-            escape(&m.action),
-            escape(&m.host),
-            escape(&m.by)
-        );
-        if let Some(r) = &m.result {
-            let _ = write!(text, ": {} in {} ms", word(&r.outcome), r.duration_ms);
-        }
-        if let Some(e) = &m.error {
-            text.push_str(&pre("Error", e));
-        }
-        events.push((m.at_ms, text));
-    }
-    if let Some(at) = i.resolved_at_ms {
-        let how = i.resolution.as_deref().unwrap_or("");
-        events.push((at, format!("Resolved {}", escape(how))));
-    }
-    events.sort_by_key(|(at, _)| *at);
     let state = if i.is_open() {
         "<span class=\"open\">open</span>"
     } else {
@@ -328,11 +375,12 @@ pub fn incident(i: &Incident, csrf: Option<&str>) -> String {
         _ => {}
     }
     body.push_str("<h2>Timeline</h2><ol class=\"timeline\">");
-    for (at, text) in events {
+    for (at, entry) in entries(i) {
         let _ = write!(
             body,
-            "<li class=\"card\"><time>{}</time><br>{text}</li>",
-            when(at)
+            "<li class=\"card\"><time>{}</time><br>{}</li>",
+            when(at),
+            entry.html()
         );
     }
     body.push_str("</ol>");
@@ -352,6 +400,7 @@ pub fn message(title: &str, text: &str) -> String {
 mod tests {
     use super::*;
     use crate::core::incident::{PlannerKind, RemediationStatus, RoundOutcome, ToolCallRecord};
+    use vigil_wire::LogLines;
 
     fn hostile() -> Incident {
         let mut i = Incident::new(
@@ -382,6 +431,10 @@ mod tests {
             outcome: RoundOutcome::NotRecovered,
             retries: 0,
             note: Some("resumed <b>after</b> the host answered".into()),
+            logs: vec![LogLines {
+                service: "api<i>".into(),
+                lines: vec!["GET /<script>alert(4)</script> HTTP/1.1".into()],
+            }],
         });
         i
     }
@@ -391,6 +444,9 @@ mod tests {
         let page = incident(&hostile(), Some("tok\"en"));
         assert!(!page.contains("<script"), "{page}");
         assert!(!page.contains("<img"), "{page}");
+        assert!(!page.contains("<i>"), "{page}");
+        assert!(page.contains("Logs of api&lt;i&gt;</span>"), "{page}");
+        assert!(page.contains("GET /&lt;script&gt;alert(4)&lt;/script&gt; HTTP/1.1"));
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("&lt;/pre&gt;&lt;script&gt;alert(3)"));
         assert!(page.contains("resumed &lt;b&gt;after&lt;/b&gt; the host answered"));
@@ -412,7 +468,16 @@ mod tests {
         other.id = "inc-2".into();
         other.target = "web".into();
         let all = [resolved, hostile(), other];
-        let page = list(&all, &["api".into()], &ListFilter::default());
+        let config = crate::config::Config::parse(
+            "t",
+            "[[target]]\nid = \"db\"\nurl = \"http://127.0.0.1:1/\"\n",
+        )
+        .unwrap();
+        let page = list(&all, &config.targets, &ListFilter::default());
+        assert!(
+            page.contains("<option value=\"db\">db</option>"),
+            "a target without incidents"
+        );
         let (a, b) = (page.find(">inc-1<").unwrap(), page.find(">inc-0<").unwrap());
         assert!(a < b, "open first");
         let api_open = list(

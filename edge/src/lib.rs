@@ -12,6 +12,7 @@ pub mod ops_requests;
 pub mod remediation;
 pub mod shell;
 pub mod status_page;
+pub mod ui;
 pub mod views;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -7,8 +7,13 @@ use serde::Deserialize;
 /// this is the Worker's only use of it, and it is large in the bundle.
 pub fn query_param(url: &str, key: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
-    let query = query.split_once('#').map_or(query, |(q, _)| q);
-    query.split('&').find_map(|pair| {
+    form_param(query.split_once('#').map_or(query, |(q, _)| q), key)
+}
+
+/// One field of an `application/x-www-form-urlencoded` text (a form's body,
+/// a query string).
+pub fn form_param(form: &str, key: &str) -> Option<String> {
+    form.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (form_decode(k) == key).then(|| form_decode(v))
     })

@@ -8,8 +8,11 @@ use tracing::Instrument;
 use vigil_wire::{ActionInfo, ActionResult, Diagnostics};
 
 use crate::config::{Config, Target};
+use vigil_wire::LogLines;
+
 use crate::core::incident::{
-    Incident, PendingAction, PlannerKind, Round, RoundOutcome, TokenUsage, ToolCallRecord,
+    keep_log_lines, Incident, PendingAction, PlannerKind, Round, RoundOutcome, TokenUsage,
+    ToolCallRecord,
 };
 use crate::core::planner::{self, Completion, Reply, LOG_TAIL};
 use crate::core::probe::{Health, Observation};
@@ -62,6 +65,7 @@ struct LlmPlan {
     plan: Plan,
     calls: Vec<ToolCallRecord>,
     usage: TokenUsage,
+    logs: Vec<LogLines>,
 }
 
 /// What a round needs besides the I/O.
@@ -111,6 +115,7 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
         outcome: RoundOutcome::NoAction,
         retries: 0,
         note: None,
+        logs: Vec::new(),
     };
     let host = target.host.clone().unwrap_or_default();
     let finish = |mut round: Round, outcome| {
@@ -167,6 +172,7 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
         .await;
         round.tool_calls = llm.calls;
         round.usage = llm.usage;
+        round.logs = llm.logs;
         plan = llm.plan;
     }
     let (name, reason) = match plan {
@@ -243,6 +249,7 @@ async fn llm_plan<I: RemediationIo>(
 ) -> LlmPlan {
     let mut calls: Vec<ToolCallRecord> = Vec::new();
     let mut usage = TokenUsage::default();
+    let mut logs = Vec::new();
     // The plan, or (as the error) why the ladder plans instead.
     let conversation = async {
         let nonce = || {
@@ -293,10 +300,13 @@ async fn llm_plan<I: RemediationIo>(
                 Reply::Logs { service } => {
                     refusals_in_a_row = 0;
                     let (what, text) = match io.logs(host, service, LOG_TAIL).await {
-                        Ok(lines) => (
-                            format!("the last {} lines of {service}'s logs", lines.len()),
-                            lines.join("\n"),
-                        ),
+                        Ok(lines) => {
+                            keep_log_lines(&mut logs, service, &lines);
+                            (
+                                format!("the last {} lines of {service}'s logs", lines.len()),
+                                lines.join("\n"),
+                            )
+                        }
                         Err(e) => (format!("{service}'s logs"), format!("unavailable: {e}")),
                     };
                     planner::frame(&what, &text, nonce()?)
@@ -312,5 +322,10 @@ async fn llm_plan<I: RemediationIo>(
     let plan = conversation
         .await
         .unwrap_or_else(|why| Plan::Fallback { why });
-    LlmPlan { plan, calls, usage }
+    LlmPlan {
+        plan,
+        calls,
+        usage,
+        logs,
+    }
 }

@@ -15,7 +15,7 @@ use crate::core::incident::Incident;
 use crate::core::probe::Health;
 use crate::core::schedule::format_utc;
 use crate::core::state::State;
-use crate::html::{escape, when};
+use crate::html::{escape, sort_small_by_key, when};
 
 /// Resolved incidents shown.
 const RESOLVED_SHOWN: usize = 5;
@@ -209,7 +209,7 @@ fn public_incident(i: &Incident, details: bool) -> PublicIncident {
         at_ms: at,
         text: "Resolved".into(),
     }));
-    timeline.sort_by_key(|e| e.at_ms);
+    sort_small_by_key(&mut timeline, |e| e.at_ms);
     PublicIncident {
         id: i.id.clone(),
         target: i.target.clone(),

@@ -884,6 +884,43 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Signs in to `/ui` with the control token and posts the incident page's
+/// acknowledge form (with its CSRF token): the answer's status and page.
+fn ack_through_the_page(addr: std::net::SocketAddr, id: &str) -> (u16, String) {
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = format!("http://{addr}/ui");
+    let signed_in = http
+        .post(format!("{base}/sign-in"))
+        .form(&[("token", CONTROL_TOKEN)])
+        .send()
+        .unwrap();
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let page = http
+        .get(format!("{base}/incidents/{id}"))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token on the page:\n{page}"))
+        .to_string();
+    let res = http
+        .post(format!("{base}/incidents/{id}/ack"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf)])
+        .send()
+        .unwrap();
+    (res.status().as_u16(), res.text().unwrap())
+}
+
 #[test]
 fn a_write_the_store_cannot_keep_is_refused_alerted_and_ids_never_repeat() {
     let discord = Discord::start();
@@ -953,6 +990,11 @@ fn a_write_the_store_cannot_keep_is_refused_alerted_and_ids_never_repeat() {
         (503, Some("store_unavailable")),
         "{body}"
     );
+    assert!(edge.get(&format!("/ops/incidents/{lost}"))["acked_at_ms"].is_null());
+    // The same through the audit view's form: not answered as done.
+    let (code, page) = ack_through_the_page(addr, &lost);
+    assert_eq!(code, 503, "{page}");
+    assert!(page.contains("could not be stored"), "{page}");
     assert!(edge.get(&format!("/ops/incidents/{lost}"))["acked_at_ms"].is_null());
     let (code, _) = edge.post(
         "/ops/target/api/maintenance",

@@ -385,3 +385,37 @@ fn a_browser_signs_in_reads_hostile_text_as_text_and_acks_through_the_page() {
     let csp = page.headers["content-security-policy"].to_str().unwrap();
     assert!(csp.starts_with("default-src 'none'"), "{csp}");
 }
+
+#[test]
+fn failed_sign_ins_count_as_failed_authentications() {
+    let api = TargetServer::start();
+    let (dir, addr) = Edge::prepare("ui-limit");
+    let config = config_head(dir.path(), addr, 0.5, 0.2)
+        + "auth_fail_per_minute = 1\nauth_fail_burst = 2\n"
+        + &format!("[[target]]\nid = \"api\"\nurl = {:?}\n", api.url());
+    let _edge = start(dir, addr, &config, vec![]);
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |token: &str| {
+        http.post(format!("http://{addr}/ui/sign-in"))
+            .form(&[("token", token)])
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // A right token is no failure; two wrong ones use up the burst.
+    assert_eq!(sign_in(READ_TOKEN), 303);
+    assert_eq!(sign_in("wrong-token-0123456789"), 401);
+    assert_eq!(sign_in("wrong-token-0123456789"), 401);
+    assert_eq!(sign_in("wrong-token-0123456789"), 429);
+    // The bearer routes share the count.
+    let res = http
+        .get(format!("http://{addr}/ops/summary"))
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 429);
+}

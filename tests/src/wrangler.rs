@@ -36,6 +36,8 @@ pub struct Wrangler {
     pub dir: TempDir,
     vars: Vec<(String, String)>,
     starts: u32,
+    /// `http`, or `https` with wrangler's own self-signed certificate.
+    scheme: &'static str,
     pub http: reqwest::blocking::Client,
 }
 
@@ -48,7 +50,17 @@ impl Wrangler {
     }
 
     /// Like `start`, with `extra` appended to wrangler.toml (bindings).
-    pub fn start_with(mut vars: Vec<(String, String)>, extra: &str) -> Self {
+    pub fn start_with(vars: Vec<(String, String)>, extra: &str) -> Self {
+        Self::launch(vars, extra, "http")
+    }
+
+    /// Served over TLS (`[dev] local_protocol = "https"`, wrangler's own
+    /// self-signed certificate, which `http` accepts).
+    pub fn start_https(vars: Vec<(String, String)>) -> Self {
+        Self::launch(vars, "[dev]\nlocal_protocol = \"https\"\n", "https")
+    }
+
+    fn launch(mut vars: Vec<(String, String)>, extra: &str, scheme: &'static str) -> Self {
         if let Ok(store) = std::env::var("VIGIL_TEST_STORE") {
             if !vars.iter().any(|(k, _)| k == "VIGIL_STORE") {
                 vars.push(("VIGIL_STORE".into(), store));
@@ -68,8 +80,10 @@ impl Wrangler {
             dir,
             vars,
             starts: 0,
+            scheme,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(120))
+                .danger_accept_invalid_certs(scheme == "https")
                 .build()
                 .unwrap(),
         };
@@ -155,7 +169,7 @@ impl Wrangler {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Triggers the cron handler without waiting for a report.

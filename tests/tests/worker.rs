@@ -773,8 +773,9 @@ fn crash_floods_and_flapping_stay_bounded_in_the_worker() {
     assert_eq!(api_open, 0, "{open}");
 }
 
-/// `/_log` and failed authentications counted per client through the
-/// Workers rate-limit bindings (simulated by wrangler dev).
+/// `/_log` and failed authentications (bearer tokens, the `/ui` sign-in
+/// form) counted per client through the Workers rate-limit bindings
+/// (simulated by wrangler dev).
 #[test]
 fn crash_log_and_failed_authentications_are_rate_limited_in_the_worker() {
     if !worker_or_skip() {
@@ -816,6 +817,19 @@ fn crash_log_and_failed_authentications_are_rate_limited_in_the_worker() {
     };
     let statuses: Vec<u16> = (0..4).map(|_| wrong()).collect();
     assert_eq!(statuses, [401, 401, 429, 429]);
+    // A wrong token in the audit view's sign-in form counts the same.
+    let sign_in = |token: &str| {
+        w.http
+            .post(w.url("/ui/sign-in"))
+            .header("cf-connecting-ip", "203.0.113.10")
+            .form(&[("token", token)])
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let statuses: Vec<u16> = (0..3).map(|_| sign_in("wrong-wrong-wrong-wrong")).collect();
+    assert_eq!(statuses, [401, 401, 429]);
 }
 
 /// A configured token under 16 characters is refused (500 naming it) on

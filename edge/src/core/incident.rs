@@ -2,9 +2,14 @@
 //! acknowledgement, manual actions.
 
 use serde::{Deserialize, Serialize};
-use vigil_wire::ActionResult;
+use vigil_wire::{ActionResult, LogLines};
 
-use super::probe::{Health, Observation};
+use super::probe::{truncate, Health, Observation};
+
+/// The most container log lines a round keeps, and the most characters of
+/// each: at most about 4 KB per round in the state document.
+pub const ROUND_LOG_LINES: usize = 20;
+pub const LOG_LINE_CHARS: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateChange {
@@ -127,6 +132,28 @@ pub struct Round {
     /// was unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The container log lines the round read (the model's `get_logs`
+    /// calls), as the model saw them, within [`ROUND_LOG_LINES`] and
+    /// [`LOG_LINE_CHARS`] ([`keep_log_lines`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogLines>,
+}
+
+/// Adds what one read of `service`'s logs returned to a round's `kept`
+/// lines: its newest lines that fit in [`ROUND_LOG_LINES`] for the round,
+/// each cut to [`LOG_LINE_CHARS`]. A read past the cap keeps nothing.
+pub fn keep_log_lines(kept: &mut Vec<LogLines>, service: &str, lines: &[String]) {
+    let room = ROUND_LOG_LINES.saturating_sub(kept.iter().map(|l| l.lines.len()).sum());
+    if room == 0 || lines.is_empty() {
+        return;
+    }
+    kept.push(LogLines {
+        service: service.to_string(),
+        lines: lines[lines.len().saturating_sub(room)..]
+            .iter()
+            .map(|l| truncate(l, LOG_LINE_CHARS))
+            .collect(),
+    });
 }
 
 fn is_zero_u32(n: &u32) -> bool {
@@ -344,5 +371,21 @@ mod tests {
             incident_id(5, 1_764_000_000_001),
             "a number lost with an unsaved state is not reused"
         );
+    }
+
+    #[test]
+    fn a_round_keeps_the_newest_log_lines_within_its_cap() {
+        let lines: Vec<String> = (0..50).map(|n| format!("line {n}")).collect();
+        let mut kept = Vec::new();
+        keep_log_lines(&mut kept, "web", &lines[..5]);
+        keep_log_lines(&mut kept, "db", &lines);
+        keep_log_lines(&mut kept, "web", &lines);
+        assert_eq!(kept.len(), 2, "a read past the cap keeps nothing");
+        assert_eq!(kept[0].lines, lines[..5]);
+        assert_eq!(kept[1].service, "db");
+        assert_eq!(kept[1].lines, lines[35..], "the newest lines that fit");
+        let mut long = Vec::new();
+        keep_log_lines(&mut long, "web", &["x".repeat(1_000)]);
+        assert!(long[0].lines[0].chars().count() <= LOG_LINE_CHARS);
     }
 }

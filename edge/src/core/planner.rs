@@ -756,6 +756,7 @@ mod tests {
             outcome: crate::core::incident::RoundOutcome::NotRecovered,
             retries: 0,
             note: None,
+            logs: Vec::new(),
         });
         let allowed = allowed_actions(&agent, &t, &inc, 2);
         assert_eq!(

@@ -831,6 +831,7 @@ fn interrupted_round(p: PendingAction, now_ms: u64) -> Round {
         outcome: RoundOutcome::Recovered,
         retries: 0,
         note: None,
+        logs: Vec::new(),
     }
 }
 

@@ -55,10 +55,11 @@ pub fn router(runner: Arc<Runner>) -> Router {
     let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
     let signal = secrets.signal_token.as_deref().map(TokenCheck::new);
     let limits = ClientLimits::start(&runner.config);
-    // Routes with their own access rules: /metrics, the status page, /ui.
+    // Routes with their own access rules: /metrics, the status page, /ui
+    // (its failed sign-ins count like failed authentications).
     let own_rules = super::metrics::router(runner.clone())
         .merge(super::status::router(runner.clone()))
-        .merge(super::ui::router(runner.clone()));
+        .merge(super::ui::router(runner.clone(), limits.clone()));
     let api = Arc::new(Api {
         limits,
         runner,

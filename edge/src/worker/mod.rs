@@ -99,7 +99,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    let stateful = ["/ops/", "/_log", "/status"]
+    let stateful = ["/ops/", "/_log", "/status", "/ui"]
         .iter()
         .any(|p| req.path().starts_with(p));
     if durable_mode(&env) && stateful {

@@ -1,5 +1,6 @@
-//! The `/ops` routes, `/healthz` and `/_log`: token checks, then the same
-//! views and state methods as the native API, on the stored state.
+//! The `/ops` routes, `/healthz`, `/_log`, `/status` and `/ui`: token
+//! checks, then the same views, pages and state methods as the native API,
+//! on the stored state.
 
 use vigil_wire::{ErrorBody, TokenCheck};
 use worker::{Env, Method, Request, Response, Storage};
@@ -13,6 +14,7 @@ use crate::core::budget::Budget;
 use crate::core::crash::{self, CrashLog, CrashReport};
 use crate::core::state::{State, StateError};
 use crate::shell::{manual_failure, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
+use crate::ui::{changed, Answer, Step, Ui, UiRequest, HEADERS};
 use crate::{ops_requests, status_page, views};
 
 /// Writes one crash report costs at most: the crash log and the state.
@@ -58,7 +60,88 @@ pub async fn serve(
         }
         return Ok(res);
     }
+    if req.path() == "/ui" || req.path().starts_with("/ui/") {
+        return ui(req, env, durable).await;
+    }
     route(req, env, durable).await
+}
+
+/// The configuration and the secrets, with the tokens checked; `Err` is the
+/// answer when they cannot be had.
+fn setup(env: &Env) -> std::result::Result<(Config, Secrets), worker::Result<Response>> {
+    let config = load_config(env).map_err(|e| error(500, "no_configuration", e))?;
+    let secrets = Secrets::from_env(&config, |k| lookup(env, k));
+    secrets
+        .check_tokens()
+        .map_err(|why| error(500, "bad_token", why))?;
+    Ok((config, secrets))
+}
+
+/// `/ui`, the audit view: answered by `crate::ui` as on the native edge.
+/// The request came over TLS when its URL (as Cloudflare received it) is
+/// `https:`; then the session cookie is `Secure`.
+async fn ui(req: &mut Request, env: &Env, durable: Option<&Storage>) -> worker::Result<Response> {
+    let post = req.method() == Method::Post;
+    let body = if post {
+        match body_within(req, BODY_LIMIT).await? {
+            Ok(body) => body,
+            Err(too_large) => return Ok(too_large),
+        }
+    } else {
+        Vec::new()
+    };
+    let url = req.inner().url();
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let Some(request) = UiRequest::parse(post, &req.path(), query, &body) else {
+        return error(404, "not_found", "no such route");
+    };
+    let signing_in = matches!(request, UiRequest::SignIn { .. });
+    let (config, secrets) = match setup(env) {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let (store, mut state) = match Store::open(env, durable, Budget::new(config.plan())).await {
+        Ok(s) => s,
+        Err(e) => return error(502, "kv_unavailable", e),
+    };
+    let cookie = req.headers().get("cookie")?;
+    let now = now_ms();
+    let tls = url.starts_with("https:");
+    let answer = match Ui::new(&secrets).answer(
+        request,
+        cookie.as_deref(),
+        tls,
+        now,
+        &state,
+        &config.targets,
+    ) {
+        Step::Answer(a) => a,
+        Step::Change { id, verb } => {
+            let done = verb.apply(&mut state, &id, now);
+            let stored = store.save(&state).await.map_err(|e| e.to_string());
+            changed(&id, stored.map(|_| done))
+        }
+    };
+    if signing_in && answer.status == 401 {
+        if let Some(too_many) = auth_failure(req, env).await? {
+            return Ok(too_many);
+        }
+    }
+    page(answer)
+}
+
+fn page(a: Answer) -> worker::Result<Response> {
+    let mut res = Response::from_html(a.body)?.with_status(a.status);
+    let headers = res.headers_mut();
+    for (name, value) in HEADERS {
+        headers.set(name, value)?;
+    }
+    for (name, value) in [("location", a.location), ("set-cookie", a.set_cookie)] {
+        if let Some(v) = value {
+            headers.set(name, &v)?;
+        }
+    }
+    Ok(res)
 }
 
 /// Counts one event of the client (`CF-Connecting-IP`) through the
@@ -73,6 +156,20 @@ async fn within_rate(req: &Request, env: &Env, binding: &str) -> worker::Result<
         .get("cf-connecting-ip")?
         .unwrap_or_else(|| "unknown".into());
     Ok(limiter.limit(client).await?.success)
+}
+
+/// Counts one failed authentication of the client; `Some` is the 429 to
+/// answer once it has failed too often.
+async fn auth_failure(req: &Request, env: &Env) -> worker::Result<Option<Response>> {
+    if within_rate(req, env, "VIGIL_AUTH_FAIL_RATE").await? {
+        return Ok(None);
+    }
+    error(
+        429,
+        "rate_limited",
+        "too many failed authentications from this address; retry in a minute",
+    )
+    .map(Some)
 }
 
 /// A write that could not be stored: the change was not made.
@@ -111,14 +208,10 @@ async fn route(
     if matches!(access, Access::Open) {
         return json(200, &serde_json::json!({"ok": true}));
     }
-    let config = match load_config(env) {
-        Ok(c) => c,
-        Err(e) => return error(500, "no_configuration", e),
+    let (config, secrets) = match setup(env) {
+        Ok(s) => s,
+        Err(answer) => return answer,
     };
-    let secrets = Secrets::from_env(&config, |k| lookup(env, k));
-    if let Err(why) = secrets.check_tokens() {
-        return error(500, "bad_token", why);
-    }
     let header = req.headers().get("authorization")?;
     let check = |t: &Option<String>| {
         t.as_deref()
@@ -136,14 +229,10 @@ async fn route(
         _ => check(&secrets.control_token),
     };
     if !allowed {
-        if !within_rate(req, env, "VIGIL_AUTH_FAIL_RATE").await? {
-            return error(
-                429,
-                "rate_limited",
-                "too many failed authentications from this address; retry in a minute",
-            );
-        }
-        return error(401, "unauthorized", "missing or wrong bearer token");
+        return match auth_failure(req, env).await? {
+            Some(too_many) => Ok(too_many),
+            None => error(401, "unauthorized", "missing or wrong bearer token"),
+        };
     }
     let budget = Budget::new(config.plan());
     let (store, mut state) = match Store::open(env, durable, budget).await {
