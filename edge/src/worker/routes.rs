@@ -1,12 +1,14 @@
 //! The `/ops` routes, `/healthz` and `/_log`: token checks, then the same
-//! views and state methods as the native API, on the stored state.
+//! views and state methods as the native API, on the stored state. A
+//! change is answered only once it is stored (else 503, not made).
 
 use vigil_wire::{ErrorBody, TokenCheck};
-use worker::{Env, Method, Request, Response, Storage};
+use worker::{console_error, Env, Method, Request, Response, Storage};
 
 use super::cycle::last_report;
 use super::io::{now_ms, worker_io};
-use super::store::{Store, CRASHES_KEY};
+use super::signal;
+use super::store::{self, Store, CRASHES_KEY};
 use super::{load_config, lookup};
 use crate::config::Config;
 use crate::core::budget::Budget;
@@ -32,6 +34,7 @@ enum Access {
     Control,
     Jobs,
     CrashLog,
+    Signal,
     /// The status page: no token, but only when enabled.
     Public,
 }
@@ -98,6 +101,7 @@ async fn route(
         (Method::Get, ["healthz"]) => Access::Open,
         (Method::Get, ["status" | "status.json"]) => Access::Public,
         (Method::Post, ["_log"]) => Access::CrashLog,
+        (Method::Post, ["ops", "signal"]) => Access::Signal,
         (Method::Post, ["ops", "jobs", "heartbeat"]) => Access::Jobs,
         (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes"])
         | (Method::Get, ["ops", "incidents" | "target", _]) => Access::Read,
@@ -109,7 +113,10 @@ async fn route(
         _ => return error(404, "not_found", "no such route"),
     };
     if matches!(access, Access::Open) {
-        return json(200, &serde_json::json!({"ok": true}));
+        // What this isolate saw of the store (`core::store_health`).
+        let store = store::health();
+        let status = if store.ok { 200 } else { 503 };
+        return json(status, &serde_json::json!({"ok": store.ok, "store": store}));
     }
     let config = match load_config(env) {
         Ok(c) => c,
@@ -133,6 +140,7 @@ async fn route(
         Access::Read => check(&secrets.read_token) | check(&secrets.control_token),
         Access::Jobs => check(&secrets.jobs_token),
         Access::CrashLog => check(&secrets.crash_log_token),
+        Access::Signal => check(&secrets.signal_token),
         _ => check(&secrets.control_token),
     };
     if !allowed {
@@ -150,6 +158,9 @@ async fn route(
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
+    // Read routes store nothing; a change is stored before it is answered.
+    let changes = matches!(access, Access::Control | Access::Jobs | Access::CrashLog);
+    let before = state.clone();
     let now = now_ms();
     let operator = ops_requests::operator(req.headers().get("x-vigil-operator")?.as_deref());
     let url = req.inner().url();
@@ -229,6 +240,8 @@ async fn route(
                 Err(e) => return error(400, "unknown_app", e.to_string()),
             };
             if let Err(e) = store.save_doc(CRASHES_KEY, &doc).await {
+                let mut kept = before;
+                store.failed(&mut kept, &e);
                 return not_stored(e);
             }
             // Alerts go out with the next cycle's outbox.
@@ -332,15 +345,23 @@ async fn route(
                 }
             }
         }
+        ["ops", "signal"] => {
+            let body = match body_within(req, BODY_LIMIT).await? {
+                Ok(body) => body,
+                Err(too_large) => return Ok(too_large),
+            };
+            let io = worker_io(&config, secrets);
+            return signal::take(&body, env, &io, &store, state, durable).await;
+        }
         ["ops", "actions", host, name] => {
-            manual(&config, secrets, &store, &mut state, host, name, operator).await
+            return manual(&config, secrets, &store, &mut state, host, name, operator).await
         }
         ["ops", "restart", id] => match config
             .target(id)
             .and_then(|t| Some((t.host.clone()?, t.actions.first()?.clone())))
         {
             Some((host, first)) => {
-                manual(
+                return manual(
                     &config, secrets, &store, &mut state, &host, &first, operator,
                 )
                 .await
@@ -353,8 +374,10 @@ async fn route(
         },
         _ => error(404, "not_found", "no such route"),
     };
-    if let Err(e) = store.save(&state).await {
-        return not_stored(e);
+    if changes {
+        if let Err(e) = store.save_change(&mut state, before).await {
+            return not_stored(e);
+        }
     }
     res
 }
@@ -390,12 +413,18 @@ async fn manual(
             return error(status, code, message);
         }
     };
+    let before = state.clone();
     state.start_manual_action(config, record.clone());
-    if let Err(e) = store.save(state).await {
+    if let Err(e) = store.save_change(state, before).await {
         return not_stored(e);
     }
     let record = io.send_manual_action(record).await;
     state.finish_manual_action(&record);
+    // It ran: its result is answered whatever; one that cannot be stored
+    // stays in this isolate until a save works.
+    if let Err(e) = store.save(state).await {
+        console_error!("the manual action's result could not be stored: {e}");
+    }
     match (record.result, record.error) {
         (Some(r), _) => json(200, &r),
         (None, e) => {

@@ -75,6 +75,17 @@ impl<'a> Prober<'a> {
     }
 
     /// The subrequests a wave of `n` probes costs this invocation.
+    pub fn config(&self) -> &Config {
+        &self.io.config
+    }
+
+    /// Waits until `at_ms` (a confirm wave's time).
+    pub async fn sleep_until(&self, at_ms: u64) {
+        self.io
+            .sleep_ms(at_ms.saturating_sub(self.io.now_ms()))
+            .await;
+    }
+
     pub fn cost(&self, n: usize) -> usize {
         self.spread(n).map_or(n, |s| n.div_ceil(s))
     }
