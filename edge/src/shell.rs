@@ -8,6 +8,7 @@ use vigil_wire::ErrorBody;
 
 use crate::config::Config;
 use crate::core::alert::Delivery;
+use crate::core::incident::ManualAction;
 use crate::core::probe::truncate;
 
 /// Secrets and endpoints, read from the environment once.
@@ -206,6 +207,19 @@ pub fn manual_failure(error: Option<String>) -> (u16, &'static str, String) {
     let error = error.unwrap_or_default();
     let (status, code) = agent_refusal(&error).unwrap_or((502, "action_failed"));
     (status, code, error)
+}
+
+/// The message of a manual action that ran but whose result could not be
+/// stored (answered 503 `store_unavailable`: the record stays in memory).
+pub fn manual_unstored(record: &ManualAction, error: &str) -> String {
+    let outcome = record.result.as_ref().map_or_else(
+        || format!("failed: {}", record.error.clone().unwrap_or_default()),
+        |r| format!("{:?}", r.outcome).to_ascii_lowercase(),
+    );
+    format!(
+        "{} ran on {} ({outcome}) but its result could not be stored: {error}",
+        record.action, record.host
+    )
 }
 
 /// A model server's error answer.

@@ -91,7 +91,12 @@ fn bench(runs: usize, signals: bool) {
     } else {
         "polling alone"
     };
-    println!("## scenario 1 over {runs} runs, {how} (interval 1 s, retry_after 0.25 s, signal_confirm 0.033 s, settle 1 s), milliseconds");
+    let confirm = if signals {
+        ", signal_confirm 0.033 s"
+    } else {
+        ""
+    };
+    println!("## scenario 1 over {runs} runs, {how} (interval 1 s, retry_after 0.25 s{confirm}, settle 1 s), milliseconds");
     println!("| measure | median | mean | worst |\n|---|---|---|---|");
     println!("{}", stats("MTTD: crash → incident open", &mut mttd));
     println!(

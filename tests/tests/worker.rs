@@ -1401,7 +1401,8 @@ impl SlowAgent {
 
 /// Issue 16 item 15 on the Worker: a manual action is on the open incident,
 /// stored, while the agent still runs it (the record is read by another
-/// request then), and its result is added when the agent answers.
+/// request then), and its result is added when the agent answers; a result
+/// that cannot be stored is answered 503 naming the outcome, and kept.
 #[test]
 fn a_manual_action_is_recorded_before_the_agent_answers_in_the_worker() {
     if !worker_or_skip() {
@@ -1409,6 +1410,7 @@ fn a_manual_action_is_recorded_before_the_agent_answers_in_the_worker() {
     }
     use std::sync::atomic::Ordering;
     let target = TargetServer::start();
+    let switch = TargetServer::start();
     let agent = SlowAgent::start();
     let config = format!(
         "interval_s = 60\nretry_after_s = 0.3\n[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"alert_only\"\nhost = \"vps1\"\n[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n",
@@ -1419,6 +1421,7 @@ fn a_manual_action_is_recorded_before_the_agent_answers_in_the_worker() {
         vec![
             ("OPS_AGENT_URL", agent.url.clone()),
             ("OPS_AGENT_TOKEN", "agent-token-0123456789".into()),
+            ("VIGIL_TEST_FAIL_WRITES", switch.url()),
         ],
     ));
     target.set(Behaviour::Status(500));
@@ -1435,7 +1438,7 @@ fn a_manual_action_is_recorded_before_the_agent_answers_in_the_worker() {
                 .bearer_auth(CONTROL_TOKEN)
                 .header("x-vigil-operator", "alice")
                 .send()
-                .map(|r| r.status().as_u16())
+                .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
         }
     });
     let every = std::time::Duration::from_millis(50);
@@ -1449,8 +1452,21 @@ fn a_manual_action_is_recorded_before_the_agent_answers_in_the_worker() {
     assert_eq!(m["by"], "alice", "{inc:#}");
     assert_eq!(m["action"], "restart_api_core");
     assert!(m["result"].is_null(), "not answered yet: {m}");
+    // The store fails before the agent answers.
+    switch.set(Behaviour::Status(503));
     agent.release.store(true, Ordering::SeqCst);
-    assert_eq!(manual.join().unwrap().unwrap(), 200);
+    let (status, body) = manual.join().unwrap().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("store_unavailable") && body.contains("restart_api_core ran on vps1 (ok)"),
+        "{body}"
+    );
+    switch.set(Behaviour::Ok);
+    // Kept in the isolate, and stored with the next save that works.
+    let report = w.scheduled();
+    assert!(report["kv_writes"].as_u64() > Some(0), "{report}");
+    let (status, health) = get(&w, "/healthz", None);
+    assert_eq!(status, 200, "{health}");
     let (_, inc) = get(&w, &format!("/ops/incidents/{id}"), Some(READ_TOKEN));
     assert_eq!(
         inc["manual_actions"][0]["result"]["outcome"], "ok",

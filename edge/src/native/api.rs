@@ -25,7 +25,7 @@ use crate::core::crash::CrashReport;
 use crate::core::incident::ManualAction;
 use crate::core::signal::HostSignal;
 use crate::core::state::StateError;
-use crate::shell::{manual_failure, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
+use crate::shell::{manual_failure, manual_unstored, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
 
 struct Api {
@@ -467,14 +467,10 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
     });
     if let Err(e) = stored {
         runner.update(|s| s.finish_manual_action(&record));
-        let outcome = record.result.as_ref().map_or_else(
-            || format!("failed: {}", record.error.clone().unwrap_or_default()),
-            |r| format!("{:?}", r.outcome).to_ascii_lowercase(),
-        );
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            format!("{name} ran on {host} ({outcome}) but its result could not be stored: {e}"),
+            manual_unstored(&record, &e.to_string()),
         );
     }
     match (record.result, record.error) {

@@ -3,7 +3,7 @@
 //! change is answered only once it is stored (else 503, not made).
 
 use vigil_wire::{ErrorBody, TokenCheck};
-use worker::{console_error, Env, Method, Request, Response, Storage};
+use worker::{Env, Method, Request, Response, Storage};
 
 use super::cycle::last_report;
 use super::io::{now_ms, worker_io};
@@ -14,7 +14,9 @@ use crate::config::Config;
 use crate::core::budget::Budget;
 use crate::core::crash::{self, CrashLog, CrashReport};
 use crate::core::state::{State, StateError};
-use crate::shell::{manual_failure, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
+use crate::shell::{
+    manual_failure, manual_unstored, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS,
+};
 use crate::{ops_requests, status_page, views};
 
 /// Writes one crash report costs at most: the crash log and the state.
@@ -420,10 +422,10 @@ async fn manual(
     }
     let record = io.send_manual_action(record).await;
     state.finish_manual_action(&record);
-    // It ran: its result is answered whatever; one that cannot be stored
-    // stays in this isolate until a save works.
+    // It ran: a result that cannot be stored stays in this isolate until a
+    // save works, and the answer says so.
     if let Err(e) = store.save(state).await {
-        console_error!("the manual action's result could not be stored: {e}");
+        return error(503, "store_unavailable", manual_unstored(&record, &e));
     }
     match (record.result, record.error) {
         (Some(r), _) => json(200, &r),
