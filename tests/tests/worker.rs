@@ -1540,21 +1540,17 @@ fn a_host_signal_probes_and_confirms_within_its_request_in_the_worker() {
 
         // A mistaken signal: one probe, healthy, nothing else; a flood
         // after it probes nothing.
+        // 202, with `id` listed under `list`.
+        let answers = |service: &str, list: &str, id: &str| {
+            let (status, out) = signal(SIGNAL_TOKEN, sig(service));
+            let expected = (202, &serde_json::json!([id]));
+            assert_eq!((status, &out[list]), expected, "{store}: {out}");
+        };
         let probes = www.seen().len();
-        let (status, out) = signal(SIGNAL_TOKEN, sig("web"));
-        assert_eq!(
-            (status, &out["probing"]),
-            (202, &serde_json::json!(["www"])),
-            "{store}"
-        );
+        answers("web", "probing", "www");
         assert_eq!(www.seen().len(), probes + 1, "{store}");
         for _ in 0..20 {
-            let (status, out) = signal(SIGNAL_TOKEN, sig("web"));
-            assert_eq!(
-                (status, &out["throttled"]),
-                (202, &serde_json::json!(["www"])),
-                "{store}"
-            );
+            answers("web", "throttled", "www");
         }
         assert_eq!(
             www.seen().len(),
@@ -1566,12 +1562,7 @@ fn a_host_signal_probes_and_confirms_within_its_request_in_the_worker() {
         // with no cycle in between.
         api.set(Behaviour::Status(500));
         let probes = api.seen().len();
-        let (status, out) = signal(SIGNAL_TOKEN, sig("api-core"));
-        assert_eq!(
-            (status, &out["probing"]),
-            (202, &serde_json::json!(["api"])),
-            "{store}"
-        );
+        answers("api-core", "probing", "api");
         assert_eq!(
             api.seen().len(),
             probes + 2,
@@ -1580,12 +1571,7 @@ fn a_host_signal_probes_and_confirms_within_its_request_in_the_worker() {
         let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
         assert_eq!(open["incidents"][0]["target"], "api", "{store}: {open}");
         assert_eq!(discord.titles(), ["api: healthy → down"], "{store}");
-        let (status, out) = signal(SIGNAL_TOKEN, sig("api-core"));
-        assert_eq!(
-            (status, &out["throttled"]),
-            (202, &serde_json::json!(["api"])),
-            "{store}"
-        );
+        answers("api-core", "throttled", "api");
         assert_eq!(api.seen().len(), probes + 2, "{store}");
         assert_eq!(discord.titles().len(), 1, "{store}");
     }

@@ -85,15 +85,14 @@ fn fit(store: &Store<'_>, prober: &Prober, due: &mut Vec<usize>, carried: &mut u
 /// confirm probes the debounce asks for until `until_ms`, each wave within
 /// the budget; returns the probes made and the probes carried.
 pub async fn probe_waves(
-    prober: &Prober<'_>,
-    store: &Store<'_>,
+    (prober, store): (&Prober<'_>, &Store<'_>),
     state: &mut State,
     history: &mut History,
-    ae: Option<&AnalyticsEngineDataset>,
     mut due: Vec<usize>,
     until_ms: u64,
 ) -> (usize, u32) {
     let config = prober.config();
+    let ae = prober.analytics();
     let (mut probes, mut carried) = (0, 0);
     fit(store, prober, &mut due, &mut carried);
     while !due.is_empty() {
@@ -102,7 +101,7 @@ pub async fn probe_waves(
         probes += observations.len();
         for o in &observations {
             state.observe_and_record(config, history, o, now_ms());
-            if let Some(ae) = ae {
+            if let Some(ae) = &ae {
                 probe_point(ae, o);
             }
         }
@@ -151,16 +150,8 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         .filter(|i| budget::in_slot(*i, slots, start))
         .collect();
     let until = start + config.interval_ms();
-    let (probes, unprobed) = probe_waves(
-        &prober,
-        &store,
-        &mut state,
-        &mut history,
-        ae.as_ref(),
-        due,
-        until,
-    )
-    .await;
+    let waves = probe_waves((&prober, &store), &mut state, &mut history, due, until);
+    let (probes, unprobed) = waves.await;
     report.0 = probes;
     carried.probes += unprobed;
     let oncall = io.secrets.oncall_user.clone();

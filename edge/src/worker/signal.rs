@@ -15,7 +15,6 @@ use super::io::{now_ms, WorkerIo};
 use super::routes::{error, json};
 use super::shards::Prober;
 use super::store::Store;
-use super::AE_BINDING;
 use crate::core::budget::{self, Carried};
 use crate::core::signal::HostSignal;
 use crate::core::state::State;
@@ -71,7 +70,6 @@ pub async fn take(
         .filter(|i| outcome.probing.contains(&config.targets[*i].id))
         .collect();
     let prober = Prober::new(io, env, durable.map(|_| budget::shard_size(config.plan())));
-    let ae = env.analytics_engine(AE_BINDING).ok();
     let mut history = match store.history().await {
         Ok(h) => h,
         Err(e) => return error(502, "kv_unavailable", e),
@@ -79,16 +77,7 @@ pub async fn take(
     let until = now
         .saturating_add(config.retry_after_ms())
         .saturating_add(1);
-    probe_waves(
-        &prober,
-        store,
-        &mut state,
-        &mut history,
-        ae.as_ref(),
-        due,
-        until,
-    )
-    .await;
+    probe_waves((&prober, store), &mut state, &mut history, due, until).await;
     Store::keep_history(history);
     deliver(io, store, &mut state, &mut Carried::default()).await;
     // The probes' outcome is the monitor's own: kept in this isolate when it
