@@ -25,7 +25,7 @@ use crate::core::crash::CrashReport;
 use crate::core::incident::ManualAction;
 use crate::core::signal::HostSignal;
 use crate::core::state::StateError;
-use crate::shell::{manual_failure, manual_unstored, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
+use crate::shell::{manual_unstored, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
 
 struct Api {
@@ -449,7 +449,7 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
             })
             .map_err(|e| e.to_string())
     };
-    let record = match runner.io.manual_action(host, name, by, &start).await {
+    let (record, answer) = match runner.io.manual_action(host, name, by, &start).await {
         Ok(r) => r,
         Err(refusal) => {
             let (status, code, message) = refusal.answer(host, name);
@@ -473,10 +473,10 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
             manual_unstored(&record, &e.to_string()),
         );
     }
-    match (record.result, record.error) {
-        (Some(r), _) => Json(r).into_response(),
-        (None, e) => {
-            let (status, code, message) = manual_failure(e);
+    match answer {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => {
+            let (status, code, message) = e.answer("action_failed");
             error(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                 code,

@@ -14,9 +14,7 @@ use crate::config::Config;
 use crate::core::budget::Budget;
 use crate::core::crash::{self, CrashLog, CrashReport};
 use crate::core::state::{State, StateError};
-use crate::shell::{
-    manual_failure, manual_unstored, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS,
-};
+use crate::shell::{manual_unstored, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, status_page, views};
 
 /// Writes one crash report costs at most: the crash log and the state.
@@ -420,17 +418,17 @@ async fn manual(
     if let Err(e) = store.save_change(state, before).await {
         return not_stored(e);
     }
-    let record = io.send_manual_action(record).await;
+    let (record, answer) = io.send_manual_action(record).await;
     state.finish_manual_action(&record);
     // It ran: a result that cannot be stored stays in this isolate until a
     // save works, and the answer says so.
     if let Err(e) = store.save(state).await {
         return error(503, "store_unavailable", manual_unstored(&record, &e));
     }
-    match (record.result, record.error) {
-        (Some(r), _) => json(200, &r),
-        (None, e) => {
-            let (status, code, message) = manual_failure(e);
+    match answer {
+        Ok(r) => json(200, &r),
+        Err(e) => {
+            let (status, code, message) = e.answer("action_failed");
             error(status, code, message)
         }
     }
