@@ -18,8 +18,7 @@ use crate::core::probe::{
 };
 use crate::remediation::RemediationIo;
 use crate::shell::{
-    action_path, agent_error, agent_refusal, chat_url, delivery_outcome, logs_path, model_error,
-    Secrets,
+    action_path, chat_url, delivery_outcome, logs_path, model_error, AgentError, Secrets,
 };
 
 /// Most of an answer's body that is read (a probe's body check looks at the
@@ -132,8 +131,11 @@ impl<T: Transport> Client<T> {
         path: &str,
         timeout_ms: u64,
         key: Option<&str>,
-    ) -> Result<D, String> {
-        let (base, token) = self.secrets.agent(&self.config, host)?;
+    ) -> Result<D, AgentError> {
+        let (base, token) = self
+            .secrets
+            .agent(&self.config, host)
+            .map_err(AgentError::Failed)?;
         let auth = format!("Bearer {token}");
         let mut headers = vec![("Authorization", auth.as_str())];
         if let Some(k) = key {
@@ -145,14 +147,15 @@ impl<T: Transport> Client<T> {
             .await
         {
             Exchange::Answered { status, body, .. } if (200..300).contains(&status) => {
-                serde_json::from_slice(&body)
-                    .map_err(|e| format!("unexpected answer from the agent: {e}"))
+                serde_json::from_slice(&body).map_err(|e| {
+                    AgentError::Failed(format!("unexpected answer from the agent: {e}"))
+                })
             }
-            Exchange::Answered { status, body, .. } => Err(agent_error(status, &body)),
-            Exchange::TimedOut { .. } => {
-                Err(format!("no answer from the agent within {timeout_ms} ms"))
-            }
-            Exchange::Failed { error, .. } => Err(error),
+            Exchange::Answered { status, body, .. } => Err(AgentError::answered(status, &body)),
+            Exchange::TimedOut { .. } => Err(AgentError::Failed(format!(
+                "no answer from the agent within {timeout_ms} ms"
+            ))),
+            Exchange::Failed { error, .. } => Err(AgentError::Failed(error)),
         }
     }
 
@@ -162,7 +165,7 @@ impl<T: Transport> Client<T> {
         host: &str,
         action: &str,
         key: &str,
-    ) -> Result<ActionResult, String> {
+    ) -> Result<ActionResult, AgentError> {
         let known = {
             let known = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
             known.get(&(host.to_string(), action.to_string())).copied()
@@ -170,10 +173,12 @@ impl<T: Transport> Client<T> {
         let timeout_ms = match known {
             Some(t) => t,
             None => {
-                let list = self.actions(host).await?;
+                let list = self.action_list(host).await?;
                 list.iter()
                     .find(|a| a.name == action)
-                    .ok_or_else(|| format!("{action} is not allowlisted on {host}"))?
+                    .ok_or_else(|| {
+                        AgentError::Failed(format!("{action} is not allowlisted on {host}"))
+                    })?
                     .timeout_ms
             }
         };
@@ -192,7 +197,7 @@ impl<T: Transport> Client<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ManualRefusal {
     UnknownHost,
-    AgentUnreachable(String),
+    AgentUnreachable(AgentError),
     NotAllowlisted,
     /// Its start could not be recorded, so it was not sent.
     NotRecorded(String),
@@ -203,10 +208,7 @@ impl ManualRefusal {
     pub fn answer(&self, host: &str, action: &str) -> (u16, &'static str, String) {
         match self {
             ManualRefusal::UnknownHost => (404, "unknown_host", format!("no host {host:?}")),
-            ManualRefusal::AgentUnreachable(e) => match agent_refusal(e) {
-                Some((status, code)) => (status, code, e.clone()),
-                None => (502, "agent_unreachable", e.clone()),
-            },
+            ManualRefusal::AgentUnreachable(e) => e.answer("agent_unreachable"),
             ManualRefusal::NotAllowlisted => (
                 404,
                 "unknown_action",
@@ -225,15 +227,15 @@ impl<T: Transport> Client<T> {
     /// Runs an action by hand (the control API): the host must be
     /// configured and its agent must list the action. `on_start` records it
     /// before it is sent ([`State::start_manual_action`](crate::core::state::State::start_manual_action));
-    /// an error there stops it. The returned record, for the audit trail,
-    /// holds the result or the error.
+    /// an error there stops it. Returns what [`Client::send_manual_action`]
+    /// does.
     pub async fn manual_action(
         &self,
         host: &str,
         action: &str,
         by: String,
         on_start: &(dyn Fn(&ManualAction) -> Result<(), String> + Sync),
-    ) -> Result<ManualAction, ManualRefusal> {
+    ) -> Result<Sent, ManualRefusal> {
         let record = self.prepare_manual_action(host, action, by).await?;
         on_start(&record).map_err(ManualRefusal::NotRecorded)?;
         Ok(self.send_manual_action(record).await)
@@ -252,7 +254,7 @@ impl<T: Transport> Client<T> {
             return Err(ManualRefusal::UnknownHost);
         }
         let list = self
-            .actions(host)
+            .action_list(host)
             .await
             .map_err(ManualRefusal::AgentUnreachable)?;
         if !list.iter().any(|a| a.name == action) {
@@ -266,18 +268,35 @@ impl<T: Transport> Client<T> {
         ))
     }
 
-    /// Sends a prepared manual action (its key makes a retry a replay) and
-    /// completes its record with the result or the error.
-    pub async fn send_manual_action(&self, mut record: ManualAction) -> ManualAction {
+    /// Sends a prepared manual action (its key makes a retry a replay):
+    /// its record completed with the result or the error, and the agent's
+    /// answer (an error keeps the agent's own refusal for the operator).
+    pub async fn send_manual_action(&self, mut record: ManualAction) -> Sent {
         let (host, action) = (record.host.clone(), record.action.clone());
         let span = tracing::info_span!("action", %action, %host, manual = true, by = %record.by);
-        let result =
+        let answer =
             tracing::Instrument::instrument(self.run_action_on(&host, &action, &record.key), span)
                 .await;
+        let result = answer.clone().map_err(|e| e.to_string());
         record.finish(self.transport.now_ms(), result);
-        record
+        (record, answer)
+    }
+
+    /// The actions the host's agent lists (their timeouts remembered).
+    async fn action_list(&self, host: &str) -> Result<Vec<ActionInfo>, AgentError> {
+        let list: ActionList = self
+            .agent_json(host, "GET", "/v1/actions", AGENT_READ_TIMEOUT_MS, None)
+            .await?;
+        let mut known = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
+        for a in &list.actions {
+            known.insert((host.to_string(), a.name.clone()), a.timeout_ms);
+        }
+        Ok(list.actions)
     }
 }
+
+/// A manual action sent: its completed record, and the agent's answer.
+pub type Sent = (ManualAction, Result<ActionResult, AgentError>);
 
 impl<T: Transport> RemediationIo for Client<T> {
     fn now_ms(&self) -> u64 {
@@ -291,17 +310,11 @@ impl<T: Transport> RemediationIo for Client<T> {
     async fn diagnostics(&self, host: &str) -> Result<Diagnostics, String> {
         self.agent_json(host, "GET", "/v1/diagnostics", AGENT_READ_TIMEOUT_MS, None)
             .await
+            .map_err(|e| e.to_string())
     }
 
     async fn actions(&self, host: &str) -> Result<Vec<ActionInfo>, String> {
-        let list: ActionList = self
-            .agent_json(host, "GET", "/v1/actions", AGENT_READ_TIMEOUT_MS, None)
-            .await?;
-        let mut known = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
-        for a in &list.actions {
-            known.insert((host.to_string(), a.name.clone()), a.timeout_ms);
-        }
-        Ok(list.actions)
+        self.action_list(host).await.map_err(|e| e.to_string())
     }
 
     async fn logs(&self, host: &str, service: &str, tail: u32) -> Result<Vec<String>, String> {
@@ -313,7 +326,8 @@ impl<T: Transport> RemediationIo for Client<T> {
                 AGENT_READ_TIMEOUT_MS,
                 None,
             )
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(logs.lines)
     }
 
@@ -323,7 +337,9 @@ impl<T: Transport> RemediationIo for Client<T> {
         action: &str,
         key: &str,
     ) -> Result<ActionResult, String> {
-        self.run_action_on(host, action, key).await
+        self.run_action_on(host, action, key)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn has_model(&self) -> bool {
@@ -410,7 +426,7 @@ mod tests {
     #[test]
     fn an_agents_refusal_reaches_the_operator_as_what_happened() {
         let refused = |status, code| {
-            ManualRefusal::AgentUnreachable(agent_error(
+            ManualRefusal::AgentUnreachable(AgentError::answered(
                 status,
                 &serde_json::to_vec(&ErrorBody::new(code, "details")).unwrap(),
             ))
@@ -428,8 +444,9 @@ mod tests {
             answer(&refused(502, "docker_unavailable")),
             (502, "docker_unavailable".into())
         );
-        let silent =
-            ManualRefusal::AgentUnreachable("no answer from the agent within 15000 ms".into());
+        let silent = ManualRefusal::AgentUnreachable(AgentError::Failed(
+            "no answer from the agent within 15000 ms".into(),
+        ));
         assert_eq!(answer(&silent), (502, "agent_unreachable".into()));
     }
 }

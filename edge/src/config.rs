@@ -236,6 +236,10 @@ pub struct Config {
     pub interval_s: f64,
     #[serde(default = "default_retry_after")]
     pub retry_after_s: f64,
+    /// The confirm probe's wait after a host's signal moved a probe to now
+    /// (`core::signal`); default 2 s, or `retry_after_s` when shorter.
+    #[serde(default)]
+    pub signal_confirm_s: Option<f64>,
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
     #[serde(default = "default_recovery_threshold")]
@@ -473,6 +477,9 @@ fn default_flap_settle() -> f64 {
     600.0
 }
 
+/// `signal_confirm_s` when not set (or `retry_after_s` when shorter).
+const SIGNAL_CONFIRM_S: f64 = 2.0;
+
 fn secs_to_ms(s: f64) -> u64 {
     (s * 1000.0).round() as u64
 }
@@ -483,6 +490,16 @@ impl Config {
     }
     pub fn retry_after_ms(&self) -> u64 {
         secs_to_ms(self.retry_after_s)
+    }
+    /// The confirm probe's wait within `retry_after_s` of a host's signal:
+    /// the host saw the crash, so the external probe only has to see it
+    /// twice; 2 s leaves a container its restart policy brings straight
+    /// back a chance, and is a thirtieth of the default interval.
+    pub fn signal_confirm_ms(&self) -> u64 {
+        secs_to_ms(
+            self.signal_confirm_s
+                .unwrap_or(SIGNAL_CONFIRM_S.min(self.retry_after_s)),
+        )
     }
     pub fn settle_ms(&self) -> u64 {
         secs_to_ms(self.settle_s)
@@ -648,6 +665,16 @@ impl Config {
         }
         if let Some(w) = &self.worker {
             seconds("worker.lease_s", w.lease_s, false, DAY_S)?;
+        }
+        if let Some(v) = self.signal_confirm_s {
+            seconds("signal_confirm_s", v, false, DAY_S)?;
+            if v > self.retry_after_s {
+                return Err((
+                    "signal_confirm_s".into(),
+                    "must not be longer than retry_after_s (a signal only shortens the confirm wait)"
+                        .into(),
+                ));
+            }
         }
         if self.retry_after_s > self.interval_s {
             return Err((
@@ -1025,6 +1052,14 @@ token_env = "OPS_AGENT_TOKEN"
         assert!(e.contains("target[0].url"), "{e}");
         let e = err(&GOOD.replace("retry_after_s = 0.1", "retry_after_s = 0.7"));
         assert!(e.contains("retry_after_s: must not be longer"), "{e}");
+        let signal_confirm = |v: &str| {
+            let at = "retry_after_s = 0.1";
+            err(&GOOD.replace(at, &format!("{at}\nsignal_confirm_s = {v}")))
+        };
+        let e = signal_confirm("0.2");
+        assert!(e.contains("signal_confirm_s: must not be longer"), "{e}");
+        let e = signal_confirm("0");
+        assert!(e.contains("signal_confirm_s: must be greater than"), "{e}");
         let e = err(&format!(
             "{GOOD}\n[[target]]\nid = \"api\"\nurl = \"http://x\"\n"
         ));

@@ -8,6 +8,7 @@ use vigil_wire::ErrorBody;
 
 use crate::config::Config;
 use crate::core::alert::Delivery;
+use crate::core::incident::ManualAction;
 use crate::core::probe::truncate;
 
 /// Secrets and endpoints, read from the environment once.
@@ -169,11 +170,53 @@ pub fn delivery_outcome(status: u16, retry_after_header: Option<f64>, body: &str
     }
 }
 
-/// An agent's error answer, as the audit trail shows it.
-pub fn agent_error(status: u16, body: &[u8]) -> String {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) => format!("HTTP {status}: {}: {}", e.error.code, e.error.message),
-        Err(_) => format!("HTTP {status}"),
+/// A failed call to an agent. Shown (on the audit trail, to the model) as
+/// the text the agent's answer gave; to the operator of a manual action,
+/// an agent's own refusal keeps its status and code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    /// One of [`AGENT_REFUSALS`]: the agent said what happened, and it is
+    /// not that the agent is unreachable.
+    #[error("HTTP {status}: {code}: {message}")]
+    Refused {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
+    /// Any other error answer, no answer, or an answer not understood.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AgentError {
+    /// An agent's error answer.
+    pub fn answered(status: u16, body: &[u8]) -> Self {
+        let Ok(e) = serde_json::from_slice::<ErrorBody>(body) else {
+            return AgentError::Failed(format!("HTTP {status}"));
+        };
+        let refusal = AGENT_REFUSALS
+            .iter()
+            .find(|(s, c)| *s == status && *c == e.error.code);
+        match refusal {
+            Some((_, code)) => AgentError::Refused {
+                status,
+                code,
+                message: e.error.message,
+            },
+            None => AgentError::Failed(format!(
+                "HTTP {status}: {}: {}",
+                e.error.code, e.error.message
+            )),
+        }
+    }
+
+    /// The status and code the operator is answered with: the agent's own
+    /// for a refusal, else `otherwise` (502 with the caller's code).
+    pub fn answer(&self, otherwise: &'static str) -> (u16, &'static str, String) {
+        match self {
+            AgentError::Refused { status, code, .. } => (*status, *code, self.to_string()),
+            AgentError::Failed(e) => (502, otherwise, e.clone()),
+        }
     }
 }
 
@@ -186,26 +229,17 @@ const AGENT_REFUSALS: [(u16, &str); 4] = [
     (503, "audit_unavailable"),
 ];
 
-/// The agent's own status and code in an error from [`agent_error`] when
-/// it is one of [`AGENT_REFUSALS`]; `None` when the agent did not answer or
-/// failed otherwise.
-pub fn agent_refusal(error: &str) -> Option<(u16, &'static str)> {
-    let rest = error.strip_prefix("HTTP ")?;
-    let (status, rest) = rest.split_once(": ")?;
-    let (code, _) = rest.split_once(": ")?;
-    let status: u16 = status.parse().ok()?;
-    AGENT_REFUSALS
-        .iter()
-        .find(|(s, c)| *s == status && *c == code)
-        .copied()
-}
-
-/// The answer to a manual action that failed, from its record's error:
-/// what the agent said when it said what happened, else 502 `action_failed`.
-pub fn manual_failure(error: Option<String>) -> (u16, &'static str, String) {
-    let error = error.unwrap_or_default();
-    let (status, code) = agent_refusal(&error).unwrap_or((502, "action_failed"));
-    (status, code, error)
+/// The message of a manual action that ran but whose result could not be
+/// stored (answered 503 `store_unavailable`: the record stays in memory).
+pub fn manual_unstored(record: &ManualAction, error: &str) -> String {
+    let outcome = record.result.as_ref().map_or_else(
+        || format!("failed: {}", record.error.clone().unwrap_or_default()),
+        |r| format!("{:?}", r.outcome).to_ascii_lowercase(),
+    );
+    format!(
+        "{} ran on {} ({outcome}) but its result could not be stored: {error}",
+        record.action, record.host
+    )
 }
 
 /// A model server's error answer.
@@ -280,19 +314,9 @@ mod tests {
     }
 
     #[test]
-    fn agent_errors_name_code_and_message() {
-        let body = serde_json::to_vec(&ErrorBody::new("busy", "restart_all is running")).unwrap();
-        assert_eq!(
-            agent_error(409, &body),
-            "HTTP 409: busy: restart_all is running"
-        );
-        assert_eq!(agent_error(502, b"<html>"), "HTTP 502");
-    }
-
-    #[test]
-    fn agent_refusals_keep_what_happened() {
+    fn agent_errors_keep_the_agents_refusals_typed() {
         let said = |status, code| {
-            agent_error(
+            AgentError::answered(
                 status,
                 &serde_json::to_vec(&ErrorBody::new(code, "why: details")).unwrap(),
             )
@@ -303,19 +327,33 @@ mod tests {
             (502, "docker_unavailable"),
             (503, "audit_unavailable"),
         ] {
-            assert_eq!(agent_refusal(&said(status, code)), Some((status, code)));
+            let e = said(status, code);
+            assert_eq!(
+                e.to_string(),
+                format!("HTTP {status}: {code}: why: details")
+            );
+            assert_eq!(e.answer("action_failed"), (status, code, e.to_string()));
         }
-        assert_eq!(
-            manual_failure(Some(said(409, "busy"))),
-            (409, "busy", said(409, "busy"))
-        );
-        assert_eq!(manual_failure(None).1, "action_failed");
-        assert_eq!(agent_refusal(&said(502, "docker_failed")), None);
-        assert_eq!(agent_refusal(&said(404, "unknown_action")), None);
-        assert_eq!(agent_refusal("HTTP 502"), None);
-        assert_eq!(
-            agent_refusal("no answer from the agent within 15000 ms"),
-            None
-        );
+        for (e, text) in [
+            (
+                said(502, "docker_failed"),
+                "HTTP 502: docker_failed: why: details",
+            ),
+            (
+                said(404, "unknown_action"),
+                "HTTP 404: unknown_action: why: details",
+            ),
+            (AgentError::answered(502, b"<html>"), "HTTP 502"),
+            // Text that reads like a refusal is not one.
+            (
+                AgentError::Failed("HTTP 409: busy: x".into()),
+                "HTTP 409: busy: x",
+            ),
+        ] {
+            assert_eq!(
+                e.answer("action_failed"),
+                (502, "action_failed", text.into())
+            );
+        }
     }
 }

@@ -1507,18 +1507,54 @@ fn a_signal_probes_at_once_and_the_confirm_probe_opens_the_incident() {
         assert_eq!(s.state.next_probe_at_ms(), Some(now));
         s.step().await;
         assert!(
-            matches!(s.events.last(), Some(Event::Suspect { confirm_at_ms, .. }) if *confirm_at_ms == now + 15_000),
-            "the early probe suspects, it does not open: {:?}",
+            matches!(s.events.last(), Some(Event::Suspect { confirm_at_ms, .. }) if *confirm_at_ms == now + 2_000),
+            "the early probe suspects, it does not open; the confirm comes after signal_confirm_s: {:?}",
             s.events.last()
         );
         assert!(s.incidents().is_empty() && s.delivered.is_empty());
         s.run_for(60_000).await;
         let incidents = s.incidents();
         assert_eq!(incidents.len(), 1);
-        // The signal's delay, then the confirm probe: not the 55 s wait for
-        // the next regular probe that polling alone takes.
-        assert_eq!(incidents[0].opened_at_ms - outage, 100 + 15_000);
+        // The signal's delay, then the confirm probe after signal_confirm_s
+        // (2 s by default): not the 55 s wait for the next regular probe and
+        // the 15 s confirm that polling alone takes.
+        assert_eq!(incidents[0].opened_at_ms - outage, 100 + 2_000);
         assert_eq!(s.delivered, ["api: healthy → down"]);
+    });
+}
+
+#[test]
+fn a_container_back_within_signal_confirm_s_opens_no_incident() {
+    block(async {
+        let mut s = signalled();
+        s.run_for(60_000).await;
+        s.world.advance(5_000);
+        s.world.behaviour.set(Behaviour::Crashed);
+        let now = s.world.now.get();
+        s.state
+            .signal(&s.config, &host_signal("vps1", "api-core", now), now);
+        s.step().await;
+        assert!(matches!(s.events.last(), Some(Event::Suspect { .. })));
+        // Its restart policy brings it back within the 2 s: the confirm
+        // probe sees it up, so the signal alone made nothing.
+        s.world.advance(1_000);
+        s.world.behaviour.set(Behaviour::Up);
+        s.run_for(120_000).await;
+        assert!(s.incidents().is_empty() && s.delivered.is_empty());
+        // A failure no signal announced waits the whole retry_after_s.
+        s.world.behaviour.set(Behaviour::Crashed);
+        let seen = s.events.len();
+        while s.events.len() == seen {
+            let next = s.state.next_probe_at_ms().unwrap();
+            s.world.now.set(next);
+            s.step().await;
+        }
+        let now = s.world.now.get();
+        assert!(
+            matches!(s.events.last(), Some(Event::Suspect { confirm_at_ms, .. }) if *confirm_at_ms == now + 15_000),
+            "{:?}",
+            s.events.last()
+        );
     });
 }
 

@@ -1245,3 +1245,348 @@ fn two_hundred_targets_on_the_durable_object_store() {
         }
     }
 }
+
+/// How many lines of the Worker's log contain `needle`.
+fn log_count(w: &Wrangler, needle: &str) -> usize {
+    w.logs().lines().filter(|l| l.contains(needle)).count()
+}
+
+/// Waits until Discord has accepted a message titled `title`.
+fn wait_for_alert(w: &Wrangler, discord: &Discord, title: &str) {
+    let every = std::time::Duration::from_millis(100);
+    let seen = vigil_testkit::eventually(std::time::Duration::from_secs(60), every, || {
+        discord.titles().iter().any(|t| t == title)
+    });
+    assert!(seen, "no {title:?}: {:?}\n{}", discord.titles(), w.logs());
+}
+
+/// Writes fail (VIGIL_TEST_FAIL_WRITES points at a switch the test turns):
+/// an ack is refused with 503 and not applied, `/healthz` answers 503, the
+/// summary says the store fails, one "state store failing" alert goes out
+/// from the isolate's memory however many saves fail; once writes work
+/// again, the change is taken, `/healthz` answers 200 and one "recovered"
+/// alert follows. On both stores.
+#[test]
+fn a_failing_store_refuses_changes_and_alerts_once_each_way_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    for store in ["kv", "durable_object"] {
+        let discord = Discord::start();
+        let target = TargetServer::start();
+        let switch = TargetServer::start();
+        let config = format!(
+            "interval_s = 60\nretry_after_s = 0.3\n{}",
+            alert_only("api", &target.url())
+        );
+        let w = Wrangler::start(vars(
+            config,
+            vec![
+                ("DISCORD_WEBHOOK_URL", discord.url()),
+                ("VIGIL_STORE", store.into()),
+                ("VIGIL_TEST_FAIL_WRITES", switch.url()),
+            ],
+        ));
+        target.set(Behaviour::Status(500));
+        w.scheduled();
+        assert_eq!(discord.titles(), ["api: healthy → down"], "{store}");
+        let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+        let id = open["incidents"][0]["id"].as_str().unwrap().to_string();
+        let ack = || {
+            w.http
+                .post(w.url(&format!("/ops/incidents/{id}/ack")))
+                .bearer_auth(CONTROL_TOKEN)
+                .send()
+                .unwrap()
+        };
+
+        switch.set(Behaviour::Status(503));
+        let refused = ack();
+        assert_eq!(refused.status().as_u16(), 503, "{store}");
+        let body: Value = refused.json().unwrap();
+        assert_eq!(
+            body["error"]["code"], "store_unavailable",
+            "{store}: {body}"
+        );
+        let (_, inc) = get(&w, &format!("/ops/incidents/{id}"), Some(READ_TOKEN));
+        assert!(inc["acked_at_ms"].is_null(), "{store}: not applied: {inc}");
+        let (status, health) = get(&w, "/healthz", None);
+        assert_eq!(status, 503, "{store}: {health}");
+        assert_eq!(health["store"]["ok"], false, "{store}: {health}");
+        assert!(health["store"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("VIGIL_TEST_FAIL_WRITES"));
+        let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+        assert_eq!(summary["store"]["ok"], false, "{store}: {summary}");
+        assert!(summary["store"]["failing_since_ms"].as_u64().is_some());
+
+        // Cycles deliver the alert from memory, once, while saves fail.
+        for n in 1..=2 {
+            assert!(w.trigger() > 0);
+            let every = std::time::Duration::from_millis(100);
+            let failed =
+                vigil_testkit::eventually(std::time::Duration::from_secs(60), every, || {
+                    log_count(&w, "vigil cycle failed") >= n
+                });
+            assert!(failed, "{store}: cycle {n} did not end:\n{}", w.logs());
+        }
+        assert_eq!(
+            discord.titles(),
+            ["api: healthy → down", "vigil: state store failing"],
+            "{store}"
+        );
+        let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+        assert!(
+            summary["store"]["failed_saves"].as_u64() >= Some(3),
+            "{store}: {summary}"
+        );
+
+        switch.set(Behaviour::Ok);
+        assert_eq!(ack().status().as_u16(), 200, "{store}");
+        let (status, health) = get(&w, "/healthz", None);
+        assert_eq!(
+            (status, &health["store"]["ok"]),
+            (200, &Value::Bool(true)),
+            "{store}"
+        );
+        w.scheduled();
+        wait_for_alert(&w, &discord, "vigil: state store recovered");
+        assert_eq!(
+            discord.titles(),
+            [
+                "api: healthy → down",
+                "vigil: state store failing",
+                "vigil: state store recovered"
+            ],
+            "{store}"
+        );
+        let (_, inc) = get(&w, &format!("/ops/incidents/{id}"), Some(READ_TOKEN));
+        assert!(inc["acked_at_ms"].as_u64().is_some(), "{store}: {inc}");
+    }
+}
+
+/// A stand-in agent whose one action answers only when the test lets it.
+struct SlowAgent {
+    url: String,
+    release: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowAgent {
+    fn start() -> Self {
+        use axum::routing::{get as get_route, post};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let release = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicBool::new(false));
+        let (r, s) = (release.clone(), sent.clone());
+        let router = axum::Router::new()
+            .route(
+                "/v1/actions",
+                get_route(|| async {
+                    axum::Json(serde_json::json!({"actions": [{
+                        "name": "restart_api_core", "description": "restart api-core",
+                        "kind": "restart", "services": ["api-core"], "timeout_ms": 60000
+                    }]}))
+                }),
+            )
+            .route(
+                "/v1/actions/{name}",
+                post(move || async move {
+                    s.store(true, Ordering::SeqCst);
+                    while !r.load(Ordering::SeqCst) {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    axum::Json(serde_json::json!({
+                        "name": "restart_api_core", "ok": true, "outcome": "ok",
+                        "request_id": "r1", "started_at_ms": 1, "finished_at_ms": 2,
+                        "duration_ms": 1
+                    }))
+                }),
+            );
+        SlowAgent {
+            url: format!("http://{}", vigil_testkit::serve::spawn(router)),
+            release,
+            sent,
+        }
+    }
+}
+
+/// Issue 16 item 15 on the Worker: a manual action is on the open incident,
+/// stored, while the agent still runs it (the record is read by another
+/// request then), and its result is added when the agent answers; a result
+/// that cannot be stored is answered 503 naming the outcome, and kept.
+#[test]
+fn a_manual_action_is_recorded_before_the_agent_answers_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    use std::sync::atomic::Ordering;
+    let target = TargetServer::start();
+    let switch = TargetServer::start();
+    let agent = SlowAgent::start();
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"alert_only\"\nhost = \"vps1\"\n[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n",
+        target.url()
+    );
+    let w = Wrangler::start(vars(
+        config,
+        vec![
+            ("OPS_AGENT_URL", agent.url.clone()),
+            ("OPS_AGENT_TOKEN", "agent-token-0123456789".into()),
+            ("VIGIL_TEST_FAIL_WRITES", switch.url()),
+        ],
+    ));
+    target.set(Behaviour::Status(500));
+    let (_, open) = {
+        w.scheduled();
+        get(&w, "/ops/incidents?state=open", Some(READ_TOKEN))
+    };
+    let id = open["incidents"][0]["id"].as_str().unwrap().to_string();
+    let manual = std::thread::spawn({
+        let url = w.url("/ops/actions/vps1/restart_api_core");
+        let http = w.http.clone();
+        move || {
+            http.post(url)
+                .bearer_auth(CONTROL_TOKEN)
+                .header("x-vigil-operator", "alice")
+                .send()
+                .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
+        }
+    });
+    let every = std::time::Duration::from_millis(50);
+    let within = std::time::Duration::from_secs(30);
+    assert!(vigil_testkit::eventually(within, every, || agent
+        .sent
+        .load(Ordering::SeqCst)));
+    // The agent holds the action: the record is already stored.
+    let (_, inc) = get(&w, &format!("/ops/incidents/{id}"), Some(READ_TOKEN));
+    let m = &inc["manual_actions"][0];
+    assert_eq!(m["by"], "alice", "{inc:#}");
+    assert_eq!(m["action"], "restart_api_core");
+    assert!(m["result"].is_null(), "not answered yet: {m}");
+    // The store fails before the agent answers.
+    switch.set(Behaviour::Status(503));
+    agent.release.store(true, Ordering::SeqCst);
+    let (status, body) = manual.join().unwrap().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("store_unavailable") && body.contains("restart_api_core ran on vps1 (ok)"),
+        "{body}"
+    );
+    switch.set(Behaviour::Ok);
+    // Kept in the isolate, and stored with the next save that works.
+    let report = w.scheduled();
+    assert!(report["kv_writes"].as_u64() > Some(0), "{report}");
+    let (status, health) = get(&w, "/healthz", None);
+    assert_eq!(status, 200, "{health}");
+    let (_, inc) = get(&w, &format!("/ops/incidents/{id}"), Some(READ_TOKEN));
+    assert_eq!(
+        inc["manual_actions"][0]["result"]["outcome"], "ok",
+        "{inc:#}"
+    );
+}
+
+/// Issue 15 part 1 on the Worker: `POST /ops/signal` probes the targets
+/// watching that host and service within the request, confirms after
+/// `signal_confirm_s` and opens the incident (its alert sent) before it
+/// answers; a signal about a healthy target costs one probe and nothing
+/// else; a flood costs no probe beyond that; bad bodies and tokens are
+/// refused. On both stores.
+#[test]
+fn a_host_signal_probes_and_confirms_within_its_request_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    use vigil_testkit::edge::SIGNAL_TOKEN;
+    for store in ["kv", "durable_object"] {
+        let discord = Discord::start();
+        let (api, www) = (TargetServer::start(), TargetServer::start());
+        let watched = |id: &str, url: &str, service: &str| {
+            format!("[[target]]\nid = {id:?}\nurl = {url:?}\nbody_contains = \"ok\"\ntimeout_ms = 2000\nhost = \"vps1\"\nservices = [{service:?}]\n")
+        };
+        let config = format!(
+            "interval_s = 60\nretry_after_s = 30\nsignal_confirm_s = 0.5\n{}{}[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n",
+            watched("api", &api.url(), "api-core"),
+            watched("www", &www.url(), "web"),
+        );
+        let w = Wrangler::start(vars(
+            config,
+            vec![
+                ("DISCORD_WEBHOOK_URL", discord.url()),
+                ("SIGNAL_TOKEN", SIGNAL_TOKEN.into()),
+                ("OPS_AGENT_URL", "http://127.0.0.1:9".into()),
+                ("OPS_AGENT_TOKEN", "agent-token-0123456789".into()),
+                ("VIGIL_STORE", store.into()),
+            ],
+        ));
+        w.scheduled();
+        let signal = |token: &str, body: String| {
+            let res = w
+                .http
+                .post(w.url("/ops/signal"))
+                .bearer_auth(token)
+                .body(body)
+                .send()
+                .unwrap();
+            (
+                res.status().as_u16(),
+                res.json::<Value>().unwrap_or(Value::Null),
+            )
+        };
+        let sig = |service: &str| {
+            format!(r#"{{"host": "vps1", "service": "{service}", "event": "die", "at_ms": 1}}"#)
+        };
+        assert_eq!(signal(CONTROL_TOKEN, sig("web")).0, 401, "{store}");
+        let (status, bad) = signal(
+            SIGNAL_TOKEN,
+            r#"{"host": "vps1", "event": "die", "at_ms": 1}"#.into(),
+        );
+        assert_eq!(status, 400, "{store}");
+        assert!(
+            bad["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("service"),
+            "{bad}"
+        );
+
+        // A mistaken signal: one probe, healthy, nothing else; a flood
+        // after it probes nothing.
+        // 202, with `id` listed under `list`.
+        let answers = |service: &str, list: &str, id: &str| {
+            let (status, out) = signal(SIGNAL_TOKEN, sig(service));
+            let expected = (202, &serde_json::json!([id]));
+            assert_eq!((status, &out[list]), expected, "{store}: {out}");
+        };
+        let probes = www.seen().len();
+        answers("web", "probing", "www");
+        assert_eq!(www.seen().len(), probes + 1, "{store}");
+        for _ in 0..20 {
+            answers("web", "throttled", "www");
+        }
+        assert_eq!(
+            www.seen().len(),
+            probes + 1,
+            "{store}: the flood probed nothing"
+        );
+
+        // A real crash: probed, confirmed and alerted before the answer,
+        // with no cycle in between.
+        api.set(Behaviour::Status(500));
+        let probes = api.seen().len();
+        answers("api-core", "probing", "api");
+        assert_eq!(
+            api.seen().len(),
+            probes + 2,
+            "{store}: the probe and its confirm"
+        );
+        let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+        assert_eq!(open["incidents"][0]["target"], "api", "{store}: {open}");
+        assert_eq!(discord.titles(), ["api: healthy → down"], "{store}");
+        answers("api-core", "throttled", "api");
+        assert_eq!(api.seen().len(), probes + 2, "{store}");
+        assert_eq!(discord.titles().len(), 1, "{store}");
+    }
+}

@@ -318,7 +318,17 @@ impl State {
             config.failure_threshold
         };
         if ts.streak < threshold {
-            let at = now_ms + config.retry_after_ms();
+            // Within `retry_after_s` of a host's signal the confirm comes
+            // sooner (`signal_confirm_s`): the host saw the crash already.
+            let signalled = ts
+                .early_probe_ms
+                .is_some_and(|at| now_ms < at.saturating_add(config.retry_after_ms()));
+            let wait = if signalled {
+                config.signal_confirm_ms()
+            } else {
+                config.retry_after_ms()
+            };
+            let at = now_ms.saturating_add(wait);
             ts.confirm_at_ms = Some(at);
             events.push(Event::Suspect {
                 target: target.id.clone(),

@@ -25,7 +25,7 @@ use crate::core::crash::CrashReport;
 use crate::core::incident::ManualAction;
 use crate::core::signal::HostSignal;
 use crate::core::state::StateError;
-use crate::shell::{manual_failure, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
+use crate::shell::{manual_unstored, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
 
 struct Api {
@@ -450,7 +450,7 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
             })
             .map_err(|e| e.to_string())
     };
-    let record = match runner.io.manual_action(host, name, by, &start).await {
+    let (record, answer) = match runner.io.manual_action(host, name, by, &start).await {
         Ok(r) => r,
         Err(refusal) => {
             let (status, code, message) = refusal.answer(host, name);
@@ -468,20 +468,16 @@ async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
     });
     if let Err(e) = stored {
         runner.update(|s| s.finish_manual_action(&record));
-        let outcome = record.result.as_ref().map_or_else(
-            || format!("failed: {}", record.error.clone().unwrap_or_default()),
-            |r| format!("{:?}", r.outcome).to_ascii_lowercase(),
-        );
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            format!("{name} ran on {host} ({outcome}) but its result could not be stored: {e}"),
+            manual_unstored(&record, &e.to_string()),
         );
     }
-    match (record.result, record.error) {
-        (Some(r), _) => Json(r).into_response(),
-        (None, e) => {
-            let (status, code, message) = manual_failure(e);
+    match answer {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => {
+            let (status, code, message) = e.answer("action_failed");
             error(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                 code,

@@ -68,15 +68,63 @@ pub fn last_report() -> Option<CycleReport> {
     LAST.with(|l| l.borrow().clone())
 }
 
-/// Takes the budget for as many of `due` as fit, keeping `keep` (one
-/// subrequest a probe, or one a shard); the rest is carried.
-fn fit(store: &Store<'_>, prober: &Prober, due: &mut Vec<usize>, keep: u32, carried: &mut u32) {
+/// Takes the budget for as many of `due` as fit, keeping room for the
+/// final saves and alerts (one subrequest a probe, or one a shard); the
+/// rest is carried.
+fn fit(store: &Store<'_>, prober: &Prober, due: &mut Vec<usize>, carried: &mut u32) {
     let calls = store
         .budget()
-        .take_up_to(prober.cost(due.len()) as u32, keep) as usize;
+        .take_up_to(prober.cost(due.len()) as u32, SAVES_KEPT + ALERTS_KEPT)
+        as usize;
     let n = prober.covered(due.len(), calls);
     *carried += (due.len() - n) as u32;
     due.truncate(n);
+}
+
+/// Probes the targets `due` (indices into the configuration), then the
+/// confirm probes the debounce asks for until `until_ms`, each wave within
+/// the budget; returns the probes made and the probes carried.
+pub async fn probe_waves(
+    (prober, store): (&Prober<'_>, &Store<'_>),
+    state: &mut State,
+    history: &mut History,
+    mut due: Vec<usize>,
+    until_ms: u64,
+) -> (usize, u32) {
+    let config = prober.config();
+    let ae = prober.analytics();
+    let (mut probes, mut carried) = (0, 0);
+    fit(store, prober, &mut due, &mut carried);
+    while !due.is_empty() {
+        let wave = due.iter().map(|i| &config.targets[*i]).collect();
+        let observations = prober.probe(wave).await;
+        probes += observations.len();
+        for o in &observations {
+            state.observe_and_record(config, history, o, now_ms());
+            if let Some(ae) = &ae {
+                probe_point(ae, o);
+            }
+        }
+        let next = state.targets.values().filter_map(|t| t.confirm_at_ms).min();
+        match next {
+            Some(at) if at < until_ms => {
+                prober.sleep_until(at).await;
+                let now = now_ms();
+                due = (0..config.targets.len())
+                    .filter(|i| {
+                        state
+                            .targets
+                            .get(&config.targets[*i].id)
+                            .and_then(|t| t.confirm_at_ms)
+                            .is_some_and(|c| c <= now)
+                    })
+                    .collect();
+                fit(store, prober, &mut due, &mut carried);
+            }
+            _ => due.clear(),
+        }
+    }
+    (probes, carried)
 }
 
 pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
@@ -98,39 +146,14 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     // probes the debounce asks for, inside the same invocation.
     let prober = Prober::new(&io, env, durable.map(|_| budget::shard_size(config.plan())));
     let slots = budget::slots(&config);
-    let mut due: Vec<usize> = (0..config.targets.len())
+    let due = (0..config.targets.len())
         .filter(|i| budget::in_slot(*i, slots, start))
         .collect();
-    fit(&store, &prober, &mut due, keep, &mut carried.probes);
-    while !due.is_empty() {
-        let wave = due.iter().map(|i| &config.targets[*i]).collect();
-        let observations = prober.probe(wave).await;
-        report.0 += observations.len();
-        for o in &observations {
-            state.observe_and_record(&config, &mut history, o, now_ms());
-            if let Some(ae) = &ae {
-                probe_point(ae, o);
-            }
-        }
-        let next = state.targets.values().filter_map(|t| t.confirm_at_ms).min();
-        match next {
-            Some(at) if at < start + config.interval_ms() => {
-                io.sleep_ms(at.saturating_sub(now_ms())).await;
-                let now = now_ms();
-                due = (0..config.targets.len())
-                    .filter(|i| {
-                        state
-                            .targets
-                            .get(&config.targets[*i].id)
-                            .and_then(|t| t.confirm_at_ms)
-                            .is_some_and(|c| c <= now)
-                    })
-                    .collect();
-                fit(&store, &prober, &mut due, keep, &mut carried.probes);
-            }
-            _ => due.clear(),
-        }
-    }
+    let until = start + config.interval_ms();
+    let waves = probe_waves((&prober, &store), &mut state, &mut history, due, until);
+    let (probes, unprobed) = waves.await;
+    report.0 = probes;
+    carried.probes += unprobed;
     let oncall = io.secrets.oncall_user.clone();
     state.tick(&config, &history, oncall.as_deref(), now_ms());
     let hosts = config.hosts.len() as u32;
@@ -159,6 +182,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
             carried.rounds += 1;
             continue;
         }
+        let before = state.clone();
         let Some((n, resume)) =
             state.take_lease(&config, &id, &owner, now_ms(), config.worker_lease_ms())
         else {
@@ -173,8 +197,12 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         ) else {
             continue;
         };
-        // The lease is stored before the round acts.
-        store.save(&state).await?;
+        // The lease is stored before the round acts; a store that cannot
+        // take it acts on nothing this cycle.
+        if let Err(e) = store.save_change(&mut state, before).await {
+            console_error!("no round: the lease could not be stored: {e}");
+            break;
+        }
         let shared = Mutex::new(std::mem::take(&mut state));
         let note = |p: &PendingAction| {
             shared
@@ -218,7 +246,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
 
     carried.probes += prober.lost.get();
     report.2 = deliver(&io, &store, &mut state, &mut carried).await;
-    store.save(&state).await?;
+    let saved = store.save(&mut state).await;
     if history.flush_due(now_ms(), config.history_flush_ms()) {
         match store.save_history(&history).await {
             Ok(()) => history.mark_stored(),
@@ -226,6 +254,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         }
     }
     Store::keep_history(history);
+    saved.map_err(|e| format!("the state could not be stored (kept in this isolate): {e}"))?;
     let (spent, writes, doc_writes, largest) = store.spent();
     let report = CycleReport {
         probes: report.0,
@@ -262,7 +291,7 @@ fn record_host(
 
 /// Delivers the outbox oldest first, stopping at the first failure or when
 /// the budget has no room left but the final saves (the rest is carried).
-async fn deliver(
+pub async fn deliver(
     io: &WorkerIo,
     store: &Store<'_>,
     state: &mut State,
@@ -340,12 +369,17 @@ impl RemediationIo for RoundIo<'_, '_> {
         action: &str,
         idempotency_key: &str,
     ) -> Result<vigil_wire::ActionResult, String> {
-        let decided = self
+        let mut decided = self
             .state
             .lock()
             .map(|s| s.clone())
             .map_err(|_| "state lock poisoned".to_string())?;
-        if let Err(e) = self.store.save(&decided).await {
+        let saved = self.store.save(&mut decided).await;
+        // The store's health as the save left it, with the round's state.
+        if let Ok(mut s) = self.state.lock() {
+            *s = decided;
+        }
+        if let Err(e) = saved {
             return Err(format!("not sent: the decision could not be stored: {e}"));
         }
         self.count()?;

@@ -52,6 +52,8 @@ pub async fn durable_cycle(env: &Env) -> Fallible<String> {
 pub struct VigilEdge {
     state: worker::State,
     env: Env,
+    /// A cycle, or a signal's probes (a read-modify-write of the state
+    /// across awaits too), is running.
     cycling: Cell<bool>,
 }
 
@@ -102,7 +104,17 @@ impl DurableObject for VigilEdge {
             res.headers_mut().set("retry-after", "5")?;
             return Ok(res);
         }
-        match serve(&mut req, &self.env, Some(&storage)).await {
+        // Not cycling (a POST would have been refused above): a signal holds
+        // the object like a cycle until its probes are stored.
+        let signal = req.method() == Method::Post && req.path() == "/ops/signal";
+        if signal {
+            self.cycling.set(true);
+        }
+        let res = serve(&mut req, &self.env, Some(&storage)).await;
+        if signal {
+            self.cycling.set(false);
+        }
+        match res {
             Ok(res) => Ok(res),
             Err(e) => error(500, "internal", e.to_string()),
         }

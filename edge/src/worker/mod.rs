@@ -8,7 +8,8 @@
 //! Every error is handled here: a panic would abort the isolate.
 //!
 //! `cycle`: one cron cycle; `shards`: where its probes run; `routes`: the
-//! HTTP API; `store`: the stored documents; `durable`: the Durable Object;
+//! HTTP API; `signal`: a host's signal, probed within its request;
+//! `store`: the stored documents; `durable`: the Durable Object;
 //! `analytics`: Analytics Engine points; `io`: the `worker::Fetch`
 //! transport.
 
@@ -18,6 +19,7 @@ mod durable;
 mod io;
 mod routes;
 mod shards;
+mod signal;
 mod store;
 
 use worker::js_sys::{Reflect, JSON};
@@ -99,7 +101,8 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    let stateful = ["/ops/", "/_log", "/status", "/ui"]
+    // `/healthz` too: it says what the object saw of its store.
+    let stateful = ["/ops/", "/_log", "/status", "/ui", "/healthz"]
         .iter()
         .any(|p| req.path().starts_with(p));
     if durable_mode(&env) && stateful {

@@ -1,19 +1,21 @@
 //! The `/ops` routes, `/healthz`, `/_log`, `/status` and `/ui`: token
 //! checks, then the same views, pages and state methods as the native API,
-//! on the stored state.
+//! on the stored state. A change is answered only once it is stored (else
+//! 503, not made).
 
 use vigil_wire::{ErrorBody, TokenCheck};
 use worker::{Env, Method, Request, Response, Storage};
 
 use super::cycle::last_report;
 use super::io::{now_ms, worker_io};
-use super::store::{Store, CRASHES_KEY};
+use super::signal;
+use super::store::{self, Store, CRASHES_KEY};
 use super::{load_config, lookup};
 use crate::config::Config;
 use crate::core::budget::Budget;
 use crate::core::crash::{self, CrashLog, CrashReport};
 use crate::core::state::{State, StateError};
-use crate::shell::{manual_failure, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
+use crate::shell::{manual_unstored, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::ui::{changed, Answer, Step, Ui, UiRequest, HEADERS};
 use crate::{ops_requests, status_page, views};
 
@@ -34,6 +36,7 @@ enum Access {
     Control,
     Jobs,
     CrashLog,
+    Signal,
     /// The status page: no token, but only when enabled.
     Public,
 }
@@ -117,8 +120,9 @@ async fn ui(req: &mut Request, env: &Env, durable: Option<&Storage>) -> worker::
     ) {
         Step::Answer(a) => a,
         Step::Change { id, verb } => {
+            let before = state.clone();
             let done = verb.apply(&mut state, &id, now);
-            let stored = store.save(&state).await.map_err(|e| e.to_string());
+            let stored = store.save_change(&mut state, before).await;
             changed(&id, stored.map(|_| done))
         }
     };
@@ -195,6 +199,7 @@ async fn route(
         (Method::Get, ["healthz"]) => Access::Open,
         (Method::Get, ["status" | "status.json"]) => Access::Public,
         (Method::Post, ["_log"]) => Access::CrashLog,
+        (Method::Post, ["ops", "signal"]) => Access::Signal,
         (Method::Post, ["ops", "jobs", "heartbeat"]) => Access::Jobs,
         (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes"])
         | (Method::Get, ["ops", "incidents" | "target", _]) => Access::Read,
@@ -206,7 +211,10 @@ async fn route(
         _ => return error(404, "not_found", "no such route"),
     };
     if matches!(access, Access::Open) {
-        return json(200, &serde_json::json!({"ok": true}));
+        // What this isolate saw of the store (`core::store_health`).
+        let store = store::health();
+        let status = if store.ok { 200 } else { 503 };
+        return json(status, &serde_json::json!({"ok": store.ok, "store": store}));
     }
     let (config, secrets) = match setup(env) {
         Ok(s) => s,
@@ -226,6 +234,7 @@ async fn route(
         Access::Read => check(&secrets.read_token) | check(&secrets.control_token),
         Access::Jobs => check(&secrets.jobs_token),
         Access::CrashLog => check(&secrets.crash_log_token),
+        Access::Signal => check(&secrets.signal_token),
         _ => check(&secrets.control_token),
     };
     if !allowed {
@@ -239,6 +248,9 @@ async fn route(
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
+    // Read routes store nothing; a change is stored before it is answered.
+    let changes = matches!(access, Access::Control | Access::Jobs | Access::CrashLog);
+    let before = state.clone();
     let now = now_ms();
     let operator = ops_requests::operator(req.headers().get("x-vigil-operator")?.as_deref());
     let url = req.inner().url();
@@ -318,6 +330,8 @@ async fn route(
                 Err(e) => return error(400, "unknown_app", e.to_string()),
             };
             if let Err(e) = store.save_doc(CRASHES_KEY, &doc).await {
+                let mut kept = before;
+                store.failed(&mut kept, &e);
                 return not_stored(e);
             }
             // Alerts go out with the next cycle's outbox.
@@ -421,15 +435,23 @@ async fn route(
                 }
             }
         }
+        ["ops", "signal"] => {
+            let body = match body_within(req, BODY_LIMIT).await? {
+                Ok(body) => body,
+                Err(too_large) => return Ok(too_large),
+            };
+            let io = worker_io(&config, secrets);
+            return signal::take(&body, env, &io, &store, state, durable).await;
+        }
         ["ops", "actions", host, name] => {
-            manual(&config, secrets, &store, &mut state, host, name, operator).await
+            return manual(&config, secrets, &store, &mut state, host, name, operator).await
         }
         ["ops", "restart", id] => match config
             .target(id)
             .and_then(|t| Some((t.host.clone()?, t.actions.first()?.clone())))
         {
             Some((host, first)) => {
-                manual(
+                return manual(
                     &config, secrets, &store, &mut state, &host, &first, operator,
                 )
                 .await
@@ -442,8 +464,10 @@ async fn route(
         },
         _ => error(404, "not_found", "no such route"),
     };
-    if let Err(e) = store.save(&state).await {
-        return not_stored(e);
+    if changes {
+        if let Err(e) = store.save_change(&mut state, before).await {
+            return not_stored(e);
+        }
     }
     res
 }
@@ -479,16 +503,22 @@ async fn manual(
             return error(status, code, message);
         }
     };
+    let before = state.clone();
     state.start_manual_action(config, record.clone());
-    if let Err(e) = store.save(state).await {
+    if let Err(e) = store.save_change(state, before).await {
         return not_stored(e);
     }
-    let record = io.send_manual_action(record).await;
+    let (record, answer) = io.send_manual_action(record).await;
     state.finish_manual_action(&record);
-    match (record.result, record.error) {
-        (Some(r), _) => json(200, &r),
-        (None, e) => {
-            let (status, code, message) = manual_failure(e);
+    // It ran: a result that cannot be stored stays in this isolate until a
+    // save works, and the answer says so.
+    if let Err(e) = store.save(state).await {
+        return error(503, "store_unavailable", manual_unstored(&record, &e));
+    }
+    match answer {
+        Ok(r) => json(200, &r),
+        Err(e) => {
+            let (status, code, message) = e.answer("action_failed");
             error(status, code, message)
         }
     }

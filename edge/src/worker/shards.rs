@@ -10,11 +10,11 @@ use std::cell::Cell;
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use worker::wasm_bindgen::JsValue;
-use worker::{console_error, Env, Method, Request, RequestInit};
+use worker::{console_error, AnalyticsEngineDataset, Env, Method, Request, RequestInit};
 
 use super::durable::durable_stub;
 use super::io::WorkerIo;
-use super::Fallible;
+use super::{Fallible, AE_BINDING};
 use crate::config::{Config, Target};
 use crate::core::budget::{Budget, CONNECTIONS};
 use crate::core::probe::Observation;
@@ -75,6 +75,22 @@ impl<'a> Prober<'a> {
     }
 
     /// The subrequests a wave of `n` probes costs this invocation.
+    pub fn config(&self) -> &Config {
+        &self.io.config
+    }
+
+    /// Where the probes' data points go, when bound.
+    pub fn analytics(&self) -> Option<AnalyticsEngineDataset> {
+        self.env.analytics_engine(AE_BINDING).ok()
+    }
+
+    /// Waits until `at_ms` (a confirm wave's time).
+    pub async fn sleep_until(&self, at_ms: u64) {
+        self.io
+            .sleep_ms(at_ms.saturating_sub(self.io.now_ms()))
+            .await;
+    }
+
     pub fn cost(&self, n: usize) -> usize {
         self.spread(n).map_or(n, |s| n.div_ceil(s))
     }

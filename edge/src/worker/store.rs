@@ -1,7 +1,7 @@
 //! The stored documents: the state (read once per cycle or request, written
 //! back only when its bytes changed), the history and the crash log, in
-//! Workers KV or in the Durable Object's storage; and the isolate's copy of
-//! the history.
+//! Workers KV or in the Durable Object's storage; the isolate's copy of
+//! the history; and the state this isolate could not store.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -11,10 +11,13 @@ use worker::js_sys::{Object, Reflect};
 use worker::wasm_bindgen::JsValue;
 use worker::{Env, KvStore, ListOptions, Storage};
 
-use super::Fallible;
+use super::io::{now_ms, WorkerFetch};
+use super::{lookup, Fallible};
+use crate::client::{Exchange, Transport};
 use crate::core::budget::{worth_storing, Budget, Op};
 use crate::core::history::{History, HostSample, TargetHistory};
 use crate::core::state::State;
+use crate::core::store_health::StoreView;
 
 const KV_BINDING: &str = "VIGIL_KV";
 const STATE_KEY: &str = "state";
@@ -28,6 +31,10 @@ const HOSTS_ROW: &str = "history/hosts";
 /// Keys one Durable Object `put` may take at once.
 const KEYS_PER_PUT: usize = 128;
 pub const CRASHES_KEY: &str = "crashes";
+/// Test only: a URL asked before every write; while it answers other than
+/// 2xx the write fails, as a store refusing writes would
+/// (tests/tests/worker.rs sets it; never set in deploy/wrangler.toml).
+const FAIL_VAR: &str = "VIGIL_TEST_FAIL_WRITES";
 
 /// The hosts' part of the history, one row in the Durable Object.
 #[derive(Default, serde::Deserialize)]
@@ -45,6 +52,20 @@ thread_local! {
     /// evicted meanwhile loses those samples; uptime and percentiles are
     /// over the samples kept, so they lose precision, not correctness.
     static HISTORY: RefCell<Option<History>> = const { RefCell::new(None) };
+    /// The state as this isolate last had it when its save failed (its
+    /// `store` says since when), and the stored state it was read from (as
+    /// far as a write is worth it). Opened instead of the stored state while
+    /// that is unchanged, as the native edge keeps its state in memory; the
+    /// store's health and its alert outlive a change someone else stored.
+    static UNSAVED: RefCell<Option<(Option<String>, State)>> = const { RefCell::new(None) };
+}
+
+/// The store's health as this isolate saw it (`/healthz`).
+pub fn health() -> StoreView {
+    UNSAVED.with(|u| {
+        let failing = u.borrow().as_ref().map(|(_, s)| s.store.clone());
+        failing.unwrap_or_default().view()
+    })
 }
 
 /// Where the documents live.
@@ -69,6 +90,8 @@ pub struct Store<'a> {
     /// The Durable Object still holds the history as one value (an older
     /// version's): deleted once the rows are stored.
     legacy_history: Cell<bool>,
+    /// `VIGIL_TEST_FAIL_WRITES`.
+    fail_writes: Option<String>,
 }
 
 impl<'a> Store<'a> {
@@ -90,7 +113,7 @@ impl<'a> Store<'a> {
                 (Backend::Kv(kv), stored)
             }
         };
-        let state = match &stored {
+        let mut state = match &stored {
             // JSON is read from bytes everywhere: one serde_json reader type
             // in the bundle, not two.
             Some(text) => serde_json::from_slice(text.as_bytes())
@@ -99,14 +122,23 @@ impl<'a> Store<'a> {
         };
         let worth = serde_json::to_string(&worth_storing(&state)).map_err(|e| e.to_string())?;
         let stored_len = stored.as_ref().map_or(0, String::len);
+        let stored = stored.map(|_| worth);
+        if let Some((base, unsaved)) = UNSAVED.with(|u| u.borrow().clone()) {
+            if base == stored {
+                state = unsaved;
+            } else {
+                state.store = unsaved.store;
+            }
+        }
         let store = Store {
             backend,
-            stored: RefCell::new(stored.map(|_| worth)),
+            stored: RefCell::new(stored),
             budget: RefCell::new(budget),
             writes: Cell::new(0),
             doc_writes: Cell::new(0),
             largest: Cell::new(0),
             legacy_history: Cell::new(false),
+            fail_writes: lookup(env, FAIL_VAR),
         };
         store.count(Op::Read, stored_len);
         Ok((store, state))
@@ -149,7 +181,19 @@ impl<'a> Store<'a> {
         text
     }
 
+    /// Refuses a write while `VIGIL_TEST_FAIL_WRITES` says so.
+    async fn writable(&self) -> Fallible<()> {
+        let Some(url) = &self.fail_writes else {
+            return Ok(());
+        };
+        match WorkerFetch.exchange("GET", url, &[], None, 5_000).await {
+            Exchange::Answered { status, .. } if (200..300).contains(&status) => Ok(()),
+            _ => Err(format!("writes refused ({FAIL_VAR})")),
+        }
+    }
+
     async fn put_text(&self, key: &str, text: &str) -> Fallible<()> {
+        self.writable().await?;
         self.count(Op::Write, text.len());
         match &self.backend {
             Backend::Kv(kv) => kv
@@ -243,6 +287,7 @@ impl<'a> Store<'a> {
         let Backend::Durable(storage) = &self.backend else {
             return self.save_doc(HISTORY_KEY, history).await;
         };
+        self.writable().await?;
         let hosts = serde_json::json!({
             "hosts": &history.hosts,
             "hosts_polled_at": &history.hosts_polled_at,
@@ -283,10 +328,53 @@ impl<'a> Store<'a> {
     }
 
     /// Writes the state when it changed in a way worth a write
-    /// (`budget::worth_storing`); true when it wrote.
-    pub async fn save(&self, state: &State) -> Fallible<bool> {
+    /// (`budget::worth_storing`); true when it wrote. When it cannot, the
+    /// state stays in this isolate with the failure noted (the store
+    /// failing alert, once an episode, in its outbox) and is written with
+    /// the next save that works, which ends the episode
+    /// (`core::store_health`).
+    pub async fn save(&self, state: &mut State) -> Fallible<bool> {
+        let wrote = self.write(state).await;
+        self.settle(state, wrote).await
+    }
+
+    /// Saves a change a caller will be told about: when it cannot be
+    /// stored, `state` goes back to `before` (with the failure noted), so
+    /// nothing is claimed that was not stored.
+    pub async fn save_change(&self, state: &mut State, before: State) -> Fallible<bool> {
+        let wrote = self.write(state).await;
+        if wrote.is_err() {
+            *state = before;
+        }
+        self.settle(state, wrote).await
+    }
+
+    async fn settle(&self, state: &mut State, wrote: Fallible<bool>) -> Fallible<bool> {
+        match &wrote {
+            Ok(_) => {
+                UNSAVED.with(|u| u.borrow_mut().take());
+                if state.store_saved(now_ms()) {
+                    // The recovery alert, stored for the outbox (best effort).
+                    let _ = self.write(state).await;
+                }
+            }
+            Err(e) => self.failed(state, e),
+        }
+        wrote
+    }
+
+    /// Notes a failed write on `state` and keeps it in this isolate.
+    pub fn failed(&self, state: &mut State, error: &str) {
+        state.store_failed(error, now_ms());
+        let base = self.stored.borrow().clone();
+        UNSAVED.with(|u| *u.borrow_mut() = Some((base, state.clone())));
+    }
+
+    async fn write(&self, state: &State) -> Fallible<bool> {
         let worth = serde_json::to_string(&worth_storing(state)).map_err(|e| e.to_string())?;
-        if self.stored.borrow().as_deref() == Some(worth.as_str()) {
+        // While the store fails every save tries: one that works ends it.
+        let failing = state.store.failing_since_ms.is_some();
+        if !failing && self.stored.borrow().as_deref() == Some(worth.as_str()) {
             return Ok(false);
         }
         let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
