@@ -144,6 +144,12 @@ pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNo
         plan: plan.as_str(),
         reason,
     };
+    if let Some(t) = config.targets.iter().find(|t| t.has_regions()) {
+        return Err(refuse(format!(
+            "target {:?}: regions (several vantage points) are not built on the Worker yet; run the native edge with vigil-edge --probe-only probers",
+            t.id
+        )));
+    }
     let budget = plan.subrequest_budget();
     let overhead = overhead(config);
     let room = budget.saturating_sub(overhead);

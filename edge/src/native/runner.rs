@@ -471,6 +471,12 @@ fn log_events(events: &[Event]) {
             Event::BurnRate { target, window } => {
                 tracing::warn!(%target, window_ms = window, "error budget burning: alerted")
             }
+            Event::SeenDownPartly { target, regions } => {
+                tracing::warn!(%target, ?regions, "seen down from fewer vantage points than the quorum: no incident")
+            }
+            Event::ProberSilent { region } => {
+                tracing::warn!(%region, "prober silent: its views no longer count")
+            }
         }
     }
 }
