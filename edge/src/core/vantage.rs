@@ -585,7 +585,7 @@ impl State {
 }
 
 /// What each of the target's vantage points sees now.
-fn seen(target: &Target, ts: &TargetState, config: &Config, now_ms: u64) -> Vec<Seen> {
+pub fn seen(target: &Target, ts: &TargetState, config: &Config, now_ms: u64) -> Vec<Seen> {
     target
         .regions
         .iter()

@@ -22,6 +22,7 @@ use crate::core::history::History;
 use crate::core::probe::Observation;
 use crate::core::signal::{HostSignal, SignalOutcome};
 use crate::core::state::{Event, State};
+use crate::core::vantage::{Batch, BatchError, BatchOutcome};
 use crate::core::store_health::StoreView;
 use crate::remediation::{run_round, RemediationIo, RoundInput};
 
@@ -186,6 +187,23 @@ impl Runner {
             self.wake_cycle.notify_one();
         }
         outcome
+    }
+
+    /// A remote prober's batch (`core::vantage`): taken and saved before
+    /// the answer, or refused with nothing changed.
+    pub fn take_batch(
+        self: &Arc<Self>,
+        batch: &Batch,
+    ) -> Result<Result<BatchOutcome, BatchError>, StoreError> {
+        let taken = self.try_update(|s| {
+            Ok(s.take_batch(&self.config, batch, now_ms()).map(|(outcome, events)| {
+                log_events(&events);
+                outcome
+            }))
+        });
+        self.start_rounds();
+        self.deliver_soon();
+        taken
     }
 
     /// Stores the history when its flush is due (or now, with `force`).
