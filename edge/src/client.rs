@@ -376,13 +376,7 @@ impl<T: Transport> RemediationIo for Client<T> {
         }
         let response = match self
             .transport
-            .exchange(
-                &target.method,
-                &url,
-                &headers,
-                None,
-                target.timeout_ms,
-            )
+            .exchange(&target.method, &url, &headers, None, target.timeout_ms)
             .await
         {
             Exchange::Answered {

@@ -111,7 +111,8 @@ fn main() -> ExitCode {
         return match prober_setup(&mut config, args.region.as_deref()) {
             Ok(token) => {
                 let report_to = args.report_to.unwrap_or_default();
-                let prober = report::run_prober(Arc::new(config), report_to, token, shutdown_signal());
+                let prober =
+                    report::run_prober(Arc::new(config), report_to, token, shutdown_signal());
                 run_to_exit(prober)
             }
             Err(e) => {
@@ -152,7 +153,8 @@ fn prober_setup(config: &mut Config, region: Option<&str>) -> Result<String, Str
         .ok()
         .filter(|t| !t.is_empty())
         .ok_or("--probe-only needs OBSERVATIONS_TOKEN (the main edge's, to sign batches)")?;
-    vigil_wire::token::check_configured(&token).map_err(|why| format!("OBSERVATIONS_TOKEN {why}"))?;
+    vigil_wire::token::check_configured(&token)
+        .map_err(|why| format!("OBSERVATIONS_TOKEN {why}"))?;
     Ok(token)
 }
 

@@ -19,6 +19,7 @@ use vigil_wire::{ErrorBody, TokenCheck};
 
 use super::io::now_ms;
 use super::limits::ClientLimits;
+use super::report;
 use super::runner::Runner;
 use super::store::StoreError;
 use crate::core::crash::CrashReport;
@@ -26,7 +27,6 @@ use crate::core::incident::ManualAction;
 use crate::core::signal::HostSignal;
 use crate::core::state::StateError;
 use crate::core::vantage::{Batch, BatchError};
-use super::report;
 use crate::shell::{manual_failure, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
 

@@ -109,8 +109,13 @@ pub async fn run_prober(
         for obs in &observations {
             schedule.observe(&config, obs, now_ms());
         }
-        sender.send(observations).instrument(tracing::info_span!("report")).await;
-        let next = schedule.next_at_ms().unwrap_or(now_ms() + config.interval_ms());
+        sender
+            .send(observations)
+            .instrument(tracing::info_span!("report"))
+            .await;
+        let next = schedule
+            .next_at_ms()
+            .unwrap_or(now_ms() + config.interval_ms());
         let wait = Duration::from_millis(next.saturating_sub(now_ms()).max(10));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -136,7 +141,10 @@ impl Sender {
         let excess = self.pending.len().saturating_sub(PENDING_MAX);
         if excess > 0 {
             self.pending.drain(..excess);
-            tracing::warn!(dropped = excess, "the main edge is unreachable for long: the oldest observations are dropped");
+            tracing::warn!(
+                dropped = excess,
+                "the main edge is unreachable for long: the oldest observations are dropped"
+            );
         }
         while !self.pending.is_empty() {
             let n = self.pending.len().min(BATCH_MAX);

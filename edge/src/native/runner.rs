@@ -22,8 +22,8 @@ use crate::core::history::History;
 use crate::core::probe::Observation;
 use crate::core::signal::{HostSignal, SignalOutcome};
 use crate::core::state::{Event, State};
-use crate::core::vantage::{Batch, BatchError, BatchOutcome};
 use crate::core::store_health::StoreView;
+use crate::core::vantage::{Batch, BatchError, BatchOutcome};
 use crate::remediation::{run_round, RemediationIo, RoundInput};
 
 /// Recent observations kept per target, in memory.
@@ -196,10 +196,11 @@ impl Runner {
         batch: &Batch,
     ) -> Result<Result<BatchOutcome, BatchError>, StoreError> {
         let taken = self.try_update(|s| {
-            Ok(s.take_batch(&self.config, batch, now_ms()).map(|(outcome, events)| {
-                log_events(&events);
-                outcome
-            }))
+            Ok(s.take_batch(&self.config, batch, now_ms())
+                .map(|(outcome, events)| {
+                    log_events(&events);
+                    outcome
+                }))
         });
         self.start_rounds();
         self.deliver_soon();
@@ -414,11 +415,14 @@ impl Runner {
         }
     }
 
-    /// How long to sleep before the next probe is due.
+    /// How long to sleep before the next probe is due, at most an interval
+    /// (the periodic checks run every cycle, also when this edge probes
+    /// nothing itself and remote probers report).
     pub fn until_next(&self) -> Duration {
         let next = self
             .read(|s| s.next_probe_at_ms())
-            .unwrap_or_else(|| now_ms() + self.config.interval_ms());
+            .unwrap_or(u64::MAX)
+            .min(now_ms() + self.config.interval_ms());
         Duration::from_millis(next.saturating_sub(now_ms()).max(10))
     }
 
