@@ -230,7 +230,7 @@ fn quorum_reached_opens_the_incident_and_remediation_with_who_saw_what() {
     assert_eq!(inc.remediation, RemediationStatus::Pending);
     assert_eq!(
         sim.state.remediation_due(&sim.config, sim.now),
-        [inc.id.clone()],
+        std::slice::from_ref(&inc.id),
         "remediation starts as with one vantage point"
     );
     let change = &inc.history[0];
