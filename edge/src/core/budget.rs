@@ -417,6 +417,19 @@ mod tests {
     }
 
     #[test]
+    fn the_worker_refuses_several_vantage_points_not_built_there() {
+        let mut c = config("", 2);
+        c.targets[1].regions = vec!["weur".into(), "enam".into()];
+        let err = check(&c, Plan::Paid, StoreKind::DurableObject).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "target \"t1\": regions (several vantage points) are not built on the Worker yet"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_longer_interval_spreads_targets_over_invocations() {
         let c = config("", 0);
         let mut c5 = c.clone();

@@ -789,6 +789,9 @@ impl State {
             ts.streak = 0;
             ts.open_incident = None;
             ts.last_resolved_at_ms = Some(now_ms);
+            // Every vantage point starts afresh too.
+            ts.vantages.clear();
+            ts.partial = None;
         }
         Ok(())
     }
@@ -806,6 +809,8 @@ impl State {
         ts.maintenance_until_ms = until_ms;
         ts.pending = None;
         ts.streak = 0;
+        ts.vantages.clear();
+        ts.partial = None;
         Ok(())
     }
 }
