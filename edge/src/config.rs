@@ -89,9 +89,11 @@ pub struct Target {
 }
 
 impl Target {
-    /// Whether several vantage points decide this target's health.
+    /// Whether several vantage points decide this target's health. Never
+    /// on the Worker, which refuses `regions` at start (`budget::check`):
+    /// the quorum's code stays out of its bundle.
     pub fn has_regions(&self) -> bool {
-        !self.regions.is_empty()
+        cfg!(not(target_arch = "wasm32")) && !self.regions.is_empty()
     }
 
     /// The vantage points that must agree: `quorum`, or a majority of

@@ -144,7 +144,7 @@ pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNo
         plan: plan.as_str(),
         reason,
     };
-    if let Some(t) = config.targets.iter().find(|t| t.has_regions()) {
+    if let Some(t) = config.targets.iter().find(|t| !t.regions.is_empty()) {
         return Err(refuse(format!(
             "target {:?}: regions (several vantage points) are not built on the Worker yet; run the native edge with vigil-edge --probe-only probers",
             t.id
