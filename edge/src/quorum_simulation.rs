@@ -449,6 +449,32 @@ fn a_replayed_or_foreign_batch_changes_nothing() {
     assert_eq!((outcome.taken, outcome.ignored), (0, 1));
 }
 
+#[test]
+fn a_host_signal_probes_only_where_this_edge_is_a_vantage_point() {
+    use crate::core::signal::HostSignal;
+    let mut sim = Sim::new(2);
+    sim.config.targets[0].services = vec!["api-core".into()];
+    let sig = HostSignal {
+        host: "vps1".into(),
+        service: "api-core".into(),
+        event: "die".into(),
+        at_ms: sim.now,
+    };
+    sim.run_for(MIN);
+    assert_eq!(
+        sim.state.signal(&sim.config, &sig, sim.now).probing,
+        ["api"]
+    );
+    // Decided by its probers alone: this edge does not probe it.
+    sim.config.targets[0].regions = vec!["enam".into(), "apac".into()];
+    sim.now += 20_000;
+    let outcome = sim.state.signal(&sim.config, &sig, sim.now);
+    assert!(
+        outcome.probing.is_empty() && outcome.throttled.is_empty(),
+        "{outcome:?}"
+    );
+}
+
 /// BENCHMARKS.md: `cargo test -p edge --lib quorum_false_incidents -- --ignored --nocapture`.
 /// A healthy target, three vantage points each failing probes at random
 /// (independently) at a given rate, 30 simulated days at interval 60 s:
