@@ -285,6 +285,10 @@ impl Entry<'_> {
                 if let Some(e) = &c.error {
                     text.push_str(&pre("Error", e));
                 }
+                if !c.vantages.is_empty() {
+                    let seen = crate::core::vantage::Seen::describe(&c.vantages);
+                    text.push_str(&pre("Seen from", &seen));
+                }
                 text
             }
             Entry::Round(r) => round_html(r),
@@ -456,6 +460,39 @@ mod tests {
         let read_only = incident(&hostile(), None);
         assert!(!read_only.contains("name=\"csrf\""));
         assert!(!read_only.contains("/ack\""));
+    }
+
+    #[test]
+    fn a_transition_says_which_vantage_points_saw_what() {
+        use crate::core::incident::StateChange;
+        use crate::core::probe::Health;
+        use crate::core::vantage::Seen;
+        let mut i = hostile();
+        let seen = |region: &str, health, error: Option<&str>| Seen {
+            region: region.into(),
+            health,
+            status: None,
+            error: error.map(str::to_string),
+        };
+        i.history.push(StateChange {
+            seq: 1,
+            at_ms: 1_500,
+            from: Health::Healthy,
+            to: Health::Down,
+            status: None,
+            latency_ms: 3,
+            error: None,
+            vantages: vec![
+                seen("weur", Some(Health::Healthy), None),
+                seen("enam", Some(Health::Down), Some("refused <b>")),
+                seen("apac", None, None),
+            ],
+        });
+        let page = incident(&i, None);
+        assert!(
+            page.contains("weur: healthy; enam: down (refused &lt;b&gt;); apac: silent"),
+            "{page}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::core::alert::{Delivery, DiscordMessage};
 use crate::core::incident::ManualAction;
 use crate::core::planner::Completion;
 use crate::core::probe::{
-    cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS,
+    cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS, REGION_HEADER,
 };
 use crate::remediation::RemediationIo;
 use crate::shell::{
@@ -385,15 +385,14 @@ impl<T: Transport> RemediationIo for Client<T> {
         let at_ms = self.transport.now_ms();
         let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
         let url = cache_busted_url(&target.url, nonce);
+        // Probed from several vantage points: each says which it is.
+        let mut headers = NO_CACHE_HEADERS.to_vec();
+        if target.has_regions() {
+            headers.push((REGION_HEADER, &self.config.region));
+        }
         let response = match self
             .transport
-            .exchange(
-                &target.method,
-                &url,
-                &NO_CACHE_HEADERS,
-                None,
-                target.timeout_ms,
-            )
+            .exchange(&target.method, &url, &headers, None, target.timeout_ms)
             .await
         {
             Exchange::Answered {

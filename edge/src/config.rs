@@ -78,6 +78,30 @@ pub struct Target {
     /// error text (which may quote the target's body).
     #[serde(default)]
     pub public_details: bool,
+    /// The vantage points that probe this target (`core::vantage`): region
+    /// names, this edge's `region` among them or not. Empty: this edge alone.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// How many of `regions` must see the target bad for an incident
+    /// (default: a majority).
+    #[serde(default)]
+    pub quorum: Option<u32>,
+}
+
+impl Target {
+    /// Whether several vantage points decide this target's health. Never
+    /// on the Worker, which refuses `regions` at start (`budget::check`):
+    /// the quorum's code stays out of its bundle.
+    pub fn has_regions(&self) -> bool {
+        cfg!(not(target_arch = "wasm32")) && !self.regions.is_empty()
+    }
+
+    /// The vantage points that must agree: `quorum`, or a majority of
+    /// `regions`.
+    pub fn quorum(&self) -> usize {
+        self.quorum
+            .map_or(self.regions.len() / 2 + 1, |q| q as usize)
+    }
 }
 
 /// A job that reports heartbeats: late after `period_s + grace_s` without
@@ -282,6 +306,20 @@ pub struct Config {
     pub flap_settle_s: f64,
     #[serde(default)]
     pub crash_log: CrashLog,
+    /// This edge's vantage point: the region its own probes are from
+    /// (`vigil-edge --probe-only` takes its region from `--region` or
+    /// `VIGIL_REGION` instead).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// A prober (and any vantage point's view) not heard from for this
+    /// long is silent: alerted, and its view no longer counts (default:
+    /// three intervals).
+    #[serde(default)]
+    pub prober_silent_s: Option<f64>,
+    /// Whether a target seen bad from fewer vantage points than its quorum
+    /// sends one warning alert per episode (it is recorded either way).
+    #[serde(default = "default_true")]
+    pub quorum_warning: bool,
     /// Proxies (CIDR) whose `CF-Connecting-IP` / `X-Real-IP` header names
     /// the client, for the native edge's per-client limits.
     #[serde(default)]
@@ -350,6 +388,14 @@ impl Default for StatusPage {
             title: default_status_title(),
         }
     }
+}
+
+fn default_region() -> String {
+    "main".into()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_status_title() -> String {
@@ -528,6 +574,28 @@ impl Config {
     }
     pub fn flap_settle_ms(&self) -> u64 {
         secs_to_ms(self.flap_settle_s)
+    }
+
+    /// How long a vantage point may stay quiet before it is silent.
+    pub fn prober_silent_ms(&self) -> u64 {
+        self.prober_silent_s
+            .map_or(self.interval_ms().saturating_mul(3), secs_to_ms)
+    }
+
+    /// Whether this edge (its `region`) probes `target` itself.
+    pub fn probes_here(&self, target: &Target) -> bool {
+        !target.has_regions() || target.regions.contains(&self.region)
+    }
+
+    /// The regions other vantage points report from: every target's
+    /// `regions` but this edge's own.
+    pub fn remote_regions(&self) -> std::collections::BTreeSet<&str> {
+        self.targets
+            .iter()
+            .flat_map(|t| t.regions.iter())
+            .map(String::as_str)
+            .filter(|r| *r != self.region)
+            .collect()
     }
 
     pub fn target(&self, id: &str) -> Option<&Target> {
@@ -709,6 +777,21 @@ impl Config {
         ] {
             count(key, v, max)?;
         }
+        if let Some(s) = self.prober_silent_s {
+            seconds("prober_silent_s", s, false, DAY_S)?;
+            if s < self.interval_s {
+                return Err((
+                    "prober_silent_s".into(),
+                    "must be at least interval_s (a prober reports once an interval)".into(),
+                ));
+            }
+        }
+        if !valid_id(&self.region) {
+            return Err((
+                "region".into(),
+                format!("{:?} must match [a-z0-9][a-z0-9_-]*", self.region),
+            ));
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err((
                 "listen".into(),
@@ -826,6 +909,7 @@ impl Config {
             if let Some(bad) = t.actions.iter().find(|a| !valid_action(a)) {
                 return Err((key("actions"), format!("{bad:?} is not an action name")));
             }
+            check_regions(t).map_err(|(k, why)| (key(k), why))?;
         }
         let mut jobs = BTreeMap::new();
         for (i, job) in self.jobs.iter().enumerate() {
@@ -857,6 +941,35 @@ impl Config {
         seconds("job_defaults.grace_s", d.grace_s, true, YEAR_S)?;
         Ok(())
     }
+}
+
+/// A target's `regions` and `quorum` (`core::vantage`).
+fn check_regions(t: &Target) -> Result<(), (&'static str, String)> {
+    let mut seen = BTreeMap::new();
+    for r in &t.regions {
+        if !valid_id(r) {
+            return Err(("regions", format!("{r:?} must match [a-z0-9][a-z0-9_-]*")));
+        }
+        if seen.insert(r.as_str(), ()).is_some() {
+            return Err(("regions", format!("{r:?} is listed twice")));
+        }
+    }
+    let Some(q) = t.quorum else {
+        return Ok(());
+    };
+    let points = t.regions.len().max(1);
+    if q == 0 || q as usize > points {
+        let listed = if t.has_regions() {
+            format!("{points} vantage point(s) in regions")
+        } else {
+            "1 vantage point (this edge: list regions for more)".into()
+        };
+        return Err((
+            "quorum",
+            format!("must be 1 to the number of vantage points, {listed} (got {q})"),
+        ));
+    }
+    Ok(())
 }
 
 const DAY_S: f64 = 86_400.0;
@@ -1084,6 +1197,47 @@ token_env = "OPS_AGENT_TOKEN"
             c.jobs[0].schedule.as_ref().unwrap().zone.name,
             "Europe/Berlin"
         );
+        let e = err(&GOOD.replace("role =", "quorum = 2\nrole ="));
+        assert!(
+            e.starts_with("edge.toml: target[0].quorum: must be 1 to the number of vantage points, 1 vantage point"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "role =",
+            "regions = [\"east\", \"west\"]\nquorum = 3\nrole =",
+        ));
+        assert!(e.contains("target[0].quorum: must be 1 to the number of vantage points, 2 vantage point(s) in regions (got 3)"), "{e}");
+        let e = err(&GOOD.replace("role =", "regions = [\"east\"]\nquorum = 0\nrole ="));
+        assert!(e.contains("target[0].quorum: must be 1"), "{e}");
+        let e = err(&GOOD.replace("role =", "regions = [\"east\", \"east\"]\nrole ="));
+        assert!(
+            e.contains("target[0].regions: \"east\" is listed twice"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("role =", "regions = [\"East Coast\"]\nrole ="));
+        assert!(
+            e.contains("target[0].regions: \"East Coast\" must match"),
+            "{e}"
+        );
+        let e = err(&format!("region = \"\"\n{GOOD}"));
+        assert!(e.starts_with("edge.toml: region: "), "{e}");
+        let e = err(&format!("prober_silent_s = 0.2\n{GOOD}"));
+        assert!(
+            e.starts_with("edge.toml: prober_silent_s: must be at least interval_s"),
+            "{e}"
+        );
+        let c = Config::parse(
+            "edge.toml",
+            &GOOD.replace("role =", "regions = [\"east\", \"west\", \"main\"]\nrole ="),
+        )
+        .unwrap();
+        assert_eq!(c.targets[0].quorum(), 2, "a majority by default");
+        assert_eq!(c.prober_silent_ms(), 1500, "three intervals by default");
+        assert_eq!(
+            c.remote_regions().into_iter().collect::<Vec<_>>(),
+            ["east", "west"]
+        );
+        assert!(c.probes_here(&c.targets[0]));
         let e = err(&GOOD.replace("role =", "slo = 100\nrole ="));
         assert!(e.contains("target[0].slo: a percentage"), "{e}");
         let e = err(&GOOD.replace("role =", "slo = 99.9\nslo_days = 90\nrole ="));

@@ -21,4 +21,6 @@ pub mod native;
 mod worker;
 
 #[cfg(test)]
+mod quorum_simulation;
+#[cfg(test)]
 mod simulation;

@@ -7,20 +7,29 @@ use edge::config::Config;
 use edge::native::api;
 use edge::native::io::NativeIo;
 use edge::native::limits;
+use edge::native::report;
 use edge::native::runner::Runner;
 use edge::shell::{closed_by_missing, Secrets};
 
 const USAGE: &str = "usage: vigil-edge --config FILE [--once | --check | --print-json]\n\
-  --config FILE  the edge configuration (TOML); default: $VIGIL_CONFIG or vigil.toml\n\
-  --once         run one cycle, print a table of targets and states, exit\n\
-  --check        validate the configuration and exit\n\
-  --print-json   validate it and print it as the JSON the Worker's VIGIL_CONFIG takes";
+       vigil-edge --config FILE --probe-only --report-to URL [--region NAME]\n\
+  --config FILE    the edge configuration (TOML); default: $VIGIL_CONFIG or vigil.toml\n\
+  --once           run one cycle, print a table of targets and states, exit\n\
+  --check          validate the configuration and exit\n\
+  --print-json     validate it and print it as the JSON the Worker's VIGIL_CONFIG takes\n\
+  --probe-only     run as a remote prober: probe the targets whose regions list this\n\
+                   prober's region and report to the main edge (OBSERVATIONS_TOKEN signs)\n\
+  --report-to URL  the main edge's base URL (it takes POST /ops/observations)\n\
+  --region NAME    this prober's region; default: $VIGIL_REGION";
 
 struct Args {
     config: String,
     once: bool,
     check: bool,
     print_json: bool,
+    probe_only: bool,
+    report_to: Option<String>,
+    region: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -29,6 +38,9 @@ fn parse_args() -> Result<Args, String> {
         once: false,
         check: false,
         print_json: false,
+        probe_only: false,
+        report_to: None,
+        region: std::env::var("VIGIL_REGION").ok().filter(|r| !r.is_empty()),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -37,8 +49,19 @@ fn parse_args() -> Result<Args, String> {
             "--once" => args.once = true,
             "--check" => args.check = true,
             "--print-json" => args.print_json = true,
+            "--probe-only" => args.probe_only = true,
+            "--report-to" => args.report_to = Some(it.next().ok_or("--report-to needs a URL")?),
+            "--region" => args.region = Some(it.next().ok_or("--region needs a name")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if args.probe_only != args.report_to.is_some() {
+        return Err("--probe-only and --report-to URL go together".into());
+    }
+    if let Some(url) = &args.report_to {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("--report-to: {url:?} is not an http(s) URL"));
         }
     }
     Ok(args)
@@ -71,19 +94,34 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match std::fs::read_to_string(&args.config)
+    let mut config = match std::fs::read_to_string(&args.config)
         .map_err(|e| format!("{}: cannot read: {e}", args.config))
         .and_then(|text| Config::parse(&args.config, &text).map_err(|e| e.to_string()))
         .and_then(|config| match limits::trusted_proxies(&config) {
             Ok(_) => Ok(config),
             Err((key, reason)) => Err(format!("{}: {key}: {reason}", args.config)),
         }) {
-        Ok(c) => Arc::new(c),
+        Ok(c) => c,
         Err(e) => {
             eprintln!("vigil-edge: {e}");
             return ExitCode::from(1);
         }
     };
+    if args.probe_only {
+        return match prober_setup(&mut config, args.region.as_deref()) {
+            Ok(token) => {
+                let report_to = args.report_to.unwrap_or_default();
+                let prober =
+                    report::run_prober(Arc::new(config), report_to, token, shutdown_signal());
+                run_to_exit(prober)
+            }
+            Err(e) => {
+                eprintln!("vigil-edge: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let config = Arc::new(config);
     if args.check {
         if config.worker.is_some() {
             // The KV store's fit, the stricter: the Durable Object store
@@ -103,6 +141,24 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    run_to_exit(run(config, args.once))
+}
+
+/// A prober's region (`--region`, else `VIGIL_REGION`) set in its
+/// configuration, and its signing key (`OBSERVATIONS_TOKEN`), checked.
+fn prober_setup(config: &mut Config, region: Option<&str>) -> Result<String, String> {
+    let region = region.ok_or("--probe-only needs its region: --region NAME or VIGIL_REGION")?;
+    config.region = region.to_string();
+    let token = std::env::var("OBSERVATIONS_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .ok_or("--probe-only needs OBSERVATIONS_TOKEN (the main edge's, to sign batches)")?;
+    vigil_wire::token::check_configured(&token)
+        .map_err(|why| format!("OBSERVATIONS_TOKEN {why}"))?;
+    Ok(token)
+}
+
+fn run_to_exit(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -110,7 +166,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config, args.once)) {
+    match runtime.block_on(main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigil-edge: {e:#}");

@@ -24,6 +24,9 @@ pub struct Secrets {
     /// The optional bearer token of the native `/metrics`.
     pub metrics_token: Option<String>,
     pub signal_token: Option<String>,
+    /// The key remote probers sign their batches with (`POST
+    /// /ops/observations`, `vigil-edge --probe-only`).
+    pub observations_token: Option<String>,
     /// host id -> (agent URL, agent token)
     pub hosts: HashMap<String, (Option<String>, Option<String>)>,
 }
@@ -41,6 +44,7 @@ impl Secrets {
             crash_log_token: get("CRASH_LOG_TOKEN"),
             metrics_token: get("METRICS_TOKEN"),
             signal_token: get("SIGNAL_TOKEN"),
+            observations_token: get("OBSERVATIONS_TOKEN"),
             hosts: config
                 .hosts
                 .iter()
@@ -61,13 +65,14 @@ impl Secrets {
     }
 
     /// Every API token with its variable and the routes it opens.
-    pub fn api_tokens(&self) -> [(&'static str, Option<&str>); 5] {
+    pub fn api_tokens(&self) -> [(&'static str, Option<&str>); 6] {
         [
             ("CONTROL_TOKEN", self.control_token.as_deref()),
             ("OPS_READ_TOKEN", self.read_token.as_deref()),
             ("JOBS_TOKEN", self.jobs_token.as_deref()),
             ("CRASH_LOG_TOKEN", self.crash_log_token.as_deref()),
             ("SIGNAL_TOKEN", self.signal_token.as_deref()),
+            ("OBSERVATIONS_TOKEN", self.observations_token.as_deref()),
         ]
     }
 
@@ -110,6 +115,7 @@ pub fn closed_by_missing(var: &str) -> &'static str {
         "OPS_READ_TOKEN" => "the read routes (GET /ops/...) take CONTROL_TOKEN only",
         "JOBS_TOKEN" => "POST /ops/jobs/heartbeat refuses every request",
         "SIGNAL_TOKEN" => "POST /ops/signal (the ops-agents' signals) refuses every request; polling alone detects outages",
+        "OBSERVATIONS_TOKEN" => "POST /ops/observations (remote probers' batches) refuses every request: the views of targets' other regions stay silent",
         _ => "POST /_log (crash reports) refuses every request",
     }
 }

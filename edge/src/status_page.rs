@@ -525,6 +525,7 @@ mod tests {
             status: Some(500),
             latency_ms: 42,
             error: Some("secret-error-body".into()),
+            vantages: Vec::new(),
         });
         i.acked_at_ms = Some(start + HOUR_MS + 60_000);
         i.acked_by = Some("alice-the-operator".into());

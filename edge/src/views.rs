@@ -247,3 +247,64 @@ pub fn crashes<'a>(
         crashes: log.recent(app, limit),
     })
 }
+
+/// `GET /ops/vantage`: this edge's region, the remote probers, each
+/// target's vantage points as they stand, and the recent notes.
+#[derive(Debug, Serialize)]
+pub struct VantageView<'a> {
+    pub region: &'a str,
+    pub probers: Vec<ProberView<'a>>,
+    pub targets: Vec<VantageTarget<'a>>,
+    pub notes: &'a crate::core::vantage::Notes,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProberView<'a> {
+    pub region: &'a str,
+    pub last_seq: u64,
+    /// How long ago its last batch came, since this edge started.
+    pub heard_ms_ago: Option<u64>,
+    pub silent_since_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VantageTarget<'a> {
+    pub id: &'a str,
+    pub quorum: usize,
+    pub state: Health,
+    pub seen: Vec<crate::core::vantage::Seen>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<&'a crate::core::vantage::Partial>,
+}
+
+pub fn vantage<'a>(config: &'a Config, state: &'a State, now_ms: u64) -> VantageView<'a> {
+    VantageView {
+        region: &config.region,
+        probers: state
+            .probers
+            .iter()
+            .map(|(region, p)| ProberView {
+                region,
+                last_seq: p.last_seq,
+                heard_ms_ago: p.heard_at_ms.map(|at| now_ms.saturating_sub(at)),
+                silent_since_ms: p.silent_since_ms,
+            })
+            .collect(),
+        targets: config
+            .targets
+            .iter()
+            .filter(|t| t.has_regions())
+            .filter_map(|t| {
+                let ts = state.targets.get(&t.id)?;
+                Some(VantageTarget {
+                    id: &t.id,
+                    quorum: t.quorum(),
+                    state: ts.health,
+                    seen: crate::core::vantage::seen(t, ts, config, now_ms),
+                    partial: ts.partial.as_ref(),
+                })
+            })
+            .collect(),
+        notes: &state.vantage_notes,
+    }
+}

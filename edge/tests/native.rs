@@ -1787,3 +1787,285 @@ fn a_host_signal_probes_at_once_and_bad_signals_are_refused_naming_the_field() {
     });
     assert_eq!(discord.titles(), ["api: healthy → down"]);
 }
+
+const OBSERVATIONS_TOKEN: &str = "observations-token-0123456789";
+
+/// A remote prober (`--probe-only`) for `region`, killed when dropped.
+fn prober(edge: &Edge, region: &str) -> vigil_testkit::process::Proc {
+    let config = edge.dir.path().join("edge.toml").display().to_string();
+    let log = edge.dir.path().join(format!("prober-{region}.log"));
+    let report_to = format!("http://{}", edge.addr);
+    let env = [
+        ("OBSERVATIONS_TOKEN", OBSERVATIONS_TOKEN.to_string()),
+        ("RUST_LOG", "info,edge=debug".to_string()),
+    ];
+    let args = [
+        "--config",
+        config.as_str(),
+        "--probe-only",
+        "--report-to",
+        report_to.as_str(),
+        "--region",
+        region,
+    ];
+    vigil_testkit::process::Proc {
+        child: vigil_testkit::process::Proc::spawn(bin(), &args, &env, &log),
+        addr: edge.addr,
+        log,
+    }
+}
+
+/// POSTs a batch signed with `token` (and `timestamp`, the batch's own
+/// `sent_at_ms` unless given).
+fn post_batch(edge: &Edge, token: &str, batch: &Value, timestamp: Option<&str>) -> (u16, Value) {
+    let body = batch.to_string();
+    let sent_at = batch["sent_at_ms"].to_string();
+    let timestamp = timestamp.unwrap_or(&sent_at);
+    let res = edge
+        .http
+        .post(format!("http://{}/ops/observations", edge.addr))
+        .header("x-vigil-timestamp", timestamp)
+        .header(
+            "x-vigil-signature",
+            edge::native::report::signature(token, timestamp, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .expect("POST");
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or(Value::Null))
+}
+
+fn notes(edge: &Edge, kind: &str) -> Vec<Value> {
+    edge.get("/ops/vantage")["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+fn prober_seq(edge: &Edge, region: &str) -> u64 {
+    edge.get("/ops/vantage")["probers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["region"] == region)
+        .and_then(|p| p["last_seq"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn two_remote_probers_must_agree_before_an_incident_and_a_silent_one_is_alerted() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let agent = StandInAgent::start(target.clone(), Duration::ZERO);
+    let (dir, addr) = Edge::prepare("quorum");
+    let config = config_head(dir.path(), addr, 0.5, 0.2)
+        + "settle_s = 0.1\nprober_silent_s = 3\n"
+        + &format!(
+            "[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\nregions = [\"east\", \"west\"]\nquorum = 2\n",
+            target.url()
+        )
+        + HOST;
+    let mut env = discord_env(&discord);
+    env.extend(agent.env());
+    env.push(("OBSERVATIONS_TOKEN", OBSERVATIONS_TOKEN.into()));
+    let edge = Edge::start(bin(), dir, addr, &config, env);
+    let _east = prober(&edge, "east");
+    let mut west = prober(&edge, "west");
+    edge.wait_for("both probers' views", Duration::from_secs(20), |e| {
+        let v = e.get("/ops/vantage");
+        v["targets"][0]["seen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["health"] == "healthy")
+    });
+    let regions: std::collections::BTreeSet<String> = target
+        .seen()
+        .iter()
+        .filter_map(|s| s.headers.get("x-vigil-region").cloned())
+        .collect();
+    assert_eq!(
+        regions.into_iter().collect::<Vec<_>>(),
+        ["east", "west"],
+        "the main edge (region main) does not probe it itself"
+    );
+
+    // Bad batches change nothing and say why.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let down = |region: &str, seq: u64| {
+        json!({"region": region, "seq": seq, "sent_at_ms": now, "observations": [
+            {"target": "api", "at_ms": now, "health": "down", "latency_ms": 1, "error": "forged"}
+        ]})
+    };
+    let forged = down("west", u64::MAX);
+    let (status, _) = post_batch(&edge, "not-the-token-0123456789", &forged, None);
+    assert_eq!(status, 401, "a batch signed with another key");
+    let (status, body) = post_batch(&edge, OBSERVATIONS_TOKEN, &forged, Some("1"));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("x-vigil-timestamp"),
+        "{body}"
+    );
+    let (status, body) = post_batch(&edge, OBSERVATIONS_TOKEN, &down("mars", u64::MAX), None);
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("region: no target lists \"mars\""),
+        "{body}"
+    );
+    let (status, body) = post_batch(&edge, OBSERVATIONS_TOKEN, &down("west", 1), None);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("seq: 1 is not after"),
+        "{body}"
+    );
+    let mut skewed = down("west", u64::MAX);
+    skewed["sent_at_ms"] = json!(now - 600_000);
+    let (status, body) = post_batch(&edge, OBSERVATIONS_TOKEN, &skewed, None);
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("sent_at_ms: the prober's clock is 600 s off"),
+        "{body}"
+    );
+
+    // Cut off from east only: a note and one warning, no incident.
+    target.set(Behaviour::FailFrom(vec!["east"]));
+    edge.wait_for(
+        "the seen-down-from-east note",
+        Duration::from_secs(20),
+        |e| !notes(e, "seen_down_partly").is_empty(),
+    );
+    let seq = prober_seq(&edge, "east");
+    edge.wait_for(
+        "four more batches from east",
+        Duration::from_secs(20),
+        |e| prober_seq(e, "east") >= seq + 4 && prober_seq(e, "west") > 0,
+    );
+    assert!(edge.get("/ops/incidents")["incidents"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(edge.target_state("api"), "healthy");
+    let partly = notes(&edge, "seen_down_partly");
+    assert_eq!(partly.len(), 1, "{partly:?}");
+    assert_eq!(partly[0]["regions"], json!(["east"]));
+    assert!(
+        partly[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("east: down (unexpected status 503"),
+        "{partly:?}"
+    );
+    edge.wait_for("the warning", Duration::from_secs(10), |_| {
+        discord
+            .titles()
+            .contains(&"api: seen down from east only".to_string())
+    });
+    assert!(
+        agent.runs().is_empty(),
+        "nothing restarted a healthy service"
+    );
+
+    // Cut off from both: the incident, remediation as today.
+    target.set(Behaviour::FailFrom(vec!["east", "west"]));
+    edge.wait_for("the incident, healed", Duration::from_secs(30), |e| {
+        e.get("/ops/incidents")["incidents"]
+            .as_array()
+            .unwrap()
+            .first()
+            .is_some_and(|i| i["resolved_at_ms"].is_u64())
+    });
+    assert_eq!(agent.runs(), ["restart_api_core"]);
+    let id = edge.get("/ops/incidents")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inc = edge.get(&format!("/ops/incidents/{id}"));
+    let seen = &inc["history"][0]["vantages"];
+    assert_eq!(seen[0]["region"], "east");
+    assert_eq!(seen[0]["health"], "down");
+    assert_eq!(seen[1]["region"], "west");
+    assert_eq!(seen[1]["health"], "down", "{inc:#}");
+    assert_eq!(inc["rounds"][0]["outcome"], "recovered", "{inc:#}");
+    edge.wait_for("the down alert", Duration::from_secs(10), |_| {
+        discord
+            .titles()
+            .contains(&"api: healthy → down".to_string())
+    });
+
+    // West stops reporting: alerted as silent, once.
+    west.terminate();
+    edge.wait_for("the prober-silent note", Duration::from_secs(20), |e| {
+        !notes(e, "prober_silent").is_empty()
+    });
+    edge.wait_for("the silent warning", Duration::from_secs(10), |_| {
+        discord
+            .titles()
+            .iter()
+            .any(|t| t.starts_with("prober west silent"))
+    });
+    assert_eq!(notes(&edge, "prober_silent").len(), 1);
+    assert!(discord.rejected().is_empty(), "{:?}", discord.rejected());
+}
+
+#[test]
+fn a_prober_refuses_to_start_without_its_region_or_token() {
+    let (dir, addr) = Edge::prepare("prober-args");
+    let config = config_head(dir.path(), addr, 0.5, 0.2)
+        + "[[target]]\nid = \"api\"\nurl = \"http://127.0.0.1:9/\"\nregions = [\"east\"]\n";
+    let file = dir.path().join("edge.toml");
+    std::fs::write(&file, config).unwrap();
+    let file = file.display().to_string();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(bin())
+            .args(["--config", &file])
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let url = ["--probe-only", "--report-to", "http://127.0.0.1:9"];
+    let token = ("OBSERVATIONS_TOKEN", OBSERVATIONS_TOKEN);
+    let (code, err) = run(&url, &[token]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--probe-only needs its region"), "{err}");
+    let (code, err) = run(&url, &[("VIGIL_REGION", "east")]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("needs OBSERVATIONS_TOKEN"), "{err}");
+    let (_, err) = run(
+        &url,
+        &[("VIGIL_REGION", "east"), ("OBSERVATIONS_TOKEN", "short")],
+    );
+    assert!(err.contains("OBSERVATIONS_TOKEN is 5 characters"), "{err}");
+    let (_, err) = run(&url, &[("VIGIL_REGION", "north"), token]);
+    assert!(err.contains("no target lists region \"north\""), "{err}");
+    let (code, err) = run(&["--probe-only"], &[token]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--probe-only and --report-to URL go together"),
+        "{err}"
+    );
+}

@@ -23,6 +23,9 @@ pub enum Behaviour {
     Blip(u16),
     /// Answers these statuses in turn, over and over (200 says "ok").
     Cycle(Vec<u16>),
+    /// Answers 503 to the probes from these regions (their `X-Vigil-Region`
+    /// header), as if cut off from them; "ok" to the others.
+    FailFrom(Vec<&'static str>),
 }
 
 #[derive(Debug, Clone)]
@@ -83,8 +86,13 @@ async fn answer(
                 .collect(),
         });
         let n = i.seen.len() - 1;
+        let region = headers.get("x-vigil-region").and_then(|v| v.to_str().ok());
         let b = match &i.behaviour {
             Behaviour::Cycle(statuses) => Behaviour::Status(statuses[n % statuses.len()]),
+            Behaviour::FailFrom(regions) if region.is_some_and(|r| regions.contains(&r)) => {
+                Behaviour::Status(503)
+            }
+            Behaviour::FailFrom(_) => Behaviour::Ok,
             other => other.clone(),
         };
         if matches!(b, Behaviour::Blip(_)) {
@@ -102,7 +110,7 @@ async fn answer(
             tokio::time::sleep(d).await;
             "ok".into_response()
         }
-        Behaviour::Cycle(_) => unreachable!("taken in turn above"),
+        Behaviour::Cycle(_) | Behaviour::FailFrom(_) => unreachable!("resolved above"),
         Behaviour::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             "late".into_response()

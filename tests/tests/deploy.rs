@@ -96,7 +96,11 @@ fn compose_file_refuses_a_missing_project_name_or_socket_group() {
 /// The exposure levels (0 = fully confined .. 10) that
 /// `systemd-analyze security` gives the shipped units, as BENCHMARKS.md
 /// records them: hardening may improve, never regress.
-const UNIT_EXPOSURE: [(&str, f64); 2] = [("ops-agent.service", 1.1), ("vigil-edge.service", 1.1)];
+const UNIT_EXPOSURE: [(&str, f64); 3] = [
+    ("ops-agent.service", 1.1),
+    ("vigil-edge.service", 1.1),
+    ("vigil-prober.service", 1.1),
+];
 
 #[test]
 fn systemd_units_keep_their_hardening() {

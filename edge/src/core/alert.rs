@@ -130,6 +130,8 @@ pub struct TransitionAlert<'a> {
     pub status: Option<u16>,
     pub latency_ms: u64,
     pub error: Option<&'a str>,
+    /// With `regions`: what each vantage point saw.
+    pub vantages: &'a [super::vantage::Seen],
     pub incident_id: &'a str,
 }
 
@@ -146,12 +148,25 @@ pub fn transition_message(a: &TransitionAlert) -> DiscordMessage {
     if let Some(e) = a.error {
         fields.push(field("Error", e, false));
     }
+    if !a.vantages.is_empty() {
+        fields.push(field(
+            "Seen from",
+            super::vantage::Seen::describe(a.vantages),
+            false,
+        ));
+    }
     notice(
         format!("{}: {} → {}", a.target, a.from.as_str(), a.to.as_str()),
         None,
         a.to,
         fields,
     )
+}
+
+/// A warning that is no incident (`core::vantage`: seen down from fewer
+/// vantage points than the quorum, a prober silent or back).
+pub fn warning_message(title: String, description: String) -> DiscordMessage {
+    notice(title, Some(description), Health::Degraded, Vec::new())
 }
 
 /// An embed-only message that mentions nobody.
@@ -608,6 +623,7 @@ mod tests {
             status: Some(500),
             latency_ms: 3,
             error: Some("boom"),
+            vantages: &[],
             incident_id: "inc-1",
         })
     }
@@ -767,6 +783,7 @@ mod tests {
             status: None,
             latency_ms: 1,
             error: Some(&long),
+            vantages: &[],
             incident_id: "",
         });
         let e = &m.embeds[0];

@@ -144,6 +144,12 @@ pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNo
         plan: plan.as_str(),
         reason,
     };
+    if let Some(t) = config.targets.iter().find(|t| !t.regions.is_empty()) {
+        return Err(refuse(format!(
+            "target {:?}: regions (several vantage points) are not built on the Worker yet; run the native edge with vigil-edge --probe-only probers",
+            t.id
+        )));
+    }
     let budget = plan.subrequest_budget();
     let overhead = overhead(config);
     let room = budget.saturating_sub(overhead);
@@ -406,6 +412,19 @@ mod tests {
         let err = check(&config("", 1100), Plan::Free, StoreKind::DurableObject).unwrap_err();
         assert!(
             err.to_string().contains("at most 1088 targets fit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_worker_refuses_several_vantage_points_not_built_there() {
+        let mut c = config("", 2);
+        c.targets[1].regions = vec!["weur".into(), "enam".into()];
+        let err = check(&c, Plan::Paid, StoreKind::DurableObject).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "target \"t1\": regions (several vantage points) are not built on the Worker yet"
+            ),
             "{err}"
         );
     }

@@ -361,6 +361,7 @@ impl State {
                     "critical crash: {}",
                     truncate(&report.message, 300)
                 )),
+                vantages: Vec::new(),
             });
         }
         CrashOutcome {

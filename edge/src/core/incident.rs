@@ -23,6 +23,10 @@ pub struct StateChange {
     pub latency_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `regions`: what each vantage point saw (`core::vantage`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(target_arch = "wasm32", serde(skip))]
+    pub vantages: Vec<super::vantage::Seen>,
 }
 
 /// Where automatic remediation of an incident stands.

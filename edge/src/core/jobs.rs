@@ -269,6 +269,7 @@ impl State {
             status,
             latency_ms: 0,
             error: error.clone(),
+            vantages: Vec::new(),
         };
         if let Some(inc) = self.record_transition(&subject, &incident_id, change, now_ms) {
             if to == Health::Healthy {

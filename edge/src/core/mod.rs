@@ -17,3 +17,4 @@ pub mod slo;
 pub mod state;
 pub mod store_health;
 pub mod tzdb;
+pub mod vantage;

@@ -138,6 +138,10 @@ pub fn cache_busted_url(url: &str, nonce: u64) -> String {
     out
 }
 
+/// The header a probe of a target with `regions` carries: the vantage
+/// point's region.
+pub const REGION_HEADER: &str = "X-Vigil-Region";
+
 /// The request headers every probe carries.
 pub const NO_CACHE_HEADERS: [(&str, &str); 2] = [
     ("Cache-Control", "no-cache, no-store"),

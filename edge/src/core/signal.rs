@@ -79,7 +79,9 @@ impl State {
         let gap = config.retry_after_ms();
         let mut outcome = SignalOutcome::default();
         for t in config.targets.iter().filter(|t| {
-            t.host.as_deref() == Some(sig.host.as_str()) && t.services.contains(&sig.service)
+            t.host.as_deref() == Some(sig.host.as_str())
+                && t.services.contains(&sig.service)
+                && config.probes_here(t)
         }) {
             let ts = self
                 .targets

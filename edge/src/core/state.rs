@@ -14,6 +14,7 @@ use super::incident::{
 };
 use super::probe::{Health, Observation};
 use super::slo::Burning;
+use super::vantage::{self, advance_regular, debounce, Step};
 use crate::config::{Config, Role, Target};
 
 /// Manual actions kept in the state-wide log.
@@ -59,6 +60,15 @@ pub struct TargetState {
     pub burning: Burning,
     #[serde(default, skip_serializing_if = "Flap::is_quiet")]
     pub flap: Flap,
+    /// With `regions`: each vantage point's view (`core::vantage`; not on
+    /// the Worker, see `Target::has_regions`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(target_arch = "wasm32", serde(skip))]
+    pub vantages: BTreeMap<String, vantage::View>,
+    /// With `regions`: seen bad from fewer than `quorum` vantage points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(target_arch = "wasm32", serde(skip))]
+    pub partial: Option<vantage::Partial>,
 }
 
 impl TargetState {
@@ -78,6 +88,8 @@ impl TargetState {
             maintenance_until_ms: None,
             burning: Burning::default(),
             flap: Flap::default(),
+            vantages: BTreeMap::new(),
+            partial: None,
         }
     }
 
@@ -137,6 +149,15 @@ pub enum Event {
         target: String,
         window: u64,
     },
+    /// Seen bad from fewer vantage points than the target's quorum.
+    SeenDownPartly {
+        target: String,
+        regions: Vec<String>,
+    },
+    /// A remote prober stopped reporting.
+    ProberSilent {
+        region: String,
+    },
 }
 
 /// Everything the edge must not forget: one document, so a shell can keep it
@@ -157,6 +178,14 @@ pub struct State {
     /// Crash alerts sent within the cooldown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crash_alerts: Vec<super::crash::CrashAlert>,
+    /// Remote probers (`core::vantage`), by region.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(target_arch = "wasm32", serde(skip))]
+    pub probers: BTreeMap<String, vantage::Prober>,
+    /// What the vantage points saw that was no incident, newest first.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    #[cfg_attr(target_arch = "wasm32", serde(skip))]
+    pub vantage_notes: vantage::Notes,
     /// Whether this process can store the state (not stored: it describes
     /// the process and its disk).
     #[serde(skip)]
@@ -175,7 +204,9 @@ impl State {
         self.incidents.iter_mut().find(|i| i.id == id)
     }
 
-    /// Targets whose probe is due at `now`.
+    /// Targets whose probe is due at `now`. A target whose `regions` leave
+    /// this edge out is never due here (its schedule is pushed to the end
+    /// of time).
     pub fn due_targets(&mut self, config: &Config, now_ms: u64) -> Vec<String> {
         config
             .targets
@@ -185,6 +216,10 @@ impl State {
                     .targets
                     .entry(t.id.clone())
                     .or_insert_with(|| TargetState::new(now_ms));
+                if !config.probes_here(t) {
+                    s.next_regular_at_ms = u64::MAX;
+                    s.confirm_at_ms = None;
+                }
                 s.next_probe_at_ms() <= now_ms
             })
             .map(|t| t.id.clone())
@@ -254,6 +289,10 @@ impl State {
         now_ms: u64,
     ) -> Vec<Event> {
         let mut events = self.check_jobs(config, oncall, now_ms);
+        if cfg!(not(target_arch = "wasm32")) {
+            // The Worker has no vantage points (see `Target::has_regions`).
+            events.extend(self.check_vantages(config, now_ms));
+        }
         self.check_crashes(now_ms);
         self.check_flapping(config, now_ms);
         events.extend(self.check_slo(config, history, now_ms));
@@ -277,16 +316,11 @@ impl State {
             });
             self.anomalies.truncate(ANOMALIES_KEPT);
         }
-        let interval = config.interval_ms().max(1);
         let ts = self
             .targets
             .entry(target.id.clone())
             .or_insert_with(|| TargetState::new(now_ms));
-        // Keep the regular schedule aligned to its first point: no drift.
-        if ts.next_regular_at_ms <= now_ms {
-            let missed = (now_ms - ts.next_regular_at_ms) / interval + 1;
-            ts.next_regular_at_ms += missed * interval;
-        }
+        advance_regular(&mut ts.next_regular_at_ms, config.interval_ms(), now_ms);
         ts.confirm_at_ms = None;
         if ts.in_maintenance(now_ms) {
             ts.pending = None;
@@ -296,28 +330,25 @@ impl State {
             });
             return events;
         }
-        if obs.health == ts.health {
-            ts.pending = None;
-            ts.streak = 0;
-            return events;
-        }
-        // From healthy, any bad observations count together; otherwise the
-        // same health must be seen in a row.
-        let same_way = |p: Health| {
-            p == obs.health || (ts.health == Health::Healthy && p.is_bad() && obs.health.is_bad())
-        };
-        if ts.pending.is_some_and(same_way) {
-            ts.streak += 1;
+        let step = if target.has_regions() {
+            if !config.probes_here(target) {
+                // A round's re-probe from an edge that is no vantage point.
+                return events;
+            }
+            ts.vantages
+                .entry(config.region.clone())
+                .or_default()
+                .see(obs, now_ms, config)
         } else {
-            ts.streak = 1;
-        }
-        ts.pending = Some(obs.health);
-        let threshold = if obs.health == Health::Healthy {
-            config.recovery_threshold
-        } else {
-            config.failure_threshold
+            debounce(
+                ts.health,
+                &mut ts.pending,
+                &mut ts.streak,
+                obs.health,
+                config,
+            )
         };
-        if ts.streak < threshold {
+        if step == Step::Confirming {
             // Within `retry_after_s` of a host's signal the confirm comes
             // sooner (`signal_confirm_s`): the host saw the crash already.
             let signalled = ts
@@ -334,10 +365,33 @@ impl State {
                 target: target.id.clone(),
                 confirm_at_ms: at,
             });
-            return events;
         }
+        if target.has_regions() {
+            self.combine(config, target, obs, now_ms, &mut events);
+        } else if step == Step::Changed {
+            events.extend(self.transition(config, target, obs.health, obs, Vec::new(), now_ms));
+        }
+        events
+    }
+
+    /// A debounced change of `target`'s health to `to`, on `obs` (and, with
+    /// `regions`, what each vantage point saw): the incident opens, moves or
+    /// resolves, and the transition is alerted.
+    pub(super) fn transition(
+        &mut self,
+        config: &Config,
+        target: &Target,
+        to: Health,
+        obs: &Observation,
+        vantages: Vec<vantage::Seen>,
+        now_ms: u64,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Some(ts) = self.targets.get_mut(&target.id) else {
+            return events;
+        };
         let from = ts.health;
-        ts.health = obs.health;
+        ts.health = to;
         ts.since_ms = now_ms;
         ts.pending = None;
         ts.streak = 0;
@@ -346,15 +400,16 @@ impl State {
             seq: ts.transitions,
             at_ms: now_ms,
             from,
-            to: obs.health,
+            to,
             status: obs.status,
             latency_ms: obs.latency_ms,
             error: obs.error.clone(),
+            vantages,
         };
         events.push(Event::Transition {
             target: target.id.clone(),
             from,
-            to: obs.health,
+            to,
         });
         if self.flap_transition(config, target, &change, &mut events) {
             return events;
@@ -370,7 +425,7 @@ impl State {
         let incident_id = match existing {
             Some(id) => id,
             None => {
-                let remediation = initial_remediation(target, obs.health, cooldown_left);
+                let remediation = initial_remediation(target, to, cooldown_left);
                 let id = self.open_incident(&target.id, remediation, now_ms);
                 if cooldown_left.is_some() {
                     self.cover_page(config, &target.id, &id, now_ms);
@@ -383,21 +438,21 @@ impl State {
             }
         };
         if let Some(ts) = self.targets.get_mut(&target.id) {
-            if obs.health == Health::Healthy {
+            if to == Health::Healthy {
                 ts.open_incident = None;
                 ts.last_resolved_at_ms = Some(now_ms);
             } else {
                 ts.open_incident = Some(incident_id.clone());
             }
         }
-        if obs.health == Health::Healthy {
+        if to == Health::Healthy {
             events.push(Event::IncidentResolved {
                 target: target.id.clone(),
                 incident: incident_id.clone(),
             });
         }
         if let Some(inc) = self.record_transition(&target.id, &incident_id, change, now_ms) {
-            if obs.health == Health::Healthy {
+            if to == Health::Healthy {
                 inc.resolved_at_ms = Some(now_ms);
                 inc.resolution = Some("recovered".into());
                 // A round still in flight keeps its lease and stores its
@@ -411,7 +466,7 @@ impl State {
                 if matches!(inc.remediation, RemediationStatus::Pending) {
                     inc.remediation = RemediationStatus::Done;
                 }
-            } else if obs.health == Health::Down
+            } else if to == Health::Down
                 && matches!(inc.remediation, RemediationStatus::NotApplicable(_))
                 && target.role == Role::Remediate
             {
@@ -458,6 +513,7 @@ impl State {
             status: change.status,
             latency_ms: change.latency_ms,
             error: change.error.as_deref(),
+            vantages: &change.vantages,
             incident_id,
         });
         self.outbox
@@ -751,6 +807,9 @@ impl State {
             ts.streak = 0;
             ts.open_incident = None;
             ts.last_resolved_at_ms = Some(now_ms);
+            // Every vantage point starts afresh too.
+            ts.vantages.clear();
+            ts.partial = None;
         }
         Ok(())
     }
@@ -768,6 +827,8 @@ impl State {
         ts.maintenance_until_ms = until_ms;
         ts.pending = None;
         ts.streak = 0;
+        ts.vantages.clear();
+        ts.partial = None;
         Ok(())
     }
 }

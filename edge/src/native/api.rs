@@ -19,12 +19,14 @@ use vigil_wire::{ErrorBody, TokenCheck};
 
 use super::io::now_ms;
 use super::limits::ClientLimits;
+use super::report;
 use super::runner::Runner;
 use super::store::StoreError;
 use crate::core::crash::CrashReport;
 use crate::core::incident::ManualAction;
 use crate::core::signal::HostSignal;
 use crate::core::state::StateError;
+use crate::core::vantage::{Batch, BatchError};
 use crate::shell::{manual_unstored, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::{ops_requests, views};
 
@@ -35,6 +37,7 @@ struct Api {
     jobs: Option<TokenCheck>,
     crash_log: Option<TokenCheck>,
     signal: Option<TokenCheck>,
+    observations: Option<String>,
     limits: Arc<ClientLimits>,
 }
 
@@ -68,6 +71,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         jobs,
         crash_log,
         signal,
+        observations: secrets.observations_token.clone(),
     });
     let reads = Router::new()
         .route("/ops/summary", get(summary))
@@ -77,6 +81,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ops/anomalies", get(anomalies))
         .route("/ops/jobs", get(list_jobs))
         .route("/ops/crashes", get(crashes))
+        .route("/ops/vantage", get(vantage))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_read));
     // Manual actions last as long as the action: no request timeout.
     let actions = Router::new()
@@ -94,6 +99,10 @@ pub fn router(runner: Arc<Runner>) -> Router {
     let signals = Router::new()
         .route("/ops/signal", post(host_signal))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_signal));
+    let observations = Router::new()
+        .route("/ops/observations", post(observations))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_signed))
+        .layer(DefaultBodyLimit::max(report::BODY_LIMIT));
     let crash_log = Router::new()
         .route("/_log", post(crash_report))
         .route_layer(middleware::from_fn_with_state(
@@ -110,7 +119,8 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .merge(reads)
         .merge(controls)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .merge(crash_log);
+        .merge(crash_log)
+        .merge(observations);
     timed_out_as_408(timed)
         .merge(actions.layer(DefaultBodyLimit::max(BODY_LIMIT)))
         .with_state(api)
@@ -262,6 +272,35 @@ async fn require_jobs(State(api): State<Shared>, req: Request, next: Next) -> Re
 
 async fn require_signal(State(api): State<Shared>, req: Request, next: Next) -> Response {
     admit(&api, api.signal.as_ref(), req, next).await
+}
+
+/// A prober's batch must be signed with `OBSERVATIONS_TOKEN`
+/// (`native::report`); the body is read here to check it.
+async fn require_signed(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    let Some(token) = api.observations.as_deref() else {
+        return refuse(&api, &req);
+    };
+    let (parts, body) = req.into_parts();
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (timestamp, signature) = (
+        header(report::TIMESTAMP_HEADER),
+        header(report::SIGNATURE_HEADER),
+    );
+    let Ok(bytes) = axum::body::to_bytes(body, report::BODY_LIMIT).await else {
+        return too_large(report::BODY_LIMIT);
+    };
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+    if !report::verify(token, &timestamp, &signature, &bytes) {
+        return refuse(&api, &req);
+    }
+    next.run(req).await
 }
 
 async fn require_crash_log(State(api): State<Shared>, req: Request, next: Next) -> Response {
@@ -431,6 +470,51 @@ async fn host_signal(State(api): State<Shared>, body: Result<Bytes, BytesRejecti
     tracing::info!(
         host = %sig.host, service = %sig.service, event = %sig.event, at_ms = sig.at_ms, probing = ?outcome.probing, throttled = ?outcome.throttled, "host signal");
     (StatusCode::ACCEPTED, Json(outcome)).into_response()
+}
+
+/// A remote prober's batch: 200 with what was taken, 400 naming the
+/// field, 409 for a replayed one, 503 when it cannot be stored.
+async fn observations(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        return too_large(report::BODY_LIMIT);
+    };
+    let batch = match Batch::parse(&body) {
+        Ok(b) => b,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why.to_string()),
+    };
+    let timestamp = headers
+        .get(report::TIMESTAMP_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if timestamp != Some(batch.sent_at_ms.to_string().as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "x-vigil-timestamp: must be the batch's sent_at_ms",
+        );
+    }
+    match api.runner.take_batch(&batch) {
+        Ok(Ok(outcome)) => Json(outcome).into_response(),
+        Ok(Err(e @ BatchError::Replayed { .. })) => {
+            error(StatusCode::CONFLICT, "replayed", e.to_string())
+        }
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+        Err(e) => not_stored(&e),
+    }
+}
+
+async fn vantage(State(api): State<Shared>) -> Response {
+    let config = &api.runner.config;
+    let view = api
+        .runner
+        .read(|s| serde_json::to_value(views::vantage(config, s, now_ms())));
+    match view {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
 }
 
 async fn anomalies(State(api): State<Shared>) -> Response {

@@ -39,6 +39,12 @@ struct TargetLabel {
     target: String,
 }
 
+/// A remote prober's region (from the configuration: bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegionLabel {
+    region: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     target: String,
@@ -80,6 +86,7 @@ pub struct Metrics {
     outbox_oldest_age: Seconds,
     cycle_duration: Histogram,
     last_cycle: Seconds,
+    prober_silent: Family<RegionLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -98,6 +105,7 @@ impl Default for Metrics {
             outbox_oldest_age: Seconds::default(),
             cycle_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             last_cycle: Seconds::default(),
+            prober_silent: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -154,6 +162,11 @@ impl Default for Metrics {
             "vigil_cycle_duration_seconds",
             "Time a monitoring cycle took (probes, state update, deliveries)",
             m.cycle_duration.clone(),
+        );
+        registry.register(
+            "vigil_prober_silent",
+            "1 while a remote prober (vigil-edge --probe-only) has not reported within prober_silent_s, by region",
+            m.prober_silent.clone(),
         );
         registry.register(
             "vigil_last_successful_cycle_timestamp_seconds",
@@ -229,6 +242,17 @@ impl Metrics {
                     .set(i64::from(ts.health == h));
             }
         }
+        for region in config.remote_regions() {
+            let silent = state
+                .probers
+                .get(region)
+                .is_some_and(|p| p.silent_since_ms.is_some());
+            self.prober_silent
+                .get_or_create(&RegionLabel {
+                    region: region.to_string(),
+                })
+                .set(i64::from(silent));
+        }
         let open = state.incidents.iter().filter(|i| i.is_open()).count();
         self.incidents_open.set(open as i64);
         let entries = &state.outbox.entries;
@@ -296,7 +320,7 @@ mod tests {
     use crate::core::state::TargetState;
 
     fn config() -> Config {
-        let text = "[[target]]\nid = \"api\"\nurl = \"http://127.0.0.1:1/\"\nrole = \"alert_only\"\n\
+        let text = "[[target]]\nid = \"api\"\nurl = \"http://127.0.0.1:1/\"\nrole = \"alert_only\"\nregions = [\"main\", \"enam\"]\n\
                     [[target]]\nid = \"web\"\nurl = \"http://127.0.0.1:2/\"\nrole = \"alert_only\"\n";
         Config::parse("t.toml", text).expect("config")
     }
@@ -309,6 +333,13 @@ mod tests {
         down.health = Health::Down;
         state.targets.insert("api".into(), TargetState::new(0));
         state.targets.insert("web".into(), down);
+        state.probers.insert(
+            "enam".into(),
+            crate::core::vantage::Prober {
+                silent_since_ms: Some(1),
+                ..Default::default()
+            },
+        );
         let m = Metrics::default();
         m.probes(&[Observation {
             target: "api".into(),
@@ -333,6 +364,7 @@ mod tests {
             "vigil_alerts_sent_total{channel=\"discord\"} 1",
             "vigil_alerts_failed_total{channel=\"discord\"} 1",
             "vigil_outbox_entries 0",
+            "vigil_prober_silent{region=\"enam\"} 1",
             "vigil_incidents_open 0",
             "vigil_last_successful_cycle_timestamp_seconds 5.0",
             "# TYPE vigil_alerts_sent_total counter",

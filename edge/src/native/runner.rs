@@ -23,6 +23,7 @@ use crate::core::probe::Observation;
 use crate::core::signal::{HostSignal, SignalOutcome};
 use crate::core::state::{Event, State};
 use crate::core::store_health::StoreView;
+use crate::core::vantage::{Batch, BatchError, BatchOutcome};
 use crate::remediation::{run_round, RemediationIo, RoundInput};
 
 /// Recent observations kept per target, in memory.
@@ -186,6 +187,24 @@ impl Runner {
             self.wake_cycle.notify_one();
         }
         outcome
+    }
+
+    /// A remote prober's batch (`core::vantage`): taken and saved before
+    /// the answer, or refused with nothing changed.
+    pub fn take_batch(
+        self: &Arc<Self>,
+        batch: &Batch,
+    ) -> Result<Result<BatchOutcome, BatchError>, StoreError> {
+        let taken = self.try_update(|s| {
+            Ok(s.take_batch(&self.config, batch, now_ms())
+                .map(|(outcome, events)| {
+                    log_events(&events);
+                    outcome
+                }))
+        });
+        self.start_rounds();
+        self.deliver_soon();
+        taken
     }
 
     /// Stores the history when its flush is due (or now, with `force`).
@@ -396,11 +415,14 @@ impl Runner {
         }
     }
 
-    /// How long to sleep before the next probe is due.
+    /// How long to sleep before the next probe is due, at most an interval
+    /// (the periodic checks run every cycle, also when this edge probes
+    /// nothing itself and remote probers report).
     pub fn until_next(&self) -> Duration {
         let next = self
             .read(|s| s.next_probe_at_ms())
-            .unwrap_or_else(|| now_ms() + self.config.interval_ms());
+            .unwrap_or(u64::MAX)
+            .min(now_ms() + self.config.interval_ms());
         Duration::from_millis(next.saturating_sub(now_ms()).max(10))
     }
 
@@ -470,6 +492,12 @@ fn log_events(events: &[Event]) {
             }
             Event::BurnRate { target, window } => {
                 tracing::warn!(%target, window_ms = window, "error budget burning: alerted")
+            }
+            Event::SeenDownPartly { target, regions } => {
+                tracing::warn!(%target, ?regions, "seen down from fewer vantage points than the quorum: no incident")
+            }
+            Event::ProberSilent { region } => {
+                tracing::warn!(%region, "prober silent: its views no longer count")
             }
         }
     }

@@ -1,0 +1,504 @@
+//! Several vantage points on a fake clock (`core::vantage`): this edge
+//! (region `weur`) and two remote probers (`enam`, `apac`), each with its
+//! own schedule, clock and view of the target, their batches taken as
+//! `POST /ops/observations` takes them. Also the figure in BENCHMARKS.md:
+//! false incidents under random per-prober failures, quorum 1 against 2.
+
+use crate::config::Config;
+use crate::core::history::History;
+use crate::core::incident::RemediationStatus;
+use crate::core::probe::{Health, Observation};
+use crate::core::state::{Event, State};
+use crate::core::vantage::{Batch, BatchError, ProberSchedule};
+
+fn config(quorum: u32) -> Config {
+    let text = format!(
+        r#"
+interval_s = 60
+retry_after_s = 15
+region = "weur"
+[[target]]
+id = "api"
+url = "http://127.0.0.1:1/healthz"
+role = "remediate"
+host = "vps1"
+actions = ["restart_api_core"]
+regions = ["weur", "enam", "apac"]
+quorum = {quorum}
+[[host]]
+id = "vps1"
+url_env = "OPS_AGENT_URL"
+token_env = "OPS_AGENT_TOKEN"
+"#
+    );
+    Config::parse("sim.toml", &text).unwrap()
+}
+
+/// A remote prober: its own configuration (its region), schedule and
+/// clock.
+struct Prober {
+    config: Config,
+    schedule: ProberSchedule,
+    /// Its clock minus the edge's.
+    skew_ms: i64,
+    seq: u64,
+    /// Stopped reporting (its process or its network is gone).
+    silent: bool,
+    refused: Vec<BatchError>,
+}
+
+/// What one vantage point gets from the target.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Fine,
+    /// Cut off from the target (the network near this vantage point).
+    CutOff,
+    /// Fails each probe with this probability.
+    Flaky(f64),
+}
+
+struct Sim {
+    config: Config,
+    state: State,
+    history: History,
+    now: u64,
+    probers: Vec<Prober>,
+    /// weur, enam, apac.
+    paths: [Path; 3],
+    rng: u64,
+    delivered: Vec<String>,
+    events: Vec<Event>,
+}
+
+const REGIONS: [&str; 3] = ["weur", "enam", "apac"];
+
+impl Sim {
+    fn new(quorum: u32) -> Self {
+        let config = config(quorum);
+        let now = 1_700_000_000_000;
+        let probers = ["enam", "apac"]
+            .into_iter()
+            .map(|r| {
+                let mut config = config.clone();
+                config.region = r.into();
+                Prober {
+                    schedule: ProberSchedule::new(&config, now),
+                    config,
+                    skew_ms: 0,
+                    seq: 0,
+                    silent: false,
+                    refused: Vec::new(),
+                }
+            })
+            .collect();
+        Sim {
+            config,
+            state: State::default(),
+            history: History::default(),
+            now,
+            probers,
+            paths: [Path::Fine; 3],
+            rng: 0x9e37_79b9_7f4a_7c15,
+            delivered: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// xorshift64*: the same run every time.
+    fn random(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn probe(&mut self, region: usize, at_ms: u64) -> Observation {
+        let ok = match self.paths[region] {
+            Path::Fine => true,
+            Path::CutOff => false,
+            Path::Flaky(p) => self.random() >= p,
+        };
+        Observation {
+            target: "api".into(),
+            at_ms,
+            health: if ok { Health::Healthy } else { Health::Down },
+            status: ok.then_some(200),
+            latency_ms: 20,
+            error: (!ok).then(|| format!("connection refused (from {})", REGIONS[region])),
+        }
+    }
+
+    fn prober_now(&self, i: usize) -> u64 {
+        self.now.saturating_add_signed(self.probers[i].skew_ms)
+    }
+
+    /// One wake-up: this edge's due probes, each prober's due probes sent
+    /// as one batch, then the periodic checks and the outbox.
+    fn step(&mut self) {
+        let now = self.now;
+        for id in self.state.due_targets(&self.config, now) {
+            assert_eq!(id, "api");
+            let obs = self.probe(0, now);
+            let ev = self
+                .state
+                .observe_and_record(&self.config, &mut self.history, &obs, now);
+            self.events.extend(ev);
+        }
+        for i in 0..self.probers.len() {
+            let at = self.prober_now(i);
+            let due = self.probers[i].schedule.due(at);
+            if due.is_empty() || self.probers[i].silent {
+                continue;
+            }
+            let observations: Vec<Observation> =
+                due.iter().map(|_| self.probe(i + 1, at)).collect();
+            let p = &mut self.probers[i];
+            for obs in &observations {
+                p.schedule.observe(&p.config, obs, at);
+            }
+            p.seq += 1;
+            let batch = Batch {
+                region: p.config.region.clone(),
+                seq: p.seq,
+                sent_at_ms: at,
+                observations,
+            };
+            match self.state.take_batch(&self.config, &batch, now) {
+                Ok((_, ev)) => self.events.extend(ev),
+                Err(e) => self.probers[i].refused.push(e),
+            }
+        }
+        let ev = self.state.tick(&self.config, &self.history, None, now);
+        self.events.extend(ev);
+        while let Some(entry) = self.state.outbox.due(now, 1000) {
+            self.delivered.push(entry.headline());
+            self.state
+                .outbox
+                .record(entry.id, crate::core::alert::Delivery::Sent, now);
+        }
+    }
+
+    /// Steps until `ms` from now, waking when this edge or a prober asks.
+    fn run_for(&mut self, ms: u64) {
+        let end = self.now + ms;
+        loop {
+            self.step();
+            let probers = (0..self.probers.len()).filter_map(|i| {
+                let at = self.probers[i].schedule.next_at_ms()?;
+                Some(at.saturating_add_signed(-self.probers[i].skew_ms))
+            });
+            // A wake-up at least every 5 s for the periodic checks.
+            let next = probers
+                .chain(self.state.next_probe_at_ms())
+                .chain([self.now + 5_000])
+                .min()
+                .unwrap_or(end)
+                .max(self.now + 1);
+            if next > end {
+                self.now = end;
+                return;
+            }
+            self.now = next;
+        }
+    }
+
+    fn incidents(&self) -> usize {
+        self.state.incidents.len()
+    }
+
+    fn notes(&self, kind: &str) -> Vec<&crate::core::vantage::Note> {
+        self.state
+            .vantage_notes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .collect()
+    }
+}
+
+const MIN: u64 = 60_000;
+
+#[test]
+fn quorum_reached_opens_the_incident_and_remediation_with_who_saw_what() {
+    let mut sim = Sim::new(2);
+    sim.run_for(5 * MIN);
+    assert_eq!(sim.incidents(), 0);
+    sim.paths[1] = Path::CutOff;
+    sim.paths[2] = Path::CutOff;
+    sim.run_for(3 * MIN);
+    assert_eq!(sim.incidents(), 1, "{:?}", sim.events);
+    let inc = &sim.state.incidents[0];
+    assert_eq!(inc.remediation, RemediationStatus::Pending);
+    assert_eq!(
+        sim.state.remediation_due(&sim.config, sim.now),
+        std::slice::from_ref(&inc.id),
+        "remediation starts as with one vantage point"
+    );
+    let change = &inc.history[0];
+    assert_eq!(change.to, Health::Down);
+    let seen: Vec<_> = change
+        .vantages
+        .iter()
+        .map(|s| (s.region.as_str(), s.health))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("weur", Some(Health::Healthy)),
+            ("enam", Some(Health::Down)),
+            ("apac", Some(Health::Down)),
+        ]
+    );
+    assert!(change.vantages[1]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("from enam"));
+    assert_eq!(sim.delivered, ["api: healthy → down"]);
+    assert!(
+        sim.notes("seen_down_partly").is_empty(),
+        "the moments in which the second vantage point confirms are no partial outage"
+    );
+    // Back from enough vantage points that no quorum can be bad: resolved.
+    sim.paths[2] = Path::Fine;
+    sim.run_for(2 * MIN);
+    assert!(sim.state.incidents[0].resolved_at_ms.is_some());
+}
+
+#[test]
+fn quorum_not_reached_is_one_note_and_one_warning_never_an_incident() {
+    let mut sim = Sim::new(2);
+    sim.run_for(2 * MIN);
+    sim.paths[1] = Path::CutOff;
+    sim.run_for(30 * MIN);
+    assert_eq!(sim.incidents(), 0, "{:?}", sim.events);
+    let notes = sim.notes("seen_down_partly");
+    assert_eq!(notes.len(), 1, "one note per episode");
+    assert_eq!(notes[0].regions, ["enam"]);
+    assert!(
+        notes[0]
+            .text
+            .contains("api seen down from enam only (1 of 3 vantage points, quorum 2)"),
+        "{}",
+        notes[0].text
+    );
+    assert!(
+        notes[0]
+            .text
+            .contains("weur: healthy; enam: down (connection refused (from enam)); apac: healthy"),
+        "{}",
+        notes[0].text
+    );
+    assert_eq!(sim.delivered, ["api: seen down from enam only"]);
+    assert!(sim.state.remediation_due(&sim.config, sim.now).is_empty());
+    sim.paths[1] = Path::Fine;
+    sim.run_for(3 * MIN);
+    assert_eq!(sim.notes("seen_healthy_again").len(), 1);
+    assert_eq!(
+        sim.delivered.len(),
+        1,
+        "the end of the episode is noted, not alerted"
+    );
+
+    // With quorum_warning off, the note alone.
+    let mut quiet = Sim::new(2);
+    quiet.config.quorum_warning = false;
+    quiet.paths[2] = Path::CutOff;
+    quiet.run_for(10 * MIN);
+    assert_eq!(quiet.notes("seen_down_partly").len(), 1);
+    assert!(quiet.delivered.is_empty(), "{:?}", quiet.delivered);
+}
+
+#[test]
+fn a_silent_prober_is_alerted_and_its_stale_view_never_makes_an_outage() {
+    let mut sim = Sim::new(2);
+    sim.run_for(2 * MIN);
+    // apac sees the target down, then stops reporting.
+    sim.paths[2] = Path::CutOff;
+    sim.run_for(MIN);
+    sim.probers[1].silent = true;
+    sim.run_for(10 * MIN);
+    let silent = sim.notes("prober_silent");
+    assert_eq!(silent.len(), 1, "once per silence");
+    assert_eq!(silent[0].regions, ["apac"]);
+    assert_eq!(
+        sim.events
+            .iter()
+            .filter(|e| matches!(e, Event::ProberSilent { .. }))
+            .count(),
+        1
+    );
+    // Now enam sees it down too: apac's stale view does not count.
+    sim.paths[1] = Path::CutOff;
+    sim.run_for(10 * MIN);
+    assert_eq!(sim.incidents(), 0, "{:?}", sim.events);
+    assert!(
+        sim.delivered
+            .iter()
+            .any(|d| d.starts_with("prober apac silent")),
+        "{:?}",
+        sim.delivered
+    );
+    // apac reports again, still cut off: the quorum is there.
+    sim.probers[1].silent = false;
+    sim.run_for(3 * MIN);
+    assert_eq!(sim.notes("prober_back").len(), 1);
+    assert_eq!(sim.incidents(), 1, "{:?}", sim.events);
+
+    // An incident stays open while a prober is silent: its stale view is
+    // no recovery either.
+    let mut sim = Sim::new(2);
+    sim.paths = [Path::Fine, Path::CutOff, Path::CutOff];
+    sim.run_for(3 * MIN);
+    assert_eq!(sim.incidents(), 1);
+    sim.probers[0].silent = true;
+    sim.run_for(10 * MIN);
+    assert!(
+        sim.state.incidents[0].is_open(),
+        "two of three would still be needed healthy"
+    );
+}
+
+#[test]
+fn skewed_clocks_within_the_bound_count_and_beyond_it_are_refused_then_silent() {
+    let mut sim = Sim::new(2);
+    sim.probers[0].skew_ms = 40_000;
+    sim.probers[1].skew_ms = -35_000;
+    sim.run_for(3 * MIN);
+    assert!(sim.probers.iter().all(|p| p.refused.is_empty()));
+    sim.paths[1] = Path::CutOff;
+    sim.paths[2] = Path::CutOff;
+    sim.run_for(3 * MIN);
+    assert_eq!(sim.incidents(), 1, "{:?}", sim.events);
+
+    let mut sim = Sim::new(2);
+    sim.probers[1].skew_ms = 2 * MIN as i64;
+    sim.paths[2] = Path::CutOff;
+    sim.paths[1] = Path::CutOff;
+    sim.run_for(10 * MIN);
+    let refused = &sim.probers[1].refused;
+    assert!(!refused.is_empty());
+    assert!(
+        refused[0]
+            .to_string()
+            .starts_with("sent_at_ms: the prober's clock is 120 s off"),
+        "{}",
+        refused[0]
+    );
+    assert_eq!(sim.incidents(), 0, "a refused prober makes no outage");
+    assert_eq!(
+        sim.notes("prober_silent").len(),
+        1,
+        "it is alerted as silent"
+    );
+}
+
+#[test]
+fn a_replayed_or_foreign_batch_changes_nothing() {
+    let mut sim = Sim::new(2);
+    sim.run_for(MIN);
+    let obs = sim.probe(1, sim.now);
+    let batch = Batch {
+        region: "enam".into(),
+        seq: 10,
+        sent_at_ms: sim.now,
+        observations: vec![obs],
+    };
+    sim.state.take_batch(&sim.config, &batch, sim.now).unwrap();
+    let before = sim.state.clone();
+    let e = sim
+        .state
+        .take_batch(&sim.config, &batch, sim.now)
+        .unwrap_err();
+    assert_eq!(e, BatchError::Replayed { seq: 10, last: 10 });
+    for (bad, field) in [
+        (
+            Batch {
+                region: "weur".into(),
+                seq: 11,
+                ..batch.clone()
+            },
+            "region: \"weur\" is this edge's own",
+        ),
+        (
+            Batch {
+                region: "mars".into(),
+                seq: 11,
+                ..batch.clone()
+            },
+            "region: no target lists \"mars\"",
+        ),
+    ] {
+        let e = sim
+            .state
+            .take_batch(&sim.config, &bad, sim.now)
+            .unwrap_err();
+        assert!(e.to_string().starts_with(field), "{e}");
+    }
+    let mut foreign = batch.clone();
+    foreign.seq = 11;
+    foreign.observations[0].target = "www".into();
+    let e = sim
+        .state
+        .take_batch(&sim.config, &foreign, sim.now)
+        .unwrap_err();
+    assert!(e.to_string().starts_with("observations[0].target"), "{e}");
+    assert_eq!(sim.state, before);
+    // The same observation again under a new number: ignored, not counted twice.
+    let again = Batch { seq: 12, ..batch };
+    let (outcome, _) = sim.state.take_batch(&sim.config, &again, sim.now).unwrap();
+    assert_eq!((outcome.taken, outcome.ignored), (0, 1));
+}
+
+#[test]
+fn a_host_signal_probes_only_where_this_edge_is_a_vantage_point() {
+    use crate::core::signal::HostSignal;
+    let mut sim = Sim::new(2);
+    sim.config.targets[0].services = vec!["api-core".into()];
+    let sig = HostSignal {
+        host: "vps1".into(),
+        service: "api-core".into(),
+        event: "die".into(),
+        at_ms: sim.now,
+    };
+    sim.run_for(MIN);
+    assert_eq!(
+        sim.state.signal(&sim.config, &sig, sim.now).probing,
+        ["api"]
+    );
+    // Decided by its probers alone: this edge does not probe it.
+    sim.config.targets[0].regions = vec!["enam".into(), "apac".into()];
+    sim.now += 20_000;
+    let outcome = sim.state.signal(&sim.config, &sig, sim.now);
+    assert!(
+        outcome.probing.is_empty() && outcome.throttled.is_empty(),
+        "{outcome:?}"
+    );
+}
+
+/// BENCHMARKS.md: `cargo test -p edge --lib quorum_false_incidents -- --ignored --nocapture`.
+/// A healthy target, three vantage points each failing probes at random
+/// (independently) at a given rate, 30 simulated days at interval 60 s:
+/// the incidents opened (all of them false) with quorum 1 and quorum 2.
+#[test]
+#[ignore]
+fn quorum_false_incidents() {
+    println!("| per-probe failure rate | quorum 1 (any vantage point) | quorum 2 of 3 | quorum 2: minority notes |");
+    println!("|---|---|---|---|");
+    for rate in [0.01, 0.05, 0.10, 0.20] {
+        // Incidents opened (not kept: resolved ones are kept up to 200),
+        // and minority episodes noted.
+        let run = |quorum| {
+            let mut sim = Sim::new(quorum);
+            sim.paths = [Path::Flaky(rate); 3];
+            sim.run_for(30 * 24 * 60 * MIN);
+            let noted = sim
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::SeenDownPartly { .. }))
+                .count();
+            (sim.state.next_incident, noted)
+        };
+        let ((one, _), (two, notes)) = (run(1), run(2));
+        println!("| {:.0} % | {one} | {two} | {notes} |", rate * 100.0);
+    }
+}
