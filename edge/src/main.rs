@@ -89,7 +89,9 @@ fn main() -> ExitCode {
             // The KV store's fit, the stricter: the Durable Object store
             // spreads probes over shards.
             let kv = edge::core::budget::StoreKind::Kv;
-            if let Err(e) = edge::core::budget::check(&config, config.plan(), kv) {
+            let fits =
+                edge::core::budget::check(&config, config.plan(), kv).map_err(|e| e.to_string());
+            if let Err(e) = fits.and_then(|()| config.check_worker()) {
                 eprintln!("vigil-edge: {}: {e}", args.config);
                 return ExitCode::from(1);
             }
@@ -139,6 +141,9 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
     use anyhow::Context;
     let secrets = Secrets::from_env(&config, |k| std::env::var(k).ok());
     secrets.check_tokens().map_err(anyhow::Error::msg)?;
+    secrets
+        .check_probe_headers(&config)
+        .map_err(anyhow::Error::msg)?;
     for (var, token) in secrets.api_tokens() {
         if token.is_none() {
             tracing::warn!(var, "{var} is not set: {}", closed_by_missing(var));
@@ -147,7 +152,7 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
     if secrets.webhook_url.is_none() {
         tracing::warn!(var = %config.discord.webhook_url_env, "no Discord webhook: alerts wait in the outbox");
     }
-    let io = Arc::new(NativeIo::new(config.clone(), secrets));
+    let io = Arc::new(NativeIo::new(config.clone(), secrets)?);
     let runner = Runner::open(config.clone(), io)?;
     if once {
         runner.once().await;

@@ -25,6 +25,9 @@ pub struct Secrets {
     pub signal_token: Option<String>,
     /// host id -> (agent URL, agent token)
     pub hosts: HashMap<String, (Option<String>, Option<String>)>,
+    /// The probes' secret header values: variable (a target's
+    /// `headers_env`) -> value.
+    pub probe_headers: HashMap<String, String>,
 }
 
 impl Secrets {
@@ -45,7 +48,29 @@ impl Secrets {
                 .iter()
                 .map(|h| (h.id.clone(), (get(&h.url_env), get(&h.token_env))))
                 .collect(),
+            probe_headers: config
+                .targets
+                .iter()
+                .flat_map(|t| t.headers_env.values())
+                .filter_map(|var| Some((var.clone(), get(var)?)))
+                .collect(),
         }
+    }
+
+    /// Every target's `headers_env` variable is set; the error names the
+    /// key and the variable.
+    pub fn check_probe_headers(&self, config: &Config) -> Result<(), String> {
+        for (i, t) in config.targets.iter().enumerate() {
+            for (name, var) in &t.headers_env {
+                if !self.probe_headers.contains_key(var) {
+                    return Err(format!(
+                        "target[{i}].headers_env.{name}: {var} is not set (target {:?})",
+                        t.id
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The API tokens as the edge requires them, by the ops-agent's rule

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{page_message, transition_message, Outbox, TransitionAlert};
+use super::alert::{cert_message, page_message, transition_message, Outbox, TransitionAlert};
 use super::flap::Flap;
 use super::history::History;
 use super::incident::{
@@ -59,6 +59,9 @@ pub struct TargetState {
     pub burning: Burning,
     #[serde(default, skip_serializing_if = "Flap::is_quiet")]
     pub flap: Flap,
+    /// The certificate (fingerprint) whose expiry was last warned about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_warned: Option<String>,
 }
 
 impl TargetState {
@@ -78,6 +81,7 @@ impl TargetState {
             maintenance_until_ms: None,
             burning: Burning::default(),
             flap: Flap::default(),
+            cert_warned: None,
         }
     }
 
@@ -288,6 +292,13 @@ impl State {
             ts.next_regular_at_ms += missed * interval;
         }
         ts.confirm_at_ms = None;
+        if let Some(cert) = &obs.cert {
+            if ts.cert_expiring(target, cert, now_ms) {
+                let key = format!("cert/{}/{}", target.id, cert.fingerprint);
+                self.outbox
+                    .push(key, cert_message(&target.id, cert, now_ms), now_ms);
+            }
+        }
         if ts.in_maintenance(now_ms) {
             ts.pending = None;
             ts.streak = 0;

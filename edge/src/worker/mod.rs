@@ -78,6 +78,8 @@ fn load_config(env: &Env) -> Fallible<Config> {
     };
     budget::check(&config, config.plan(), store)
         .and_then(|()| budget::check_store(&config, store))
+        .map_err(|e| e.to_string())
+        .and_then(|()| config.check_worker())
         .map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
     Ok(config)
 }
