@@ -1745,3 +1745,152 @@ fn a_host_signal_probes_at_once_and_bad_signals_are_refused_naming_the_field() {
     });
     assert_eq!(discord.titles(), ["api: healthy → down"]);
 }
+
+/// A form check: the probe sends the target's headers (the secret one from
+/// the environment, never the file), its JSON body with its content type,
+/// and checks the answer's headers; a wrong body or a missing secret is
+/// seen as such, and a redirect is taken or not as the target says.
+#[test]
+fn a_form_check_sends_headers_and_body_and_checks_the_answer() {
+    const SECRET: &str = "Bearer form-secret-0123456789";
+    let discord = Discord::start();
+    let [form, wrong, moved, landing] = std::array::from_fn(|_| TargetServer::start());
+    let want_body = r#"{"email":"probe@example.com","n":1}"#;
+    for server in [&form, &wrong] {
+        server.set(Behaviour::Form {
+            header: ("authorization".into(), SECRET.into()),
+            body: want_body.into(),
+        });
+    }
+    moved.set(Behaviour::Redirect(landing.url()));
+    let form_toml = |id: &str, url: &str, email: &str| {
+        format!(
+            "[[target]]\nid = {id:?}\nurl = {url:?}\nmethod = \"POST\"\nbody_contains = \"ok\"\n\
+             headers = {{ \"X-Probe\" = \"vigil\" }}\n\
+             headers_env = {{ Authorization = \"PROBE_TOKEN_FORM\" }}\n\
+             body = {{ email = {email:?}, n = 1 }}\n\
+             expect_headers = {{ \"X-Form\" = \"accepted\" }}\n"
+        )
+    };
+    let (dir, addr) = Edge::prepare("form");
+    let config = config_head(dir.path(), addr, 0.5, 0.2)
+        + &form_toml("form", &form.url(), "probe@example.com")
+        + &form_toml("wrong", &wrong.url(), "someone@else.com")
+        + &target_toml(
+            "moved",
+            &moved.url(),
+            "follow_redirects = false\nexpect_status = [302]\nbody_contains = \"moved\"",
+        )
+        .replace("body_contains = \"ok\"\n", "")
+        + &target_toml("followed", &moved.url(), "");
+    std::fs::write(dir.path().join("edge.toml"), &config).unwrap();
+    assert!(!config.contains(SECRET));
+
+    // Without the variable the edge does not start, naming the key.
+    let out = std::process::Command::new(bin())
+        .args([
+            "--config",
+            dir.path().join("edge.toml").to_str().unwrap(),
+            "--once",
+        ])
+        .env_remove("PROBE_TOKEN_FORM")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("target[0].headers_env.Authorization: PROBE_TOKEN_FORM is not set"),
+        "{err}"
+    );
+
+    let mut env = discord_env(&discord);
+    env.push(("PROBE_TOKEN_FORM", SECRET.into()));
+    let edge = Edge::start(bin(), dir, addr, &config, env);
+    edge.wait_for("the wrong form's incident", Duration::from_secs(15), |e| {
+        e.target_state("wrong") == "down"
+    });
+    let recent = |id: &str| edge.get(&format!("/ops/target/{id}"))["recent"][0].clone();
+    edge.wait_for("probes of every target", Duration::from_secs(15), |_| {
+        ["form", "moved", "followed"]
+            .iter()
+            .all(|id| recent(id)["status"].is_u64())
+    });
+    let form_seen = recent("form");
+    assert_eq!(form_seen["status"], 200, "{form_seen}");
+    assert!(form_seen["error"].is_null(), "{form_seen}");
+    let wrong_seen = recent("wrong");
+    assert_eq!(wrong_seen["status"], 400, "{wrong_seen}");
+    // What the form saw: the method, both headers, the body's bytes and type.
+    let sent = form.seen().last().cloned().unwrap();
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.headers["authorization"], SECRET);
+    assert_eq!(sent.headers["x-probe"], "vigil");
+    assert_eq!(sent.headers["content-type"], "application/json");
+    assert_eq!(String::from_utf8(sent.body).unwrap(), want_body);
+    // Not followed: the 302 is the answer; followed: the landing page.
+    assert_eq!(recent("moved")["status"], 302);
+    assert!(recent("moved")["error"].is_null(), "{}", recent("moved"));
+    assert_eq!(recent("followed")["status"], 200);
+    assert!(landing.seen().iter().all(|s| s.method == "GET"));
+    assert!(!landing.seen().is_empty());
+    assert_eq!(edge.target_state("form"), "healthy");
+    assert_eq!(edge.target_state("moved"), "healthy");
+    assert!(!edge.logs().contains(SECRET), "the secret is never logged");
+}
+
+/// tls_expiry_days: a certificate that ends within the window is warned
+/// about once (not an incident); one with time left is not.
+#[test]
+fn a_certificate_near_its_end_is_warned_about_once() {
+    use vigil_testkit::tls::TlsTarget;
+    let discord = Discord::start();
+    let short = TlsTarget::start(5);
+    let long = TlsTarget::start(90);
+    let (dir, addr) = Edge::prepare("tls");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, format!("{}{}", short.ca_pem, long.ca_pem)).unwrap();
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + &format!("probe_ca_file = {:?}\n", ca.display().to_string())
+        + &target_toml("short", &short.url(), "tls_expiry_days = 14")
+        + &target_toml("long", &long.url(), "tls_expiry_days = 14");
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    edge.wait_for("the certificate warning", Duration::from_secs(15), |_| {
+        !discord.titles().is_empty()
+    });
+    // Several more probes of both: still one warning, no incident.
+    let probes = |id: &str| {
+        edge.get(&format!("/ops/target/{id}"))["recent"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let before = probes("short");
+    edge.wait_for("five more probes", Duration::from_secs(15), |_| {
+        probes("short") >= before + 5 && probes("long") >= 5
+    });
+    let titles = discord.titles();
+    assert!(
+        titles == ["short: TLS certificate expires in 4 days"]
+            || titles == ["short: TLS certificate expires in 5 days"],
+        "{titles:?}"
+    );
+    let warning = &discord.accepted()[0]["embeds"][0];
+    let not_after = warning["fields"][0]["value"].as_str().unwrap();
+    assert_eq!(
+        not_after,
+        time_utc(short.not_after_s),
+        "the certificate's own notAfter"
+    );
+    assert_eq!(edge.target_state("short"), "healthy");
+    assert_eq!(edge.target_state("long"), "healthy");
+    let open = edge.get("/ops/incidents?state=open");
+    assert!(open["incidents"].as_array().unwrap().is_empty(), "{open}");
+}
+
+/// Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ`, by the system's `date`.
+fn time_utc(s: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{s}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

@@ -10,6 +10,7 @@ pub mod pair;
 pub mod process;
 pub mod serve;
 pub mod target;
+pub mod tls;
 pub mod wrangler;
 
 use std::net::{SocketAddr, TcpListener};
