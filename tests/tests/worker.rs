@@ -1231,3 +1231,106 @@ fn two_hundred_targets_on_the_durable_object_store() {
         }
     }
 }
+
+/// Form checks in the Worker: headers (the secret one from a Worker secret),
+/// the JSON body with its content type, the answer's headers, redirects
+/// taken or not; an unset secret fails the probe naming the variable.
+#[test]
+fn form_checks_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    const SECRET: &str = "Bearer form-secret-0123456789";
+    let discord = Discord::start();
+    let [form, wrong, unset, moved, moved_landing, followed, landing] =
+        std::array::from_fn(|_| TargetServer::start());
+    let want_body = r#"{"email":"probe@example.com","n":1}"#;
+    for server in [&form, &wrong, &unset] {
+        server.set(Behaviour::Form {
+            header: ("authorization".into(), SECRET.into()),
+            body: want_body.into(),
+        });
+    }
+    moved.set(Behaviour::Redirect(moved_landing.url()));
+    followed.set(Behaviour::Redirect(landing.url()));
+    let form_toml = |id: &str, url: &str, email: &str, var: &str| {
+        format!(
+            "[[target]]\nid = {id:?}\nurl = {url:?}\nmethod = \"POST\"\nbody_contains = \"ok\"\ntimeout_ms = 2000\n\
+             headers = {{ \"X-Probe\" = \"vigil\" }}\n\
+             headers_env = {{ Authorization = {var:?} }}\n\
+             body = {{ email = {email:?}, n = 1 }}\n\
+             expect_headers = {{ \"X-Form\" = \"accepted\" }}\n"
+        )
+    };
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n{}{}{}{}follow_redirects = false\nexpect_status = [302]\n{}",
+        form_toml("form", &form.url(), "probe@example.com", "PROBE_TOKEN_FORM"),
+        form_toml("wrong", &wrong.url(), "someone@else.com", "PROBE_TOKEN_FORM"),
+        form_toml("unset", &unset.url(), "probe@example.com", "PROBE_TOKEN_NONE"),
+        format!("[[target]]\nid = \"moved\"\nurl = {:?}\nbody_contains = \"moved\"\n", moved.url()),
+        alert_only("followed", &followed.url()),
+    );
+    let w = Wrangler::start(vars(
+        config,
+        vec![
+            ("DISCORD_WEBHOOK_URL", discord.url()),
+            ("PROBE_TOKEN_FORM", SECRET.into()),
+        ],
+    ));
+    let report = w.scheduled();
+    assert_eq!(report["delivered"], 2, "{report}");
+    let mut titles = discord.titles();
+    titles.sort();
+    assert_eq!(titles, ["unset: healthy → down", "wrong: healthy → down"]);
+    let errors: Vec<String> = discord
+        .accepted()
+        .iter()
+        .map(|m| m["embeds"][0]["fields"].to_string())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("PROBE_TOKEN_NONE is not set (headers_env.Authorization)")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.contains("unexpected status 400")), "{errors:?}");
+    assert!(unset.seen().is_empty(), "no request without its secret");
+    let sent = form.seen().last().cloned().expect("the form was probed");
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.headers["authorization"], SECRET);
+    assert_eq!(sent.headers["x-probe"], "vigil");
+    assert_eq!(sent.headers["content-type"], "application/json");
+    assert_eq!(String::from_utf8(sent.body).unwrap(), want_body);
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    let state = |id: &str| {
+        summary["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .map(|t| t["state"].as_str().unwrap_or_default().to_string())
+    };
+    for id in ["form", "moved", "followed"] {
+        assert_eq!(state(id).as_deref(), Some("healthy"), "{id}: {summary}");
+    }
+    assert!(moved_landing.seen().is_empty(), "not followed");
+    assert!(!landing.seen().is_empty(), "followed");
+}
+
+/// The Worker cannot see a certificate: `tls_expiry_days` is refused at
+/// start, naming the key, rather than never warning.
+#[test]
+fn tls_expiry_days_is_refused_by_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let config =
+        "interval_s = 60\n[[target]]\nid = \"web\"\nurl = \"https://127.0.0.1:9/\"\ntls_expiry_days = 14\n";
+    let w = Wrangler::start(vars(config.into(), vec![]));
+    assert!(w.trigger() > 0);
+    let line = wait_for_log(&w, "vigil cycle failed");
+    assert!(
+        line.contains("target[0].tls_expiry_days: the Worker cannot read certificates"),
+        "{line}"
+    );
+}
