@@ -1334,3 +1334,39 @@ fn tls_expiry_days_is_refused_by_the_worker() {
         "{line}"
     );
 }
+
+/// Every request to the Worker is one Analytics Engine point (layout and
+/// route templates: `edge::analytics`, unit-tested there), written without
+/// failing the request: good and bad requests alike are counted as written
+/// in the summary, none as failed. (wrangler dev's local dataset accepts
+/// points and keeps nothing, so their content is checked natively.)
+#[test]
+fn every_request_writes_one_route_point() {
+    if !worker_or_skip() {
+        return;
+    }
+    let w = Wrangler::start(vars(
+        "interval_s = 60\n".into(),
+        vec![("VIGIL_STORE", "kv".into())],
+    ));
+    let counts = |w: &Wrangler| {
+        let (status, summary) = get(w, "/ops/summary", Some(READ_TOKEN));
+        assert_eq!(status, 200, "{summary}");
+        let a = &summary["worker"]["analytics"];
+        (a["written"].as_u64().unwrap(), a["failed"].as_u64().unwrap())
+    };
+    let (before, failed) = counts(&w);
+    assert_eq!(failed, 0);
+    let answers = [
+        get(&w, "/healthz", None).0,
+        get(&w, "/ops/summary", None).0,
+        get(&w, "/ops/incidents/inc-1-nope", Some(READ_TOKEN)).0,
+        get(&w, "/wp-login.php", None).0,
+    ];
+    assert_eq!(answers, [200, 401, 404, 404]);
+    // The summary request that reads the counts is written after it
+    // answers: the four requests and the first summary are counted.
+    let (after, failed) = counts(&w);
+    assert_eq!(after - before, 5, "one point per request");
+    assert_eq!(failed, 0);
+}
