@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use vigil_wire::{ActionInfo, ActionList, ActionResult, Diagnostics, LogLines, IDEMPOTENCY_KEY};
 
-use crate::config::{Config, Target};
+use crate::config::{text_pairs, Config, Target};
 use crate::core::alert::{Delivery, DiscordMessage};
 use crate::core::incident::ManualAction;
 use crate::core::planner::Completion;
@@ -406,7 +406,7 @@ impl<T: Transport> RemediationIo for Client<T> {
             Ok(headers) => {
                 let body = target.request_body();
                 let mut pairs: Vec<(&str, &str)> = NO_CACHE_HEADERS.to_vec();
-                pairs.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                pairs.extend(headers);
                 if let Some((_, content_type)) = &body {
                     pairs.push(("Content-Type", content_type));
                 }
@@ -428,16 +428,12 @@ impl<T: Transport> RemediationIo for Client<T> {
 impl<T: Transport> Client<T> {
     /// A target's request headers: its own, then those from the
     /// environment (an unset variable fails the probe, naming it).
-    fn probe_headers<'a>(
-        &'a self,
-        target: &'a Target,
-    ) -> Result<Vec<(&'a String, &'a String)>, String> {
-        let mut headers: Vec<_> = target.headers.iter().collect();
-        for (name, var) in &target.headers_env {
+    fn probe_headers<'a>(&'a self, target: &'a Target) -> Result<Vec<(&'a str, &'a str)>, String> {
+        let mut headers: Vec<_> = text_pairs(&target.headers).collect();
+        for (name, var) in text_pairs(&target.headers_env) {
             let value = self
                 .secrets
-                .probe_headers
-                .get(var)
+                .probe_header(var)
                 .ok_or_else(|| format!("{var} is not set (headers_env.{name})"))?;
             headers.push((name, value));
         }

@@ -17,6 +17,18 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A table of names to strings (header names to values or variables),
+/// kept as JSON's map type (no second map type in the Worker's bundle);
+/// validation makes every value a string.
+pub type Table = serde_json::Map<String, serde_json::Value>;
+
+/// A validated `Table`'s entries.
+pub fn text_pairs(table: &Table) -> impl Iterator<Item = (&str, &str)> {
+    table
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+}
+
 /// Whether a target may be healed automatically or is only watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,14 +93,15 @@ pub struct Target {
     /// Request headers sent with every probe (not secrets: the file is
     /// not a secret store).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: Table,
     /// Request headers whose values come from the environment: header name
     /// -> variable name (an auth header's token).
     #[serde(default)]
-    pub headers_env: BTreeMap<String, String>,
-    /// The request body: a string is sent as it is, anything else as JSON.
+    pub headers_env: Table,
+    /// The request body: a string is sent as it is, anything else as
+    /// JSON; none when absent (null).
     #[serde(default)]
-    pub body: Option<serde_json::Value>,
+    pub body: serde_json::Value,
     /// The body's `Content-Type` (default: `application/json` for a JSON
     /// body, `application/x-www-form-urlencoded` for a string).
     #[serde(default)]
@@ -99,7 +112,7 @@ pub struct Target {
     /// Response headers that must be present and contain the given text
     /// (names are case-insensitive; `""` asks only for presence).
     #[serde(default)]
-    pub expect_headers: BTreeMap<String, String>,
+    pub expect_headers: Table,
     /// Warn (an alert, once per certificate) when the target's certificate
     /// expires within this many days. Native edge only.
     #[serde(default)]
@@ -109,8 +122,8 @@ pub struct Target {
 impl Target {
     /// The probe's body and its content type, as sent.
     pub fn request_body(&self) -> Option<(String, &str)> {
-        let body = self.body.as_ref()?;
-        let (text, default_type) = match body {
+        let (text, default_type) = match &self.body {
+            serde_json::Value::Null => return None,
             serde_json::Value::String(s) => (s.clone(), "application/x-www-form-urlencoded"),
             other => (other.to_string(), "application/json"),
         };
@@ -898,13 +911,13 @@ impl Target {
                 format!("{:?}: use one of {}", self.method, METHODS.join(", ")),
             ));
         }
-        if self.body.is_some() && matches!(self.method.as_str(), "GET" | "HEAD") {
+        if !self.body.is_null() && matches!(self.method.as_str(), "GET" | "HEAD") {
             return Err((
                 "body".into(),
                 format!("a {} request has no body: set method", self.method),
             ));
         }
-        if self.content_type.is_some() && self.body.is_none() {
+        if self.content_type.is_some() && self.body.is_null() {
             return Err(("content_type".into(), "goes with body".into()));
         }
         if let Some(ct) = &self.content_type {
@@ -915,7 +928,7 @@ impl Target {
                 ));
             }
         }
-        let mut names = BTreeMap::new();
+        let mut names = Vec::new();
         for (table, map) in [
             ("headers", &self.headers),
             ("headers_env", &self.headers_env),
@@ -935,9 +948,13 @@ impl Target {
                 if lower == "content-type" {
                     return Err((key, "use content_type (with body)".into()));
                 }
-                if names.insert(lower, ()).is_some() {
+                if names.contains(&lower) {
                     return Err((key, "header given twice".into()));
                 }
+                names.push(lower);
+                let Some(value) = value.as_str() else {
+                    return Err((key, "must be a string".into()));
+                };
                 let ok = if table == "headers" {
                     valid_header_value(value)
                 } else {
@@ -953,9 +970,13 @@ impl Target {
                 }
             }
         }
-        for name in self.expect_headers.keys() {
+        for (name, value) in &self.expect_headers {
+            let key = format!("expect_headers.{name}");
             if !valid_header_name(name) {
-                return Err((format!("expect_headers.{name}"), "not a header name".into()));
+                return Err((key, "not a header name".into()));
+            }
+            if !value.is_string() {
+                return Err((key, "must be a string".into()));
             }
         }
         if let Some(days) = self.tls_expiry_days {
@@ -1223,6 +1244,14 @@ expect_headers = { "content-type" = "json" }"#;
                 "target[0].tls_expiry_days: the target's url is not https",
             ),
             ("follow_redirects = \"no\"", "follow_redirects"),
+            (
+                "headers = { \"X-A\" = 1 }",
+                "target[0].headers.X-A: must be a string",
+            ),
+            (
+                "expect_headers = { \"X-A\" = true }",
+                "target[0].expect_headers.X-A: must be a string",
+            ),
         ] {
             let e = err(&GOOD.replace("body_contains = \"ok\"", extra));
             assert!(e.contains(want), "{extra}: {e}");

@@ -132,7 +132,7 @@ fn check(
             target.expect_status
         ));
     }
-    for (name, needle) in &target.expect_headers {
+    for (name, needle) in crate::config::text_pairs(&target.expect_headers) {
         let mut values = headers
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -141,7 +141,7 @@ fn check(
         if values.peek().is_none() {
             return Err(format!("no {name} header in the answer"));
         }
-        if !values.any(|v| v.contains(needle.as_str())) {
+        if !values.any(|v| v.contains(needle)) {
             return Err(format!("header {name} does not contain {needle:?}"));
         }
     }
@@ -230,7 +230,7 @@ mod tests {
             Some("header Content-Type does not contain \"json\"")
         );
         t.expect_headers.clear();
-        t.expect_headers.insert("x-form".into(), String::new());
+        t.expect_headers.insert("x-form".into(), "".into());
         let o = classify(&t, answered(200, "ok", 1), 0);
         assert_eq!(o.error.as_deref(), Some("no x-form header in the answer"));
     }
