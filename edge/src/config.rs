@@ -357,10 +357,52 @@ pub struct Config {
     pub job_defaults: JobDefaults,
     #[serde(default)]
     pub status_page: StatusPage,
+    /// The PostHog proxy: natively on `listen`, on the Worker for `ph.`
+    /// hosts.
+    #[serde(default)]
+    pub posthog: Option<PostHog>,
     /// The Cloudflare Worker's plan; the native edge ignores it, `--check`
     /// checks the fit when the section is there.
     #[serde(default)]
     pub worker: Option<WorkerSection>,
+}
+
+/// `[posthog]`: a first-party proxy to PostHog (`crate::posthog`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostHog {
+    /// Native edge: the proxy's own address:port (the Worker serves it on
+    /// `ph.` hosts instead).
+    #[serde(default)]
+    pub listen: Option<String>,
+    #[serde(default = "default_ph_ingest")]
+    pub ingest_host: String,
+    #[serde(default = "default_ph_assets")]
+    pub assets_host: String,
+    /// Largest request body taken (413 past it).
+    #[serde(default = "default_ph_max_body")]
+    pub max_body_bytes: u64,
+}
+
+impl Default for PostHog {
+    fn default() -> Self {
+        PostHog {
+            listen: None,
+            ingest_host: default_ph_ingest(),
+            assets_host: default_ph_assets(),
+            max_body_bytes: default_ph_max_body(),
+        }
+    }
+}
+
+fn default_ph_ingest() -> String {
+    "https://eu.i.posthog.com".into()
+}
+fn default_ph_assets() -> String {
+    "https://eu-assets.i.posthog.com".into()
+}
+fn default_ph_max_body() -> u64 {
+    5 << 20
 }
 
 /// `[worker]`: what the Worker may spend (see `core::budget`).
@@ -761,6 +803,35 @@ impl Config {
                 "listen".into(),
                 format!("{:?} is not an address:port", self.listen),
             ));
+        }
+        if let Some(ph) = &self.posthog {
+            for (key, url) in [
+                ("posthog.ingest_host", &ph.ingest_host),
+                ("posthog.assets_host", &ph.assets_host),
+            ] {
+                let rest = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"));
+                if !rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '?', '#'])) {
+                    return Err((
+                        key.into(),
+                        format!("{url:?}: an http(s) origin without a path"),
+                    ));
+                }
+            }
+            if let Some(listen) = &ph.listen {
+                if listen.parse::<std::net::SocketAddr>().is_err() {
+                    return Err((
+                        "posthog.listen".into(),
+                        format!("{listen:?} is not an address:port"),
+                    ));
+                }
+            }
+            count(
+                "posthog.max_body_bytes",
+                ph.max_body_bytes.try_into().unwrap_or(u32::MAX),
+                64 << 20,
+            )?;
         }
         let mut hosts = BTreeMap::new();
         for (i, h) in self.hosts.iter().enumerate() {

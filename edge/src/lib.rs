@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod html;
 pub mod ops_requests;
+pub mod posthog;
 pub mod remediation;
 pub mod shell;
 pub mod status_page;

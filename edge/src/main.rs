@@ -169,8 +169,41 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
         api::HEADER_READ_TIMEOUT,
         shutdown_signal(),
     );
-    tokio::join!(server, runner.run(shutdown_signal()));
+    let posthog = posthog_proxy(&config).await?;
+    let posthog = async {
+        if let Some(proxy) = posthog {
+            proxy.await;
+        }
+    };
+    tokio::join!(server, runner.run(shutdown_signal()), posthog);
     Ok(())
+}
+
+/// The PostHog proxy on its own listener, when `[posthog] listen` is set.
+async fn posthog_proxy(
+    config: &Config,
+) -> anyhow::Result<Option<impl std::future::Future<Output = ()>>> {
+    use anyhow::Context;
+    let Some((ph, listen)) = config
+        .posthog
+        .as_ref()
+        .and_then(|ph| Some((ph, ph.listen.as_ref()?)))
+    else {
+        return Ok(None);
+    };
+    let trusted =
+        limits::trusted_proxies(config).map_err(|(key, why)| anyhow::anyhow!("{key}: {why}"))?;
+    let router = edge::native::posthog::router(ph.clone(), trusted)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("posthog.listen: cannot listen on {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, ingest = %ph.ingest_host, assets = %ph.assets_host, "posthog proxy running");
+    Ok(Some(vigil_wire::listen::serve(
+        listener,
+        router,
+        api::HEADER_READ_TIMEOUT,
+        shutdown_signal(),
+    )))
 }
 
 fn table(runner: &Runner) -> String {

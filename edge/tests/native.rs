@@ -1894,3 +1894,88 @@ fn time_utc(s: i64) -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// The PostHog proxy on its own listener, against a fake PostHog that
+/// records what arrives: `/static/*` to the assets host, the rest to
+/// ingestion, body bytes unchanged, the client's address in
+/// X-Forwarded-For (a spoofed one replaced), no cookie or credentials
+/// upstream, no cookie back, statuses passed back, oversized bodies and
+/// other methods refused before anything is sent.
+#[test]
+fn the_posthog_proxy_forwards_what_posthog_needs_and_nothing_else() {
+    use vigil_testkit::posthog::FakePostHog;
+    let (ingest, assets) = (FakePostHog::start(), FakePostHog::start());
+    let (dir, addr) = Edge::prepare("posthog");
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = config_head(dir.path(), addr, 60.0, 15.0)
+        + &format!(
+            "[posthog]\nlisten = \"{proxy}\"\ningest_host = {:?}\nassets_host = {:?}\nmax_body_bytes = 4096\n",
+            ingest.url(),
+            assets.url()
+        );
+    let _edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    assert!(vigil_testkit::wait_for_port(proxy, Duration::from_secs(10)));
+    let http = reqwest::blocking::Client::new();
+    let url = |p: &str| format!("http://{proxy}{p}");
+
+    // An event batch: bytes that are not UTF-8 arrive exactly.
+    let batch: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let res = http
+        .post(url("/e/?compression=gzip-js&ver=1.0"))
+        .header("content-type", "text/plain")
+        .header("cookie", "session=secret")
+        .header("authorization", "Bearer secret")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("origin", "https://example.com")
+        .body(batch.clone())
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("set-cookie").is_none(), "no cookie back");
+    assert_eq!(res.headers()["x-posthog"], "fake");
+    assert_eq!(res.text().unwrap(), r#"{"status":1}"#);
+    let got = ingest.arrived();
+    assert_eq!(got.len(), 1);
+    let e = &got[0];
+    assert_eq!(e.method, "POST");
+    assert_eq!(e.path_and_query, "/e/?compression=gzip-js&ver=1.0");
+    assert_eq!(e.body, batch);
+    assert_eq!(e.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(e.headers["content-type"], "text/plain");
+    assert_eq!(e.headers["origin"], "https://example.com");
+    assert_eq!(e.headers["host"], ingest.addr.to_string());
+    for h in ["cookie", "authorization"] {
+        assert!(!e.headers.contains_key(h), "{h} forwarded: {e:?}");
+    }
+
+    // Assets go to the assets host.
+    let res = http.get(url("/static/array.js")).send().unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().unwrap(), "/* posthog-js */");
+    assert_eq!(assets.arrived()[0].path_and_query, "/static/array.js");
+    assert_eq!(assets.arrived()[0].method, "GET");
+
+    // PostHog's refusal comes back as it is.
+    let res = http.post(url("/reject")).body("{}").send().unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.text().unwrap(), r#"{"type":"validation_error"}"#);
+
+    // Too large (declared, or streamed without a length) and other methods:
+    // refused, nothing more arrives.
+    let before = ingest.arrived().len();
+    let res = http.post(url("/e/")).body(vec![b'x'; 5000]).send().unwrap();
+    assert_eq!(res.status(), 413);
+    // A reader: sent chunked, without a length.
+    let streamed = reqwest::blocking::Body::new(std::io::Cursor::new(vec![b'y'; 5000]));
+    let res = http.post(url("/e/")).body(streamed).send().unwrap();
+    assert_eq!(res.status(), 413);
+    let res = http.delete(url("/e/")).send().unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET, HEAD, POST, OPTIONS");
+    assert!(
+        ingest.arrived()[before..]
+            .iter()
+            .all(|a| a.body.len() <= 4096),
+        "no oversized body reached PostHog"
+    );
+}

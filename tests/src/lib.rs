@@ -7,6 +7,7 @@ pub mod edge;
 pub mod observer;
 pub mod openai;
 pub mod pair;
+pub mod posthog;
 pub mod process;
 pub mod serve;
 pub mod target;

@@ -1293,7 +1293,10 @@ fn form_checks_in_the_worker() {
             .any(|e| e.contains("PROBE_TOKEN_NONE is not set (headers_env.Authorization)")),
         "{errors:?}"
     );
-    assert!(errors.iter().any(|e| e.contains("unexpected status 400")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("unexpected status 400")),
+        "{errors:?}"
+    );
     assert!(unset.seen().is_empty(), "no request without its secret");
     let sent = form.seen().last().cloned().expect("the form was probed");
     assert_eq!(sent.method, "POST");
@@ -1353,7 +1356,10 @@ fn every_request_writes_one_route_point() {
         let (status, summary) = get(w, "/ops/summary", Some(READ_TOKEN));
         assert_eq!(status, 200, "{summary}");
         let a = &summary["worker"]["analytics"];
-        (a["written"].as_u64().unwrap(), a["failed"].as_u64().unwrap())
+        (
+            a["written"].as_u64().unwrap(),
+            a["failed"].as_u64().unwrap(),
+        )
     };
     let (before, failed) = counts(&w);
     assert_eq!(failed, 0);
