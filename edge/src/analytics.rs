@@ -73,7 +73,8 @@ pub fn host(host: &str, s: &HostSample) -> Point {
 /// One request the Worker answered (or failed to).
 pub struct Request<'a> {
     pub method: &'a str,
-    pub path: &'a str,
+    /// The route template (`route_template`, `posthog::route`).
+    pub route: &'a str,
     pub status: u16,
     pub duration_ms: u64,
     /// The error the request ended with: the answer's error message, or
@@ -88,7 +89,7 @@ pub fn route(r: &Request<'_>) -> Point {
         _ => "server_error",
     };
     Point {
-        index: route_template(r.path).into(),
+        index: r.route.into(),
         blobs: vec![
             "route".into(),
             outcome.into(),
@@ -181,7 +182,7 @@ mod tests {
         let long = "é".repeat(500);
         let p = route(&Request {
             method: "POST",
-            path: "/ops/incidents/inc-1-x/ack",
+            route: route_template("/ops/incidents/inc-1-x/ack"),
             status: 404,
             duration_ms: 12,
             error: Some(&long),
@@ -192,7 +193,7 @@ mod tests {
         assert_eq!(p.doubles, [12.0, 404.0]);
         let ok = route(&Request {
             method: "GET",
-            path: "/healthz",
+            route: route_template("/healthz"),
             status: 200,
             duration_ms: 1,
             error: None,

@@ -21,6 +21,15 @@ pub fn upstream(config: &PostHog, path_and_query: &str) -> String {
     format!("{}{path_and_query}", host.trim_end_matches('/'))
 }
 
+/// The route template of a proxied request, for analytics.
+pub fn route(path: &str) -> &'static str {
+    if path.starts_with("/static/") {
+        "ph./static/*"
+    } else {
+        "ph./*"
+    }
+}
+
 /// Hop-by-hop headers (RFC 9110 7.6.1) and the ones the HTTP client sets.
 const HOP_BY_HOP: [&str; 9] = [
     "connection",

@@ -1376,3 +1376,73 @@ fn every_request_writes_one_route_point() {
     assert_eq!(after - before, 5, "one point per request");
     assert_eq!(failed, 0);
 }
+
+/// The PostHog proxy on a `ph.` host of the Worker, against the fake
+/// PostHog: the same rules as the native proxy, X-Forwarded-For from
+/// CF-Connecting-IP, bodies streamed, a POST without a length refused.
+#[test]
+fn the_posthog_proxy_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    use vigil_testkit::posthog::FakePostHog;
+    let (ingest, assets) = (FakePostHog::start(), FakePostHog::start());
+    let config = format!(
+        "interval_s = 60\n[posthog]\ningest_host = {:?}\nassets_host = {:?}\nmax_body_bytes = 4096\n",
+        ingest.url(),
+        assets.url()
+    );
+    let w = Wrangler::start(vars(config, vec![]));
+    let ph = |req: reqwest::blocking::RequestBuilder| {
+        req.header("host", "ph.example.com").send().unwrap()
+    };
+    let batch: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let res = ph(w
+        .http
+        .post(w.url("/e/?compression=gzip-js"))
+        .header("content-type", "text/plain")
+        .header("cookie", "session=secret")
+        .header("authorization", "Bearer secret")
+        .header("cf-connecting-ip", "203.0.113.7")
+        .header("x-forwarded-for", "6.6.6.6")
+        .body(batch.clone()));
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("set-cookie").is_none(), "no cookie back");
+    assert_eq!(res.headers()["x-posthog"], "fake");
+    assert_eq!(res.text().unwrap(), r#"{"status":1}"#);
+    let got = ingest.arrived();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let e = &got[0];
+    assert_eq!(
+        (e.method.as_str(), e.path_and_query.as_str()),
+        ("POST", "/e/?compression=gzip-js")
+    );
+    assert_eq!(e.body, batch);
+    assert_eq!(e.headers["x-forwarded-for"], "203.0.113.7");
+    assert_eq!(e.headers["content-type"], "text/plain");
+    for h in ["cookie", "authorization", "cf-connecting-ip"] {
+        assert!(!e.headers.contains_key(h), "{h} forwarded: {e:?}");
+    }
+    let res = ph(w.http.get(w.url("/static/array.js")));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().unwrap(), "/* posthog-js */");
+    assert_eq!(assets.arrived()[0].path_and_query, "/static/array.js");
+    let res = ph(w.http.post(w.url("/reject")).body("{}"));
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.text().unwrap(), r#"{"type":"validation_error"}"#);
+    let before = ingest.arrived().len();
+    assert_eq!(
+        ph(w.http.post(w.url("/e/")).body(vec![b'x'; 5000])).status(),
+        413
+    );
+    let streamed = reqwest::blocking::Body::new(std::io::Cursor::new(vec![b'y'; 100]));
+    assert_eq!(ph(w.http.post(w.url("/e/")).body(streamed)).status(), 411);
+    assert_eq!(ph(w.http.delete(w.url("/e/"))).status(), 405);
+    assert_eq!(
+        ingest.arrived().len(),
+        before,
+        "nothing refused reached PostHog"
+    );
+    // The Worker's own routes are untouched on its other hosts.
+    assert_eq!(get(&w, "/healthz", None).0, 200);
+}

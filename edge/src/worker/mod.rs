@@ -17,6 +17,7 @@ mod analytics;
 mod cycle;
 mod durable;
 mod io;
+mod posthog;
 mod routes;
 mod shards;
 mod store;
@@ -105,7 +106,17 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     let started = io::now_ms();
     let method = req.method();
     let path = req.path();
-    let mut res = answer(req, &env).await;
+    let proxied = posthog::is_posthog(&req);
+    let route = if proxied {
+        crate::posthog::route(&path)
+    } else {
+        crate::analytics::route_template(&path)
+    };
+    let mut res = if proxied {
+        posthog::proxy(req, &env).await
+    } else {
+        answer(req, &env).await
+    };
     // Every request is one Analytics Engine point, best effort: nothing in
     // it can fail the answer.
     let status = res.as_ref().map_or(500, Response::status_code);
@@ -118,7 +129,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
         &env,
         crate::analytics::route(&crate::analytics::Request {
             method: method.as_ref(),
-            path: &path,
+            route,
             status,
             duration_ms: io::now_ms().saturating_sub(started),
             error: message.as_deref(),
