@@ -21,6 +21,30 @@ pub fn upstream(config: &PostHog, path_and_query: &str) -> String {
     format!("{}{path_and_query}", host.trim_end_matches('/'))
 }
 
+/// A request URL's host (no port) and its path with the query:
+/// `https://ph.example.com:8443/e/?v=1` is `("ph.example.com", "/e/?v=1")`
+/// (by hand: the `url` crate would add 70 KB to the Worker's bundle).
+pub fn split_url(url: &str) -> (&str, &str) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split('#').next().unwrap_or(rest);
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    (host, path)
+}
+
+/// Whether a host is the proxy's: its first label is `ph`.
+pub fn is_proxy_host(host: &str) -> bool {
+    host.starts_with("ph.")
+}
+
 /// The route template of a proxied request, for analytics.
 pub fn route(path: &str) -> &'static str {
     if path.starts_with("/static/") {
@@ -90,6 +114,25 @@ mod tests {
             "https://eu.i.posthog.com/e/?compression=gzip-js"
         );
         assert_eq!(upstream(&c, "/staticx"), "https://eu.i.posthog.com/staticx");
+    }
+
+    #[test]
+    fn urls_split_into_host_and_path() {
+        assert_eq!(
+            split_url("https://ph.example.com:8443/e/?v=1#x"),
+            ("ph.example.com", "/e/?v=1")
+        );
+        assert_eq!(
+            split_url("http://[::1]:8787/static/a.js"),
+            ("::1", "/static/a.js")
+        );
+        assert_eq!(
+            split_url("https://ph.example.com?v=1"),
+            ("ph.example.com", "?v=1")
+        );
+        assert_eq!(split_url("https://ph.example.com"), ("ph.example.com", "/"));
+        assert!(is_proxy_host(split_url("https://ph.example.com/").0));
+        assert!(!is_proxy_host(split_url("https://graph.example.com/").0));
     }
 
     #[test]

@@ -8,14 +8,13 @@ use worker::{Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect,
 
 use super::load_config;
 use super::routes::error;
-use crate::posthog::{forward_request_header, forward_response_header, upstream, METHODS};
+use crate::posthog::{
+    forward_request_header, forward_response_header, is_proxy_host, split_url, upstream, METHODS,
+};
 
 /// Whether `req` is for the proxy: a host whose first label is `ph`.
 pub fn is_posthog(req: &Request) -> bool {
-    req.url()
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h.starts_with("ph.")))
-        .unwrap_or(false)
+    is_proxy_host(split_url(&req.inner().url()).0)
 }
 
 pub async fn proxy(req: Request, env: &Env) -> worker::Result<Response> {
@@ -49,11 +48,8 @@ pub async fn proxy(req: Request, env: &Env) -> worker::Result<Response> {
         }
         _ => {}
     }
-    let url = req.url()?;
-    let path = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
-    };
+    let url = req.inner().url();
+    let path = split_url(&url).1;
     let headers = Headers::new();
     for (name, value) in req.headers().entries() {
         if forward_request_header(&name) {
@@ -68,7 +64,7 @@ pub async fn proxy(req: Request, env: &Env) -> worker::Result<Response> {
         .with_headers(headers)
         .with_redirect(RequestRedirect::Manual)
         .with_body(req.inner().body().map(Into::into));
-    let out = Request::new_with_init(&upstream(&ph, &path), &init)?;
+    let out = Request::new_with_init(&upstream(&ph, path), &init)?;
     let res = match Fetch::Request(out).send().await {
         Ok(r) => r,
         Err(e) => return error(502, "posthog_unavailable", e.to_string()),
