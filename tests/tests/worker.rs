@@ -1262,14 +1262,29 @@ fn form_checks_in_the_worker() {
              expect_headers = {{ \"X-Form\" = \"accepted\" }}\n"
         )
     };
-    let config = format!(
-        "interval_s = 60\nretry_after_s = 0.3\n{}{}{}{}follow_redirects = false\nexpect_status = [302]\n{}",
-        form_toml("form", &form.url(), "probe@example.com", "PROBE_TOKEN_FORM"),
-        form_toml("wrong", &wrong.url(), "someone@else.com", "PROBE_TOKEN_FORM"),
-        form_toml("unset", &unset.url(), "probe@example.com", "PROBE_TOKEN_NONE"),
-        format!("[[target]]\nid = \"moved\"\nurl = {:?}\nbody_contains = \"moved\"\n", moved.url()),
-        alert_only("followed", &followed.url()),
+    let moved_toml = format!(
+        "[[target]]\nid = \"moved\"\nurl = {:?}\nbody_contains = \"moved\"\nfollow_redirects = false\nexpect_status = [302]\n",
+        moved.url()
     );
+    let config = [
+        "interval_s = 60\nretry_after_s = 0.3\n".to_string(),
+        form_toml("form", &form.url(), "probe@example.com", "PROBE_TOKEN_FORM"),
+        form_toml(
+            "wrong",
+            &wrong.url(),
+            "someone@else.com",
+            "PROBE_TOKEN_FORM",
+        ),
+        form_toml(
+            "unset",
+            &unset.url(),
+            "probe@example.com",
+            "PROBE_TOKEN_NONE",
+        ),
+        moved_toml,
+        alert_only("followed", &followed.url()),
+    ]
+    .concat();
     let w = Wrangler::start(vars(
         config,
         vec![
