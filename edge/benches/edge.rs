@@ -25,7 +25,7 @@ fn runner(config_text: &str, dir: &TempDir) -> Arc<Runner> {
         dir.path().join("state").display().to_string()
     );
     let config = Arc::new(Config::parse("bench.toml", &text).expect("bench config"));
-    let io = Arc::new(NativeIo::new(config.clone(), Secrets::default()));
+    let io = Arc::new(NativeIo::new(config.clone(), Secrets::default()).expect("the HTTP client"));
     Runner::open(config, io).expect("runner")
 }
 
@@ -178,6 +178,7 @@ fn history() {
                         status: Some(200),
                         latency_ms: latency,
                         error: None,
+                        cert: None,
                     }
                 })
                 .collect();
@@ -264,6 +265,7 @@ fn worker_core() {
             status: Some(200),
             latency_ms: 40 + (i as u64 % 50),
             error: None,
+            cert: None,
         };
         // 30 days of history, one observation a minute.
         let mut history = History::default();

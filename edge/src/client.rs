@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use vigil_wire::{ActionInfo, ActionList, ActionResult, Diagnostics, LogLines, IDEMPOTENCY_KEY};
 
-use crate::config::{Config, Target};
+use crate::config::{text_pairs, Config, Target};
 use crate::core::alert::{Delivery, DiscordMessage};
 use crate::core::incident::ManualAction;
 use crate::core::planner::Completion;
 use crate::core::probe::{
-    cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS, REGION_HEADER,
+    cache_busted_url, classify, Observation, PeerCert, ProbeResponse, NO_CACHE_HEADERS,
+    REGION_HEADER,
 };
 use crate::remediation::RemediationIo;
 use crate::shell::{
@@ -30,13 +31,28 @@ const AGENT_READ_TIMEOUT_MS: u64 = 15_000;
 const ACTION_SLACK_MS: u64 = 15_000;
 const DISCORD_TIMEOUT_MS: u64 = 10_000;
 
+/// One outbound request.
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Option<String>,
+    pub timeout_ms: u64,
+    /// Follow redirects (up to 10); otherwise a 3xx is the answer.
+    pub follow_redirects: bool,
+}
+
 /// How one HTTP exchange ended, and how long it took.
 #[derive(Debug)]
 pub enum Exchange {
     Answered {
         status: u16,
         retry_after: Option<f64>,
+        /// Response headers, names in lower case.
+        headers: Vec<(String, String)>,
         body: Vec<u8>,
+        /// The server's certificate, where the transport can see it.
+        cert: Option<PeerCert>,
         elapsed_ms: u64,
     },
     TimedOut {
@@ -54,8 +70,12 @@ pub trait Transport {
     /// Wall-clock epoch milliseconds.
     fn now_ms(&self) -> u64;
     async fn sleep_ms(&self, ms: u64);
-    /// One request, abandoned after `timeout_ms`, bypassing caches where
-    /// the transport has one, reading at most [`BODY_LIMIT`] of the answer.
+    /// One request, abandoned after `call.timeout_ms`, bypassing caches
+    /// where the transport has one, reading at most [`BODY_LIMIT`] of the
+    /// answer.
+    async fn send(&self, call: Call<'_>) -> Exchange;
+
+    /// [`Transport::send`], following redirects.
     async fn exchange(
         &self,
         method: &str,
@@ -63,7 +83,17 @@ pub trait Transport {
         headers: &[(&str, &str)],
         body: Option<String>,
         timeout_ms: u64,
-    ) -> Exchange;
+    ) -> Exchange {
+        self.send(Call {
+            method,
+            url,
+            headers,
+            body,
+            timeout_ms,
+            follow_redirects: true,
+        })
+        .await
+    }
 }
 
 pub struct Client<T> {
@@ -385,35 +415,76 @@ impl<T: Transport> RemediationIo for Client<T> {
         let at_ms = self.transport.now_ms();
         let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
         let url = cache_busted_url(&target.url, nonce);
-        // Probed from several vantage points: each says which it is.
-        let mut headers = NO_CACHE_HEADERS.to_vec();
-        if target.has_regions() {
-            headers.push((REGION_HEADER, &self.config.region));
-        }
-        let response = match self
-            .transport
-            .exchange(&target.method, &url, &headers, None, target.timeout_ms)
-            .await
-        {
-            Exchange::Answered {
-                status,
-                body,
-                elapsed_ms,
-                ..
-            } => ProbeResponse::Answered {
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-                latency_ms: elapsed_ms,
-            },
-            Exchange::TimedOut { elapsed_ms } => ProbeResponse::TimedOut {
-                latency_ms: elapsed_ms,
-            },
-            Exchange::Failed { error, elapsed_ms } => ProbeResponse::Failed {
+        let response = match self.probe_headers(target) {
+            Err(error) => ProbeResponse::Failed {
                 error,
-                latency_ms: elapsed_ms,
+                latency_ms: 0,
             },
+            Ok(headers) => {
+                let body = target.request_body();
+                let mut pairs: Vec<(&str, &str)> = NO_CACHE_HEADERS.to_vec();
+                pairs.extend(headers);
+                // Probed from several vantage points: each says which it is.
+                if target.has_regions() {
+                    pairs.push((REGION_HEADER, &self.config.region));
+                }
+                if let Some((_, content_type)) = &body {
+                    pairs.push(("Content-Type", content_type));
+                }
+                let call = Call {
+                    method: &target.method,
+                    url: &url,
+                    headers: &pairs,
+                    body: body.as_ref().map(|(text, _)| text.clone()),
+                    timeout_ms: target.timeout_ms,
+                    follow_redirects: target.follow_redirects,
+                };
+                probe_response(self.transport.send(call).await)
+            }
         };
         classify(target, response, at_ms)
+    }
+}
+
+impl<T: Transport> Client<T> {
+    /// A target's request headers: its own, then those from the
+    /// environment (an unset variable fails the probe, naming it).
+    fn probe_headers<'a>(&'a self, target: &'a Target) -> Result<Vec<(&'a str, &'a str)>, String> {
+        let mut headers: Vec<_> = text_pairs(&target.headers).collect();
+        for (name, var) in text_pairs(&target.headers_env) {
+            let value = self
+                .secrets
+                .probe_header(var)
+                .ok_or_else(|| format!("{var} is not set (headers_env.{name})"))?;
+            headers.push((name, value));
+        }
+        Ok(headers)
+    }
+}
+
+fn probe_response(exchange: Exchange) -> ProbeResponse {
+    match exchange {
+        Exchange::Answered {
+            status,
+            headers,
+            body,
+            cert,
+            elapsed_ms,
+            ..
+        } => ProbeResponse::Answered {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            cert,
+            latency_ms: elapsed_ms,
+        },
+        Exchange::TimedOut { elapsed_ms } => ProbeResponse::TimedOut {
+            latency_ms: elapsed_ms,
+        },
+        Exchange::Failed { error, elapsed_ms } => ProbeResponse::Failed {
+            error,
+            latency_ms: elapsed_ms,
+        },
     }
 }
 

@@ -17,6 +17,18 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A table of names to strings (header names to values or variables),
+/// kept as JSON's map type (no second map type in the Worker's bundle);
+/// validation makes every value a string.
+pub type Table = serde_json::Map<String, serde_json::Value>;
+
+/// A validated `Table`'s entries.
+pub fn text_pairs(table: &Table) -> impl Iterator<Item = (&str, &str)> {
+    table
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+}
+
 /// Whether a target may be healed automatically or is only watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,9 +98,46 @@ pub struct Target {
     /// (default: a majority).
     #[serde(default)]
     pub quorum: Option<u32>,
+    /// Request headers sent with every probe (not secrets: the file is
+    /// not a secret store).
+    #[serde(default)]
+    pub headers: Table,
+    /// Request headers whose values come from the environment: header name
+    /// -> variable name (an auth header's token).
+    #[serde(default)]
+    pub headers_env: Table,
+    /// The request body: a string is sent as it is, anything else as
+    /// JSON; none when absent (null).
+    #[serde(default)]
+    pub body: serde_json::Value,
+    /// The body's `Content-Type` (default: `application/json` for a JSON
+    /// body, `application/x-www-form-urlencoded` for a string).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Follow redirects (up to 10); with `false` the 3xx is the answer.
+    #[serde(default = "default_true")]
+    pub follow_redirects: bool,
+    /// Response headers that must be present and contain the given text
+    /// (names are case-insensitive; `""` asks only for presence).
+    #[serde(default)]
+    pub expect_headers: Table,
+    /// Warn (an alert, once per certificate) when the target's certificate
+    /// expires within this many days. Native edge only.
+    #[serde(default)]
+    pub tls_expiry_days: Option<u32>,
 }
 
 impl Target {
+    /// The probe's body and its content type, as sent.
+    pub fn request_body(&self) -> Option<(String, &str)> {
+        let (text, default_type) = match &self.body {
+            serde_json::Value::Null => return None,
+            serde_json::Value::String(s) => (s.clone(), "application/x-www-form-urlencoded"),
+            other => (other.to_string(), "application/json"),
+        };
+        Some((text, self.content_type.as_deref().unwrap_or(default_type)))
+    }
+
     /// Whether several vantage points decide this target's health. Never
     /// on the Worker, which refuses `regions` at start (`budget::check`):
     /// the quorum's code stays out of its bundle.
@@ -330,6 +379,10 @@ pub struct Config {
     pub auth_fail_per_minute: u32,
     #[serde(default = "default_auth_fail_burst")]
     pub auth_fail_burst: u32,
+    /// A PEM file of extra root certificates the probes trust (a private
+    /// CA), beside the built-in roots. Native edge only.
+    #[serde(default)]
+    pub probe_ca_file: Option<String>,
     #[serde(default)]
     pub discord: Discord,
     #[serde(default)]
@@ -344,10 +397,52 @@ pub struct Config {
     pub job_defaults: JobDefaults,
     #[serde(default)]
     pub status_page: StatusPage,
+    /// The PostHog proxy: natively on `listen`, on the Worker for `ph.`
+    /// hosts.
+    #[serde(default)]
+    pub posthog: Option<PostHog>,
     /// The Cloudflare Worker's plan; the native edge ignores it, `--check`
     /// checks the fit when the section is there.
     #[serde(default)]
     pub worker: Option<WorkerSection>,
+}
+
+/// `[posthog]`: a first-party proxy to PostHog (`crate::posthog`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostHog {
+    /// Native edge: the proxy's own address:port (the Worker serves it on
+    /// `ph.` hosts instead).
+    #[serde(default)]
+    pub listen: Option<String>,
+    #[serde(default = "default_ph_ingest")]
+    pub ingest_host: String,
+    #[serde(default = "default_ph_assets")]
+    pub assets_host: String,
+    /// Largest request body taken (413 past it).
+    #[serde(default = "default_ph_max_body")]
+    pub max_body_bytes: u64,
+}
+
+impl Default for PostHog {
+    fn default() -> Self {
+        PostHog {
+            listen: None,
+            ingest_host: default_ph_ingest(),
+            assets_host: default_ph_assets(),
+            max_body_bytes: default_ph_max_body(),
+        }
+    }
+}
+
+fn default_ph_ingest() -> String {
+    "https://eu.i.posthog.com".into()
+}
+fn default_ph_assets() -> String {
+    "https://eu-assets.i.posthog.com".into()
+}
+fn default_ph_max_body() -> u64 {
+    5 << 20
 }
 
 /// `[worker]`: what the Worker may spend (see `core::budget`).
@@ -634,6 +729,22 @@ impl Config {
         )
     }
 
+    /// What the Worker cannot do: `tls_expiry_days` (fetch shows no
+    /// certificate), `probe_ca_file`. Refused at the Worker's start and by `--check` with a
+    /// `[worker]` section, rather than silently never warning.
+    pub fn check_worker(&self) -> Result<(), String> {
+        if self.probe_ca_file.is_some() {
+            return Err("probe_ca_file: the Worker trusts only the platform's roots".into());
+        }
+        match self.targets.iter().position(|t| t.tls_expiry_days.is_some()) {
+            Some(i) => Err(format!(
+                "target[{i}].tls_expiry_days: the Worker cannot read certificates (fetch exposes none); \
+                 remove it from the Worker's configuration or let a native edge watch the certificate"
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub fn host(&self, id: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.id == id)
     }
@@ -798,6 +909,35 @@ impl Config {
                 format!("{:?} is not an address:port", self.listen),
             ));
         }
+        if let Some(ph) = &self.posthog {
+            for (key, url) in [
+                ("posthog.ingest_host", &ph.ingest_host),
+                ("posthog.assets_host", &ph.assets_host),
+            ] {
+                let rest = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"));
+                if !rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '?', '#'])) {
+                    return Err((
+                        key.into(),
+                        format!("{url:?}: an http(s) origin without a path"),
+                    ));
+                }
+            }
+            if let Some(listen) = &ph.listen {
+                if listen.parse::<std::net::SocketAddr>().is_err() {
+                    return Err((
+                        "posthog.listen".into(),
+                        format!("{listen:?} is not an address:port"),
+                    ));
+                }
+            }
+            count(
+                "posthog.max_body_bytes",
+                ph.max_body_bytes.try_into().unwrap_or(u32::MAX),
+                64 << 20,
+            )?;
+        }
         let mut hosts = BTreeMap::new();
         for (i, h) in self.hosts.iter().enumerate() {
             let key = format!("host[{i}].id");
@@ -823,12 +963,7 @@ impl Config {
             if !(t.url.starts_with("http://") || t.url.starts_with("https://")) {
                 return Err((key("url"), format!("{:?} is not an http(s) URL", t.url)));
             }
-            if !matches!(t.method.as_str(), "GET" | "HEAD" | "POST") {
-                return Err((
-                    key("method"),
-                    format!("{:?}: use GET, HEAD or POST", t.method),
-                ));
-            }
+            t.check_request().map_err(|(k, why)| (key(&k), why))?;
             if t.expect_status.is_empty() || t.expect_status.iter().any(|s| !(100..600).contains(s))
             {
                 return Err((
@@ -970,6 +1105,121 @@ fn check_regions(t: &Target) -> Result<(), (&'static str, String)> {
         ));
     }
     Ok(())
+}
+
+impl Target {
+    /// The request a probe sends: method, headers, body.
+    fn check_request(&self) -> Result<(), (String, String)> {
+        const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+        if !METHODS.contains(&self.method.as_str()) {
+            return Err((
+                "method".into(),
+                format!("{:?}: use one of {}", self.method, METHODS.join(", ")),
+            ));
+        }
+        if !self.body.is_null() && matches!(self.method.as_str(), "GET" | "HEAD") {
+            return Err((
+                "body".into(),
+                format!("a {} request has no body: set method", self.method),
+            ));
+        }
+        if self.content_type.is_some() && self.body.is_null() {
+            return Err(("content_type".into(), "goes with body".into()));
+        }
+        if let Some(ct) = &self.content_type {
+            if !valid_header_value(ct) {
+                return Err((
+                    "content_type".into(),
+                    "not a header value (control characters)".into(),
+                ));
+            }
+        }
+        let mut names = Vec::new();
+        for (table, map) in [
+            ("headers", &self.headers),
+            ("headers_env", &self.headers_env),
+        ] {
+            for (name, value) in map {
+                let key = format!("{table}.{name}");
+                if !valid_header_name(name) {
+                    return Err((key, "not a header name".into()));
+                }
+                let lower = name.to_ascii_lowercase();
+                if matches!(
+                    lower.as_str(),
+                    "host" | "content-length" | "transfer-encoding" | "connection"
+                ) {
+                    return Err((key, "set by the HTTP client, not by the target".into()));
+                }
+                if lower == "content-type" {
+                    return Err((key, "use content_type (with body)".into()));
+                }
+                if names.contains(&lower) {
+                    return Err((key, "header given twice".into()));
+                }
+                names.push(lower);
+                let Some(value) = value.as_str() else {
+                    return Err((key, "must be a string".into()));
+                };
+                let ok = if table == "headers" {
+                    valid_header_value(value)
+                } else {
+                    valid_env_name(value)
+                };
+                if !ok {
+                    let why = if table == "headers" {
+                        "not a header value (control characters)"
+                    } else {
+                        "an environment variable name ([A-Z0-9_]+)"
+                    };
+                    return Err((key, why.into()));
+                }
+            }
+        }
+        for (name, value) in &self.expect_headers {
+            let key = format!("expect_headers.{name}");
+            if !valid_header_name(name) {
+                return Err((key, "not a header name".into()));
+            }
+            if !value.is_string() {
+                return Err((key, "must be a string".into()));
+            }
+        }
+        if let Some(days) = self.tls_expiry_days {
+            if !self.url.starts_with("https://") {
+                return Err((
+                    "tls_expiry_days".into(),
+                    "the target's url is not https".into(),
+                ));
+            }
+            count("tls_expiry_days", days, 3650)?;
+        }
+        Ok(())
+    }
+}
+
+/// An HTTP header name (a token, RFC 9110).
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header value: visible ASCII, spaces and tabs (no CR/LF to split it).
+fn valid_header_value(value: &str) -> bool {
+    value.len() <= 8192
+        && value
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 const DAY_S: f64 = 86_400.0;
@@ -1121,6 +1371,117 @@ token_env = "OPS_AGENT_TOKEN"
             t.contains("target[0].timeout_ms: must be 1 to 600000"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn form_checks_are_read_and_bad_ones_named_by_key() {
+        let form = r#"method = "POST"
+headers = { "X-Form" = "contact" }
+headers_env = { Authorization = "PROBE_TOKEN_API" }
+body = { name = "vigil", n = 1 }
+follow_redirects = false
+expect_headers = { "content-type" = "json" }"#;
+        let c = Config::parse("edge.toml", &GOOD.replace("body_contains = \"ok\"", form)).unwrap();
+        let t = &c.targets[0];
+        assert_eq!(t.headers_env["Authorization"], "PROBE_TOKEN_API");
+        assert!(!t.follow_redirects);
+        let (body, content_type) = t.request_body().unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"name": "vigil", "n": 1})
+        );
+        assert_eq!(content_type, "application/json");
+        let c = Config::parse(
+            "edge.toml",
+            &GOOD.replace(
+                "body_contains = \"ok\"",
+                "method = \"POST\"\nbody = \"a=1&b=2\"",
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            c.targets[0].request_body(),
+            Some(("a=1&b=2".into(), "application/x-www-form-urlencoded"))
+        );
+        assert!(
+            c.targets[0].follow_redirects,
+            "redirects are followed by default"
+        );
+        for (extra, want) in [
+            ("body = \"x\"", "target[0].body: a GET request has no body"),
+            (
+                "method = \"BREW\"",
+                "target[0].method: \"BREW\": use one of",
+            ),
+            (
+                "content_type = \"text/plain\"",
+                "target[0].content_type: goes with body",
+            ),
+            (
+                "headers = { \"Bad Name\" = \"x\" }",
+                "target[0].headers.Bad Name: not a header name",
+            ),
+            (
+                "headers = { \"X-A\" = \"a\\r\\nX-B: b\" }",
+                "target[0].headers.X-A: not a header value",
+            ),
+            (
+                "headers = { \"Content-Type\" = \"x\" }",
+                "target[0].headers.Content-Type: use content_type",
+            ),
+            (
+                "headers = { Host = \"x\" }",
+                "target[0].headers.Host: set by the HTTP client",
+            ),
+            (
+                "headers_env = { Authorization = \"secret-value\" }",
+                "target[0].headers_env.Authorization: an environment variable name",
+            ),
+            (
+                "headers = { authorization = \"x\" }\nheaders_env = { Authorization = \"T\" }",
+                "target[0].headers_env.Authorization: header given twice",
+            ),
+            (
+                "expect_headers = { \"a b\" = \"x\" }",
+                "target[0].expect_headers.a b: not a header name",
+            ),
+            (
+                "tls_expiry_days = 14",
+                "target[0].tls_expiry_days: the target's url is not https",
+            ),
+            ("follow_redirects = \"no\"", "follow_redirects"),
+            (
+                "headers = { \"X-A\" = 1 }",
+                "target[0].headers.X-A: must be a string",
+            ),
+            (
+                "expect_headers = { \"X-A\" = true }",
+                "target[0].expect_headers.X-A: must be a string",
+            ),
+        ] {
+            let e = err(&GOOD.replace("body_contains = \"ok\"", extra));
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let https = GOOD.replace("http://127", "https://127");
+        let e = err(&https.replace("body_contains = \"ok\"", "tls_expiry_days = 0"));
+        assert!(
+            e.contains("target[0].tls_expiry_days: must be 1 to 3650"),
+            "{e}"
+        );
+        let c = Config::parse(
+            "edge.toml",
+            &https.replace("body_contains = \"ok\"", "tls_expiry_days = 14"),
+        )
+        .unwrap();
+        let e = c.check_worker().unwrap_err();
+        assert!(
+            e.starts_with("target[0].tls_expiry_days: the Worker cannot read certificates"),
+            "{e}"
+        );
+        assert!(Config::parse("edge.toml", GOOD)
+            .unwrap()
+            .check_worker()
+            .is_ok());
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! `native` is the tokio shell that `cargo run` starts, `worker` the
 //! Cloudflare Worker shell (wasm32 only). See ARCHITECTURE.md.
 
+pub mod analytics;
 pub mod audit_page;
 pub mod client;
 pub mod config;
 pub mod core;
 pub mod html;
 pub mod ops_requests;
+pub mod posthog;
 pub mod remediation;
 pub mod shell;
 pub mod status_page;

@@ -127,7 +127,9 @@ fn main() -> ExitCode {
             // The KV store's fit, the stricter: the Durable Object store
             // spreads probes over shards.
             let kv = edge::core::budget::StoreKind::Kv;
-            if let Err(e) = edge::core::budget::check(&config, config.plan(), kv) {
+            let fits =
+                edge::core::budget::check(&config, config.plan(), kv).map_err(|e| e.to_string());
+            if let Err(e) = fits.and_then(|()| config.check_worker()) {
                 eprintln!("vigil-edge: {}: {e}", args.config);
                 return ExitCode::from(1);
             }
@@ -195,6 +197,9 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
     use anyhow::Context;
     let secrets = Secrets::from_env(&config, |k| std::env::var(k).ok());
     secrets.check_tokens().map_err(anyhow::Error::msg)?;
+    secrets
+        .check_probe_headers(&config)
+        .map_err(anyhow::Error::msg)?;
     for (var, token) in secrets.api_tokens() {
         if token.is_none() {
             tracing::warn!(var, "{var} is not set: {}", closed_by_missing(var));
@@ -203,7 +208,7 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
     if secrets.webhook_url.is_none() {
         tracing::warn!(var = %config.discord.webhook_url_env, "no Discord webhook: alerts wait in the outbox");
     }
-    let io = Arc::new(NativeIo::new(config.clone(), secrets));
+    let io = Arc::new(NativeIo::new(config.clone(), secrets)?);
     let runner = Runner::open(config.clone(), io)?;
     if once {
         runner.once().await;
@@ -220,8 +225,41 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
         api::HEADER_READ_TIMEOUT,
         shutdown_signal(),
     );
-    tokio::join!(server, runner.run(shutdown_signal()));
+    let posthog = posthog_proxy(&config).await?;
+    let posthog = async {
+        if let Some(proxy) = posthog {
+            proxy.await;
+        }
+    };
+    tokio::join!(server, runner.run(shutdown_signal()), posthog);
     Ok(())
+}
+
+/// The PostHog proxy on its own listener, when `[posthog] listen` is set.
+async fn posthog_proxy(
+    config: &Config,
+) -> anyhow::Result<Option<impl std::future::Future<Output = ()>>> {
+    use anyhow::Context;
+    let Some((ph, listen)) = config
+        .posthog
+        .as_ref()
+        .and_then(|ph| Some((ph, ph.listen.as_ref()?)))
+    else {
+        return Ok(None);
+    };
+    let trusted =
+        limits::trusted_proxies(config).map_err(|(key, why)| anyhow::anyhow!("{key}: {why}"))?;
+    let router = edge::native::posthog::router(ph.clone(), trusted)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("posthog.listen: cannot listen on {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, ingest = %ph.ingest_host, assets = %ph.assets_host, "posthog proxy running");
+    Ok(Some(vigil_wire::listen::serve(
+        listener,
+        router,
+        api::HEADER_READ_TIMEOUT,
+        shutdown_signal(),
+    )))
 }
 
 fn table(runner: &Runner) -> String {

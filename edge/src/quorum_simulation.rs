@@ -125,6 +125,7 @@ impl Sim {
             status: ok.then_some(200),
             latency_ms: 20,
             error: (!ok).then(|| format!("connection refused (from {})", REGIONS[region])),
+            cert: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use vigil_wire::ErrorBody;
 
-use crate::config::Config;
+use crate::config::{text_pairs, Config};
 use crate::core::alert::Delivery;
 use crate::core::incident::ManualAction;
 use crate::core::probe::truncate;
@@ -29,6 +29,9 @@ pub struct Secrets {
     pub observations_token: Option<String>,
     /// host id -> (agent URL, agent token)
     pub hosts: HashMap<String, (Option<String>, Option<String>)>,
+    /// The probes' secret header values: variable (a target's
+    /// `headers_env`) -> value.
+    pub probe_headers: Vec<(String, String)>,
 }
 
 impl Secrets {
@@ -50,7 +53,37 @@ impl Secrets {
                 .iter()
                 .map(|h| (h.id.clone(), (get(&h.url_env), get(&h.token_env))))
                 .collect(),
+            probe_headers: config
+                .targets
+                .iter()
+                .flat_map(|t| text_pairs(&t.headers_env))
+                .filter_map(|(_, var)| Some((var.to_string(), get(var)?)))
+                .collect(),
         }
+    }
+
+    /// A probe header's value, by its variable.
+    pub fn probe_header(&self, var: &str) -> Option<&str> {
+        self.probe_headers
+            .iter()
+            .find(|(k, _)| k == var)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every target's `headers_env` variable is set; the error names the
+    /// key and the variable.
+    pub fn check_probe_headers(&self, config: &Config) -> Result<(), String> {
+        for (i, t) in config.targets.iter().enumerate() {
+            for (name, var) in text_pairs(&t.headers_env) {
+                if self.probe_header(var).is_none() {
+                    return Err(format!(
+                        "target[{i}].headers_env.{name}: {var} is not set (target {:?})",
+                        t.id
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The API tokens as the edge requires them, by the ops-agent's rule

@@ -143,16 +143,22 @@ impl World {
         let response = match behaviour {
             Behaviour::Up => ProbeResponse::Answered {
                 status: 200,
+                headers: Vec::new(),
+                cert: None,
                 body: r#"{"status":"ok"}"#.into(),
                 latency_ms: 40,
             },
             Behaviour::Slow => ProbeResponse::Answered {
                 status: 200,
+                headers: Vec::new(),
+                cert: None,
                 body: r#"{"status":"ok"}"#.into(),
                 latency_ms: 5000,
             },
             Behaviour::Says(status) => ProbeResponse::Answered {
                 status: 200,
+                headers: Vec::new(),
+                cert: None,
                 body: json!({ "status": status }).to_string(),
                 latency_ms: 40,
             },

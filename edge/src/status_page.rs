@@ -490,6 +490,7 @@ mod tests {
             status: Some(500),
             latency_ms: 42,
             error: Some("secret-error-body".into()),
+            cert: None,
         }
     }
 

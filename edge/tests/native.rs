@@ -2069,3 +2069,237 @@ fn a_prober_refuses_to_start_without_its_region_or_token() {
         "{err}"
     );
 }
+
+/// A form check: the probe sends the target's headers (the secret one from
+/// the environment, never the file), its JSON body with its content type,
+/// and checks the answer's headers; a wrong body or a missing secret is
+/// seen as such, and a redirect is taken or not as the target says.
+#[test]
+fn a_form_check_sends_headers_and_body_and_checks_the_answer() {
+    const SECRET: &str = "Bearer form-secret-0123456789";
+    let discord = Discord::start();
+    let [form, wrong, moved, landing] = std::array::from_fn(|_| TargetServer::start());
+    let want_body = r#"{"email":"probe@example.com","n":1}"#;
+    for server in [&form, &wrong] {
+        server.set(Behaviour::Form {
+            header: ("authorization".into(), SECRET.into()),
+            body: want_body.into(),
+        });
+    }
+    moved.set(Behaviour::Redirect(landing.url()));
+    let form_toml = |id: &str, url: &str, email: &str| {
+        format!(
+            "[[target]]\nid = {id:?}\nurl = {url:?}\nmethod = \"POST\"\nbody_contains = \"ok\"\n\
+             headers = {{ \"X-Probe\" = \"vigil\" }}\n\
+             headers_env = {{ Authorization = \"PROBE_TOKEN_FORM\" }}\n\
+             body = {{ email = {email:?}, n = 1 }}\n\
+             expect_headers = {{ \"X-Form\" = \"accepted\" }}\n"
+        )
+    };
+    let (dir, addr) = Edge::prepare("form");
+    let config = config_head(dir.path(), addr, 0.5, 0.2)
+        + &form_toml("form", &form.url(), "probe@example.com")
+        + &form_toml("wrong", &wrong.url(), "someone@else.com")
+        + &target_toml(
+            "moved",
+            &moved.url(),
+            "follow_redirects = false\nexpect_status = [302]\nbody_contains = \"moved\"",
+        )
+        .replace("body_contains = \"ok\"\n", "")
+        + &target_toml("followed", &moved.url(), "");
+    std::fs::write(dir.path().join("edge.toml"), &config).unwrap();
+    assert!(!config.contains(SECRET));
+
+    // Without the variable the edge does not start, naming the key.
+    let out = std::process::Command::new(bin())
+        .args([
+            "--config",
+            dir.path().join("edge.toml").to_str().unwrap(),
+            "--once",
+        ])
+        .env_remove("PROBE_TOKEN_FORM")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("target[0].headers_env.Authorization: PROBE_TOKEN_FORM is not set"),
+        "{err}"
+    );
+
+    let mut env = discord_env(&discord);
+    env.push(("PROBE_TOKEN_FORM", SECRET.into()));
+    let edge = Edge::start(bin(), dir, addr, &config, env);
+    edge.wait_for("the wrong form's incident", Duration::from_secs(15), |e| {
+        e.target_state("wrong") == "down"
+    });
+    let recent = |id: &str| edge.get(&format!("/ops/target/{id}"))["recent"][0].clone();
+    edge.wait_for("probes of every target", Duration::from_secs(15), |_| {
+        ["form", "moved", "followed"]
+            .iter()
+            .all(|id| recent(id)["status"].is_u64())
+    });
+    let form_seen = recent("form");
+    assert_eq!(form_seen["status"], 200, "{form_seen}");
+    assert!(form_seen["error"].is_null(), "{form_seen}");
+    let wrong_seen = recent("wrong");
+    assert_eq!(wrong_seen["status"], 400, "{wrong_seen}");
+    // What the form saw: the method, both headers, the body's bytes and type.
+    let sent = form.seen().last().cloned().unwrap();
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.headers["authorization"], SECRET);
+    assert_eq!(sent.headers["x-probe"], "vigil");
+    assert_eq!(sent.headers["content-type"], "application/json");
+    assert_eq!(String::from_utf8(sent.body).unwrap(), want_body);
+    // Not followed: the 302 is the answer; followed: the landing page.
+    assert_eq!(recent("moved")["status"], 302);
+    assert!(recent("moved")["error"].is_null(), "{}", recent("moved"));
+    assert_eq!(recent("followed")["status"], 200);
+    assert!(landing.seen().iter().all(|s| s.method == "GET"));
+    assert!(!landing.seen().is_empty());
+    assert_eq!(edge.target_state("form"), "healthy");
+    assert_eq!(edge.target_state("moved"), "healthy");
+    assert!(!edge.logs().contains(SECRET), "the secret is never logged");
+}
+
+/// tls_expiry_days: a certificate that ends within the window is warned
+/// about once (not an incident); one with time left is not.
+#[test]
+fn a_certificate_near_its_end_is_warned_about_once() {
+    use vigil_testkit::tls::TlsTarget;
+    let discord = Discord::start();
+    let short = TlsTarget::start(5);
+    let long = TlsTarget::start(90);
+    let (dir, addr) = Edge::prepare("tls");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, format!("{}{}", short.ca_pem, long.ca_pem)).unwrap();
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + &format!("probe_ca_file = {:?}\n", ca.display().to_string())
+        + &target_toml("short", &short.url(), "tls_expiry_days = 14")
+        + &target_toml("long", &long.url(), "tls_expiry_days = 14");
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    edge.wait_for("the certificate warning", Duration::from_secs(15), |_| {
+        !discord.titles().is_empty()
+    });
+    // Several more probes of both: still one warning, no incident.
+    let probes = |id: &str| {
+        edge.get(&format!("/ops/target/{id}"))["recent"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let before = probes("short");
+    edge.wait_for("five more probes", Duration::from_secs(15), |_| {
+        probes("short") >= before + 5 && probes("long") >= 5
+    });
+    let titles = discord.titles();
+    assert!(
+        titles == ["short: TLS certificate expires in 4 days"]
+            || titles == ["short: TLS certificate expires in 5 days"],
+        "{titles:?}"
+    );
+    let warning = &discord.accepted()[0]["embeds"][0];
+    let not_after = warning["fields"][0]["value"].as_str().unwrap();
+    assert_eq!(
+        not_after,
+        time_utc(short.not_after_s),
+        "the certificate's own notAfter"
+    );
+    assert_eq!(edge.target_state("short"), "healthy");
+    assert_eq!(edge.target_state("long"), "healthy");
+    let open = edge.get("/ops/incidents?state=open");
+    assert!(open["incidents"].as_array().unwrap().is_empty(), "{open}");
+}
+
+/// Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ`, by the system's `date`.
+fn time_utc(s: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{s}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The PostHog proxy on its own listener, against a fake PostHog that
+/// records what arrives: `/static/*` to the assets host, the rest to
+/// ingestion, body bytes unchanged, the client's address in
+/// X-Forwarded-For (a spoofed one replaced), no cookie or credentials
+/// upstream, no cookie back, statuses passed back, oversized bodies and
+/// other methods refused before anything is sent.
+#[test]
+fn the_posthog_proxy_forwards_what_posthog_needs_and_nothing_else() {
+    use vigil_testkit::posthog::FakePostHog;
+    let (ingest, assets) = (FakePostHog::start(), FakePostHog::start());
+    let (dir, addr) = Edge::prepare("posthog");
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = config_head(dir.path(), addr, 60.0, 15.0)
+        + &format!(
+            "[posthog]\nlisten = \"{proxy}\"\ningest_host = {:?}\nassets_host = {:?}\nmax_body_bytes = 4096\n",
+            ingest.url(),
+            assets.url()
+        );
+    let _edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    assert!(vigil_testkit::wait_for_port(proxy, Duration::from_secs(10)));
+    let http = reqwest::blocking::Client::new();
+    let url = |p: &str| format!("http://{proxy}{p}");
+
+    // An event batch: bytes that are not UTF-8 arrive exactly.
+    let batch: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let res = http
+        .post(url("/e/?compression=gzip-js&ver=1.0"))
+        .header("content-type", "text/plain")
+        .header("cookie", "session=secret")
+        .header("authorization", "Bearer secret")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("origin", "https://example.com")
+        .body(batch.clone())
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("set-cookie").is_none(), "no cookie back");
+    assert_eq!(res.headers()["x-posthog"], "fake");
+    assert_eq!(res.text().unwrap(), r#"{"status":1}"#);
+    let got = ingest.arrived();
+    assert_eq!(got.len(), 1);
+    let e = &got[0];
+    assert_eq!(e.method, "POST");
+    assert_eq!(e.path_and_query, "/e/?compression=gzip-js&ver=1.0");
+    assert_eq!(e.body, batch);
+    assert_eq!(e.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(e.headers["content-type"], "text/plain");
+    assert_eq!(e.headers["origin"], "https://example.com");
+    assert_eq!(e.headers["host"], ingest.addr.to_string());
+    for h in ["cookie", "authorization"] {
+        assert!(!e.headers.contains_key(h), "{h} forwarded: {e:?}");
+    }
+
+    // Assets go to the assets host.
+    let res = http.get(url("/static/array.js")).send().unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().unwrap(), "/* posthog-js */");
+    assert_eq!(assets.arrived()[0].path_and_query, "/static/array.js");
+    assert_eq!(assets.arrived()[0].method, "GET");
+
+    // PostHog's refusal comes back as it is.
+    let res = http.post(url("/reject")).body("{}").send().unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.text().unwrap(), r#"{"type":"validation_error"}"#);
+
+    // Too large (declared, or streamed without a length) and other methods:
+    // refused, nothing more arrives.
+    let before = ingest.arrived().len();
+    let res = http.post(url("/e/")).body(vec![b'x'; 5000]).send().unwrap();
+    assert_eq!(res.status(), 413);
+    // A reader: sent chunked, without a length.
+    let streamed = reqwest::blocking::Body::new(std::io::Cursor::new(vec![b'y'; 5000]));
+    let res = http.post(url("/e/")).body(streamed).send().unwrap();
+    assert_eq!(res.status(), 413);
+    let res = http.delete(url("/e/")).send().unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET, HEAD, POST, OPTIONS");
+    assert!(
+        ingest.arrived()[before..]
+            .iter()
+            .all(|a| a.body.len() <= 4096),
+        "no oversized body reached PostHog"
+    );
+}

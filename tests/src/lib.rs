@@ -7,9 +7,11 @@ pub mod edge;
 pub mod observer;
 pub mod openai;
 pub mod pair;
+pub mod posthog;
 pub mod process;
 pub mod serve;
 pub mod target;
+pub mod tls;
 pub mod wrangler;
 
 use std::net::{SocketAddr, TcpListener};

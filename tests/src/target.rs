@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
@@ -26,12 +27,23 @@ pub enum Behaviour {
     /// Answers 503 to the probes from these regions (their `X-Vigil-Region`
     /// header), as if cut off from them; "ok" to the others.
     FailFrom(Vec<&'static str>),
+    /// A form: "ok" with `X-Form: accepted` only to a POST carrying this
+    /// header (name in lower case, value) and exactly this body; 401
+    /// without the header, 400 with another body.
+    Form {
+        header: (String, String),
+        body: String,
+    },
+    /// 302 to this location.
+    Redirect(String),
 }
 
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: String,
     pub query: Option<String>,
     pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
 }
 
 struct Inner {
@@ -73,18 +85,23 @@ impl TargetServer {
 
 async fn answer(
     State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
+    let seen = Seen {
+        method: method.to_string(),
+        query,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect(),
+        body: body.to_vec(),
+    };
     let behaviour = {
         let mut i = inner.lock().unwrap();
-        i.seen.push(Seen {
-            query,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
-                .collect(),
-        });
+        i.seen.push(seen.clone());
         let n = i.seen.len() - 1;
         let region = headers.get("x-vigil-region").and_then(|v| v.to_str().ok());
         let b = match &i.behaviour {
@@ -111,6 +128,16 @@ async fn answer(
             "ok".into_response()
         }
         Behaviour::Cycle(_) | Behaviour::FailFrom(_) => unreachable!("resolved above"),
+        Behaviour::Form { header, body } => {
+            if seen.headers.get(&header.0) != Some(&header.1) {
+                (StatusCode::UNAUTHORIZED, "no").into_response()
+            } else if seen.method != "POST" || seen.body != body.as_bytes() {
+                (StatusCode::BAD_REQUEST, "bad form").into_response()
+            } else {
+                ([("x-form", "accepted")], "ok").into_response()
+            }
+        }
+        Behaviour::Redirect(to) => (StatusCode::FOUND, [("location", to)], "moved").into_response(),
         Behaviour::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             "late".into_response()

@@ -1590,3 +1590,233 @@ fn a_host_signal_probes_and_confirms_within_its_request_in_the_worker() {
         assert_eq!(discord.titles().len(), 1, "{store}");
     }
 }
+
+/// Form checks in the Worker: headers (the secret one from a Worker secret),
+/// the JSON body with its content type, the answer's headers, redirects
+/// taken or not; an unset secret fails the probe naming the variable.
+#[test]
+fn form_checks_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    const SECRET: &str = "Bearer form-secret-0123456789";
+    let discord = Discord::start();
+    let [form, wrong, unset, moved, moved_landing, followed, landing] =
+        std::array::from_fn(|_| TargetServer::start());
+    let want_body = r#"{"email":"probe@example.com","n":1}"#;
+    for server in [&form, &wrong, &unset] {
+        server.set(Behaviour::Form {
+            header: ("authorization".into(), SECRET.into()),
+            body: want_body.into(),
+        });
+    }
+    moved.set(Behaviour::Redirect(moved_landing.url()));
+    followed.set(Behaviour::Redirect(landing.url()));
+    let form_toml = |id: &str, url: &str, email: &str, var: &str| {
+        format!(
+            "[[target]]\nid = {id:?}\nurl = {url:?}\nmethod = \"POST\"\nbody_contains = \"ok\"\ntimeout_ms = 2000\n\
+             headers = {{ \"X-Probe\" = \"vigil\" }}\n\
+             headers_env = {{ Authorization = {var:?} }}\n\
+             body = {{ email = {email:?}, n = 1 }}\n\
+             expect_headers = {{ \"X-Form\" = \"accepted\" }}\n"
+        )
+    };
+    let moved_toml = format!(
+        "[[target]]\nid = \"moved\"\nurl = {:?}\nbody_contains = \"moved\"\nfollow_redirects = false\nexpect_status = [302]\n",
+        moved.url()
+    );
+    let config = [
+        "interval_s = 60\nretry_after_s = 0.3\n".to_string(),
+        form_toml("form", &form.url(), "probe@example.com", "PROBE_TOKEN_FORM"),
+        form_toml(
+            "wrong",
+            &wrong.url(),
+            "someone@else.com",
+            "PROBE_TOKEN_FORM",
+        ),
+        form_toml(
+            "unset",
+            &unset.url(),
+            "probe@example.com",
+            "PROBE_TOKEN_NONE",
+        ),
+        moved_toml,
+        alert_only("followed", &followed.url()),
+    ]
+    .concat();
+    let w = Wrangler::start(vars(
+        config,
+        vec![
+            ("DISCORD_WEBHOOK_URL", discord.url()),
+            ("PROBE_TOKEN_FORM", SECRET.into()),
+        ],
+    ));
+    let report = w.scheduled();
+    assert_eq!(report["delivered"], 2, "{report}");
+    let mut titles = discord.titles();
+    titles.sort();
+    assert_eq!(titles, ["unset: healthy → down", "wrong: healthy → down"]);
+    let errors: Vec<String> = discord
+        .accepted()
+        .iter()
+        .map(|m| m["embeds"][0]["fields"].to_string())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("PROBE_TOKEN_NONE is not set (headers_env.Authorization)")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("unexpected status 400")),
+        "{errors:?}"
+    );
+    assert!(unset.seen().is_empty(), "no request without its secret");
+    let sent = form.seen().last().cloned().expect("the form was probed");
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.headers["authorization"], SECRET);
+    assert_eq!(sent.headers["x-probe"], "vigil");
+    assert_eq!(sent.headers["content-type"], "application/json");
+    assert_eq!(String::from_utf8(sent.body).unwrap(), want_body);
+    let (_, summary) = get(&w, "/ops/summary", Some(READ_TOKEN));
+    let state = |id: &str| {
+        summary["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .map(|t| t["state"].as_str().unwrap_or_default().to_string())
+    };
+    for id in ["form", "moved", "followed"] {
+        assert_eq!(state(id).as_deref(), Some("healthy"), "{id}: {summary}");
+    }
+    assert!(moved_landing.seen().is_empty(), "not followed");
+    assert!(!landing.seen().is_empty(), "followed");
+}
+
+/// The Worker cannot see a certificate: `tls_expiry_days` is refused at
+/// start, naming the key, rather than never warning.
+#[test]
+fn tls_expiry_days_is_refused_by_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let config =
+        "interval_s = 60\n[[target]]\nid = \"web\"\nurl = \"https://127.0.0.1:9/\"\ntls_expiry_days = 14\n";
+    let w = Wrangler::start(vars(config.into(), vec![]));
+    assert!(w.trigger() > 0);
+    let line = wait_for_log(&w, "vigil cycle failed");
+    assert!(
+        line.contains("target[0].tls_expiry_days: the Worker cannot read certificates"),
+        "{line}"
+    );
+}
+
+/// Every request to the Worker is one Analytics Engine point (layout and
+/// route templates: `edge::analytics`, unit-tested there), written without
+/// failing the request: good and bad requests alike are counted as written
+/// in the summary, none as failed. (wrangler dev's local dataset accepts
+/// points and keeps nothing, so their content is checked natively.)
+#[test]
+fn every_request_writes_one_route_point() {
+    if !worker_or_skip() {
+        return;
+    }
+    let w = Wrangler::start(vars(
+        "interval_s = 60\n".into(),
+        vec![("VIGIL_STORE", "kv".into())],
+    ));
+    let counts = |w: &Wrangler| {
+        let (status, summary) = get(w, "/ops/summary", Some(READ_TOKEN));
+        assert_eq!(status, 200, "{summary}");
+        let a = &summary["worker"]["analytics"];
+        (
+            a["written"].as_u64().unwrap(),
+            a["failed"].as_u64().unwrap(),
+        )
+    };
+    let (before, failed) = counts(&w);
+    assert_eq!(failed, 0);
+    let answers = [
+        get(&w, "/healthz", None).0,
+        get(&w, "/ops/summary", None).0,
+        get(&w, "/ops/incidents/inc-1-nope", Some(READ_TOKEN)).0,
+        get(&w, "/wp-login.php", None).0,
+    ];
+    assert_eq!(answers, [200, 401, 404, 404]);
+    // The summary request that reads the counts is written after it
+    // answers: the four requests and the first summary are counted.
+    let (after, failed) = counts(&w);
+    assert_eq!(after - before, 5, "one point per request");
+    assert_eq!(failed, 0);
+}
+
+/// The PostHog proxy on a `ph.` host of the Worker, against the fake
+/// PostHog: the same rules as the native proxy, X-Forwarded-For from
+/// CF-Connecting-IP, bodies streamed, a POST without a length refused.
+#[test]
+fn the_posthog_proxy_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    use vigil_testkit::posthog::FakePostHog;
+    let (ingest, assets) = (FakePostHog::start(), FakePostHog::start());
+    let config = format!(
+        "interval_s = 60\n[posthog]\ningest_host = {:?}\nassets_host = {:?}\nmax_body_bytes = 4096\n",
+        ingest.url(),
+        assets.url()
+    );
+    let w = Wrangler::start(vars(config, vec![]));
+    let ph = |req: reqwest::blocking::RequestBuilder| {
+        req.header("host", "ph.example.com").send().unwrap()
+    };
+    let batch: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let res = ph(w
+        .http
+        .post(w.url("/e/?compression=gzip-js"))
+        .header("content-type", "text/plain")
+        .header("cookie", "session=secret")
+        .header("authorization", "Bearer secret")
+        .header("cf-connecting-ip", "203.0.113.7")
+        .header("x-forwarded-for", "6.6.6.6")
+        .body(batch.clone()));
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("set-cookie").is_none(), "no cookie back");
+    assert_eq!(res.headers()["x-posthog"], "fake");
+    assert_eq!(res.text().unwrap(), r#"{"status":1}"#);
+    let got = ingest.arrived();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let e = &got[0];
+    assert_eq!(
+        (e.method.as_str(), e.path_and_query.as_str()),
+        ("POST", "/e/?compression=gzip-js")
+    );
+    assert_eq!(e.body, batch);
+    assert_eq!(e.headers["x-forwarded-for"], "203.0.113.7");
+    assert_eq!(e.headers["content-type"], "text/plain");
+    for h in ["cookie", "authorization", "cf-connecting-ip"] {
+        assert!(!e.headers.contains_key(h), "{h} forwarded: {e:?}");
+    }
+    let res = ph(w.http.get(w.url("/static/array.js")));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().unwrap(), "/* posthog-js */");
+    assert_eq!(assets.arrived()[0].path_and_query, "/static/array.js");
+    let res = ph(w.http.post(w.url("/reject")).body("{}"));
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.text().unwrap(), r#"{"type":"validation_error"}"#);
+    let before = ingest.arrived().len();
+    assert_eq!(
+        ph(w.http.post(w.url("/e/")).body(vec![b'x'; 5000])).status(),
+        413
+    );
+    let streamed = reqwest::blocking::Body::new(std::io::Cursor::new(vec![b'y'; 100]));
+    assert_eq!(ph(w.http.post(w.url("/e/")).body(streamed)).status(), 411);
+    assert_eq!(ph(w.http.delete(w.url("/e/"))).status(), 405);
+    assert_eq!(
+        ingest.arrived().len(),
+        before,
+        "nothing refused reached PostHog"
+    );
+    // The Worker's own routes are untouched on its other hosts.
+    assert_eq!(get(&w, "/healthz", None).0, 200);
+}

@@ -256,6 +256,33 @@ pub fn store_message(
     }
 }
 
+/// A target's certificate nears its end (or has passed it): a warning,
+/// not an incident.
+pub fn cert_message(target: &str, cert: &super::probe::PeerCert, now_ms: u64) -> DiscordMessage {
+    let days = super::cert::days_left(cert, now_ms);
+    let title = if days < 0 {
+        format!("{target}: TLS certificate expired")
+    } else {
+        format!("{target}: TLS certificate expires in {days} days")
+    };
+    notice(
+        title,
+        Some(
+            "Renew it before browsers refuse the site. This warning is sent once per certificate."
+                .into(),
+        ),
+        Health::Degraded,
+        vec![
+            field(
+                "Not after",
+                super::schedule::format_utc(cert.not_after_ms),
+                true,
+            ),
+            field("SHA-256", truncate(&cert.fingerprint, 16), true),
+        ],
+    )
+}
+
 /// A target began flapping: the one alert of the episode.
 pub fn flap_message(
     target: &str,

@@ -261,6 +261,7 @@ url = "http://127.0.0.1:1/"
             status: Some(if health == Health::Healthy { 200 } else { 500 }),
             latency_ms: 1,
             error: None,
+            cert: None,
         }
     }
 

@@ -536,6 +536,7 @@ mod tests {
             status: Some(200),
             latency_ms,
             error: None,
+            cert: None,
         }
     }
 

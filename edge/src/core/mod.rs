@@ -4,6 +4,7 @@
 
 pub mod alert;
 pub mod budget;
+pub mod cert;
 pub mod crash;
 pub mod flap;
 pub mod history;

@@ -28,12 +28,24 @@ impl Health {
     }
 }
 
+/// The server's certificate as a probe saw it (native shell only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCert {
+    /// The certificate's notAfter.
+    pub not_after_ms: u64,
+    /// Names this certificate (hex SHA-256 of its DER): one warning each.
+    pub fingerprint: String,
+}
+
 /// What the shell saw when it probed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbeResponse {
     Answered {
         status: u16,
+        /// Response headers, names in lower case.
+        headers: Vec<(String, String)>,
         body: String,
+        cert: Option<PeerCert>,
         latency_ms: u64,
     },
     /// No answer: connection refused, reset, DNS, TLS...
@@ -57,12 +69,16 @@ pub struct Observation {
     pub latency_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The certificate, for a target with `tls_expiry_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PeerCert>,
 }
 
 /// Longest error text kept on an observation.
 const ERROR_LIMIT: usize = 300;
 
 pub fn classify(target: &Target, response: ProbeResponse, at_ms: u64) -> Observation {
+    let mut peer_cert = None;
     let (health, status, latency_ms, error) = match response {
         ProbeResponse::Failed { error, latency_ms } => {
             (Health::Down, None, latency_ms, Some(error))
@@ -75,18 +91,23 @@ pub fn classify(target: &Target, response: ProbeResponse, at_ms: u64) -> Observa
         ),
         ProbeResponse::Answered {
             status,
+            headers,
             body,
+            cert,
             latency_ms,
-        } => match check(target, status, &body) {
-            Err(e) => (Health::Down, Some(status), latency_ms, Some(e)),
-            Ok(()) if latency_ms > target.degraded_ms => (
-                Health::Degraded,
-                Some(status),
-                latency_ms,
-                Some(format!("slow: {latency_ms} ms > {} ms", target.degraded_ms)),
-            ),
-            Ok(()) => (Health::Healthy, Some(status), latency_ms, None),
-        },
+        } => {
+            peer_cert = cert.filter(|_| target.tls_expiry_days.is_some());
+            match check(target, status, &headers, &body) {
+                Err(e) => (Health::Down, Some(status), latency_ms, Some(e)),
+                Ok(()) if latency_ms > target.degraded_ms => (
+                    Health::Degraded,
+                    Some(status),
+                    latency_ms,
+                    Some(format!("slow: {latency_ms} ms > {} ms", target.degraded_ms)),
+                ),
+                Ok(()) => (Health::Healthy, Some(status), latency_ms, None),
+            }
+        }
     };
     Observation {
         target: target.id.clone(),
@@ -95,15 +116,34 @@ pub fn classify(target: &Target, response: ProbeResponse, at_ms: u64) -> Observa
         status,
         latency_ms,
         error: error.map(|e| truncate(&e, ERROR_LIMIT)),
+        cert: peer_cert,
     }
 }
 
-fn check(target: &Target, status: u16, body: &str) -> Result<(), String> {
+fn check(
+    target: &Target,
+    status: u16,
+    headers: &[(String, String)],
+    body: &str,
+) -> Result<(), String> {
     if !target.expect_status.contains(&status) {
         return Err(format!(
             "unexpected status {status} (expected {:?})",
             target.expect_status
         ));
+    }
+    for (name, needle) in crate::config::text_pairs(&target.expect_headers) {
+        let mut values = headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .peekable();
+        if values.peek().is_none() {
+            return Err(format!("no {name} header in the answer"));
+        }
+        if !values.any(|v| v.contains(needle)) {
+            return Err(format!("header {name} does not contain {needle:?}"));
+        }
     }
     if let Some(needle) = &target.body_contains {
         if !body.contains(needle.as_str()) {
@@ -170,9 +210,33 @@ mod tests {
     fn answered(status: u16, body: &str, latency_ms: u64) -> ProbeResponse {
         ProbeResponse::Answered {
             status,
+            headers: vec![("content-type".into(), "text/html; charset=utf-8".into())],
             body: body.into(),
+            cert: None,
             latency_ms,
         }
+    }
+
+    #[test]
+    fn response_headers_are_checked_by_name_in_any_case() {
+        let mut t = target();
+        t.expect_headers
+            .insert("Content-Type".into(), "text/html".into());
+        assert_eq!(
+            classify(&t, answered(200, "ok", 1), 0).health,
+            Health::Healthy
+        );
+        t.expect_headers
+            .insert("Content-Type".into(), "json".into());
+        let o = classify(&t, answered(200, "ok", 1), 0);
+        assert_eq!(
+            o.error.as_deref(),
+            Some("header Content-Type does not contain \"json\"")
+        );
+        t.expect_headers.clear();
+        t.expect_headers.insert("x-form".into(), "".into());
+        let o = classify(&t, answered(200, "ok", 1), 0);
+        assert_eq!(o.error.as_deref(), Some("no x-form header in the answer"));
     }
 
     #[test]

@@ -118,6 +118,7 @@ url = "http://127.0.0.1:9/"
                 status: None,
                 latency_ms: 10,
                 error: None,
+                cert: None,
             },
             MIN,
         );

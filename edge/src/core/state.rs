@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{page_message, transition_message, Outbox, TransitionAlert};
+use super::alert::{cert_message, page_message, transition_message, Outbox, TransitionAlert};
 use super::flap::Flap;
 use super::history::History;
 use super::incident::{
@@ -69,6 +69,9 @@ pub struct TargetState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(target_arch = "wasm32", serde(skip))]
     pub partial: Option<vantage::Partial>,
+    /// The certificate (fingerprint) whose expiry was last warned about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_warned: Option<String>,
 }
 
 impl TargetState {
@@ -90,6 +93,7 @@ impl TargetState {
             flap: Flap::default(),
             vantages: BTreeMap::new(),
             partial: None,
+            cert_warned: None,
         }
     }
 
@@ -322,6 +326,13 @@ impl State {
             .or_insert_with(|| TargetState::new(now_ms));
         advance_regular(&mut ts.next_regular_at_ms, config.interval_ms(), now_ms);
         ts.confirm_at_ms = None;
+        if let Some(cert) = &obs.cert {
+            if ts.cert_expiring(target, cert, now_ms) {
+                let key = format!("cert/{}/{}", target.id, cert.fingerprint);
+                self.outbox
+                    .push(key, cert_message(&target.id, cert, now_ms), now_ms);
+            }
+        }
         if ts.in_maintenance(now_ms) {
             ts.pending = None;
             ts.streak = 0;

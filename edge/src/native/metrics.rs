@@ -348,6 +348,7 @@ mod tests {
             status: Some(200),
             latency_ms: 30,
             error: Some("never a label".into()),
+            cert: None,
         }]);
         m.delivery(&Delivery::Sent);
         m.delivery(&Delivery::Failed {

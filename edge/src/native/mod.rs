@@ -5,6 +5,7 @@ pub mod api;
 pub mod io;
 pub mod limits;
 pub mod metrics;
+pub mod posthog;
 pub mod report;
 pub mod runner;
 pub mod status;

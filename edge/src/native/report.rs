@@ -82,7 +82,12 @@ pub async fn run_prober(
         );
     }
     tracing::info!(region = %config.region, ?targets, report_to, "vigil-edge prober running");
-    let io = Arc::new(NativeIo::new(config.clone(), Secrets::default()));
+    // The probes' own secrets (`headers_env`), as the main edge reads them.
+    let secrets = Secrets::from_env(&config, |k| std::env::var(k).ok());
+    secrets
+        .check_probe_headers(&config)
+        .map_err(anyhow::Error::msg)?;
+    let io = Arc::new(NativeIo::new(config.clone(), secrets)?);
     let mut sender = Sender {
         http: reqwest::Client::builder()
             .user_agent(concat!("vigil-edge/", env!("CARGO_PKG_VERSION")))

@@ -9,11 +9,12 @@ use std::sync::Mutex;
 use serde::Serialize;
 use worker::{console_error, console_log, AnalyticsEngineDataset, Env, Storage};
 
-use super::analytics::{host_point, probe_point, round_point};
+use super::analytics::write;
 use super::io::{now_ms, worker_io, WorkerIo};
 use super::shards::Prober;
 use super::store::Store;
 use super::{load_config, lookup, Fallible, AE_BINDING};
+use crate::analytics;
 use crate::config::Target;
 use crate::core::alert::Delivery;
 use crate::core::budget::{self, Budget, Carried, ALERTS_KEPT};
@@ -102,7 +103,7 @@ pub async fn probe_waves(
         for o in &observations {
             state.observe_and_record(config, history, o, now_ms());
             if let Some(ae) = &ae {
-                probe_point(ae, o);
+                write(ae, analytics::probe(o));
             }
         }
         let next = state.targets.values().filter_map(|t| t.confirm_at_ms).min();
@@ -235,7 +236,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
             .into_inner()
             .map_err(|_| "state lock poisoned".to_string())?;
         if let Some(ae) = &ae {
-            round_point(ae, &target.id, &round);
+            write(ae, analytics::round(&target.id, &round));
         }
         if let (Some(host), Some(m)) = (&target.host, &round.host_metrics) {
             record_host(&mut history, ae.as_ref(), host, m);
@@ -285,7 +286,7 @@ fn record_host(
     let at = now_ms();
     history.record_host(host, metrics, at);
     if let Some(ae) = ae {
-        host_point(ae, host, &HostSample::new(metrics, at));
+        write(ae, analytics::host(host, &HostSample::new(metrics, at)));
     }
 }
 

@@ -1,5 +1,6 @@
 //! The Worker transport: `worker::Fetch` with `cache: no-store`, abandoned
-//! after the timeout (an abort signal raced against a delay).
+//! after the timeout (an abort signal raced against a delay); redirects
+//! followed or not per call (`redirect: manual`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,9 +9,10 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use worker::{
     AbortController, CacheMode, Date, Delay, Fetch, Headers, Method, Request, RequestInit,
+    RequestRedirect,
 };
 
-use crate::client::{Client, Exchange, Transport, BODY_LIMIT};
+use crate::client::{Call, Client, Exchange, Transport, BODY_LIMIT};
 use crate::config::Config;
 use crate::shell::Secrets;
 
@@ -49,18 +51,11 @@ impl Transport for WorkerFetch {
         Delay::from(Duration::from_millis(ms)).await;
     }
 
-    async fn exchange(
-        &self,
-        method: &str,
-        url: &str,
-        headers: &[(&str, &str)],
-        body: Option<String>,
-        timeout_ms: u64,
-    ) -> Exchange {
+    async fn send(&self, call: Call<'_>) -> Exchange {
         let started = now_ms();
         let elapsed_ms = || now_ms().saturating_sub(started);
         let h = Headers::new();
-        for (k, v) in headers {
+        for (k, v) in call.headers {
             if let Err(e) = h.set(k, v) {
                 return Exchange::Failed {
                     error: format!("header {k}: {e}"),
@@ -69,13 +64,18 @@ impl Transport for WorkerFetch {
             }
         }
         let mut init = RequestInit::new();
-        init.with_method(Method::from(method.to_string()))
+        init.with_method(Method::from(call.method.to_string()))
             .with_headers(h)
-            .with_cache(CacheMode::NoStore);
-        if let Some(b) = body {
+            .with_cache(CacheMode::NoStore)
+            .with_redirect(if call.follow_redirects {
+                RequestRedirect::Follow
+            } else {
+                RequestRedirect::Manual
+            });
+        if let Some(b) = call.body {
             init.with_body(Some(b.into()));
         }
-        let request = match Request::new_with_init(url, &init) {
+        let request = match Request::new_with_init(call.url, &init) {
             Ok(r) => r,
             Err(e) => {
                 return Exchange::Failed {
@@ -86,6 +86,7 @@ impl Transport for WorkerFetch {
         };
         let controller = AbortController::default();
         let signal = controller.signal();
+        let timeout_ms = call.timeout_ms;
         let call = async {
             let mut res = Fetch::Request(request)
                 .send_with_signal(&signal)
@@ -98,9 +99,10 @@ impl Transport for WorkerFetch {
                 .ok()
                 .flatten()
                 .and_then(|v| v.parse().ok());
+            let headers = res.headers().entries().collect();
             let mut body = res.bytes().await.map_err(|e| e.to_string())?;
             body.truncate(BODY_LIMIT);
-            Ok::<_, String>((status, retry_after, body))
+            Ok::<_, String>((status, retry_after, headers, body))
         };
         match within(call, timeout_ms, || controller.abort()).await {
             None => Exchange::TimedOut {
@@ -110,10 +112,13 @@ impl Transport for WorkerFetch {
                 error,
                 elapsed_ms: elapsed_ms(),
             },
-            Some(Ok((status, retry_after, body))) => Exchange::Answered {
+            Some(Ok((status, retry_after, headers, body))) => Exchange::Answered {
                 status,
                 retry_after,
+                headers,
                 body,
+                // fetch shows no certificate (tls_expiry_days is refused here).
+                cert: None,
                 elapsed_ms: elapsed_ms(),
             },
         }

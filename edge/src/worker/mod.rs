@@ -4,7 +4,8 @@
 //! once per cycle and written only when it changed: in Workers KV (the
 //! default), or in a Durable Object (`VIGIL_STORE = "durable_object"`) that
 //! runs every cycle itself, one at a time, for a strongly consistent store.
-//! Analytics Engine gets one data point per probe and per round, best effort.
+//! Analytics Engine gets one data point per probe, round, host sample and
+//! request, best effort (`crate::analytics` has the layout).
 //! Every error is handled here: a panic would abort the isolate.
 //!
 //! `cycle`: one cron cycle; `shards`: where its probes run; `routes`: the
@@ -17,6 +18,7 @@ mod analytics;
 mod cycle;
 mod durable;
 mod io;
+mod posthog;
 mod routes;
 mod shards;
 mod signal;
@@ -80,6 +82,8 @@ fn load_config(env: &Env) -> Fallible<Config> {
     };
     budget::check(&config, config.plan(), store)
         .and_then(|()| budget::check_store(&config, store))
+        .map_err(|e| e.to_string())
+        .and_then(|()| config.check_worker())
         .map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
     Ok(config)
 }
@@ -100,19 +104,62 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    let started = io::now_ms();
+    let method = req.method();
+    let path = req.path();
+    let proxied = posthog::is_posthog(&req);
+    let route = if proxied {
+        crate::posthog::route(&path)
+    } else {
+        crate::analytics::route_template(&path)
+    };
+    let mut res = if proxied {
+        posthog::proxy(req, &env).await
+    } else {
+        answer(req, &env).await
+    };
+    // Every request is one Analytics Engine point, best effort: nothing in
+    // it can fail the answer.
+    let status = res.as_ref().map_or(500, Response::status_code);
+    let message = match &mut res {
+        Ok(r) if status >= 400 => error_message(r).await,
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    analytics::write_to_env(
+        &env,
+        crate::analytics::route(&crate::analytics::Request {
+            method: method.as_ref(),
+            route,
+            status,
+            duration_ms: io::now_ms().saturating_sub(started),
+            error: message.as_deref(),
+        }),
+    );
+    res
+}
+
+/// The routes, here or in the Durable Object.
+async fn answer(mut req: Request, env: &Env) -> worker::Result<Response> {
     // `/healthz` too: it says what the object saw of its store.
     let stateful = ["/ops/", "/_log", "/status", "/ui", "/healthz"]
         .iter()
         .any(|p| req.path().starts_with(p));
-    if durable_mode(&env) && stateful {
-        return match durable_stub(&env, COORDINATOR) {
+    if durable_mode(env) && stateful {
+        return match durable_stub(env, COORDINATOR) {
             Ok(stub) => stub.fetch_with_request(req).await,
             Err(e) => error(502, "durable_object_unavailable", e.to_string()),
         };
     }
-    match serve(&mut req, &env, None).await {
+    match serve(&mut req, env, None).await {
         Ok(res) => Ok(res),
         Err(e) => error(500, "internal", e.to_string()),
     }
+}
+
+/// An error answer's message (`{"error": {"message"}}`), read from a copy.
+async fn error_message(res: &mut Response) -> Option<String> {
+    let body: serde_json::Value = res.cloned().ok()?.json().await.ok()?;
+    Some(body.pointer("/error/message")?.as_str()?.to_string())
 }

@@ -270,6 +270,7 @@ async fn route(
                         "plan": config.plan().as_str(),
                         "subrequest_budget": config.plan().subrequest_budget(),
                         "last_cycle": last_report(),
+                        "analytics": super::analytics::counts(),
                     });
                     json(200, &summary)
                 }
