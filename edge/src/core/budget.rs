@@ -344,6 +344,23 @@ impl DailyWrites {
     /// Takes `n` writes of today's `allowance` if they fit; `Err` holds the
     /// milliseconds until the allowance renews (the next UTC day).
     pub fn take(&mut self, n: u32, allowance: u32, now_ms: u64) -> Result<(), u64> {
+        let today = self.renew(now_ms);
+        if self.used + n > allowance {
+            return Err((today + 1) * DAY_MS - now_ms);
+        }
+        self.used += n;
+        Ok(())
+    }
+
+    /// Counts `n` writes made today; the day's count so far.
+    pub fn add(&mut self, n: u32, now_ms: u64) -> u32 {
+        self.renew(now_ms);
+        self.used += n;
+        self.used
+    }
+
+    /// Starts a new count when the UTC day changed; today.
+    fn renew(&mut self, now_ms: u64) -> u64 {
         let today = now_ms / DAY_MS;
         if self.day != today {
             *self = DailyWrites {
@@ -351,11 +368,7 @@ impl DailyWrites {
                 used: 0,
             };
         }
-        if self.used + n > allowance {
-            return Err((today + 1) * DAY_MS - now_ms);
-        }
-        self.used += n;
-        Ok(())
+        today
     }
 }
 
@@ -501,5 +514,7 @@ mod tests {
         assert_eq!(d.take(2, 3, now), Err(DAY_MS - 1000));
         assert_eq!(d.take(1, 3, now), Ok(()));
         assert_eq!(d.take(3, 3, 11 * DAY_MS), Ok(()));
+        assert_eq!(d.add(4, 11 * DAY_MS), 7);
+        assert_eq!(d.add(1, 12 * DAY_MS), 1, "a new day");
     }
 }

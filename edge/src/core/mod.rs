@@ -7,6 +7,7 @@ pub mod budget;
 pub mod crash;
 pub mod flap;
 pub mod history;
+pub mod history_rows;
 pub mod incident;
 pub mod jobs;
 pub mod planner;
