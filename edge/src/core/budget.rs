@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Role};
+use crate::core::history_rows::ROW_BYTES;
 use crate::core::state::State;
 
 /// The Cloudflare Workers plan the edge runs on (`[worker] plan`).
@@ -179,13 +180,16 @@ pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNo
             plan.history_writes_per_day()
         )));
     }
-    // The Durable Object store writes a row per target (and one for the
-    // hosts) at each history store; half the day's rows are kept for that.
-    let rows = history_writes as u64 * (config.targets.len() as u64 + 1);
+    // The Durable Object store writes an hour row holding every target (in
+    // chunks of `ROW_BYTES`) at each history store; half the day's rows are
+    // kept for that.
+    let chunks =
+        (config.targets.len() as u64 * HOUR_ROW_BYTES_PER_TARGET).div_ceil(ROW_BYTES as u64);
+    let rows = history_writes as u64 * chunks.max(1);
     let allowance = plan.durable_rows_per_day() / 2;
     if store == StoreKind::DurableObject && rows > allowance {
         return Err(refuse(format!(
-            "{} targets: each history store writes a row per target, about {history_writes} times a day at history_flush_s = {flush_s}: {rows} rows, over the {allowance} rows a day kept for the history in the Durable Object store; raise history_flush_s, remove targets or set plan = \"paid\"",
+            "{} targets: each history store writes {chunks} rows, about {history_writes} times a day at history_flush_s = {flush_s}: {rows} rows, over the {allowance} rows a day kept for the history in the Durable Object store; raise history_flush_s, remove targets or set plan = \"paid\"",
             config.targets.len()
         )));
     }
@@ -199,6 +203,9 @@ pub enum StoreKind {
     DurableObject,
 }
 
+/// One target's part of an hour row at most (`core::history_rows`: the
+/// hour, 12 slices and a latency histogram spread over 40 buckets).
+pub const HOUR_ROW_BYTES_PER_TARGET: u64 = 400;
 /// The history of one target after 30 days (BENCHMARKS.md: 35 KB), with a
 /// margin.
 pub const HISTORY_BYTES_PER_TARGET: u64 = 36_000;
