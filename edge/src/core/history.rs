@@ -273,6 +273,12 @@ pub struct History {
     /// history as rows by time (`history_rows`).
     #[serde(skip)]
     pub dirty: Dirty,
+    /// Flushes are `flush_ms` times this apart (at least 1): the rows one
+    /// store of an hour takes in a store that keeps rows by time
+    /// (`History::stored_rows`), so a day's rows stay about the same
+    /// whatever the number of targets.
+    #[serde(skip)]
+    pub flush_factor: u64,
 }
 
 /// The hours and days with changes not yet stored (a few: plain lists),
@@ -428,7 +434,8 @@ impl History {
     /// Whether the shell should store the history now: changes older than
     /// `flush_ms`, or made in an hour that has ended (its rollup is whole).
     pub fn flush_due(&self, now_ms: u64, flush_ms: u64) -> bool {
-        self.dirty_since_ms.is_some_and(|d| now_ms >= d + flush_ms) || self.hour_ended(now_ms)
+        let every = flush_ms * self.flush_factor.max(1);
+        self.dirty_since_ms.is_some_and(|d| now_ms >= d + every) || self.hour_ended(now_ms)
     }
 
     /// Whether changes were made in an hour that has ended: the flush at

@@ -211,6 +211,29 @@ impl History {
         Ok(out)
     }
 
+    /// `rows` (from `rows_due`) are stored at `now_ms`: what changed is
+    /// stored, and the next flushes are spaced by the rows an hour took, so
+    /// a steady day writes about 144 rows whatever the number of targets
+    /// (one row a flush up to several hundred targets; at a thousand with
+    /// latencies spread over many buckets, 3 rows every 30 minutes).
+    pub fn stored_rows(&mut self, now_ms: u64, rows: &[RowOut]) {
+        self.mark_stored(now_ms);
+        let open = (now_ms / HOUR_MS) % HOUR_SLOTS;
+        let chunks = |open_hour: bool| {
+            rows.iter()
+                .filter(|r| r.kind == Kind::Hour && (r.slot == open) == open_hour)
+                .map(|r| r.chunk as u64 + 1)
+                .max()
+        };
+        // A whole hour's rows, else the most an open hour took since.
+        if let Some(n) = chunks(false) {
+            self.flush_factor = n;
+        }
+        if let Some(n) = chunks(true) {
+            self.flush_factor = self.flush_factor.max(n);
+        }
+    }
+
     /// The history the rows hold: each day's total from its day row, else
     /// from its hours; the hours of the day rows, and of the hour rows,
     /// which stand over them. Days whose hours are stored but whose day row
@@ -345,7 +368,7 @@ mod tests {
                 assert!(out.iter().all(|r| r.json.len() <= ROW_BYTES), "row size");
                 per_flush.push(out.len());
                 rows.store(&out);
-                h.mark_stored(at);
+                h.stored_rows(at, &out);
             }
         }
         per_flush
@@ -407,8 +430,11 @@ mod tests {
         }
         let (flushes, rows_10) = written[0];
         assert!(flushes <= 6 * 25, "{written:?}");
-        assert!(rows_10 <= 200, "a steady day at 10 targets: {written:?}");
         assert!(rows_10 <= flushes + 26, "{written:?}");
+        // 25 hours: at most 6 rows an hour, and a day row in chunks.
+        for (_, rows) in &written {
+            assert!(*rows <= 6 * 25 + 3, "{written:?}");
+        }
         println!("rows in a steady day and an hour (10, 1000 targets): {written:?}");
     }
 

@@ -227,9 +227,8 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     store.save(&state).await?;
     let now = now_ms();
     if history.flush_due(now, config.history_flush_ms()) {
-        match store.save_history(&history, now).await {
-            Ok(()) => history.mark_stored(now),
-            Err(e) => console_error!("storing the history failed (kept in memory): {e}"),
+        if let Err(e) = store.save_history(&mut history, now).await {
+            console_error!("storing the history failed (kept in memory): {e}");
         }
     }
     Store::keep_history(history);

@@ -233,10 +233,13 @@ impl<'a> Store<'a> {
     }
 
     /// Stores the history: one KV value, or in the Durable Object the rows
-    /// that changed at `now_ms` (`History::rows_due`), in one `put`.
-    pub async fn save_history(&self, history: &History, now_ms: u64) -> Fallible<()> {
+    /// that changed at `now_ms` (`History::rows_due`), in one `put`; marks
+    /// it stored.
+    pub async fn save_history(&self, history: &mut History, now_ms: u64) -> Fallible<()> {
         let Backend::Durable(storage) = &self.backend else {
-            return self.save_doc(HISTORY_KEY, history).await;
+            self.save_doc(HISTORY_KEY, &*history).await?;
+            history.mark_stored(now_ms);
+            return Ok(());
         };
         let rows = history.rows_due(now_ms).map_err(|e| e.to_string())?;
         for chunk in rows.chunks(KEYS_PER_CALL) {
@@ -262,6 +265,7 @@ impl<'a> Store<'a> {
                 .map_err(|e| e.to_string())?;
             self.doc_writes.set(self.doc_writes.get() + 1);
         }
+        history.stored_rows(now_ms, &rows);
         Ok(())
     }
 
