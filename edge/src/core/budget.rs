@@ -224,8 +224,8 @@ impl StoreKind {
     }
 
     /// What its largest value holds per target: KV keeps every target's
-    /// history in one value; the Durable Object keeps a history row per
-    /// target, so its largest value is the state.
+    /// history in one value; the Durable Object keeps the history in rows
+    /// by time chunked under 128 KB, so its largest value is the state.
     fn bytes_per_target(self) -> (u64, &'static str) {
         match self {
             StoreKind::Kv => (
@@ -474,7 +474,7 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("durable_object"), "{err}");
-        // A history row per target: the state is the largest value.
+        // History rows by time, chunked: the state is the largest value.
         assert_eq!(
             check_store(&config(paid, 1000), StoreKind::DurableObject),
             Ok(())

@@ -438,6 +438,41 @@ mod tests {
         println!("rows in a steady day and an hour (10, 1000 targets): {written:?}");
     }
 
+    /// What a fresh isolate reads at 1,000 targets after 30 days: every
+    /// row (25 hours, 30 days), each under 128 KB, fewer bytes than the
+    /// history as one value.
+    #[test]
+    fn thirty_days_of_a_thousand_targets_in_rows() {
+        let mut h = History::default();
+        let from = 20_000 * DAY_MS;
+        let minutes = 31 * 1440;
+        run(&mut h, &mut Rows::default(), 1, from, minutes);
+        let now = from + minutes * MIN;
+        let one = h.targets["t0"].clone();
+        for i in 0..1000 {
+            h.targets.insert(format!("t{i}"), one.clone());
+        }
+        let newest = one.hours.back().unwrap().hour;
+        h.dirty.hours = (newest + 1 - HOUR_SLOTS..=newest).collect();
+        h.dirty.days = one.days.iter().map(|d| d.d).collect();
+        let out = h.rows_due(now + 1).unwrap();
+        let bytes: usize = out.iter().map(|r| r.json.len()).sum();
+        let whole = serde_json::to_string(&h).unwrap().len();
+        assert!(out.iter().all(|r| r.json.len() <= ROW_BYTES));
+        assert!(bytes < whole, "{bytes} vs {whole}");
+        let mut rows = Rows::default();
+        rows.store(&out);
+        let t = std::time::Instant::now();
+        let read = rows.read();
+        println!(
+            "1,000 targets, 30 days: {} rows, {bytes} bytes (one value: {whole}); read back in {:?} (debug build)",
+            out.len(),
+            t.elapsed()
+        );
+        assert_eq!(read.targets.len(), 1000);
+        assert_eq!(read.targets["t7"].hours.len(), one.hours.len());
+    }
+
     #[test]
     fn of_a_slot_only_the_newest_write_counts() {
         let mut h = History::default();
