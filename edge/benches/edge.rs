@@ -193,7 +193,7 @@ fn history() {
             }
             let flush = history.flush_due(now, flush_ms);
             if flush {
-                history.mark_stored();
+                history.mark_stored(now);
             }
             record_ns += t.elapsed().as_nanos();
             if m >= minutes - 24 * 60 {

@@ -6,8 +6,9 @@
 //! CPU per cycle (all its processes, over the measured cycles, less an idle
 //! stretch of the same length in the same run: an upper bound of Vigil's
 //! own work, as it includes the runtime's HTTP, fetch and storage emulation).
-//! Then the writes of one incident and of a Discord outage. Run:
-//! cargo bench -p vigil-testkit --bench worker (after scripts/worker-build.sh).
+//! Then the writes of one incident and of a Discord outage. First the
+//! Durable Object history's rows per flush (alone with VIGIL_BENCH_ONLY=rows).
+//! Run: cargo bench -p vigil-testkit --bench worker (after scripts/worker-build.sh).
 
 use std::time::{Duration, Instant};
 
@@ -161,8 +162,43 @@ fn outage(store: &str) {
     );
 }
 
+/// The Durable Object store's history rows: with the history stored every
+/// cycle, the rows a steady cycle writes (Vigil's own count: the hour row's
+/// chunks) and the largest value, at `n` targets.
+fn history_rows(n: usize) {
+    let server = TargetServer::start();
+    server.set(Behaviour::Slow(LATENCY));
+    let config = config(n, &server.url(), "paid").replace(
+        "retry_after_s = 0.3\n",
+        "retry_after_s = 0.3\nhistory_flush_s = 0\n",
+    );
+    let w = Wrangler::start(vec![
+        ("VIGIL_CONFIG".into(), config),
+        ("VIGIL_STORE".into(), "durable_object".into()),
+    ]);
+    let reports: Vec<Value> = (0..3).map(|_| w.scheduled()).collect();
+    let steady = &reports[1..];
+    let rows: Vec<u64> = steady
+        .iter()
+        .map(|r| r["rows_written"].as_u64().unwrap_or(0))
+        .collect();
+    let largest = steady
+        .iter()
+        .map(|r| r["largest_value_bytes"].as_u64().unwrap_or(0))
+        .max();
+    println!("| {n} | {rows:?} | {} |", largest.unwrap_or(0));
+}
+
 fn main() {
     if !worker_or_skip() {
+        return;
+    }
+    println!("## Durable Object history: rows written per flush (history_flush_s = 0, paid)");
+    println!("| targets | rows written by steady cycles | largest value written (bytes) |\n|---|---|---|");
+    for n in [10, 100, 1000] {
+        history_rows(n);
+    }
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("rows") {
         return;
     }
     println!(

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Role};
+use crate::core::history_rows::ROW_BYTES;
 use crate::core::state::State;
 
 /// The Cloudflare Workers plan the edge runs on (`[worker] plan`).
@@ -185,13 +186,16 @@ pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNo
             plan.history_writes_per_day()
         )));
     }
-    // The Durable Object store writes a row per target (and one for the
-    // hosts) at each history store; half the day's rows are kept for that.
-    let rows = history_writes as u64 * (config.targets.len() as u64 + 1);
+    // The Durable Object store writes an hour row holding every target (in
+    // chunks of `ROW_BYTES`) at each history store; half the day's rows are
+    // kept for that.
+    let chunks =
+        (config.targets.len() as u64 * HOUR_ROW_BYTES_PER_TARGET).div_ceil(ROW_BYTES as u64);
+    let rows = history_writes as u64 * chunks.max(1);
     let allowance = plan.durable_rows_per_day() / 2;
     if store == StoreKind::DurableObject && rows > allowance {
         return Err(refuse(format!(
-            "{} targets: each history store writes a row per target, about {history_writes} times a day at history_flush_s = {flush_s}: {rows} rows, over the {allowance} rows a day kept for the history in the Durable Object store; raise history_flush_s, remove targets or set plan = \"paid\"",
+            "{} targets: each history store writes {chunks} rows, about {history_writes} times a day at history_flush_s = {flush_s}: {rows} rows, over the {allowance} rows a day kept for the history in the Durable Object store; raise history_flush_s, remove targets or set plan = \"paid\"",
             config.targets.len()
         )));
     }
@@ -205,6 +209,9 @@ pub enum StoreKind {
     DurableObject,
 }
 
+/// One target's part of an hour row at most (`core::history_rows`: the
+/// hour, 12 slices and a latency histogram spread over 40 buckets).
+pub const HOUR_ROW_BYTES_PER_TARGET: u64 = 400;
 /// The history of one target after 30 days (BENCHMARKS.md: 35 KB), with a
 /// margin.
 pub const HISTORY_BYTES_PER_TARGET: u64 = 36_000;
@@ -223,8 +230,8 @@ impl StoreKind {
     }
 
     /// What its largest value holds per target: KV keeps every target's
-    /// history in one value; the Durable Object keeps a history row per
-    /// target, so its largest value is the state.
+    /// history in one value; the Durable Object keeps the history in rows
+    /// by time chunked under 128 KB, so its largest value is the state.
     fn bytes_per_target(self) -> (u64, &'static str) {
         match self {
             StoreKind::Kv => (
@@ -350,6 +357,23 @@ impl DailyWrites {
     /// Takes `n` writes of today's `allowance` if they fit; `Err` holds the
     /// milliseconds until the allowance renews (the next UTC day).
     pub fn take(&mut self, n: u32, allowance: u32, now_ms: u64) -> Result<(), u64> {
+        let today = self.renew(now_ms);
+        if self.used + n > allowance {
+            return Err((today + 1) * DAY_MS - now_ms);
+        }
+        self.used += n;
+        Ok(())
+    }
+
+    /// Counts `n` writes made today; the day's count so far.
+    pub fn add(&mut self, n: u32, now_ms: u64) -> u32 {
+        self.renew(now_ms);
+        self.used += n;
+        self.used
+    }
+
+    /// Starts a new count when the UTC day changed; today.
+    fn renew(&mut self, now_ms: u64) -> u64 {
         let today = now_ms / DAY_MS;
         if self.day != today {
             *self = DailyWrites {
@@ -357,11 +381,7 @@ impl DailyWrites {
                 used: 0,
             };
         }
-        if self.used + n > allowance {
-            return Err((today + 1) * DAY_MS - now_ms);
-        }
-        self.used += n;
-        Ok(())
+        today
     }
 }
 
@@ -473,7 +493,7 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("durable_object"), "{err}");
-        // A history row per target: the state is the largest value.
+        // History rows by time, chunked: the state is the largest value.
         assert_eq!(
             check_store(&config(paid, 1000), StoreKind::DurableObject),
             Ok(())
@@ -520,5 +540,7 @@ mod tests {
         assert_eq!(d.take(2, 3, now), Err(DAY_MS - 1000));
         assert_eq!(d.take(1, 3, now), Ok(()));
         assert_eq!(d.take(3, 3, 11 * DAY_MS), Ok(()));
+        assert_eq!(d.add(4, 11 * DAY_MS), 7);
+        assert_eq!(d.add(1, 12 * DAY_MS), 1, "a new day");
     }
 }

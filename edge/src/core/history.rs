@@ -25,11 +25,11 @@ use super::probe::{Health, Observation};
 
 pub const HOUR_MS: u64 = 3_600_000;
 pub const DAY_MS: u64 = 24 * HOUR_MS;
-const SLICE_MS: u64 = 5 * 60_000;
+pub(super) const SLICE_MS: u64 = 5 * 60_000;
 /// Hourly rollups kept: 30 days.
-const HOURS_KEPT: u64 = 30 * 24;
+pub(super) const HOURS_KEPT: u64 = 30 * 24;
 /// 5-minute slices kept: 6 hours and the current one.
-const SLICES_KEPT: u64 = 6 * 12 + 1;
+pub(super) const SLICES_KEPT: u64 = 6 * 12 + 1;
 /// Daily rollups kept: 90 days (the status page's bar).
 pub const DAYS_KEPT: u64 = 90;
 /// Host metric samples kept per host.
@@ -196,7 +196,7 @@ fn round2(v: f64) -> f64 {
 
 /// Adds time to day `d`, dropping days older than `DAYS_KEPT`; a late
 /// observation for a day already dropped or never seen is left out.
-fn record_day(days: &mut VecDeque<Day>, d: u64, up_ms: u64, total_ms: u64) {
+pub(super) fn record_day(days: &mut VecDeque<Day>, d: u64, up_ms: u64, total_ms: u64) {
     match days.back_mut() {
         Some(last) if last.d == d => {
             last.up_ms += up_ms;
@@ -269,6 +269,33 @@ pub struct History {
     /// When the oldest change not yet stored was made.
     #[serde(skip)]
     pub dirty_since_ms: Option<u64>,
+    /// What changed since the last store, for a store that keeps the
+    /// history as rows by time (`history_rows`).
+    #[serde(skip)]
+    pub dirty: Dirty,
+    /// Flushes are `flush_ms` times this apart (at least 1): the rows one
+    /// store of an hour takes in a store that keeps rows by time
+    /// (`History::stored_rows`), so a day's rows stay about the same
+    /// whatever the number of targets.
+    #[serde(skip)]
+    pub flush_factor: u64,
+}
+
+/// The hours and days with changes not yet stored (a few: plain lists),
+/// and whether the hosts' part has some.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dirty {
+    pub hours: Vec<u64>,
+    pub days: Vec<u64>,
+    pub hosts: bool,
+}
+
+impl Dirty {
+    pub fn mark(list: &mut Vec<u64>, n: u64) {
+        if !list.contains(&n) {
+            list.push(n);
+        }
+    }
 }
 
 impl History {
@@ -309,6 +336,8 @@ impl History {
         };
         rollup.up_ms += up_ms;
         rollup.total_ms += weight;
+        Dirty::mark(&mut self.dirty.hours, hour);
+        Dirty::mark(&mut self.dirty.days, obs.at_ms / DAY_MS);
         if up {
             rollup.latency.add(obs.latency_ms);
         }
@@ -389,6 +418,7 @@ impl History {
     pub fn note_host_poll(&mut self, host: &str, now_ms: u64) {
         self.hosts_polled_at.insert(host.to_string(), now_ms);
         self.dirty_since_ms.get_or_insert(now_ms);
+        self.dirty.hosts = true;
     }
 
     pub fn record_host(&mut self, host: &str, metrics: &HostMetrics, now_ms: u64) {
@@ -404,12 +434,26 @@ impl History {
     /// Whether the shell should store the history now: changes older than
     /// `flush_ms`, or made in an hour that has ended (its rollup is whole).
     pub fn flush_due(&self, now_ms: u64, flush_ms: u64) -> bool {
-        self.dirty_since_ms
-            .is_some_and(|d| now_ms >= d + flush_ms || now_ms / HOUR_MS != d / HOUR_MS)
+        let every = flush_ms * self.flush_factor.max(1);
+        self.dirty_since_ms.is_some_and(|d| now_ms >= d + every) || self.hour_ended(now_ms)
     }
 
-    pub fn mark_stored(&mut self) {
+    /// Whether changes were made in an hour that has ended: the flush at
+    /// `now_ms` is the one that stores that hour whole.
+    pub fn hour_ended(&self, now_ms: u64) -> bool {
+        self.dirty_since_ms
+            .is_some_and(|d| now_ms / HOUR_MS != d / HOUR_MS)
+    }
+
+    /// Everything changed before `now_ms` is stored (but for the first
+    /// minutes of an hour that just began: `history_rows`); a day not yet ended
+    /// stays marked, as its row is written once it ends.
+    pub fn mark_stored(&mut self, now_ms: u64) {
+        let ended = self.hour_ended(now_ms);
+        self.dirty.hours.retain(|h| ended && *h >= now_ms / HOUR_MS);
         self.dirty_since_ms = None;
+        self.dirty.days.retain(|d| *d >= now_ms / DAY_MS);
+        self.dirty.hosts = false;
     }
 
     /// Up time and watched time over the last `window_ms` (whole hours, the
@@ -768,7 +812,7 @@ mod tests {
         assert!(h.flush_due(t0 + 600_000, 600_000));
         // The hour ended: flush so the hour's rollup is stored whole.
         assert!(h.flush_due(11 * HOUR_MS, 600_000_000));
-        h.mark_stored();
+        h.mark_stored(11 * HOUR_MS);
         assert!(!h.flush_due(t0 + 600_000, 600_000));
 
         let m = HostMetrics {

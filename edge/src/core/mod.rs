@@ -8,6 +8,7 @@ pub mod cert;
 pub mod crash;
 pub mod flap;
 pub mod history;
+pub mod history_rows;
 pub mod incident;
 pub mod jobs;
 pub mod planner;

@@ -214,7 +214,7 @@ impl Runner {
             return;
         }
         match lock(&self.store).save_doc(HISTORY_DOC, &*history) {
-            Ok(_) => history.mark_stored(),
+            Ok(_) => history.mark_stored(now_ms()),
             Err(e) => {
                 tracing::error!(error = %e, "saving the history failed; retried at the next flush")
             }

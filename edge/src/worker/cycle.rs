@@ -17,7 +17,7 @@ use super::{load_config, lookup, Fallible, AE_BINDING};
 use crate::analytics;
 use crate::config::Target;
 use crate::core::alert::Delivery;
-use crate::core::budget::{self, Budget, Carried, ALERTS_KEPT};
+use crate::core::budget::{self, Budget, Carried, DailyWrites, ALERTS_KEPT};
 use crate::core::history::{History, HostSample};
 use crate::core::incident::PendingAction;
 use crate::core::planner::Completion;
@@ -51,6 +51,10 @@ pub struct CycleReport {
     subrequests: u32,
     subrequest_budget: u32,
     storage_writes: u32,
+    /// Rows written (keys put or deleted: what a SQLite-backed Durable
+    /// Object is billed and capped by), and by this isolate today (UTC).
+    rows_written: u32,
+    rows_written_today: u32,
     /// The largest stored value this cycle read or wrote.
     largest_value_bytes: usize,
     /// The largest shard invocation's subrequests (0: no shards).
@@ -62,6 +66,8 @@ pub struct CycleReport {
 thread_local! {
     /// The last cycle's report, for `/ops/summary`.
     static LAST: RefCell<Option<CycleReport>> = const { RefCell::new(None) };
+    /// Rows this isolate's cycles wrote today.
+    static ROWS_TODAY: RefCell<DailyWrites> = RefCell::new(DailyWrites::default());
 }
 
 /// The last cycle this isolate ran, if any.
@@ -248,15 +254,16 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     carried.probes += prober.lost.get();
     report.2 = deliver(&io, &store, &mut state, &mut carried).await;
     let saved = store.save(&mut state).await;
-    if history.flush_due(now_ms(), config.history_flush_ms()) {
-        match store.save_history(&history).await {
-            Ok(()) => history.mark_stored(),
-            Err(e) => console_error!("storing the history failed (kept in memory): {e}"),
+    let now = now_ms();
+    if history.flush_due(now, config.history_flush_ms()) {
+        if let Err(e) = store.save_history(&mut history, now).await {
+            console_error!("storing the history failed (kept in memory): {e}");
         }
     }
     Store::keep_history(history);
     saved.map_err(|e| format!("the state could not be stored (kept in this isolate): {e}"))?;
-    let (spent, writes, doc_writes, largest) = store.spent();
+    let (spent, writes, doc_writes, largest, rows) = store.spent();
+    let rows_today = ROWS_TODAY.with(|d| d.borrow_mut().add(rows, now));
     let report = CycleReport {
         probes: report.0,
         rounds: report.1,
@@ -269,6 +276,8 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         subrequests: spent.subrequests,
         subrequest_budget: spent.limit,
         storage_writes: spent.storage_writes,
+        rows_written: rows,
+        rows_written_today: rows_today,
         largest_value_bytes: largest,
         shard_subrequests_max: prober.shard_max.get(),
         carried,

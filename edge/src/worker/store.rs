@@ -4,7 +4,6 @@
 //! the history; and the state this isolate could not store.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 use worker::js_sys::{Object, Reflect};
@@ -15,7 +14,8 @@ use super::io::{now_ms, WorkerFetch};
 use super::{lookup, Fallible};
 use crate::client::{Exchange, Transport};
 use crate::core::budget::{worth_storing, Budget, Op};
-use crate::core::history::{History, HostSample, TargetHistory};
+use crate::core::history::History;
+use crate::core::history_rows::{HostsRowOwned, Kind};
 use crate::core::state::State;
 use crate::core::store_health::StoreView;
 
@@ -23,27 +23,22 @@ const KV_BINDING: &str = "VIGIL_KV";
 const STATE_KEY: &str = "state";
 /// History and crash reports are documents of their own: they change at
 /// other times than the state. In KV the history is one value; in the
-/// Durable Object one row per target (`history/t/<target>`) and one for the
-/// hosts (`history/hosts`), so no value grows with the number of targets.
+/// Durable Object rows by time (`core::history_rows`), each holding every
+/// target: `history/h/<slot>/<chunk>` (hours), `history/d/<slot>/<chunk>`
+/// (ended days), `history/hosts`. Read in one `list` under `history`, which
+/// also finds the keys of an older version's shapes (the single value
+/// `history`, rows `history/t/<target>`): not read, deleted.
 const HISTORY_KEY: &str = "history";
-const TARGET_ROW: &str = "history/t/";
+const HOUR_ROWS: &str = "history/h/";
+const DAY_ROWS: &str = "history/d/";
 const HOSTS_ROW: &str = "history/hosts";
-/// Keys one Durable Object `put` may take at once.
-const KEYS_PER_PUT: usize = 128;
+/// Keys one Durable Object `put` or `delete` may take at once.
+const KEYS_PER_CALL: usize = 128;
 pub const CRASHES_KEY: &str = "crashes";
 /// Test only: a URL asked before every write; while it answers other than
 /// 2xx the write fails, as a store refusing writes would
 /// (tests/tests/worker.rs sets it; never set in deploy/wrangler.toml).
 const FAIL_VAR: &str = "VIGIL_TEST_FAIL_WRITES";
-
-/// The hosts' part of the history, one row in the Durable Object.
-#[derive(Default, serde::Deserialize)]
-struct HostsRow {
-    #[serde(default)]
-    hosts: BTreeMap<String, VecDeque<HostSample>>,
-    #[serde(default)]
-    hosts_polled_at: BTreeMap<String, u64>,
-}
 
 thread_local! {
     /// The history as this isolate last saw it, changes not yet stored
@@ -87,9 +82,9 @@ pub struct Store<'a> {
     doc_writes: Cell<u32>,
     /// The largest value read or written, in bytes.
     largest: Cell<usize>,
-    /// The Durable Object still holds the history as one value (an older
-    /// version's): deleted once the rows are stored.
-    legacy_history: Cell<bool>,
+    /// Rows written (each key put or deleted; the platform bills and caps
+    /// a SQLite-backed Durable Object by rows written).
+    rows: Cell<u32>,
     /// `VIGIL_TEST_FAIL_WRITES`.
     fail_writes: Option<String>,
 }
@@ -137,7 +132,7 @@ impl<'a> Store<'a> {
             writes: Cell::new(0),
             doc_writes: Cell::new(0),
             largest: Cell::new(0),
-            legacy_history: Cell::new(false),
+            rows: Cell::new(0),
             fail_writes: lookup(env, FAIL_VAR),
         };
         store.count(Op::Read, stored_len);
@@ -156,13 +151,14 @@ impl<'a> Store<'a> {
     }
 
     /// What the invocation spent, the writes of the state and of the other
-    /// documents, and the largest value read or written.
-    pub fn spent(&self) -> (Budget, u32, u32, usize) {
+    /// documents, the largest value read or written, and the rows written.
+    pub fn spent(&self) -> (Budget, u32, u32, usize, u32) {
         (
             self.budget.borrow().clone(),
             self.writes.get(),
             self.doc_writes.get(),
             self.largest.get(),
+            self.rows.get(),
         )
     }
 
@@ -192,9 +188,15 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Counts one write of `rows` rows, the largest `bytes` long.
+    fn count_write(&self, rows: usize, bytes: usize) {
+        self.count(Op::Write, bytes);
+        self.rows.set(self.rows.get() + rows as u32);
+    }
+
     async fn put_text(&self, key: &str, text: &str) -> Fallible<()> {
         self.writable().await?;
-        self.count(Op::Write, text.len());
+        self.count_write(1, text.len());
         match &self.backend {
             Backend::Kv(kv) => kv
                 .put(key, text)
@@ -232,92 +234,83 @@ impl<'a> Store<'a> {
         }
     }
 
-    /// The stored history: one KV value, or the Durable Object's rows (else
-    /// the single value an older version stored there).
+    /// The stored history: one KV value, or the Durable Object's rows.
     async fn load_history(&self) -> Fallible<History> {
         let Backend::Durable(storage) = &self.backend else {
             return self.load_doc(HISTORY_KEY).await;
         };
-        // One read: the rows, and the single value an older version stored
-        // (its key is the rows' prefix without the slash), under the rows.
         let rows = storage
             .list_with_options(ListOptions::new().prefix(HISTORY_KEY))
             .await
             .map_err(|e| e.to_string())?;
-        let mut legacy = None;
-        let mut parts = Vec::new();
-        let mut bytes = 0;
+        let mut texts = Vec::new();
         rows.for_each(&mut |value, key| {
             if let (Some(key), Some(text)) = (key.as_string(), value.as_string()) {
-                bytes = bytes.max(text.len());
-                if key == HISTORY_KEY {
-                    legacy = Some(text);
-                } else {
-                    parts.push((key, text));
-                }
+                texts.push((key, text));
             }
         });
-        self.count(Op::Read, bytes);
-        let unreadable =
-            |key: &str, e: serde_json::Error| format!("stored {key} is unreadable: {e}");
-        let mut history: History = match legacy {
-            Some(text) => {
-                serde_json::from_slice(text.as_bytes()).map_err(|e| unreadable(HISTORY_KEY, e))?
-            }
-            None => History::default(),
-        };
-        for (key, text) in parts {
-            if let Some(target) = key.strip_prefix(TARGET_ROW) {
-                let t: TargetHistory =
-                    serde_json::from_slice(text.as_bytes()).map_err(|e| unreadable(&key, e))?;
-                history.targets.insert(target.to_string(), t);
+        let largest = texts.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
+        self.count(Op::Read, largest);
+        let (mut hours, mut days, mut hosts) = (Vec::new(), Vec::new(), None);
+        let mut old_keys = Vec::new();
+        for (key, text) in texts {
+            let unreadable = |e: serde_json::Error| format!("stored {key} is unreadable: {e}");
+            let bytes = text.as_bytes();
+            if key.starts_with(HOUR_ROWS) {
+                hours.push(serde_json::from_slice(bytes).map_err(unreadable)?);
+            } else if key.starts_with(DAY_ROWS) {
+                days.push(serde_json::from_slice(bytes).map_err(unreadable)?);
             } else if key == HOSTS_ROW {
-                let h: HostsRow =
-                    serde_json::from_slice(text.as_bytes()).map_err(|e| unreadable(&key, e))?;
-                history.hosts = h.hosts;
-                history.hosts_polled_at = h.hosts_polled_at;
+                hosts = Some(serde_json::from_slice::<HostsRowOwned>(bytes).map_err(unreadable)?);
+            } else {
+                old_keys.push(key);
             }
         }
-        Ok(history)
+        for chunk in old_keys.chunks(KEYS_PER_CALL) {
+            self.count_write(chunk.len(), 0);
+            storage
+                .delete_multiple(chunk.to_vec())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(History::from_rows(hours, days, hosts))
     }
 
-    /// Stores the history: one KV value, or in the Durable Object a row per
-    /// target and one for the hosts, `KEYS_PER_PUT` to a write.
-    pub async fn save_history(&self, history: &History) -> Fallible<()> {
+    /// Stores the history: one KV value, or in the Durable Object the rows
+    /// that changed at `now_ms` (`History::rows_due`), in one `put`; marks
+    /// it stored.
+    pub async fn save_history(&self, history: &mut History, now_ms: u64) -> Fallible<()> {
         let Backend::Durable(storage) = &self.backend else {
-            return self.save_doc(HISTORY_KEY, history).await;
+            self.save_doc(HISTORY_KEY, &*history).await?;
+            history.mark_stored(now_ms);
+            return Ok(());
         };
         self.writable().await?;
-        let hosts = serde_json::json!({
-            "hosts": &history.hosts,
-            "hosts_polled_at": &history.hosts_polled_at,
-        });
-        let mut rows = vec![(HOSTS_ROW.to_string(), hosts.to_string())];
-        for (id, t) in &history.targets {
-            let text = serde_json::to_string(t).map_err(|e| e.to_string())?;
-            rows.push((format!("{TARGET_ROW}{id}"), text));
-        }
-        for chunk in rows.chunks(KEYS_PER_PUT) {
+        let rows = history.rows_due(now_ms).map_err(|e| e.to_string())?;
+        for chunk in rows.chunks(KEYS_PER_CALL) {
             let object = Object::new();
-            for (key, text) in chunk {
-                Reflect::set(&object, &JsValue::from_str(key), &JsValue::from_str(text))
-                    .map_err(|e| format!("{e:?}"))?;
+            for row in chunk {
+                let key = match row.kind {
+                    Kind::Hour => format!("{HOUR_ROWS}{}/{}", row.slot, row.chunk),
+                    Kind::Day => format!("{DAY_ROWS}{}/{}", row.slot, row.chunk),
+                    Kind::Hosts => HOSTS_ROW.to_string(),
+                };
+                Reflect::set(
+                    &object,
+                    &JsValue::from_str(&key),
+                    &JsValue::from_str(&row.json),
+                )
+                .map_err(|e| format!("{e:?}"))?;
             }
-            let largest = chunk.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
-            self.count(Op::Write, largest);
+            let largest = chunk.iter().map(|r| r.json.len()).max().unwrap_or(0);
+            self.count_write(chunk.len(), largest);
             storage
                 .put_multiple_raw(object)
                 .await
                 .map_err(|e| e.to_string())?;
             self.doc_writes.set(self.doc_writes.get() + 1);
         }
-        if self.legacy_history.replace(false) {
-            self.count(Op::Write, 0);
-            storage
-                .delete(HISTORY_KEY)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        history.stored_rows(now_ms, &rows);
         Ok(())
     }
 
