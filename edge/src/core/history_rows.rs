@@ -7,8 +7,9 @@
 //!   slots overwritten as hours come round): each target's time watched and
 //!   down, its 5-minute slices and its latency histogram. The open hour's
 //!   row is rewritten at each flush; its last write is the closed hour.
-//! - a day row per ended day, in slot `day % DAYS_KEPT` (90 days): each
-//!   target's time watched and down, in the day and per hour.
+//! - per ended day, a day row in slot `day % DAYS_KEPT` (90 days): each
+//!   target's time watched and down that day; and a day-hours row in slot
+//!   `day % 30` (the hourly rollups' 30 days): the same per hour.
 //! - the hosts' row: their metric samples and poll times.
 //!
 //! `History::rows_due` says what a flush writes (what changed since the last
@@ -58,12 +59,24 @@ pub struct HostsRow<H, P> {
 
 pub type HostsRowOwned = HostsRow<BTreeMap<String, VecDeque<HostSample>>, BTreeMap<String, u64>>;
 
-/// Which row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which row, in the order a history is rebuilt from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
-    Hour,
     Day,
+    DayHours,
+    Hour,
     Hosts,
+}
+
+impl Kind {
+    /// The slots its rows take in turn.
+    fn slots(self) -> u64 {
+        match self {
+            Kind::Day => DAYS_KEPT,
+            Kind::DayHours => HOURS_KEPT / HOURS_PER_DAY,
+            _ => HOUR_SLOTS,
+        }
+    }
 }
 
 /// A row to store: its kind, slot and chunk, and its value.
@@ -97,16 +110,19 @@ fn hour_part(th: &TargetHistory, hour: u64) -> Option<HourPart> {
     Some(HourPart(watched, down, slices, r.latency.clone()))
 }
 
-/// A target's ended day: its total and its hours (none when they are no
-/// longer kept).
-fn day_part(th: &TargetHistory, day: u64) -> Option<HourPart> {
-    let d = th.days.iter().find(|d| d.d == day)?;
+/// A target's ended day: its total (a day row), or its hours (a day-hours
+/// row; none when they are no longer kept).
+fn day_part(th: &TargetHistory, day: u64, kind: Kind) -> Option<HourPart> {
+    if kind == Kind::Day {
+        let d = th.days.iter().find(|d| d.d == day)?;
+        let [watched, down] = pair(d.total_ms, d.up_ms);
+        return Some(HourPart(watched, down, Vec::new(), Histogram::default()));
+    }
     let mut pairs = Vec::new();
     for r in th.hours.iter().filter(|r| r.hour / HOURS_PER_DAY == day) {
         set_pair(&mut pairs, r.hour % HOURS_PER_DAY, r.total_ms, r.up_ms);
     }
-    let [watched, down] = pair(d.total_ms, d.up_ms);
-    Some(HourPart(watched, down, pairs, Histogram::default()))
+    (!pairs.is_empty()).then(|| HourPart(0, 0, pairs, Histogram::default()))
 }
 
 /// Puts the rollup of `hour` (time watched and down) in its place, over
@@ -127,7 +143,7 @@ fn put_hour(th: &mut TargetHistory, hour: u64, [watched, down]: [u64; 2], latenc
 
 /// Splits the targets' parts into rows of at most `ROW_BYTES`.
 fn chunked(
-    (kind, n, at, slots): (Kind, u64, u64, u64),
+    (kind, n, at): (Kind, u64, u64),
     parts: impl Iterator<Item = (String, HourPart)>,
     out: &mut Vec<RowOut>,
 ) -> Result<(), serde_json::Error> {
@@ -149,7 +165,7 @@ fn chunked(
         if parts.peek().is_none() || bytes + next > ROW_BYTES - 64 {
             out.push(RowOut {
                 kind,
-                slot: n % slots,
+                slot: n % kind.slots(),
                 chunk,
                 json: serde_json::to_string(&row)?,
             });
@@ -160,14 +176,16 @@ fn chunked(
     Ok(())
 }
 
-/// Of the rows read, the newest write of each slot.
-fn newest(mut rows: Vec<Row>, slots: u64) -> Vec<Row> {
-    let keys: Vec<(u64, u64)> = rows.iter().map(|r| (r.n, r.at)).collect();
-    rows.retain(|r| {
+/// Of the rows read, the newest write of each kind's slot, in the order
+/// the history is rebuilt from them (by kind, then time).
+fn newest(mut rows: Vec<(Kind, Row)>) -> Vec<(Kind, Row)> {
+    let keys: Vec<(Kind, u64, u64)> = rows.iter().map(|(k, r)| (*k, r.n, r.at)).collect();
+    rows.retain(|(kind, r)| {
+        let slot = |n: u64| n % kind.slots();
         keys.iter()
-            .all(|k| k.0 % slots != r.n % slots || *k <= (r.n, r.at))
+            .all(|k| k.0 != *kind || slot(k.1) != slot(r.n) || (k.1, k.2) <= (r.n, r.at))
     });
-    rows.sort_by_key(|r| r.n);
+    rows.sort_by_key(|(k, r)| (*k, r.n));
     rows
 }
 
@@ -184,17 +202,17 @@ impl History {
         let hours = self.dirty.hours.iter().filter(|h| Some(**h) != open);
         let days = self.dirty.days.iter().filter(|d| **d < today);
         let due = hours
-            .map(|h| (Kind::Hour, *h, HOUR_SLOTS))
-            .chain(days.map(|d| (Kind::Day, *d, DAYS_KEPT)));
-        for (kind, n, slots) in due {
+            .map(|h| (Kind::Hour, *h))
+            .chain(days.flat_map(|d| [(Kind::Day, *d), (Kind::DayHours, *d)]));
+        for (kind, n) in due {
             let parts = self.targets.iter().filter_map(|(id, th)| {
                 let part = match kind {
                     Kind::Hour => hour_part(th, n),
-                    _ => day_part(th, n),
+                    _ => day_part(th, n, kind),
                 };
                 Some((id.clone(), part?))
             });
-            chunked((kind, n, now_ms, slots), parts, &mut out)?;
+            chunked((kind, n, now_ms), parts, &mut out)?;
         }
         if self.dirty.hosts {
             let row = HostsRow {
@@ -235,45 +253,53 @@ impl History {
     }
 
     /// The history the rows hold: each day's total from its day row, else
-    /// from its hours; the hours of the day rows, and of the hour rows,
-    /// which stand over them. Days whose hours are stored but whose day row
-    /// is not are marked, to be written once they have ended.
-    pub fn from_rows(hours: Vec<Row>, days: Vec<Row>, hosts: Option<HostsRowOwned>) -> Self {
+    /// from its hours; the hours of the day-hours rows, and of the hour
+    /// rows, which stand over them. Days whose hours are stored but whose
+    /// day row is not are marked, to be written once they have ended.
+    pub fn from_rows(rows: Vec<(Kind, Row)>, hosts: Option<HostsRowOwned>) -> Self {
         let mut history = History::default();
-        let days = newest(days, DAYS_KEPT);
-        let stored: Vec<u64> = days.iter().map(|r| r.n).collect();
-        let rows = days.into_iter().map(|r| (true, r));
-        for (is_day, row) in rows.chain(newest(hours, HOUR_SLOTS).into_iter().map(|r| (false, r))) {
-            let (day, first_hour) = match is_day {
-                true => (row.n, row.n * HOURS_PER_DAY),
-                false => (row.n / HOURS_PER_DAY, row.n),
+        let rows = newest(rows);
+        let stored: Vec<u64> = rows
+            .iter()
+            .filter(|(k, _)| *k == Kind::Day)
+            .map(|(_, r)| r.n)
+            .collect();
+        for (kind, row) in rows {
+            let (day, first_hour) = match kind {
+                Kind::Hour => (row.n / HOURS_PER_DAY, row.n),
+                _ => (row.n, row.n * HOURS_PER_DAY),
             };
-            if !stored.contains(&day) {
+            let has_total = stored.contains(&day);
+            if !has_total {
                 Dirty::mark(&mut history.dirty.days, day);
             }
             for (id, HourPart(watched, down, pairs, latency)) in row.t {
                 let th = history.targets.entry(id).or_default();
-                if is_day || !stored.contains(&day) {
+                if kind == Kind::Day || (kind == Kind::Hour && !has_total) {
                     record_day(&mut th.days, day, watched.saturating_sub(down), watched);
                 }
-                if is_day {
-                    for (i, p) in pairs.chunks_exact(2).enumerate() {
-                        if p[0] > 0 {
-                            let hour = first_hour + i as u64;
-                            put_hour(th, hour, [p[0], p[1]], Histogram::default());
+                match kind {
+                    Kind::DayHours => {
+                        for (i, p) in pairs.chunks_exact(2).enumerate() {
+                            if p[0] > 0 {
+                                let hour = first_hour + i as u64;
+                                put_hour(th, hour, [p[0], p[1]], Histogram::default());
+                            }
                         }
                     }
-                    continue;
-                }
-                put_hour(th, first_hour, [watched, down], latency);
-                for (i, p) in pairs.chunks_exact(2).enumerate() {
-                    if p[0] > 0 {
-                        th.slices.push_back(Slice {
-                            n: first_hour * SLICES_PER_HOUR + i as u64,
-                            up_ms: p[0].saturating_sub(p[1]),
-                            total_ms: p[0],
-                        });
+                    Kind::Hour => {
+                        put_hour(th, first_hour, [watched, down], latency);
+                        for (i, p) in pairs.chunks_exact(2).enumerate() {
+                            if p[0] > 0 {
+                                th.slices.push_back(Slice {
+                                    n: first_hour * SLICES_PER_HOUR + i as u64,
+                                    up_ms: p[0].saturating_sub(p[1]),
+                                    total_ms: p[0],
+                                });
+                            }
+                        }
                     }
+                    _ => {}
                 }
             }
         }
@@ -303,30 +329,24 @@ mod tests {
 
     /// Stores rows as the Durable Object does: by kind, slot and chunk.
     #[derive(Default)]
-    struct Rows(BTreeMap<(u8, u64, usize), String>);
+    struct Rows(BTreeMap<(Kind, u64, usize), String>);
 
     impl Rows {
         fn store(&mut self, rows: &[RowOut]) {
             for r in rows {
-                let kind = match r.kind {
-                    Kind::Hour => 0,
-                    Kind::Day => 1,
-                    Kind::Hosts => 2,
-                };
-                self.0.insert((kind, r.slot, r.chunk), r.json.clone());
+                self.0.insert((r.kind, r.slot, r.chunk), r.json.clone());
             }
         }
 
         fn read(&self) -> History {
-            let (mut hours, mut days, mut hosts) = (Vec::new(), Vec::new(), None);
+            let (mut rows, mut hosts) = (Vec::new(), None);
             for ((kind, _, _), json) in &self.0 {
                 match kind {
-                    0 => hours.push(serde_json::from_str(json).unwrap()),
-                    1 => days.push(serde_json::from_str(json).unwrap()),
-                    _ => hosts = Some(serde_json::from_str(json).unwrap()),
+                    Kind::Hosts => hosts = Some(serde_json::from_str(json).unwrap()),
+                    _ => rows.push((*kind, serde_json::from_str(json).unwrap())),
                 }
             }
-            History::from_rows(hours, days, hosts)
+            History::from_rows(rows, hosts)
         }
     }
 
@@ -439,14 +459,14 @@ mod tests {
         println!("rows in a steady day and an hour (10, 1000 targets): {written:?}");
     }
 
-    /// What a fresh isolate reads at 1,000 targets after 30 days: every
-    /// row (25 hours, 30 days), each under 128 KB, fewer bytes than the
-    /// history as one value.
+    /// What a fresh isolate reads at 1,000 targets after 90 days: every
+    /// row (25 hours, 30 days' hours, 90 days), each under 128 KB, fewer
+    /// bytes than the history as one value.
     #[test]
-    fn thirty_days_of_a_thousand_targets_in_rows() {
+    fn ninety_days_of_a_thousand_targets_in_rows() {
         let mut h = History::default();
         let from = 20_000 * DAY_MS;
-        let minutes = 31 * 1440;
+        let minutes = 91 * 1440;
         run(&mut h, &mut Rows::default(), 1, from, minutes);
         let now = from + minutes * MIN;
         let one = h.targets["t0"].clone();
@@ -466,7 +486,7 @@ mod tests {
         let t = std::time::Instant::now();
         let read = rows.read();
         println!(
-            "1,000 targets, 30 days: {} rows, {bytes} bytes (one value: {whole}); read back in {:?} (debug build)",
+            "1,000 targets, 90 days: {} rows, {bytes} bytes (one value: {whole}); read back in {:?} (debug build)",
             out.len(),
             t.elapsed()
         );
@@ -483,7 +503,7 @@ mod tests {
         // 25 hours later the same slot holds another hour: the older row,
         // in a chunk the newer write did not use, is not read.
         rows.0.insert(
-            (0, (from / HOUR_MS) % HOUR_SLOTS, 7),
+            (Kind::Hour, (from / HOUR_MS) % HOUR_SLOTS, 7),
             serde_json::to_string(&Row {
                 n: from / HOUR_MS - HOUR_SLOTS,
                 at: from - DAY_MS,

@@ -25,12 +25,13 @@ const STATE_KEY: &str = "state";
 /// other times than the state. In KV the history is one value; in the
 /// Durable Object rows by time (`core::history_rows`), each holding every
 /// target: `history/h/<slot>/<chunk>` (hours), `history/d/<slot>/<chunk>`
-/// (ended days), `history/hosts`. Read in one `list` under `history`, which
+/// (ended days), `history/dh/<slot>/<chunk>` (their hours), `history/hosts`. Read in one `list` under `history`, which
 /// also finds the keys of an older version's shapes (the single value
 /// `history`, rows `history/t/<target>`): not read, deleted.
 const HISTORY_KEY: &str = "history";
 const HOUR_ROWS: &str = "history/h/";
 const DAY_ROWS: &str = "history/d/";
+const DAY_HOUR_ROWS: &str = "history/dh/";
 const HOSTS_ROW: &str = "history/hosts";
 /// Keys one Durable Object `put` or `delete` may take at once.
 const KEYS_PER_CALL: usize = 128;
@@ -251,15 +252,19 @@ impl<'a> Store<'a> {
         });
         let largest = texts.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
         self.count(Op::Read, largest);
-        let (mut hours, mut days, mut hosts) = (Vec::new(), Vec::new(), None);
-        let mut old_keys = Vec::new();
+        let (mut rows, mut hosts, mut old_keys) = (Vec::new(), None, Vec::new());
         for (key, text) in texts {
             let unreadable = |e: serde_json::Error| format!("stored {key} is unreadable: {e}");
             let bytes = text.as_bytes();
-            if key.starts_with(HOUR_ROWS) {
-                hours.push(serde_json::from_slice(bytes).map_err(unreadable)?);
-            } else if key.starts_with(DAY_ROWS) {
-                days.push(serde_json::from_slice(bytes).map_err(unreadable)?);
+            let kind = [
+                (HOUR_ROWS, Kind::Hour),
+                (DAY_ROWS, Kind::Day),
+                (DAY_HOUR_ROWS, Kind::DayHours),
+            ]
+            .into_iter()
+            .find(|(prefix, _)| key.starts_with(prefix));
+            if let Some((_, kind)) = kind {
+                rows.push((kind, serde_json::from_slice(bytes).map_err(unreadable)?));
             } else if key == HOSTS_ROW {
                 hosts = Some(serde_json::from_slice::<HostsRowOwned>(bytes).map_err(unreadable)?);
             } else {
@@ -273,7 +278,7 @@ impl<'a> Store<'a> {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        Ok(History::from_rows(hours, days, hosts))
+        Ok(History::from_rows(rows, hosts))
     }
 
     /// Stores the history: one KV value, or in the Durable Object the rows
@@ -290,10 +295,15 @@ impl<'a> Store<'a> {
         for chunk in rows.chunks(KEYS_PER_CALL) {
             let object = Object::new();
             for row in chunk {
+                let prefix = match row.kind {
+                    Kind::Hour => HOUR_ROWS,
+                    Kind::Day => DAY_ROWS,
+                    Kind::DayHours => DAY_HOUR_ROWS,
+                    Kind::Hosts => HOSTS_ROW,
+                };
                 let key = match row.kind {
-                    Kind::Hour => format!("{HOUR_ROWS}{}/{}", row.slot, row.chunk),
-                    Kind::Day => format!("{DAY_ROWS}{}/{}", row.slot, row.chunk),
-                    Kind::Hosts => HOSTS_ROW.to_string(),
+                    Kind::Hosts => prefix.to_string(),
+                    _ => format!("{prefix}{}/{}", row.slot, row.chunk),
                 };
                 Reflect::set(
                     &object,
