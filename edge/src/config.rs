@@ -149,6 +149,55 @@ impl Default for Discord {
     }
 }
 
+/// Where alerts can go (`[[channel]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Discord,
+    Pagerduty,
+    Slack,
+    Webhook,
+}
+
+/// PagerDuty's public Events v2 endpoint.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    pub id: String,
+    pub kind: ChannelKind,
+    /// The webhook URL's variable (Discord, Slack, webhook).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// The integration key's variable (PagerDuty).
+    #[serde(default)]
+    pub routing_key_env: Option<String>,
+    #[serde(default)]
+    pub events_url: Option<String>,
+    /// The signing secret's variable (webhook).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Alerts about one subject within this long of the last are not sent
+    /// again on this channel (pages and their ack/resolve excepted).
+    #[serde(default)]
+    pub cooldown_s: f64,
+}
+
+/// Sends alerts of these severities about these targets to these channels.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Empty: every severity.
+    #[serde(default)]
+    pub severity: Vec<crate::core::route::Severity>,
+    /// Globs over the alert's subject (target id, `job:<id>`, `crash:<app>`,
+    /// `vigil`); empty: every subject.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    pub channels: Vec<String>,
+}
+
 /// The OpenAI-compatible planner. Without a key the ladder plans alone.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,6 +328,10 @@ pub struct Config {
     pub discord: Discord,
     #[serde(default)]
     pub llm: Llm,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<Channel>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
     #[serde(default, rename = "host")]
@@ -562,6 +615,7 @@ impl Config {
                 format!("{:?} is not an address:port", self.listen),
             ));
         }
+        self.validate_channels()?;
         let mut hosts = BTreeMap::new();
         for (i, h) in self.hosts.iter().enumerate() {
             let key = format!("host[{i}].id");
@@ -690,6 +744,63 @@ impl Config {
         let d = &self.job_defaults;
         seconds("job_defaults.period_s", d.period_s, false, YEAR_S)?;
         seconds("job_defaults.grace_s", d.grace_s, true, YEAR_S)?;
+        Ok(())
+    }
+}
+
+impl Config {
+    pub fn channel(&self, id: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+
+    /// `[[channel]]` and `[[route]]`: each channel has what its kind needs;
+    /// each route names declared channels and valid globs.
+    fn validate_channels(&self) -> Result<(), (String, String)> {
+        let mut ids = BTreeMap::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            let key = |k: &str| format!("channel[{i}].{k}");
+            if !valid_id(&c.id) {
+                return Err((
+                    key("id"),
+                    format!("{:?} must match [a-z0-9][a-z0-9_-]*", c.id),
+                ));
+            }
+            if ids.insert(c.id.as_str(), ()).is_some() {
+                return Err((key("id"), format!("duplicate channel id {:?}", c.id)));
+            }
+            let needs: &[(&str, &Option<String>)] = match c.kind {
+                ChannelKind::Discord | ChannelKind::Slack => &[("url_env", &c.url_env)],
+                ChannelKind::Webhook => &[("url_env", &c.url_env), ("secret_env", &c.secret_env)],
+                ChannelKind::Pagerduty => &[("routing_key_env", &c.routing_key_env)],
+            };
+            for (k, v) in needs {
+                if v.as_deref().is_none_or(str::is_empty) {
+                    return Err((key(k), format!("a {:?} channel needs {k}", c.kind)));
+                }
+            }
+            if let Some(u) = &c.events_url {
+                if c.kind != ChannelKind::Pagerduty {
+                    return Err((key("events_url"), "only for a pagerduty channel".into()));
+                }
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err((key("events_url"), format!("{u:?} is not an http(s) URL")));
+                }
+            }
+            seconds(&key("cooldown_s"), c.cooldown_s, true, WEEK_S)?;
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            if r.channels.is_empty() {
+                return Err((key("channels"), "name at least one channel".into()));
+            }
+            if let Some(c) = r.channels.iter().find(|c| self.channel(c).is_none()) {
+                return Err((key("channels"), format!("no [[channel]] with id {c:?}")));
+            }
+            for t in &r.targets {
+                glob::Pattern::new(t)
+                    .map_err(|e| (key("targets"), format!("{t:?} is not a glob: {e}")))?;
+            }
+        }
         Ok(())
     }
 }

@@ -247,9 +247,21 @@ pub struct Incident {
     pub pending_action: Option<PendingAction>,
     #[serde(default)]
     pub manual_actions: Vec<ManualAction>,
+    /// The paging channels its page went to: they hear of its ack and close.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paged_to: Vec<String>,
+    /// Its ack / close was queued to `paged_to`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub page_acked: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub page_resolved: bool,
     /// Critical crash reports counted into this incident (crash subjects).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub crash_reports: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -281,6 +293,9 @@ impl Incident {
             lease: None,
             pending_action: None,
             manual_actions: Vec::new(),
+            paged_to: Vec::new(),
+            page_acked: false,
+            page_resolved: false,
             crash_reports: 0,
         }
     }

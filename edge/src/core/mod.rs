@@ -3,6 +3,7 @@
 //! reads a clock or does I/O.
 
 pub mod alert;
+pub mod channel;
 pub mod crash;
 pub mod flap;
 pub mod history;
@@ -10,6 +11,7 @@ pub mod incident;
 pub mod jobs;
 pub mod planner;
 pub mod probe;
+pub mod route;
 pub mod schedule;
 pub mod slo;
 pub mod state;

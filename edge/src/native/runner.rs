@@ -353,8 +353,8 @@ impl Runner {
         }
     }
 
-    /// Delivers queued messages oldest first, stopping at the first failure
-    /// so that order is kept.
+    /// Delivers queued messages oldest first per channel; a channel that
+    /// fails waits out its backoff (its order kept) while the others go on.
     pub async fn deliver(&self) {
         let _one_at_a_time = self.delivering.lock().await;
         loop {
@@ -362,16 +362,16 @@ impl Runner {
             let Some(entry) = self.update(|s| s.outbox.due(now_ms(), per_minute)) else {
                 return;
             };
-            let outcome = self.io.deliver(&entry.message).await;
-            let stop = !matches!(outcome, Delivery::Sent | Delivery::Rejected { .. });
+            let outcome = self.io.deliver_entry(&entry).await;
             match &outcome {
-                Delivery::Sent => tracing::info!(key = %entry.key, "alert delivered"),
-                other => tracing::warn!(key = %entry.key, outcome = ?other, "alert not delivered"),
+                Delivery::Sent => {
+                    tracing::info!(key = %entry.key, channel = %entry.channel, "alert delivered")
+                }
+                other => {
+                    tracing::warn!(key = %entry.key, channel = %entry.channel, outcome = ?other, "alert not delivered")
+                }
             }
             self.update(|s| s.outbox.record(entry.id, outcome, now_ms()));
-            if stop {
-                return;
-            }
         }
     }
 
