@@ -125,3 +125,236 @@ impl Routing {
         self.cooldown_ms.get(channel).copied().unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::alert::{page_message, Alert, Delivery, Outbox};
+    use crate::core::channel::pagerduty_event;
+    use crate::core::incident::RemediationStatus;
+    use crate::core::state::State;
+
+    const ROUTED: &str = r#"
+[[channel]]
+id = "ops"
+kind = "discord"
+url_env = "OPS_HOOK"
+cooldown_s = 60
+[[channel]]
+id = "pd"
+kind = "pagerduty"
+routing_key_env = "PD_KEY"
+[[channel]]
+id = "chat"
+kind = "slack"
+url_env = "SLACK_HOOK"
+[[route]]
+severity = ["critical"]
+targets = ["api*"]
+channels = ["pd", "ops"]
+[[route]]
+severity = ["warning", "info"]
+channels = ["chat", "ops"]
+[[target]]
+id = "api-core"
+url = "http://127.0.0.1:1/"
+"#;
+
+    fn routed() -> (Config, Outbox) {
+        let c = Config::parse("t.toml", ROUTED).unwrap();
+        let o = Outbox {
+            routing: Routing::from_config(&c),
+            ..Outbox::default()
+        };
+        (c, o)
+    }
+
+    fn notice(key: &str, severity: Severity, subject: &str) -> Alert {
+        let m = page_message(None, subject, "inc", key, &[]);
+        Alert::notice(key.into(), severity, subject, m)
+    }
+
+    fn queued(o: &Outbox) -> Vec<String> {
+        o.entries
+            .iter()
+            .map(|e| format!("{} {}", e.channel, e.key))
+            .collect()
+    }
+
+    #[test]
+    fn bad_channels_and_routes_are_refused_naming_the_key() {
+        let err = |t: &str| Config::parse("t.toml", t).unwrap_err().to_string();
+        let pd = "[[channel]]\nid = \"pd\"\nkind = \"pagerduty\"\n";
+        assert!(
+            err(pd).contains("channel[0].routing_key_env"),
+            "{}",
+            err(pd)
+        );
+        let hook = "[[channel]]\nid = \"h\"\nkind = \"webhook\"\nurl_env = \"U\"\n";
+        assert!(err(hook).contains("channel[0].secret_env"));
+        let route = "[[route]]\nchannels = [\"nope\"]\n";
+        assert!(err(route).contains("route[0].channels"));
+        let glob = format!("{ROUTED}[[route]]\ntargets = [\"[\"]\nchannels = [\"ops\"]\n");
+        assert!(err(&glob).contains("route[2].targets"), "{}", err(&glob));
+    }
+
+    #[test]
+    fn without_routes_everything_goes_to_discord() {
+        let r = Routing::from_config(&Config::parse("t.toml", "").unwrap());
+        assert_eq!(r.channels(Severity::Info, "x", false), ["discord"]);
+        assert_eq!(r.channels(Severity::Critical, "x", true), ["discord"]);
+    }
+
+    #[test]
+    fn routes_pick_channels_by_severity_and_glob_and_paging_channels_take_pages_only() {
+        let (_, o) = routed();
+        let r = &o.routing;
+        assert_eq!(
+            r.channels(Severity::Critical, "api-core", true),
+            ["pd", "ops"]
+        );
+        assert_eq!(r.channels(Severity::Critical, "api-core", false), ["ops"]);
+        assert!(r.channels(Severity::Critical, "docs", false).is_empty());
+        assert_eq!(
+            r.channels(Severity::Warning, "docs", false),
+            ["chat", "ops"]
+        );
+    }
+
+    #[test]
+    fn one_alert_is_queued_once_per_channel_and_a_failing_channel_holds_only_itself() {
+        let (_, mut o) = routed();
+        assert!(o.push(notice("a", Severity::Warning, "docs"), 0));
+        assert!(!o.push(notice("a", Severity::Warning, "docs"), 0), "dedup");
+        assert!(o.push(notice("b", Severity::Warning, "web"), 0));
+        assert_eq!(queued(&o), ["chat a", "ops a", "chat b", "ops b"]);
+        let first = o.due(0, 30).unwrap();
+        assert_eq!((first.channel.as_str(), first.key.as_str()), ("chat", "a"));
+        o.record(
+            first.id,
+            Delivery::Failed {
+                error: "500".into(),
+            },
+            0,
+        );
+        // chat waits out its backoff; ops goes on, in its own order.
+        let next = o.due(0, 30).unwrap();
+        assert_eq!((next.channel.as_str(), next.key.as_str()), ("ops", "a"));
+        o.record(next.id, Delivery::Sent, 0);
+        assert_eq!(o.due(0, 30).unwrap().key, "b");
+        assert!(
+            !o.push(notice("a", Severity::Warning, "docs"), 5),
+            "sent, not again"
+        );
+        let retry = o.due(1000, 30).unwrap();
+        assert_eq!((retry.channel.as_str(), retry.key.as_str()), ("chat", "a"));
+    }
+
+    #[test]
+    fn a_channels_cooldown_holds_repeats_about_one_subject_there_only() {
+        let (_, mut o) = routed();
+        o.push(notice("a", Severity::Warning, "docs"), 0);
+        o.push(notice("b", Severity::Warning, "docs"), 59_999);
+        assert_eq!(queued(&o), ["chat a", "ops a", "chat b"], "ops cools down");
+        assert_eq!(o.cooled, 1);
+        o.push(notice("c", Severity::Warning, "docs"), 60_000);
+        assert_eq!(queued(&o).last().unwrap(), "ops c");
+    }
+
+    #[test]
+    fn the_per_minute_cap_and_summaries_are_per_channel() {
+        let (_, mut o) = routed();
+        for n in 0..5 {
+            o.push(
+                notice(&format!("k{n}"), Severity::Info, &format!("t{n}")),
+                0,
+            );
+        }
+        let mut sent = Vec::new();
+        while let Some(e) = o.due(0, 2) {
+            sent.push(format!("{} {}", e.channel, e.headline()));
+            o.record(e.id, Delivery::Sent, 0);
+        }
+        assert_eq!(
+            sent,
+            [
+                "chat Page: t0",
+                "ops Page: t0",
+                "chat Vigil: 4 alerts in one (over 2 messages a minute)",
+                "ops Vigil: 4 alerts in one (over 2 messages a minute)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_page_triggers_acks_and_resolves_pagerduty_with_one_dedup_key_across_a_restart() {
+        let (c, _) = routed();
+        let mut s = State::default();
+        s.reconcile(&c, 0, true);
+        let id = s.open_incident("api-core", RemediationStatus::Exhausted, 0);
+        s.incident_mut(&id).unwrap().remediation = RemediationStatus::Exhausted;
+        assert!(s.page(&id, "remediation exhausted", None, 1));
+        assert!(!s.page(&id, "again", None, 2), "once per incident");
+        let pd: Vec<_> = s
+            .outbox
+            .entries
+            .iter()
+            .filter(|e| e.channel == "pd")
+            .collect();
+        assert_eq!(pd.len(), 1);
+        let trigger = pagerduty_event(pd[0], "k").unwrap();
+        assert_eq!(trigger["event_action"], "trigger");
+        assert_eq!(trigger["dedup_key"], id.as_str());
+        assert_eq!(trigger["payload"]["severity"], "critical");
+        assert_eq!(trigger["payload"]["source"], "api-core");
+        s.acknowledge(&id, "alice", 3).unwrap();
+        // A restart: the state is stored and read back.
+        let mut s: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        s.reconcile(&c, 4, true);
+        s.resolve(&id, "alice", 5).unwrap();
+        s.follow_pages(6);
+        let events: Vec<(String, String)> = s
+            .outbox
+            .entries
+            .iter()
+            .filter(|e| e.channel == "pd")
+            .map(|e| {
+                let v = pagerduty_event(e, "k").unwrap();
+                (v["event_action"].to_string(), v["dedup_key"].to_string())
+            })
+            .collect();
+        let key = format!("{id:?}");
+        assert_eq!(
+            events,
+            [
+                ("\"trigger\"".to_string(), key.clone()),
+                ("\"acknowledge\"".to_string(), key.clone()),
+                ("\"resolve\"".to_string(), key)
+            ]
+        );
+        assert!(
+            s.outbox
+                .entries
+                .iter()
+                .all(|e| e.channel != "ops" || e.page != Some(PageEvent::Resolve)),
+            "a chat channel sees the recovery itself"
+        );
+    }
+
+    #[test]
+    fn a_pagerduty_summary_stays_within_its_limit() {
+        let (_, mut o) = routed();
+        let long = "x".repeat(5000);
+        let mut a = notice("inc/page", Severity::Critical, "api-core");
+        a.message = page_message(None, "api-core", "inc", &long, &[]);
+        a.page = Some(PageEvent::Trigger);
+        a.incident = Some("inc".into());
+        o.push(a, 0);
+        let e = o.entries.iter().find(|e| e.channel == "pd").unwrap();
+        let v = pagerduty_event(e, "k").unwrap();
+        assert_eq!(
+            v["payload"]["summary"].as_str().unwrap().chars().count(),
+            1024
+        );
+    }
+}
