@@ -11,6 +11,7 @@ use vigil_testkit::edge::{
     config_head, Edge, CONTROL_TOKEN, CRASH_LOG_TOKEN, JOBS_TOKEN, READ_TOKEN,
 };
 use vigil_testkit::free_port;
+use vigil_testkit::pagerduty::PagerDuty;
 use vigil_testkit::target::{Behaviour, TargetServer};
 
 fn bin() -> &'static Path {
@@ -1614,4 +1615,103 @@ fn tokens_are_checked_at_start_and_missing_ones_named_without_colour() {
         !err.contains('\x1b'),
         "no colour codes into a pipe: {err:?}"
     );
+}
+
+#[test]
+fn a_pagerduty_incident_is_triggered_acked_and_resolved_with_one_dedup_key_across_a_restart() {
+    let discord = Discord::start();
+    let pd = PagerDuty::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(500));
+    let (dir, addr) = Edge::prepare("pagerduty");
+    // A remediate target whose agent is not reachable pages at once.
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + &format!(
+            "[[target]]\nid = \"api-core\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n",
+            target.url()
+        )
+        + "[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n"
+        + &format!(
+            "[[channel]]\nid = \"oncall\"\nkind = \"pagerduty\"\nrouting_key_env = \"PD_ROUTING_KEY\"\nevents_url = {:?}\n",
+            pd.url()
+        )
+        + "[[channel]]\nid = \"ops\"\nkind = \"discord\"\nurl_env = \"DISCORD_WEBHOOK_URL\"\n"
+        + "[[route]]\nseverity = [\"critical\"]\ntargets = [\"api*\"]\nchannels = [\"oncall\", \"ops\"]\n"
+        + "[[route]]\nseverity = [\"warning\", \"info\"]\nchannels = [\"ops\"]\n";
+    let mut env = discord_env(&discord);
+    env.push(("PD_ROUTING_KEY", "0123456789abcdef0123456789abcdef".into()));
+    let mut edge = Edge::start(bin(), dir, addr, &config, env);
+    edge.wait_for("the trigger", Duration::from_secs(20), |_| {
+        !pd.events().is_empty()
+    });
+    let id = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let trigger = &pd.accepted()[0];
+    assert_eq!(trigger["dedup_key"], id.as_str(), "{trigger}");
+    assert_eq!(trigger["payload"]["severity"], "critical");
+    assert_eq!(trigger["payload"]["source"], "api-core");
+    assert!(trigger["payload"]["custom_details"]["tried"].is_array());
+    edge.wait_for("the Discord page", Duration::from_secs(10), |_| {
+        discord.pages().len() == 1
+    });
+    let (status, _) = edge.post(&format!("/ops/incidents/{id}/ack"), None);
+    assert_eq!(status, 200);
+    edge.wait_for("the acknowledge", Duration::from_secs(10), |_| {
+        pd.events().len() == 2
+    });
+    // The edge stops; the target recovers meanwhile; the resolve goes out
+    // after the restart.
+    edge.kill();
+    target.set(Behaviour::Ok);
+    edge.restart();
+    edge.wait_for("the resolve", Duration::from_secs(20), |_| {
+        pd.events().len() == 3
+    });
+    let expected: Vec<(String, String)> = ["trigger", "acknowledge", "resolve"]
+        .iter()
+        .map(|a| (a.to_string(), id.clone()))
+        .collect();
+    assert_eq!(pd.events(), expected);
+    assert_eq!(pd.incidents()[&id], "resolved");
+    assert!(pd.rejected().is_empty(), "{:?}", pd.rejected());
+    assert!(discord.rejected().is_empty(), "{:?}", discord.rejected());
+    assert_eq!(discord.pages().len(), 1, "paged once");
+    assert!(
+        discord
+            .titles()
+            .iter()
+            .any(|t| t == "api-core: down → healthy"),
+        "{:?}",
+        discord.titles()
+    );
+}
+
+#[test]
+fn the_pagerduty_receiver_is_as_strict_as_events_v2() {
+    let pd = PagerDuty::start();
+    let http = reqwest::blocking::Client::new();
+    let send = |e: Value| {
+        let res = http.post(pd.url()).json(&e).send().unwrap();
+        (res.status().as_u16(), res.json::<Value>().unwrap())
+    };
+    let good = json!({"routing_key": "k", "event_action": "trigger", "dedup_key": "inc-1",
+        "payload": {"summary": "s", "source": "api", "severity": "critical"}});
+    let (status, body) = send(good.clone());
+    assert_eq!((status, body["dedup_key"].clone()), (202, json!("inc-1")));
+    let mut no_key = good.clone();
+    no_key.as_object_mut().unwrap().remove("routing_key");
+    let mut bad_severity = good.clone();
+    bad_severity["payload"]["severity"] = json!("high");
+    let mut long = good.clone();
+    long["payload"]["summary"] = json!("x".repeat(1025));
+    for bad in [no_key, bad_severity, long] {
+        let (status, body) = send(bad);
+        assert_eq!(
+            (status, body["status"].clone()),
+            (400, json!("invalid event"))
+        );
+    }
+    assert_eq!(pd.rejected().len(), 3);
 }

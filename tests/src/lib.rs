@@ -5,6 +5,7 @@ pub mod discord;
 pub mod docker;
 pub mod edge;
 pub mod openai;
+pub mod pagerduty;
 pub mod pair;
 pub mod process;
 pub mod serve;
