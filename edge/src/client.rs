@@ -11,6 +11,7 @@ use vigil_wire::{ActionInfo, ActionList, ActionResult, Diagnostics, LogLines, ID
 
 use crate::config::{Config, Target};
 use crate::core::alert::{backoff_ms, Delivery, DiscordMessage, OutboxEntry};
+use crate::core::deadman::Ping;
 use crate::core::incident::ManualAction;
 use crate::core::planner::Completion;
 use crate::core::probe::{
@@ -157,6 +158,41 @@ impl<T: Transport> Client<T> {
                 error: format!("no answer within {DELIVERY_TIMEOUT_MS} ms"),
             },
             Exchange::Failed { error, .. } => Delivery::Failed { error },
+        }
+    }
+
+    /// Tells the deadman URL how the cycle went: a GET on success, a POST
+    /// of the reason to `<url>/fail` otherwise. Nothing when not configured.
+    pub async fn ping_deadman(&self, ping: &Ping) -> Result<(), String> {
+        let Some(url) = self.secrets.deadman_url.as_deref() else {
+            return Ok(());
+        };
+        let url = url.trim_end_matches('/');
+        let exchange = match ping {
+            Ping::Success => {
+                self.transport
+                    .exchange("GET", url, &[], None, DELIVERY_TIMEOUT_MS)
+                    .await
+            }
+            Ping::Fail(reason) => {
+                let headers = [("Content-Type", "text/plain")];
+                let fail = format!("{url}/fail");
+                self.transport
+                    .exchange(
+                        "POST",
+                        &fail,
+                        &headers,
+                        Some(reason.clone()),
+                        DELIVERY_TIMEOUT_MS,
+                    )
+                    .await
+            }
+        };
+        match exchange {
+            Exchange::Answered { status, .. } if (200..300).contains(&status) => Ok(()),
+            Exchange::Answered { status, .. } => Err(format!("the deadman URL answered {status}")),
+            Exchange::TimedOut { .. } => Err("the deadman URL timed out".into()),
+            Exchange::Failed { error, .. } => Err(error),
         }
     }
 

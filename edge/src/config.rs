@@ -149,6 +149,31 @@ impl Default for Discord {
     }
 }
 
+/// The watcher's watcher: a URL pinged after every cycle (off by default).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deadman {
+    /// The variable holding the ping URL (e.g. `https://hc-ping.com/<uuid>`).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Alerts undelivered this long make the ping a `/fail`.
+    #[serde(default = "default_deadman_fail_after")]
+    pub fail_after_s: f64,
+}
+
+impl Default for Deadman {
+    fn default() -> Self {
+        Deadman {
+            url_env: None,
+            fail_after_s: default_deadman_fail_after(),
+        }
+    }
+}
+
+fn default_deadman_fail_after() -> f64 {
+    300.0
+}
+
 /// Where alerts can go (`[[channel]]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -328,6 +353,8 @@ pub struct Config {
     pub discord: Discord,
     #[serde(default)]
     pub llm: Llm,
+    #[serde(default)]
+    pub deadman: Deadman,
     #[serde(default, rename = "channel")]
     pub channels: Vec<Channel>,
     #[serde(default, rename = "route")]
@@ -575,6 +602,15 @@ impl Config {
             ("crash_cooldown_s", self.crash_cooldown_s, WEEK_S),
         ] {
             seconds(key, v, true, max)?;
+        }
+        seconds(
+            "deadman.fail_after_s",
+            self.deadman.fail_after_s,
+            false,
+            DAY_S,
+        )?;
+        if self.deadman.url_env.as_deref() == Some("") {
+            return Err(("deadman.url_env".into(), "name a variable".into()));
         }
         if self.retry_after_s > self.interval_s {
             return Err((

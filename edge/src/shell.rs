@@ -23,6 +23,8 @@ pub struct Secrets {
     pub crash_log_token: Option<String>,
     /// host id -> (agent URL, agent token)
     pub hosts: HashMap<String, (Option<String>, Option<String>)>,
+    /// `[deadman] url_env`'s URL.
+    pub deadman_url: Option<String>,
     /// `[[channel]]` id -> its URL, routing key and signing secret.
     pub channels: HashMap<String, ChannelSecrets>,
 }
@@ -50,6 +52,7 @@ impl Secrets {
                 .iter()
                 .map(|h| (h.id.clone(), (get(&h.url_env), get(&h.token_env))))
                 .collect(),
+            deadman_url: config.deadman.url_env.as_deref().and_then(get),
             channels: config
                 .channels
                 .iter()

@@ -11,6 +11,7 @@ use vigil_testkit::edge::{
     config_head, Edge, CONTROL_TOKEN, CRASH_LOG_TOKEN, JOBS_TOKEN, READ_TOKEN,
 };
 use vigil_testkit::free_port;
+use vigil_testkit::healthchecks::Healthchecks;
 use vigil_testkit::pagerduty::PagerDuty;
 use vigil_testkit::target::{Behaviour, TargetServer};
 
@@ -1714,4 +1715,48 @@ fn the_pagerduty_receiver_is_as_strict_as_events_v2() {
         );
     }
     assert_eq!(pd.rejected().len(), 3);
+}
+
+#[test]
+fn the_deadman_url_sees_a_ping_per_cycle_a_fail_while_alerts_are_stuck_and_none_once_killed() {
+    let discord = Discord::start();
+    let hc = Healthchecks::start();
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("deadman");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[deadman]\nurl_env = \"DEADMAN_URL\"\nfail_after_s = 1\n"
+        + &target_toml("api", &target.url(), "");
+    let mut env = discord_env(&discord);
+    env.push(("DEADMAN_URL", hc.url()));
+    let mut edge = Edge::start(bin(), dir, addr, &config, env);
+    edge.wait_for("five pings", Duration::from_secs(20), |_| {
+        hc.successes() >= 5
+    });
+    let pings = hc.pings();
+    let span = pings.last().unwrap().0 - pings[0].0;
+    // One a cycle (0.3 s), never more.
+    assert!(
+        (pings.len() as f64) <= span.as_secs_f64() / 0.3 + 2.0,
+        "{} pings in {span:?}",
+        pings.len()
+    );
+    // Alerts that cannot go out for longer than fail_after_s: /fail, with why.
+    discord.set_down(true);
+    target.set(Behaviour::Status(500));
+    edge.wait_for("a /fail", Duration::from_secs(20), |_| {
+        !hc.failures().is_empty()
+    });
+    let why = hc.failures()[0].clone();
+    assert!(why.starts_with("alerts undelivered for"), "{why}");
+    assert!(why.contains("HTTP 500"), "{why}");
+    discord.set_down(false);
+    let failed = hc.pings().len();
+    edge.wait_for("success again", Duration::from_secs(20), |_| {
+        hc.pings()[failed..].iter().any(|(_, f)| f.is_none())
+    });
+    // Killed: the pings stop.
+    edge.kill();
+    let at_kill = hc.pings().len();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(hc.pings().len(), at_kill, "no ping from a dead edge");
 }

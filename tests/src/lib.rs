@@ -4,6 +4,7 @@
 pub mod discord;
 pub mod docker;
 pub mod edge;
+pub mod healthchecks;
 pub mod openai;
 pub mod pagerduty;
 pub mod pair;

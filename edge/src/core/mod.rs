@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod channel;
 pub mod crash;
+pub mod deadman;
 pub mod flap;
 pub mod history;
 pub mod incident;

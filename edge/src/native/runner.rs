@@ -18,6 +18,7 @@ use super::store::{FileStore, StoreError, CRASHES_DOC, HISTORY_DOC};
 use crate::config::Config;
 use crate::core::alert::Delivery;
 use crate::core::crash::{self, Crash, CrashError, CrashLog, CrashReport};
+use crate::core::deadman;
 use crate::core::history::History;
 use crate::core::probe::Observation;
 use crate::core::state::{Event, State};
@@ -257,6 +258,7 @@ impl Runner {
             self.poll_hosts();
             self.start_rounds();
             self.deliver_soon();
+            self.ping_deadman();
             tracing::debug!(probed, "cycle done");
             probed
         }
@@ -337,6 +339,22 @@ impl Runner {
                 let _ = h.await;
             }
         }
+    }
+
+    /// Pings `[deadman]`'s URL about this cycle, in a task of its own (a
+    /// slow watcher never holds the cycle).
+    fn ping_deadman(&self) {
+        if self.io.secrets().deadman_url.is_none() {
+            return;
+        }
+        let fail_after = (self.config.deadman.fail_after_s * 1000.0) as u64;
+        let ping = self.read(|s| deadman::ping(s, now_ms(), fail_after));
+        let io = self.io.clone();
+        tokio::spawn(async move {
+            if let Err(e) = io.ping_deadman(&ping).await {
+                tracing::warn!(error = %e, "deadman ping failed");
+            }
+        });
     }
 
     /// Asks the delivery task for a pass; returns at once.
