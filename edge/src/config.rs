@@ -337,6 +337,9 @@ pub struct Config {
     /// A flapping target that keeps one state this long has settled.
     #[serde(default = "default_flap_settle")]
     pub flap_settle_s: f64,
+    /// An open, unacknowledged incident is reminded of this often (0: never).
+    #[serde(default)]
+    pub remind_every_s: f64,
     #[serde(default)]
     pub crash_log: CrashLog,
     /// Proxies (CIDR) whose `CF-Connecting-IP` / `X-Real-IP` header names
@@ -500,6 +503,9 @@ impl Config {
     pub fn settle_ms(&self) -> u64 {
         secs_to_ms(self.settle_s)
     }
+    pub fn remind_every_ms(&self) -> u64 {
+        secs_to_ms(self.remind_every_s)
+    }
     pub fn cooldown_ms(&self) -> u64 {
         secs_to_ms(self.remediation_cooldown_s)
     }
@@ -600,6 +606,7 @@ impl Config {
             ("history_flush_s", self.history_flush_s, DAY_S),
             ("host_metrics_every_s", self.host_metrics_every_s, DAY_S),
             ("crash_cooldown_s", self.crash_cooldown_s, WEEK_S),
+            ("remind_every_s", self.remind_every_s, WEEK_S),
         ] {
             seconds(key, v, true, max)?;
         }

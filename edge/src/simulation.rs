@@ -1465,3 +1465,36 @@ fn a_target_body_reaches_the_model_only_inside_the_frame() {
         assert!(quoted < user.rfind(close.as_str()).unwrap(), "{user}");
     });
 }
+
+#[test]
+fn an_unacked_outage_is_reminded_every_period_and_an_ack_stops_it() {
+    block(async {
+        let mut s = Sim::new("remind_every_s = 600");
+        s.world.cure.set(Cure::Nothing);
+        s.world.behaviour.set(Behaviour::Crashed);
+        s.run_for(35 * 60_000).await;
+        let reminders = |s: &Sim| {
+            s.delivered
+                .iter()
+                .filter(|d| d.starts_with("api: still down after"))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            reminders(&s),
+            [
+                "api: still down after 10 min",
+                "api: still down after 20 min",
+                "api: still down after 30 min"
+            ],
+            "{:?}",
+            s.delivered
+        );
+        assert_eq!(s.pages(), 1, "reminders are not pages");
+        let id = s.incidents()[0].id.clone();
+        let now = s.world.now.get();
+        s.state.acknowledge(&id, "alice", now).unwrap();
+        s.run_for(30 * 60_000).await;
+        assert_eq!(reminders(&s).len(), 3, "acknowledged: no more");
+    });
+}

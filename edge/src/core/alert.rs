@@ -371,6 +371,43 @@ pub fn page_message(
     }
 }
 
+/// "1 h 5 min", "10 min", "40 s".
+fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match (s / 3600, s % 3600 / 60) {
+        (0, 0) => format!("{s} s"),
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
+/// A reminder: the incident is still open after `open_for_ms`.
+pub fn reminder_message(
+    target: &str,
+    incident_id: &str,
+    health: &str,
+    open_for_ms: u64,
+    tried: &[String],
+) -> DiscordMessage {
+    let description = if tried.is_empty() {
+        "Nothing was tried.".to_string()
+    } else {
+        tried.join("\n")
+    };
+    let to = if health == "degraded" {
+        Health::Degraded
+    } else {
+        Health::Down
+    };
+    notice(
+        format!("{target}: still {health} after {}", duration(open_for_ms)),
+        Some(description),
+        to,
+        vec![field("Incident", incident_id, true)],
+    )
+}
+
 /// The name of a page event in keys and logs.
 pub fn event_name(event: PageEvent) -> &'static str {
     match event {

@@ -250,6 +250,9 @@ pub struct Incident {
     /// The paging channels its page went to: they hear of its ack and close.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paged_to: Vec<String>,
+    /// Reminders queued (`remind_every_s`).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub reminders: u32,
     /// Its ack / close was queued to `paged_to`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub page_acked: bool,
@@ -294,6 +297,7 @@ impl Incident {
             pending_action: None,
             manual_actions: Vec::new(),
             paged_to: Vec::new(),
+            reminders: 0,
             page_acked: false,
             page_resolved: false,
             crash_reports: 0,

@@ -12,6 +12,7 @@ pub mod incident;
 pub mod jobs;
 pub mod planner;
 pub mod probe;
+pub mod remind;
 pub mod route;
 pub mod schedule;
 pub mod slo;
