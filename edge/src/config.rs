@@ -65,6 +65,10 @@ pub struct Target {
     /// The objective's window, in days (at most 30: the history kept).
     #[serde(default = "default_slo_days")]
     pub slo_days: u32,
+    /// Targets this one needs: while one of them is down, this one's
+    /// incident is folded into the parent's (no alert, page or remediation).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 /// A job that reports heartbeats: late after `period_s + grace_s` without
@@ -659,6 +663,7 @@ impl Config {
             ));
         }
         self.validate_channels()?;
+        self.validate_dependencies()?;
         let mut hosts = BTreeMap::new();
         for (i, h) in self.hosts.iter().enumerate() {
             let key = format!("host[{i}].id");
@@ -794,6 +799,34 @@ impl Config {
 impl Config {
     pub fn channel(&self, id: &str) -> Option<&Channel> {
         self.channels.iter().find(|c| c.id == id)
+    }
+
+    /// `depends_on` names other targets, without a cycle (refused with
+    /// its path).
+    fn validate_dependencies(&self) -> Result<(), (String, String)> {
+        for (i, t) in self.targets.iter().enumerate() {
+            let key = format!("target[{i}].depends_on");
+            if let Some(p) = t.depends_on.iter().find(|p| self.target(p).is_none()) {
+                return Err((key, format!("no target {p:?}")));
+            }
+            // Depth first from this target: a path back to it is a cycle.
+            let mut stack = vec![vec![t.id.as_str()]];
+            let mut seen = BTreeMap::new();
+            while let Some(path) = stack.pop() {
+                let last = path[path.len() - 1];
+                for p in self.target(last).map_or(&[][..], |x| &x.depends_on[..]) {
+                    let mut next = path.clone();
+                    next.push(p);
+                    if p == &t.id {
+                        return Err((key, format!("a cycle: {}", next.join(" → "))));
+                    }
+                    if seen.insert(p.as_str(), ()).is_none() {
+                        stack.push(next);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `[[channel]]` and `[[route]]`: each channel has what its kind needs;

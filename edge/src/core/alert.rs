@@ -408,6 +408,33 @@ pub fn reminder_message(
     )
 }
 
+/// The one alert about the children folded into a parent's incident.
+pub fn affected_message(parent: &str, incident_id: &str, children: &[String]) -> DiscordMessage {
+    notice(
+        format!("{parent} down; {} affected", children.join(", ")),
+        Some(format!(
+            "They depend on {parent}: their incidents are recorded and folded into this one (no alerts, pages or remediation of their own) until {parent} is back."
+        )),
+        Health::Down,
+        vec![field("Incident", incident_id, true)],
+    )
+}
+
+/// A child still bad once its parent is no longer down: it stands alone.
+pub fn released_message(
+    target: &str,
+    incident_id: &str,
+    health: Health,
+    parent: &str,
+) -> DiscordMessage {
+    notice(
+        format!("{target}: still {} after {parent} recovered", health.as_str()),
+        Some("Its incident is no longer folded into its parent's: it alerts and is remediated on its own.".into()),
+        health,
+        vec![field("Incident", incident_id, true)],
+    )
+}
+
 /// The name of a page event in keys and logs.
 pub fn event_name(event: PageEvent) -> &'static str {
     match event {

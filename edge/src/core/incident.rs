@@ -250,6 +250,15 @@ pub struct Incident {
     /// The paging channels its page went to: they hear of its ack and close.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paged_to: Vec<String>,
+    /// Folded into this incident of a parent target (`depends_on`) while
+    /// the parent is down: no alert, page or remediation of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_into: Option<String>,
+    /// Children folded into this incident, and whether that was alerted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affected: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub affected_alerted: bool,
     /// Reminders queued (`remind_every_s`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub reminders: u32,
@@ -297,6 +306,9 @@ impl Incident {
             pending_action: None,
             manual_actions: Vec::new(),
             paged_to: Vec::new(),
+            folded_into: None,
+            affected: Vec::new(),
+            affected_alerted: false,
             reminders: 0,
             page_acked: false,
             page_resolved: false,

@@ -6,6 +6,7 @@ pub mod alert;
 pub mod channel;
 pub mod crash;
 pub mod deadman;
+pub mod depend;
 pub mod flap;
 pub mod history;
 pub mod incident;

@@ -19,7 +19,7 @@ impl State {
         }
         let mut due = Vec::new();
         for inc in self.incidents.iter_mut() {
-            if !inc.is_open() || inc.acked_at_ms.is_some() {
+            if !inc.is_open() || inc.acked_at_ms.is_some() || inc.folded_into.is_some() {
                 continue;
             }
             let open_for = now_ms.saturating_sub(inc.opened_at_ms);

@@ -255,6 +255,7 @@ impl State {
         self.check_crashes(now_ms);
         self.check_flapping(config, now_ms);
         events.extend(self.check_slo(config, history, now_ms));
+        self.fold_dependencies(config, now_ms);
         self.page_due(oncall, now_ms);
         self.follow_pages(now_ms);
         self.check_reminders(config, now_ms);
@@ -532,7 +533,7 @@ impl State {
     pub fn remediation_due(&self, config: &Config, now_ms: u64) -> Vec<String> {
         self.incidents
             .iter()
-            .filter(|i| i.is_open() && i.acked_at_ms.is_none())
+            .filter(|i| i.is_open() && i.acked_at_ms.is_none() && i.folded_into.is_none())
             .filter(|i| match i.remediation {
                 RemediationStatus::Pending => true,
                 RemediationStatus::HostUnreachable(_) => {
@@ -712,7 +713,7 @@ impl State {
         self.incidents
             .iter()
             .filter(|i| i.is_open() && i.paged_at_ms.is_none() && i.acked_at_ms.is_none())
-            .filter(|i| i.page_covered_by.is_none())
+            .filter(|i| i.page_covered_by.is_none() && i.folded_into.is_none())
             .filter_map(|i| {
                 let reason = match &i.remediation {
                     RemediationStatus::Exhausted => {
