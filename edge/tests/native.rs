@@ -1760,3 +1760,72 @@ fn the_deadman_url_sees_a_ping_per_cycle_a_fail_while_alerts_are_stuck_and_none_
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(hc.pings().len(), at_kill, "no ping from a dead edge");
 }
+
+#[test]
+fn a_parent_outage_with_two_children_is_one_page_and_one_folded_alert() {
+    let discord = Discord::start();
+    let [gateway, api, docs] = std::array::from_fn(|_| TargetServer::start());
+    let (dir, addr) = Edge::prepare("depends");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + &format!(
+            "[[target]]\nid = \"gateway\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_gateway\"]\n",
+            gateway.url()
+        )
+        + "[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n"
+        + &target_toml("api", &api.url(), "depends_on = [\"gateway\"]")
+        + &target_toml("docs", &docs.url(), "depends_on = [\"gateway\"]");
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    gateway.set(Behaviour::Status(500));
+    edge.wait_for("the gateway's incident", Duration::from_secs(20), |_| {
+        discord
+            .titles()
+            .iter()
+            .any(|t| t == "gateway: healthy → down")
+    });
+    api.set(Behaviour::Status(500));
+    docs.set(Behaviour::Status(500));
+    edge.wait_for("two folded children", Duration::from_secs(20), |e| {
+        e.get("/ops/incidents?state=open")["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["folded_into"].is_string())
+            .count()
+            == 2
+    });
+    edge.wait_for("the page", Duration::from_secs(20), |_| {
+        discord.pages().len() == 1
+    });
+    // Everything recovers: nothing about the children goes out.
+    for t in [&gateway, &api, &docs] {
+        t.set(Behaviour::Ok);
+    }
+    edge.wait_for("no open incident", Duration::from_secs(20), |e| {
+        e.get("/ops/incidents?state=open")["incidents"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    edge.wait_for("the recovery alert", Duration::from_secs(10), |_| {
+        discord
+            .titles()
+            .iter()
+            .any(|t| t == "gateway: down → healthy")
+    });
+    let titles = discord.titles();
+    let folded: Vec<&String> = titles.iter().filter(|t| t.ends_with(" affected")).collect();
+    assert_eq!(folded.len(), 1, "{titles:?}");
+    assert!(
+        folded[0] == "gateway down; api, docs affected"
+            || folded[0] == "gateway down; docs, api affected",
+        "{titles:?}"
+    );
+    assert_eq!(discord.pages().len(), 1, "{titles:?}");
+    assert!(
+        titles
+            .iter()
+            .all(|t| !t.starts_with("api") && !t.starts_with("docs")),
+        "{titles:?}"
+    );
+    assert!(discord.rejected().is_empty());
+}
