@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::core::route::DEFAULT_CHANNEL;
 use crate::core::schedule::{CronSchedule, ScheduleError};
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +177,18 @@ impl Default for Deadman {
 
 fn default_deadman_fail_after() -> f64 {
     300.0
+}
+
+/// One escalation level: a page not acknowledged within `ack_within_s` (of
+/// the page, or of the previous level) pages these channels.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    pub ack_within_s: f64,
+    pub channels: Vec<String>,
+    /// The Discord user this level @mentions (an id, not a secret).
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
 /// Where alerts can go (`[[channel]]`).
@@ -366,6 +379,8 @@ pub struct Config {
     pub channels: Vec<Channel>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
+    #[serde(default, rename = "escalation")]
+    pub escalations: Vec<Escalation>,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
     #[serde(default, rename = "host")]
@@ -863,6 +878,26 @@ impl Config {
                 }
             }
             seconds(&key("cooldown_s"), c.cooldown_s, true, WEEK_S)?;
+        }
+        for (i, e) in self.escalations.iter().enumerate() {
+            let key = |k: &str| format!("escalation[{i}].{k}");
+            seconds(&key("ack_within_s"), e.ack_within_s, false, WEEK_S)?;
+            if e.channels.is_empty() {
+                return Err((key("channels"), "name at least one channel".into()));
+            }
+            if let Some(c) = e
+                .channels
+                .iter()
+                .find(|c| c.as_str() != DEFAULT_CHANNEL && self.channel(c).is_none())
+            {
+                return Err((key("channels"), format!("no [[channel]] with id {c:?}")));
+            }
+            if e.user_id
+                .as_deref()
+                .is_some_and(|u| !u.chars().all(|c| c.is_ascii_digit()) || u.is_empty())
+            {
+                return Err((key("user_id"), "a Discord user id (digits)".into()));
+            }
         }
         for (i, r) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("route[{i}].{k}");

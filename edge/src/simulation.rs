@@ -1498,3 +1498,51 @@ fn an_unacked_outage_is_reminded_every_period_and_an_ack_stops_it() {
         assert_eq!(reminders(&s).len(), 3, "acknowledged: no more");
     });
 }
+
+#[test]
+fn an_unacked_page_escalates_once_per_level_at_the_right_time() {
+    block(async {
+        let mut s = Sim::new(
+            "[[escalation]]\nack_within_s = 900\nchannels = [\"discord\"]\nuser_id = \"777\"\n[[escalation]]\nack_within_s = 1800\nchannels = [\"discord\"]\nuser_id = \"888\"",
+        );
+        s.world.cure.set(Cure::Nothing);
+        s.world.behaviour.set(Behaviour::Crashed);
+        let mentions = |s: &Sim, who: &str| {
+            s.delivered
+                .iter()
+                .filter(|d| d.starts_with(&format!("<@{who}>")))
+                .count()
+        };
+        for _ in 0..30 {
+            if s.pages() == 1 {
+                break;
+            }
+            s.run_for(60_000).await;
+        }
+        assert_eq!(s.pages(), 1, "{:?}", s.delivered);
+        let paged = s.incidents()[0].paged_at_ms.unwrap();
+        s.run_for(13 * 60_000).await;
+        assert_eq!(mentions(&s, "777"), 0, "not before ack_within_s");
+        s.run_for(3 * 60_000).await;
+        let inc = s.incidents()[0].clone();
+        assert_eq!(mentions(&s, "777"), 1, "{:?}", s.delivered);
+        let step = &inc.escalations[0];
+        assert_eq!(step.level, 1);
+        let late = step.at_ms - paged;
+        assert!(
+            (900_000..=960_000).contains(&late),
+            "escalated after {late} ms"
+        );
+        // A restart in the middle: the level is not paged again.
+        let text = serde_json::to_string(&s.state).unwrap();
+        s.state = serde_json::from_str(&text).unwrap();
+        s.run_for(10 * 60_000).await;
+        assert_eq!(mentions(&s, "777"), 1);
+        // Acknowledged before the second level: it never pages.
+        let now = s.world.now.get();
+        s.state.acknowledge(&inc.id, "alice", now).unwrap();
+        s.run_for(60 * 60_000).await;
+        assert_eq!(mentions(&s, "888"), 0, "{:?}", s.delivered);
+        assert_eq!(s.incidents()[0].escalations.len(), 1);
+    });
+}

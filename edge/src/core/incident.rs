@@ -259,6 +259,9 @@ pub struct Incident {
     pub affected: Vec<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub affected_alerted: bool,
+    /// The levels it escalated to (`[[escalation]]`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalations: Vec<super::escalate::EscalationStep>,
     /// Reminders queued (`remind_every_s`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub reminders: u32,
@@ -309,6 +312,7 @@ impl Incident {
             folded_into: None,
             affected: Vec::new(),
             affected_alerted: false,
+            escalations: Vec::new(),
             reminders: 0,
             page_acked: false,
             page_resolved: false,

@@ -7,6 +7,7 @@ pub mod channel;
 pub mod crash;
 pub mod deadman;
 pub mod depend;
+pub mod escalate;
 pub mod flap;
 pub mod history;
 pub mod incident;

@@ -257,6 +257,7 @@ impl State {
         events.extend(self.check_slo(config, history, now_ms));
         self.fold_dependencies(config, now_ms);
         self.page_due(oncall, now_ms);
+        self.check_escalations(config, now_ms);
         self.follow_pages(now_ms);
         self.check_reminders(config, now_ms);
         events
