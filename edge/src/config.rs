@@ -179,6 +179,26 @@ fn default_deadman_fail_after() -> f64 {
     300.0
 }
 
+/// One-click ack links in pages: `<base_url>/ops/ack-link?...`, signed
+/// with the secret in `secret_env`, valid `valid_s`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckLink {
+    pub base_url: String,
+    #[serde(default = "default_ack_link_secret_env")]
+    pub secret_env: String,
+    #[serde(default = "default_ack_link_valid")]
+    pub valid_s: f64,
+}
+
+fn default_ack_link_secret_env() -> String {
+    "ACK_LINK_SECRET".into()
+}
+
+fn default_ack_link_valid() -> f64 {
+    86_400.0
+}
+
 /// One escalation level: a page not acknowledged within `ack_within_s` (of
 /// the page, or of the previous level) pages these channels.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -379,6 +399,8 @@ pub struct Config {
     pub channels: Vec<Channel>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub ack_link: Option<AckLink>,
     #[serde(default, rename = "escalation")]
     pub escalations: Vec<Escalation>,
     #[serde(default, rename = "target")]
@@ -878,6 +900,15 @@ impl Config {
                 }
             }
             seconds(&key("cooldown_s"), c.cooldown_s, true, WEEK_S)?;
+        }
+        if let Some(a) = &self.ack_link {
+            if !(a.base_url.starts_with("http://") || a.base_url.starts_with("https://")) {
+                return Err((
+                    "ack_link.base_url".into(),
+                    format!("{:?} is not an http(s) URL", a.base_url),
+                ));
+            }
+            seconds("ack_link.valid_s", a.valid_s, false, 30.0 * DAY_S)?;
         }
         for (i, e) in self.escalations.iter().enumerate() {
             let key = |k: &str| format!("escalation[{i}].{k}");

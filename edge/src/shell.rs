@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use vigil_wire::ErrorBody;
 
 use crate::config::{Channel, ChannelKind, Config, PAGERDUTY_EVENTS_URL};
+use crate::core::acklink::AckLinks;
 use crate::core::alert::{Delivery, OutboxEntry};
 use crate::core::channel;
 use crate::core::probe::truncate;
@@ -23,6 +24,8 @@ pub struct Secrets {
     pub crash_log_token: Option<String>,
     /// host id -> (agent URL, agent token)
     pub hosts: HashMap<String, (Option<String>, Option<String>)>,
+    /// `[ack_link] secret_env`'s secret.
+    pub ack_link_secret: Option<String>,
     /// `[deadman] url_env`'s URL.
     pub deadman_url: Option<String>,
     /// `[[channel]]` id -> its URL, routing key and signing secret.
@@ -53,6 +56,7 @@ impl Secrets {
                 .map(|h| (h.id.clone(), (get(&h.url_env), get(&h.token_env))))
                 .collect(),
             deadman_url: config.deadman.url_env.as_deref().and_then(get),
+            ack_link_secret: config.ack_link.as_ref().and_then(|a| get(&a.secret_env)),
             channels: config
                 .channels
                 .iter()
@@ -86,6 +90,30 @@ impl Secrets {
             }
         }
         Ok(())
+    }
+
+    /// The ack links' signer, when `[ack_link]` is configured; an error when
+    /// its secret is missing or short.
+    pub fn ack_links(&self, config: &Config) -> Result<Option<AckLinks>, String> {
+        let Some(a) = &config.ack_link else {
+            return Ok(None);
+        };
+        let secret = self
+            .ack_link_secret
+            .clone()
+            .ok_or_else(|| format!("{} is not set ([ack_link] needs it)", a.secret_env))?;
+        if secret.chars().count() < TOKEN_MIN {
+            return Err(format!(
+                "{} is {} characters: use at least {TOKEN_MIN}",
+                a.secret_env,
+                secret.chars().count()
+            ));
+        }
+        Ok(Some(AckLinks::new(
+            &a.base_url,
+            secret,
+            (a.valid_s * 1000.0) as u64,
+        )))
     }
 
     /// Every API token with its variable and the routes it opens.

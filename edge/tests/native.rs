@@ -1829,3 +1829,64 @@ fn a_parent_outage_with_two_children_is_one_page_and_one_folded_alert() {
     );
     assert!(discord.rejected().is_empty());
 }
+
+#[test]
+fn a_pages_signed_ack_link_confirms_acknowledges_once_and_expires() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(500));
+    let (dir, addr) = Edge::prepare("acklink");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + &format!("[ack_link]\nbase_url = \"http://{addr}\"\nvalid_s = 4\n")
+        + &format!(
+            "[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n",
+            target.url()
+        )
+        + "[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n";
+    let mut env = discord_env(&discord);
+    env.push(("ACK_LINK_SECRET", "ack-link-secret-0123456789".into()));
+    let edge = Edge::start(bin(), dir, addr, &config, env);
+    edge.wait_for("the page", Duration::from_secs(20), |_| {
+        discord.pages().len() == 1
+    });
+    let page = discord.pages()[0].clone();
+    let field = page["embeds"][0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Acknowledge")
+        .unwrap_or_else(|| panic!("{page}"))["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = field
+        .strip_prefix("[Acknowledge](")
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap()
+        .to_string();
+    let http = reqwest::blocking::Client::new();
+    let open = http.get(&link).send().unwrap();
+    assert_eq!(open.status().as_u16(), 200);
+    assert!(open.text().unwrap().contains("<form method=post"));
+    let id = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        edge.get(&format!("/ops/incidents/{id}"))["acked_at_ms"].is_null(),
+        "opening the link acknowledges nothing"
+    );
+    assert_eq!(http.post(&link).send().unwrap().status().as_u16(), 200);
+    let inc = edge.get(&format!("/ops/incidents/{id}"));
+    assert_eq!(inc["acked_by"], "ack link", "{inc}");
+    assert_eq!(
+        http.post(&link).send().unwrap().status().as_u16(),
+        409,
+        "a replay is refused"
+    );
+    let forged = link.replace("expires=", "expires=9");
+    assert_eq!(http.post(&forged).send().unwrap().status().as_u16(), 403);
+    edge.wait_for("the link to expire", Duration::from_secs(20), |_| {
+        http.get(&link).send().unwrap().status().as_u16() == 410
+    });
+}

@@ -435,6 +435,20 @@ pub fn released_message(
     )
 }
 
+/// A page with its one-click acknowledgement link.
+pub fn with_ack_link(mut m: DiscordMessage, url: &str) -> DiscordMessage {
+    m.embeds = m
+        .embeds
+        .into_iter()
+        .map(|mut e| {
+            e.fields
+                .push(field("Acknowledge", format!("[Acknowledge]({url})"), false));
+            fit(e)
+        })
+        .collect();
+    m
+}
+
 /// The name of a page event in keys and logs.
 pub fn event_name(event: PageEvent) -> &'static str {
     match event {

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{page_message, Alert};
+use super::alert::{page_message, with_ack_link, Alert};
 use super::route::{PageEvent, Severity};
 use super::state::State;
 use crate::config::Config;
@@ -47,13 +47,16 @@ impl State {
                 level.ack_within_s
             );
             let tried = inc.tried();
-            let message = page_message(
+            let mut message = page_message(
                 level.user_id.as_deref(),
                 &inc.target,
                 &inc.id,
                 &reason,
                 &tried,
             );
+            if let Some(l) = &self.ack_links {
+                message = with_ack_link(message, &l.link(&inc.id, now_ms));
+            }
             inc.escalations.push(EscalationStep {
                 level: n,
                 at_ms: now_ms,

@@ -262,6 +262,9 @@ pub struct Incident {
     /// The levels it escalated to (`[[escalation]]`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalations: Vec<super::escalate::EscalationStep>,
+    /// Signatures of the ack links used (each works once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ack_links_used: Vec<String>,
     /// Reminders queued (`remind_every_s`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub reminders: u32,
@@ -313,6 +316,7 @@ impl Incident {
             affected: Vec::new(),
             affected_alerted: false,
             escalations: Vec::new(),
+            ack_links_used: Vec::new(),
             reminders: 0,
             page_acked: false,
             page_resolved: false,

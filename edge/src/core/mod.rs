@@ -2,6 +2,7 @@
 //! (epoch milliseconds) and return state changes and events. Nothing here
 //! reads a clock or does I/O.
 
+pub mod acklink;
 pub mod alert;
 pub mod channel;
 pub mod crash;

@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{page_message, transition_message, Alert, Outbox, TransitionAlert};
+use super::acklink::{AckLinkError, AckLinks};
+use super::alert::{
+    page_message, transition_message, with_ack_link, Alert, Outbox, TransitionAlert,
+};
 use super::flap::Flap;
 use super::history::History;
 use super::incident::{
@@ -144,6 +147,10 @@ pub struct State {
     pub incidents: Vec<Incident>,
     pub next_incident: u64,
     pub outbox: Outbox,
+    /// Signs pages' ack links (set by the shell from `[ack_link]` and its
+    /// secret; not stored).
+    #[serde(skip)]
+    pub ack_links: Option<AckLinks>,
     #[serde(default)]
     pub anomalies: VecDeque<Anomaly>,
     /// Actions run by hand through the control API, newest first.
@@ -673,6 +680,7 @@ impl State {
     /// Pages the on-call person about `incident`, at most once per incident:
     /// `paged_at` is recorded with the message queued, before any send.
     pub fn page(&mut self, incident: &str, reason: &str, oncall: OncallUser, now_ms: u64) -> bool {
+        let ack_link = self.ack_links.as_ref().map(|l| l.link(incident, now_ms));
         let channels = match self.incident(incident) {
             Some(inc) => self
                 .outbox
@@ -698,7 +706,13 @@ impl State {
             key: format!("{}/page", inc.id),
             severity: Severity::Critical,
             subject: inc.target.clone(),
-            message: page_message(oncall, &inc.target, &inc.id, reason, &tried),
+            message: match &ack_link {
+                Some(url) => with_ack_link(
+                    page_message(oncall, &inc.target, &inc.id, reason, &tried),
+                    url,
+                ),
+                None => page_message(oncall, &inc.target, &inc.id, reason, &tried),
+            },
             page: Some(PageEvent::Trigger),
             incident: Some(inc.id.clone()),
             details: tried,
@@ -790,6 +804,26 @@ impl State {
         for record in records.filter(|r| r.key == done.key) {
             *record = done.clone();
         }
+    }
+
+    /// Acknowledges through a signed link (`[ack_link]`), once per link.
+    pub fn acknowledge_by_link(
+        &mut self,
+        incident: &str,
+        expires_ms: u64,
+        sig: &str,
+        now_ms: u64,
+    ) -> Result<Result<(), StateError>, AckLinkError> {
+        let links = self.ack_links.as_ref().ok_or(AckLinkError::BadSignature)?;
+        links.check(incident, expires_ms, sig, now_ms)?;
+        let Some(inc) = self.incident_mut(incident) else {
+            return Ok(Err(StateError::NoIncident));
+        };
+        if inc.ack_links_used.iter().any(|s| s == sig) {
+            return Err(AckLinkError::Used);
+        }
+        inc.ack_links_used.push(sig.to_string());
+        Ok(self.acknowledge(incident, "ack link", now_ms))
     }
 
     pub fn acknowledge(&mut self, incident: &str, by: &str, now_ms: u64) -> Result<(), StateError> {

@@ -60,6 +60,8 @@ impl Runner {
         let mut state = store.load()?;
         // The lock is ours: leases in the file belong to a runner that is gone.
         state.reconcile(&config, now_ms(), true);
+        // Checked at start (main): an error here means no links.
+        state.ack_links = io.secrets().ack_links(&config).ok().flatten();
         store.save(&state)?;
         let mut history: History = store.load_doc(HISTORY_DOC)?;
         history.retain_targets(|id| config.target(id).is_some());
