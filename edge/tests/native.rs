@@ -14,6 +14,7 @@ use vigil_testkit::free_port;
 use vigil_testkit::healthchecks::Healthchecks;
 use vigil_testkit::pagerduty::PagerDuty;
 use vigil_testkit::target::{Behaviour, TargetServer};
+use vigil_testkit::webhooks::Hook;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_vigil-edge"))
@@ -1889,4 +1890,76 @@ fn a_pages_signed_ack_link_confirms_acknowledges_once_and_expires() {
     edge.wait_for("the link to expire", Duration::from_secs(20), |_| {
         http.get(&link).send().unwrap().status().as_u16() == 410
     });
+}
+
+#[test]
+fn slack_and_signed_webhook_channels_get_each_alert_once_in_order() {
+    let slack = Hook::slack();
+    let secret = "webhook-secret-0123456789";
+    let hook = Hook::signed(secret);
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("hooks");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[[channel]]\nid = \"chat\"\nkind = \"slack\"\nurl_env = \"SLACK_URL\"\n"
+        + "[[channel]]\nid = \"audit\"\nkind = \"webhook\"\nurl_env = \"HOOK_URL\"\nsecret_env = \"HOOK_SECRET\"\n"
+        + "[[route]]\nchannels = [\"chat\", \"audit\"]\n"
+        + &target_toml("api", &target.url(), "");
+    let env = vec![
+        ("SLACK_URL", slack.slack_url()),
+        ("HOOK_URL", hook.hook_url()),
+        ("HOOK_SECRET", secret.to_string()),
+    ];
+    let edge = Edge::start(bin(), dir, addr, &config, env);
+    target.set(Behaviour::Status(500));
+    edge.wait_for("the down alert on both", Duration::from_secs(20), |_| {
+        !slack.accepted().is_empty() && !hook.accepted().is_empty()
+    });
+    target.set(Behaviour::Ok);
+    edge.wait_for("the recovery on both", Duration::from_secs(20), |_| {
+        slack.accepted().len() == 2 && hook.accepted().len() == 2
+    });
+    let texts: Vec<String> = slack
+        .accepted()
+        .iter()
+        .map(|m| {
+            m["text"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(texts, ["api: healthy → down", "api: down → healthy"]);
+    let hooked = hook.accepted();
+    assert_eq!(hooked[0]["title"], "api: healthy → down");
+    assert_eq!(hooked[0]["severity"], "warning", "alert-only down");
+    assert_eq!(hooked[1]["severity"], "info");
+    assert_eq!(hooked[0]["subject"], "api");
+    assert!(slack.refused().is_empty() && hook.refused().is_empty());
+    // The receiver is strict: a wrong secret and an empty Slack text fail.
+    let http = reqwest::blocking::Client::new();
+    let body = hooked[0].to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let forged = edge::shell::signature("not-the-secret-0123", now, &body);
+    let res = http
+        .post(hook.hook_url())
+        .header("X-Vigil-Signature", forged)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let res = http
+        .post(slack.slack_url())
+        .body("{\"text\": \"\"}")
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    std::thread::sleep(Duration::from_millis(900));
+    assert_eq!(slack.accepted().len(), 2, "nothing twice");
+    assert_eq!(hook.accepted().len(), 2, "nothing twice");
 }

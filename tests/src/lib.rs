@@ -11,6 +11,7 @@ pub mod pair;
 pub mod process;
 pub mod serve;
 pub mod target;
+pub mod webhooks;
 pub mod wrangler;
 
 use std::net::{SocketAddr, TcpListener};
