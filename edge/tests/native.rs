@@ -1963,3 +1963,47 @@ fn slack_and_signed_webhook_channels_get_each_alert_once_in_order() {
     assert_eq!(slack.accepted().len(), 2, "nothing twice");
     assert_eq!(hook.accepted().len(), 2, "nothing twice");
 }
+
+#[test]
+fn an_unacked_page_escalates_once_at_the_right_time() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(500));
+    let (dir, addr) = Edge::prepare("escalate");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[[escalation]]\nack_within_s = 1.5\nchannels = [\"discord\"]\nuser_id = \"777\"\n"
+        + &format!(
+            "[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n",
+            target.url()
+        )
+        + "[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n";
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    let mentions = |who: &str| {
+        discord
+            .accepted()
+            .iter()
+            .filter(|m| {
+                m["content"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with(&format!("<@{who}>")))
+            })
+            .count()
+    };
+    edge.wait_for("the escalation", Duration::from_secs(30), |_| {
+        mentions("777") == 1
+    });
+    let inc = edge.get("/ops/incidents?state=open")["incidents"][0].clone();
+    let paged = inc["paged_at_ms"].as_u64().unwrap();
+    let step = &inc["escalations"][0];
+    assert_eq!(step["level"], 1, "{inc}");
+    let after = step["at_ms"].as_u64().unwrap() - paged;
+    assert!(after >= 1500, "escalated after {after} ms");
+    assert!(after < 1500 + 5_000, "escalated after {after} ms");
+    // A few more cycles: one level, paged once each.
+    let cycles = |e: &Edge| e.get("/ops/incidents?state=open")["incidents"][0]["history"].clone();
+    let before = cycles(&edge);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(mentions("777"), 1);
+    assert_eq!(mentions("424242"), 1);
+    assert_eq!(cycles(&edge), before, "still the same outage");
+}

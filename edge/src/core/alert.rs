@@ -1073,4 +1073,42 @@ mod tests {
             + e.footer.as_ref().unwrap().text.chars().count();
         assert!(total <= EMBED_TOTAL_MAX, "{total}");
     }
+
+    #[test]
+    fn paging_messages_stay_within_discord_limits() {
+        let long = "x".repeat(3000);
+        let children: Vec<String> = (0..300).map(|i| format!("child-{i}-{long}")).collect();
+        let tried: Vec<String> = (0..100).map(|i| format!("round {i}: {long}")).collect();
+        let messages = [
+            affected_message(&long, "inc-1", &children),
+            released_message(&long, "inc-1", Health::Down, &long),
+            reminder_message(&long, "inc-1", "down", 90_061_000, &tried),
+            with_ack_link(
+                page_message(Some("42"), &long, "inc-1", &long, &tried),
+                &long,
+            ),
+            page_event_message(long.clone(), PageEvent::Acknowledge),
+        ];
+        for m in &messages {
+            let e = &m.embeds[0];
+            assert!(e.title.chars().count() <= TITLE_MAX);
+            assert!(e
+                .description
+                .as_ref()
+                .is_none_or(|d| d.chars().count() <= DESCRIPTION_MAX));
+            assert!(e
+                .fields
+                .iter()
+                .all(|f| f.value.chars().count() <= FIELD_VALUE_MAX));
+            let total = e.title.chars().count()
+                + e.description.as_ref().map_or(0, |d| d.chars().count())
+                + e.fields
+                    .iter()
+                    .map(|f| f.name.chars().count() + f.value.chars().count())
+                    .sum::<usize>()
+                + e.footer.as_ref().map_or(0, |f| f.text.chars().count());
+            assert!(total <= EMBED_TOTAL_MAX, "{total}");
+        }
+        assert_eq!(duration(90_061_000), "25 h 1 min");
+    }
 }
