@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::core::route::DEFAULT_CHANNEL;
+use crate::core::route::{valid_glob, DEFAULT_CHANNEL};
 use crate::core::schedule::{CronSchedule, ScheduleError};
 
 #[derive(Debug, thiserror::Error)]
@@ -213,12 +213,25 @@ pub struct Escalation {
 
 /// Where alerts can go (`[[channel]]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum ChannelKind {
     Discord,
     Pagerduty,
     Slack,
     Webhook,
+}
+
+impl TryFrom<String> for ChannelKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "discord" => Ok(ChannelKind::Discord),
+            "pagerduty" => Ok(ChannelKind::Pagerduty),
+            "slack" => Ok(ChannelKind::Slack),
+            "webhook" => Ok(ChannelKind::Webhook),
+            _ => Err(format!("{s:?}: use discord, pagerduty, slack or webhook")),
+        }
+    }
 }
 
 /// PagerDuty's public Events v2 endpoint.
@@ -393,15 +406,15 @@ pub struct Config {
     pub discord: Discord,
     #[serde(default)]
     pub llm: Llm,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "via_json")]
     pub deadman: Deadman,
-    #[serde(default, rename = "channel")]
+    #[serde(default, rename = "channel", deserialize_with = "via_json")]
     pub channels: Vec<Channel>,
-    #[serde(default, rename = "route")]
+    #[serde(default, rename = "route", deserialize_with = "via_json")]
     pub routes: Vec<Route>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "via_json")]
     pub ack_link: Option<AckLink>,
-    #[serde(default, rename = "escalation")]
+    #[serde(default, rename = "escalation", deserialize_with = "via_json")]
     pub escalations: Vec<Escalation>,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
@@ -411,6 +424,18 @@ pub struct Config {
     pub jobs: Vec<Job>,
     #[serde(default)]
     pub job_defaults: JobDefaults,
+}
+
+/// The paging tables are read through a JSON value: each table type read
+/// straight from TOML costs the Worker bundle several kilobytes of
+/// deserializer code; through one generic value it costs little.
+fn via_json<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = <serde_json::Value as Deserialize>::deserialize(d)?;
+    serde_json::from_value(v).map_err(serde::de::Error::custom)
 }
 
 fn default_method() -> String {
@@ -938,9 +963,11 @@ impl Config {
             if let Some(c) = r.channels.iter().find(|c| self.channel(c).is_none()) {
                 return Err((key("channels"), format!("no [[channel]] with id {c:?}")));
             }
-            for t in &r.targets {
-                glob::Pattern::new(t)
-                    .map_err(|e| (key("targets"), format!("{t:?} is not a glob: {e}")))?;
+            if let Some(t) = r.targets.iter().find(|t| !valid_glob(t)) {
+                return Err((
+                    key("targets"),
+                    format!("{t:?}: use a-z 0-9 _ - : and the wildcards * ?"),
+                ));
             }
         }
         Ok(())

@@ -8,12 +8,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ChannelKind, Config};
 
+impl TryFrom<String> for PageEvent {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "trigger" => Ok(PageEvent::Trigger),
+            "acknowledge" => Ok(PageEvent::Acknowledge),
+            "resolve" => Ok(PageEvent::Resolve),
+            _ => Err(format!("{s:?} is not a page event")),
+        }
+    }
+}
+
 /// The channel of the `[discord]` section (no `[[channel]]` of that id).
 pub const DEFAULT_CHANNEL: &str = "discord";
 
-/// How much an alert matters.
+/// How much an alert matters. Read through a string: an enum's own
+/// deserializer costs the Worker bundle more than this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Severity {
     /// A page, a remediable target down, remediation exhausted.
     Critical,
@@ -21,6 +34,18 @@ pub enum Severity {
     Warning,
     /// Resolved, maintenance, outcomes.
     Info,
+}
+
+impl TryFrom<String> for Severity {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "critical" => Ok(Severity::Critical),
+            "warning" => Ok(Severity::Warning),
+            "info" => Ok(Severity::Info),
+            _ => Err(format!("{s:?}: use critical, warning or info")),
+        }
+    }
 }
 
 impl Severity {
@@ -36,7 +61,7 @@ impl Severity {
 /// What an alert does to a paging channel's incident (PagerDuty's
 /// `event_action`); alerts without one are notices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum PageEvent {
     Trigger,
     Acknowledge,
@@ -46,8 +71,48 @@ pub enum PageEvent {
 #[derive(Debug, Clone, PartialEq)]
 struct Route {
     severity: Vec<Severity>,
-    targets: Vec<glob::Pattern>,
+    targets: Vec<String>,
     channels: Vec<String>,
+}
+
+/// Characters a `targets` glob may hold: those of subjects, and `*` (any
+/// run) and `?` (one character). A hand-written matcher: a glob crate
+/// costs the Worker bundle more than this needs.
+pub fn valid_glob(pattern: &str) -> bool {
+    !pattern.is_empty()
+        && pattern
+            .chars()
+            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-' | ':' | '*' | '?'))
+}
+
+/// Whether `subject` matches `pattern` (`*` any run, `?` one character).
+pub fn glob_matches(pattern: &str, subject: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), subject.chars().collect());
+    let (mut pi, mut si) = (0, 0);
+    // The last `*` seen and where in the subject it stands: on a mismatch,
+    // that star takes one more character.
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// The routes and channels of a configuration, as the outbox applies them.
@@ -67,12 +132,7 @@ impl Routing {
                 .iter()
                 .map(|r| Route {
                     severity: r.severity.clone(),
-                    // Validated when the configuration was read.
-                    targets: r
-                        .targets
-                        .iter()
-                        .filter_map(|t| glob::Pattern::new(t).ok())
-                        .collect(),
+                    targets: r.targets.clone(),
                     channels: r.channels.clone(),
                 })
                 .collect(),
@@ -101,7 +161,8 @@ impl Routing {
         let mut out: Vec<String> = Vec::new();
         for r in &self.routes {
             let severity_ok = r.severity.is_empty() || r.severity.contains(&severity);
-            let target_ok = r.targets.is_empty() || r.targets.iter().any(|p| p.matches(subject));
+            let target_ok =
+                r.targets.is_empty() || r.targets.iter().any(|p| glob_matches(p, subject));
             if !(severity_ok && target_ok) {
                 continue;
             }
@@ -194,8 +255,27 @@ url = "http://127.0.0.1:1/"
         assert!(err(hook).contains("channel[0].secret_env"));
         let route = "[[route]]\nchannels = [\"nope\"]\n";
         assert!(err(route).contains("route[0].channels"));
-        let glob = format!("{ROUTED}[[route]]\ntargets = [\"[\"]\nchannels = [\"ops\"]\n");
+        let glob = format!("{ROUTED}[[route]]\ntargets = [\"API*\"]\nchannels = [\"ops\"]\n");
         assert!(err(&glob).contains("route[2].targets"), "{}", err(&glob));
+    }
+
+    #[test]
+    fn globs_match_runs_and_single_characters() {
+        for (p, s, m) in [
+            ("api*", "api-core", true),
+            ("api*", "api", true),
+            ("api*", "web-api", false),
+            ("*api*", "web-api-2", true),
+            ("a?i", "api", true),
+            ("a?i", "ai", false),
+            ("*-core", "api-core", true),
+            ("*-core", "api-core2", false),
+            ("job:*", "job:backup", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+        ] {
+            assert_eq!(glob_matches(p, s), m, "{p} {s}");
+        }
     }
 
     #[test]
