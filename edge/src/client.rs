@@ -161,14 +161,21 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Tells the deadman URL how the cycle went: a GET on success, a POST
-    /// of the reason to `<url>/fail` otherwise. Nothing when not configured.
+    /// Tells the deadman URL a cycle starts (`GET <url>/start`) or how it
+    /// went: a GET on success, a POST of the reason to `<url>/fail`
+    /// otherwise. Nothing when not configured.
     pub async fn ping_deadman(&self, ping: &Ping) -> Result<(), String> {
         let Some(url) = self.secrets.deadman_url.as_deref() else {
             return Ok(());
         };
         let url = url.trim_end_matches('/');
         let exchange = match ping {
+            Ping::Start => {
+                let start = format!("{url}/start");
+                self.transport
+                    .exchange("GET", &start, &[], None, DELIVERY_TIMEOUT_MS)
+                    .await
+            }
             Ping::Success => {
                 self.transport
                     .exchange("GET", url, &[], None, DELIVERY_TIMEOUT_MS)

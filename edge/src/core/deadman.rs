@@ -1,12 +1,15 @@
 //! A watcher for the watcher: after each cycle the edge pings a URL
 //! (`[deadman] url_env`, the healthchecks.io convention), so an outside
-//! service pages when the edge stops. This decides what the ping says.
+//! service pages when the edge stops. This decides what the ping after a
+//! cycle says (`/start` goes before each cycle).
 
 use super::state::State;
 
 /// What a cycle tells the deadman URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ping {
+    /// `<url>/start`: a cycle begins (the service measures its run time).
+    Start,
     /// The cycle ran, saved its state, and alerts go out.
     Success,
     /// `<url>/fail` with the reason.

@@ -228,6 +228,7 @@ impl Runner {
     pub async fn cycle(self: &Arc<Self>) -> usize {
         let span = tracing::info_span!("cycle");
         async {
+            self.ping_deadman(true);
             let now = now_ms();
             let due = self.update(|s| s.due_targets(&self.config, now));
             let probed = due.len();
@@ -260,7 +261,7 @@ impl Runner {
             self.poll_hosts();
             self.start_rounds();
             self.deliver_soon();
-            self.ping_deadman();
+            self.ping_deadman(false);
             tracing::debug!(probed, "cycle done");
             probed
         }
@@ -343,14 +344,17 @@ impl Runner {
         }
     }
 
-    /// Pings `[deadman]`'s URL about this cycle, in a task of its own (a
-    /// slow watcher never holds the cycle).
-    fn ping_deadman(&self) {
+    /// Pings `[deadman]`'s URL (`/start` before the cycle, its outcome
+    /// after), in a task of its own (a slow watcher never holds the cycle).
+    fn ping_deadman(&self, start: bool) {
         if self.io.secrets().deadman_url.is_none() {
             return;
         }
         let fail_after = (self.config.deadman.fail_after_s * 1000.0) as u64;
-        let ping = self.read(|s| deadman::ping(s, now_ms(), fail_after));
+        let ping = match start {
+            true => deadman::Ping::Start,
+            false => self.read(|s| deadman::ping(s, now_ms(), fail_after)),
+        };
         let io = self.io.clone();
         tokio::spawn(async move {
             if let Err(e) = io.ping_deadman(&ping).await {
