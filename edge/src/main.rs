@@ -139,6 +139,8 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
     use anyhow::Context;
     let secrets = Secrets::from_env(&config, |k| std::env::var(k).ok());
     secrets.check_tokens().map_err(anyhow::Error::msg)?;
+    // Refused at start: [ack_link] without its secret, or a short one.
+    secrets.ack_links(&config).map_err(anyhow::Error::msg)?;
     for (var, token) in secrets.api_tokens() {
         if token.is_none() {
             tracing::warn!(var, "{var} is not set: {}", closed_by_missing(var));

@@ -5,11 +5,14 @@ pub mod discord;
 pub mod docker;
 pub mod edge;
 pub mod observer;
+pub mod healthchecks;
 pub mod openai;
+pub mod pagerduty;
 pub mod pair;
 pub mod process;
 pub mod serve;
 pub mod target;
+pub mod webhooks;
 pub mod wrangler;
 
 use std::net::{SocketAddr, TcpListener};

@@ -475,20 +475,24 @@ mod tests {
 
     #[test]
     fn failed_deliveries_alone_are_not_worth_a_write() {
-        use crate::core::alert::Delivery;
+        use crate::core::alert::{Alert, Delivery};
+        use crate::core::route::Severity;
         let mut state = State::default();
         let msg = crate::core::alert::page_message(None, "api", "inc-1", "why", &[]);
-        state.outbox.push("k1".into(), msg.clone(), 5);
+        let alert = |key: &str| Alert::notice(key.into(), Severity::Critical, "api", msg.clone());
+        state.outbox.push(alert("k1"), 5);
         let before = serde_json::to_string(&worth_storing(&state)).unwrap();
         for t in 0..100 {
-            let id = state.outbox.due(10 + t, 30).unwrap().id;
+            // Past each failure's backoff (at most a minute).
+            let at = 10 + t * 61_000;
+            let id = state.outbox.due(at, 30).unwrap().id;
             let error = format!("503 at {t}");
-            state.outbox.record(id, Delivery::Failed { error }, 10 + t);
+            state.outbox.record(id, Delivery::Failed { error }, at);
         }
         let after = serde_json::to_string(&worth_storing(&state)).unwrap();
         assert_eq!(before, after);
         assert_eq!(state.outbox.entries[0].attempts, 100, "kept in memory");
-        state.outbox.push("k2".into(), msg, 200);
+        state.outbox.push(alert("k2"), 200);
         let queued = serde_json::to_string(&worth_storing(&state)).unwrap();
         assert_ne!(before, queued, "a new alert is worth a write");
     }

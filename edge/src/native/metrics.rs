@@ -31,9 +31,6 @@ use crate::core::incident::Round;
 use crate::core::probe::{Health, Observation};
 use crate::core::state::State;
 
-/// The one alert channel so far; a label so that another fits beside it.
-const DISCORD: &str = "discord";
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabel {
     target: String,
@@ -53,7 +50,7 @@ struct RoundLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabel {
-    channel: &'static str,
+    channel: String,
 }
 
 type Seconds = Gauge<f64, AtomicU64>;
@@ -190,13 +187,16 @@ impl Metrics {
             .inc();
     }
 
-    pub fn delivery(&self, outcome: &Delivery) {
+    /// A delivery to `channel` (a configured channel id: bounded).
+    pub fn delivery(&self, channel: &str, outcome: &Delivery) {
         let family = match outcome {
             Delivery::Sent => &self.alerts_sent,
             _ => &self.alerts_failed,
         };
         family
-            .get_or_create(&ChannelLabel { channel: DISCORD })
+            .get_or_create(&ChannelLabel {
+                channel: channel.to_string(),
+            })
             .inc();
     }
 
@@ -318,8 +318,8 @@ mod tests {
             latency_ms: 30,
             error: Some("never a label".into()),
         }]);
-        m.delivery(&Delivery::Sent);
-        m.delivery(&Delivery::Failed {
+        m.delivery("discord", &Delivery::Sent);
+        m.delivery("discord", &Delivery::Failed {
             error: "boom".into(),
         });
         m.cycle(Duration::from_millis(20), 5_000);

@@ -275,7 +275,8 @@ async fn deliver(
             carried.alerts += state.outbox.entries.len() as u32;
             break;
         }
-        let outcome = io.deliver(&entry.message).await;
+        // To its channel: Discord, PagerDuty, Slack or a signed webhook.
+        let outcome = io.deliver_entry(&entry).await;
         let stop = !matches!(outcome, Delivery::Sent | Delivery::Rejected { .. });
         if matches!(outcome, Delivery::Sent) {
             sent += 1;
