@@ -78,20 +78,12 @@ impl Secrets {
         }
     }
 
-    /// The API tokens as the edge requires them (like the ops-agent): at
-    /// least `TOKEN_MIN` characters, no surrounding white space. The error
-    /// names the variable.
+    /// The API tokens as the edge requires them, by the ops-agent's rule
+    /// (`vigil_wire::token::check_configured`). The error names the variable.
     pub fn check_tokens(&self) -> Result<(), String> {
         for (var, token) in self.api_tokens() {
-            let Some(t) = token else { continue };
-            if t.chars().count() < TOKEN_MIN {
-                return Err(format!(
-                    "{var} is {} characters: use at least {TOKEN_MIN}",
-                    t.chars().count()
-                ));
-            }
-            if t.trim() != t {
-                return Err(format!("{var} begins or ends with white space"));
+            if let Some(t) = token {
+                vigil_wire::token::check_configured(t).map_err(|why| format!("{var} {why}"))?;
             }
         }
         Ok(())
@@ -107,13 +99,8 @@ impl Secrets {
             .ack_link_secret
             .clone()
             .ok_or_else(|| format!("{} is not set ([ack_link] needs it)", a.secret_env))?;
-        if secret.chars().count() < TOKEN_MIN {
-            return Err(format!(
-                "{} is {} characters: use at least {TOKEN_MIN}",
-                a.secret_env,
-                secret.chars().count()
-            ));
-        }
+        vigil_wire::token::check_configured(&secret)
+            .map_err(|why| format!("{} {why}", a.secret_env))?;
         Ok(Some(AckLinks::new(
             &a.base_url,
             secret,
@@ -247,9 +234,6 @@ fn discord_wait(url: &str) -> String {
         format!("{url}?wait=true")
     }
 }
-
-/// The shortest API token the edge accepts (as the ops-agent).
-pub const TOKEN_MIN: usize = 16;
 
 /// What a missing token closes, for the log at start.
 pub fn closed_by_missing(var: &str) -> &'static str {
@@ -410,15 +394,18 @@ mod tests {
         assert!(secrets(&[]).check_tokens().is_ok(), "missing is not short");
         assert_eq!(
             secrets(&[("JOBS_TOKEN", "short")]).check_tokens(),
-            Err("JOBS_TOKEN is 5 characters: use at least 16".into())
+            Err("JOBS_TOKEN is 5 characters: it must be at least 16".into())
         );
         assert_eq!(
             secrets(&[("SIGNAL_TOKEN", "short-signal")]).check_tokens(),
-            Err("SIGNAL_TOKEN is 12 characters: use at least 16".into())
+            Err("SIGNAL_TOKEN is 12 characters: it must be at least 16".into())
         );
         assert_eq!(
             secrets(&[("CRASH_LOG_TOKEN", "0123456789abcdef\n")]).check_tokens(),
-            Err("CRASH_LOG_TOKEN begins or ends with white space".into())
+            Err(
+                "CRASH_LOG_TOKEN is blank or starts or ends with whitespace (a trailing newline?): remove it"
+                    .into()
+            )
         );
         assert!(secrets(&[("OPS_READ_TOKEN", "                ")])
             .check_tokens()

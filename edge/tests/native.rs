@@ -1624,12 +1624,12 @@ fn tokens_are_checked_at_start_and_missing_ones_named_without_colour() {
     let (ok, err) = once(&[("CONTROL_TOKEN", "too-short")]);
     assert!(!ok, "{err}");
     assert!(
-        err.contains("CONTROL_TOKEN is 9 characters: use at least 16"),
+        err.contains("CONTROL_TOKEN is 9 characters: it must be at least 16"),
         "{err}"
     );
     let (ok, err) = once(&[("JOBS_TOKEN", "0123456789abcdef\n")]);
     assert!(
-        !ok && err.contains("JOBS_TOKEN begins or ends with white space"),
+        !ok && err.contains("JOBS_TOKEN is blank or starts or ends with whitespace (a trailing newline?): remove it"),
         "{err}"
     );
     let (ok, err) = once(&[("CONTROL_TOKEN", CONTROL_TOKEN)]);

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -125,12 +125,8 @@ impl Edge {
 
     /// Polls `f` on the summary until it holds, or panics with the logs.
     pub fn wait_for(&self, what: &str, within: Duration, f: impl Fn(&Edge) -> bool) {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if f(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if crate::eventually(within, Duration::from_millis(50), || f(self)) {
+            return;
         }
         panic!(
             "timed out waiting for {what}; summary: {}\nlogs:\n{}",

@@ -26,16 +26,26 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
-/// Waits until something accepts TCP connections on `addr`.
-pub fn wait_for_port(addr: SocketAddr, within: Duration) -> bool {
+/// Polls `cond` every `every` until it holds (true) or `within` has passed
+/// (false): the one wait loop of the tests, each caller saying what failed.
+pub fn eventually(within: Duration, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+    loop {
+        if cond() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
     }
-    false
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, within: Duration) -> bool {
+    eventually(within, Duration::from_millis(20), || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+    })
 }
 
 /// A fresh directory under the system temp dir, removed on drop.

@@ -102,14 +102,12 @@ impl Prometheus {
 
     /// The single value `promql` yields, once it yields one.
     pub fn wait_for_value(&self, promql: &str, want: &str, within: Duration) {
-        let deadline = Instant::now() + within;
         let mut last = Vec::new();
-        while Instant::now() < deadline {
+        if crate::eventually(within, Duration::from_millis(200), || {
             last = self.query(promql);
-            if last.len() == 1 && last[0]["value"][1] == want {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+            last.len() == 1 && last[0]["value"][1] == want
+        }) {
+            return;
         }
         panic!(
             "{promql} did not become {want}; last: {last:?}\ntargets: {}\nlogs:\n{}",
@@ -367,16 +365,12 @@ impl Browser {
     /// The first element `css` selects, waiting for it (a page may still
     /// be loading after a click).
     fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(e) = self.find_all(css).into_iter().next() {
-                return e;
-            }
-            if Instant::now() > deadline {
-                panic!("no {css} on {}:\n{}", self.url(), self.source());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut found = None;
+        crate::eventually(Duration::from_secs(15), Duration::from_millis(100), || {
+            found = self.find_all(css).into_iter().next();
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no {css} on {}:\n{}", self.url(), self.source()))
     }
 
     /// What a person reads in the element `css` selects.

@@ -319,12 +319,12 @@ impl Pair {
     }
 
     pub fn wait(&self, what: &str, secs: u64, f: impl Fn(&Pair) -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-        while std::time::Instant::now() < deadline {
-            if f(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if crate::eventually(
+            Duration::from_secs(secs),
+            Duration::from_millis(100),
+            || f(self),
+        ) {
+            return;
         }
         panic!(
             "timed out waiting for {what}\nincidents: {:#}\ndiscord: {:?}\nedge logs:\n{}\nagent logs:\n{}",

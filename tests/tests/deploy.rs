@@ -37,12 +37,11 @@ fn read(rel: &str) -> String {
 }
 
 /// Polls `cond` until it holds, panicking with `what` after `within`.
-fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, within: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        vigil_testkit::eventually(within, Duration::from_millis(100), cond),
+        "timed out waiting for {what}"
+    );
 }
 
 /// The runtime stage (from the last `FROM`) of a Dockerfile.

@@ -469,7 +469,9 @@ fn s13_edge_restarted_mid_round_continues_without_duplicates() {
             ..Options::default()
         },
     );
-    p.fault(p.api_port, "/break");
+    // A fault a restart does not mend: the regular cycle cannot resolve the
+    // incident (and so end the round) between the wait below and the kill.
+    p.fault(p.api_port, "/break-disk");
     // The action has run and the round is settling, its decision stored
     // (state.json's pending_action): kill the edge there.
     let state_file = p.edge().dir.path().join("state").join("state.json");
@@ -489,9 +491,8 @@ fn s13_edge_restarted_mid_round_continues_without_duplicates() {
     });
     p.edge_mut().kill();
     // Still broken: the resumed round must act again, idempotently. The
-    // restarted container may not listen yet: break it until it answers so.
-    p.wait("the target broken again", 30, |p| {
-        p.fault(p.api_port, "/break");
+    // restarted container may not listen yet: wait until it answers 500.
+    p.wait("the target still broken", 30, |p| {
         reqwest::blocking::get(format!("http://127.0.0.1:{}/healthz", p.api_port))
             .is_ok_and(|r| r.status().as_u16() == 500)
     });

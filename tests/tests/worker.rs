@@ -847,18 +847,17 @@ fn a_short_token_is_refused_by_the_worker() {
 
 /// Polls the Worker's log until `needle` shows up (or panics at the deadline).
 fn wait_for_log(w: &Wrangler, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let logs = w.logs();
-        if let Some(line) = logs.lines().find(|l| l.contains(needle)) {
-            return line.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {needle:?} in the log:\n{logs}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let mut line = None;
+    let every = std::time::Duration::from_millis(100);
+    vigil_testkit::eventually(std::time::Duration::from_secs(60), every, || {
+        line = w
+            .logs()
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_string);
+        line.is_some()
+    });
+    line.unwrap_or_else(|| panic!("no {needle:?} in the log:\n{}", w.logs()))
 }
 
 fn many_targets(n: usize, url: &str) -> String {
