@@ -13,6 +13,7 @@ use crate::config::{Config, Target};
 use crate::core::alert::{backoff_ms, Delivery, DiscordMessage, OutboxEntry};
 use crate::core::deadman::Ping;
 use crate::core::incident::ManualAction;
+use crate::core::json;
 use crate::core::planner::Completion;
 use crate::core::probe::{
     cache_busted_url, classify, Observation, ProbeResponse, NO_CACHE_HEADERS,
@@ -223,8 +224,7 @@ impl<T: Transport> Client<T> {
             .await
         {
             Exchange::Answered { status, body, .. } if (200..300).contains(&status) => {
-                serde_json::from_slice(&body)
-                    .map_err(|e| format!("unexpected answer from the agent: {e}"))
+                json::read(&body).map_err(|e| format!("unexpected answer from the agent: {e}"))
             }
             Exchange::Answered { status, body, .. } => Err(agent_error(status, &body)),
             Exchange::TimedOut { .. } => {
@@ -429,7 +429,7 @@ impl<T: Transport> RemediationIo for Client<T> {
             .await
         {
             Exchange::Answered { status, body, .. } if (200..300).contains(&status) => {
-                serde_json::from_slice(&body).map_err(|e| format!("malformed completion: {e}"))
+                json::read(&body).map_err(|e| format!("malformed completion: {e}"))
             }
             Exchange::Answered { status, body, .. } => Err(model_error(status, &body)),
             Exchange::TimedOut { .. } => Err("the model timed out".into()),

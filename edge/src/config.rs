@@ -746,7 +746,7 @@ impl Config {
     /// `VIGIL_CONFIG`: no TOML parser in the Worker, whose bundle it would
     /// grow by 38 KB gzip; `vigil-edge --print-json` converts a file).
     pub fn from_json(file: &str, text: &str) -> Result<Self, ConfigError> {
-        let config: Config = serde_json::from_str(text).map_err(|e| ConfigError {
+        let config: Config = crate::core::json::read(text.as_bytes()).map_err(|e| ConfigError {
             file: file.to_string(),
             key: "(json)".into(),
             reason: e.to_string(),

@@ -304,7 +304,7 @@ pub fn delivery_outcome(status: u16, retry_after_header: Option<f64>, body: &str
 
 /// An agent's error answer, as the audit trail shows it.
 pub fn agent_error(status: u16, body: &[u8]) -> String {
-    match serde_json::from_slice::<ErrorBody>(body) {
+    match crate::core::json::read::<ErrorBody>(body) {
         Ok(e) => format!("HTTP {status}: {}: {}", e.error.code, e.error.message),
         Err(_) => format!("HTTP {status}"),
     }

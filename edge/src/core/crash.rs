@@ -122,7 +122,7 @@ pub enum CrashError {
 impl CrashReport {
     /// Parses a body; a field over its limit is cut (and `truncated` set).
     pub fn parse(body: &[u8]) -> Result<(Self, bool), CrashError> {
-        let mut r: CrashReport = serde_json::from_slice(body).map_err(|e| {
+        let mut r: CrashReport = super::json::read(body).map_err(|e| {
             CrashError::Malformed(format!(
                 "expected {{\"app\", \"message\", \"stack\"?, \"url\"?, \"user_agent\"?, \"severity\"?: debug|info|warning|error|critical, \"timestamp\"?}}: {e}"
             ))

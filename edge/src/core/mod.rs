@@ -14,6 +14,7 @@ pub mod flap;
 pub mod history;
 pub mod incident;
 pub mod jobs;
+pub mod json;
 pub mod planner;
 pub mod probe;
 pub mod remind;

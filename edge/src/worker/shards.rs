@@ -128,6 +128,6 @@ impl<'a> Prober<'a> {
         if res.status_code() != 200 {
             return Err(String::from_utf8_lossy(&bytes).into_owned());
         }
-        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+        crate::core::json::read(&bytes).map_err(|e| e.to_string())
     }
 }

@@ -14,6 +14,7 @@ use worker::{Env, KvStore, ListOptions, Storage};
 use super::Fallible;
 use crate::core::budget::{worth_storing, Budget, Op};
 use crate::core::history::{History, HostSample, TargetHistory};
+use crate::core::json;
 use crate::core::state::State;
 
 const KV_BINDING: &str = "VIGIL_KV";
@@ -91,9 +92,7 @@ impl<'a> Store<'a> {
             }
         };
         let state = match &stored {
-            // JSON is read from bytes everywhere: one serde_json reader type
-            // in the bundle, not two.
-            Some(text) => serde_json::from_slice(text.as_bytes())
+            Some(text) => json::read(text.as_bytes())
                 .map_err(|e| format!("stored state is unreadable: {e}"))?,
             None => State::default(),
         };
@@ -166,9 +165,20 @@ impl<'a> Store<'a> {
         &self,
         key: &str,
     ) -> Fallible<T> {
+        self.load_with(key, json::read).await
+    }
+
+    /// A stored document read by `read` (the history straight from its
+    /// bytes, the others through `json::read`).
+    async fn load_with<T: Default>(
+        &self,
+        key: &str,
+        read: fn(&[u8]) -> serde_json::Result<T>,
+    ) -> Fallible<T> {
         match self.get_text(key).await? {
-            Some(text) => serde_json::from_slice(text.as_bytes())
-                .map_err(|e| format!("stored {key} is unreadable: {e}")),
+            Some(text) => {
+                read(text.as_bytes()).map_err(|e| format!("stored {key} is unreadable: {e}"))
+            }
             None => Ok(T::default()),
         }
     }
@@ -192,7 +202,7 @@ impl<'a> Store<'a> {
     /// the single value an older version stored there).
     async fn load_history(&self) -> Fallible<History> {
         let Backend::Durable(storage) = &self.backend else {
-            return self.load_doc(HISTORY_KEY).await;
+            return self.load_with(HISTORY_KEY, |b| serde_json::from_slice(b)).await;
         };
         // One read: the rows, and the single value an older version stored
         // (its key is the rows' prefix without the slash), under the rows.
