@@ -9,8 +9,7 @@ use std::cell::Cell;
 
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
-use worker::wasm_bindgen::JsValue;
-use worker::{console_error, Env, Method, Request, RequestInit};
+use worker::{console_error, Env, Headers};
 
 use super::durable::durable_stub;
 use super::io::WorkerIo;
@@ -115,11 +114,13 @@ impl<'a> Prober<'a> {
     async fn call(&self, k: usize, ids: Vec<String>) -> Fallible<ShardAnswer> {
         let stub = durable_stub(self.env, &format!("shard-{k}")).map_err(|e| e.to_string())?;
         let body = serde_json::to_string(&ids).map_err(|e| e.to_string())?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(JsValue::from_str(&body)));
-        let req = Request::new_with_init("https://vigil.internal/probe", &init)
-            .map_err(|e| e.to_string())?;
+        let req = super::io::request(
+            "POST",
+            "https://vigil.internal/probe",
+            &Headers::new(),
+            Some(&body),
+            None,
+        )?;
         let mut res = stub
             .fetch_with_request(req)
             .await

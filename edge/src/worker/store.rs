@@ -202,7 +202,9 @@ impl<'a> Store<'a> {
     /// the single value an older version stored there).
     async fn load_history(&self) -> Fallible<History> {
         let Backend::Durable(storage) = &self.backend else {
-            return self.load_with(HISTORY_KEY, |b| serde_json::from_slice(b)).await;
+            return self
+                .load_with(HISTORY_KEY, |b| serde_json::from_slice(b))
+                .await;
         };
         // One read: the rows, and the single value an older version stored
         // (its key is the rows' prefix without the slash), under the rows.
