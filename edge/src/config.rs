@@ -419,15 +419,15 @@ pub struct Config {
     pub discord: Discord,
     #[serde(default)]
     pub llm: Llm,
-    #[serde(default, deserialize_with = "via_json")]
+    #[serde(default)]
     pub deadman: Deadman,
-    #[serde(default, rename = "channel", deserialize_with = "via_json")]
+    #[serde(default, rename = "channel")]
     pub channels: Vec<Channel>,
-    #[serde(default, rename = "route", deserialize_with = "via_json")]
+    #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
-    #[serde(default, deserialize_with = "via_json")]
+    #[serde(default)]
     pub ack_link: Option<AckLink>,
-    #[serde(default, rename = "escalation", deserialize_with = "via_json")]
+    #[serde(default, rename = "escalation")]
     pub escalations: Vec<Escalation>,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
@@ -491,18 +491,6 @@ fn default_status_title() -> String {
 
 fn default_worker_lease() -> f64 {
     300.0
-}
-
-/// The paging tables are read through a JSON value: each table type read
-/// straight from TOML costs the Worker bundle several kilobytes of
-/// deserializer code; through one generic value it costs little.
-fn via_json<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
-{
-    let v = <serde_json::Value as Deserialize>::deserialize(d)?;
-    serde_json::from_value(v).map_err(serde::de::Error::custom)
 }
 
 fn default_method() -> String {
