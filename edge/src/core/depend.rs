@@ -202,7 +202,8 @@ depends_on = ["gateway"]
         );
         assert!(sent.is_empty(), "{sent:?}");
         // A restart in the middle keeps the fold.
-        let mut s: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let mut s: State =
+            crate::core::json::read(serde_json::to_string(&s).unwrap().as_bytes()).unwrap();
         s.reconcile(&c, 150_000, true);
         // The parent is back; api, still down, stands alone at once.
         let sent = cycle(

@@ -139,7 +139,8 @@ url = "http://127.0.0.1:1/"
         s.check_escalations(&c, 901_000);
         s.check_escalations(&c, 901_001);
         assert_eq!(to(&s, "pd-backup"), ["\"trigger\""], "once");
-        let mut s: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let mut s: State =
+            crate::core::json::read(serde_json::to_string(&s).unwrap().as_bytes()).unwrap();
         s.reconcile(&c, 950_000, true);
         s.check_escalations(&c, 5_000_000);
         assert_eq!(

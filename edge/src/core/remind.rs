@@ -74,7 +74,8 @@ mod tests {
         let title = s.outbox.entries.back().unwrap().headline();
         assert_eq!(title, "api: still down after 10 min");
         // A restart: nothing is sent twice.
-        let mut s: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let mut s: State =
+            crate::core::json::read(serde_json::to_string(&s).unwrap().as_bytes()).unwrap();
         s.reconcile(&c, 700_000, true);
         s.check_reminders(&c, 700_000);
         assert_eq!(reminders(&s), 1);

@@ -389,7 +389,8 @@ url = "http://127.0.0.1:1/"
         assert_eq!(trigger["payload"]["source"], "api-core");
         s.acknowledge(&id, "alice", 3).unwrap();
         // A restart: the state is stored and read back.
-        let mut s: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let mut s: State =
+            crate::core::json::read(serde_json::to_string(&s).unwrap().as_bytes()).unwrap();
         s.reconcile(&c, 4, true);
         s.resolve(&id, "alice", 5).unwrap();
         s.follow_pages(6);
