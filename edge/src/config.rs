@@ -179,6 +179,12 @@ pub struct Deadman {
     pub fail_after_s: f64,
 }
 
+impl Deadman {
+    pub fn fail_after_ms(&self) -> u64 {
+        (self.fail_after_s * 1000.0) as u64
+    }
+}
+
 impl Default for Deadman {
     fn default() -> Self {
         Deadman {

@@ -8,7 +8,9 @@ use serde_json::Value;
 use vigil_testkit::discord::Discord;
 use vigil_testkit::docker_or_skip;
 use vigil_testkit::edge::{CONTROL_TOKEN, CRASH_LOG_TOKEN, JOBS_TOKEN, READ_TOKEN};
+use vigil_testkit::healthchecks::Healthchecks;
 use vigil_testkit::openai::Reply;
+use vigil_testkit::pagerduty::PagerDuty;
 use vigil_testkit::pair::{Options, Pair};
 use vigil_testkit::target::{Behaviour, TargetServer};
 use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
@@ -1230,4 +1232,123 @@ fn two_hundred_targets_on_the_durable_object_store() {
             assert!(short.is_empty(), "every row read back: {short:?}");
         }
     }
+}
+
+/// Issue 13 in the Worker: a page routed by `[[route]]` to a strict
+/// PagerDuty Events v2 receiver triggers with `dedup_key` = the incident id,
+/// the API's ack acknowledges it, and the recovery resolves it after a
+/// restart of workerd; nothing is sent twice, and Discord gets the page once.
+#[test]
+fn a_page_reaches_pagerduty_from_the_worker_and_resolves_once_across_a_restart() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let pd = PagerDuty::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(500));
+    // A remediate target whose agent is not reachable pages at once.
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n[[target]]\nid = \"api-core\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\ntimeout_ms = 2000\n",
+        target.url()
+    ) + "[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n"
+        + &format!(
+            "[[channel]]\nid = \"oncall\"\nkind = \"pagerduty\"\nrouting_key_env = \"PD_ROUTING_KEY\"\nevents_url = {:?}\n",
+            pd.url()
+        )
+        + "[[channel]]\nid = \"ops\"\nkind = \"discord\"\nurl_env = \"DISCORD_WEBHOOK_URL\"\n"
+        + "[[route]]\nseverity = [\"critical\"]\ntargets = [\"api*\"]\nchannels = [\"oncall\", \"ops\"]\n"
+        + "[[route]]\nseverity = [\"warning\", \"info\"]\nchannels = [\"ops\"]\n";
+    let mut w = Wrangler::start(vars(
+        config,
+        vec![
+            ("DISCORD_WEBHOOK_URL", discord.url()),
+            ("DISCORD_ALERT_USER_ID", "424242".into()),
+            ("PD_ROUTING_KEY", "0123456789abcdef0123456789abcdef".into()),
+        ],
+    ));
+    // Each cycle is one step: the incident opens, its round finds no agent
+    // and pages, the outbox delivers.
+    for _ in 0..5 {
+        w.scheduled();
+        if !pd.events().is_empty() {
+            break;
+        }
+    }
+    let (_, open) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    let id = open["incidents"][0]["id"].as_str().unwrap().to_string();
+    let trigger = pd.accepted().first().cloned().expect("a trigger");
+    assert_eq!(trigger["event_action"], "trigger", "{trigger}");
+    assert_eq!(trigger["dedup_key"], id.as_str(), "{trigger}");
+    assert_eq!(trigger["payload"]["severity"], "critical");
+    assert_eq!(trigger["payload"]["source"], "api-core");
+    let ack = w
+        .http
+        .post(w.url(&format!("/ops/incidents/{id}/ack")))
+        .bearer_auth(CONTROL_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(ack.status(), 200);
+    let acked = w.scheduled();
+    assert_eq!(pd.events().len(), 2, "the acknowledge: {acked}");
+    // workerd restarts; the target recovers meanwhile; the resolve goes out.
+    w.restart();
+    target.set(Behaviour::Ok);
+    for _ in 0..3 {
+        w.scheduled();
+        if pd.events().len() == 3 {
+            break;
+        }
+    }
+    let quiet = w.scheduled();
+    assert_eq!(quiet["delivered"], 0, "nothing left to send: {quiet}");
+    let expected: Vec<(String, String)> = ["trigger", "acknowledge", "resolve"]
+        .iter()
+        .map(|a| (a.to_string(), id.clone()))
+        .collect();
+    assert_eq!(pd.events(), expected, "each once, one dedup_key");
+    assert_eq!(pd.incidents()[&id], "resolved");
+    assert!(pd.rejected().is_empty(), "{:?}", pd.rejected());
+    assert!(discord.rejected().is_empty(), "{:?}", discord.rejected());
+    assert_eq!(
+        discord.pages().len(),
+        1,
+        "paged once: {:?}",
+        discord.titles()
+    );
+    assert!(
+        discord
+            .titles()
+            .iter()
+            .any(|t| t == "api-core: down → healthy"),
+        "{:?}",
+        discord.titles()
+    );
+}
+
+/// `[deadman]` in the Worker: each cron cycle pings the URL once (no
+/// `/start`: a subrequest is worth more than the run time on the free
+/// plan), and nothing pings between cycles.
+#[test]
+fn the_worker_pings_the_deadman_url_once_per_cycle() {
+    if !worker_or_skip() {
+        return;
+    }
+    let hc = Healthchecks::start();
+    let target = TargetServer::start();
+    let config = format!(
+        "interval_s = 60\n[deadman]\nurl_env = \"DEADMAN_URL\"\n{}",
+        alert_only("api", &target.url())
+    );
+    let w = Wrangler::start(vars(config, vec![("DEADMAN_URL", hc.url())]));
+    for n in 1..=3 {
+        let report = w.scheduled();
+        assert_eq!(hc.successes(), n, "{report}");
+    }
+    assert_eq!(hc.starts(), 0);
+    assert!(hc.failures().is_empty(), "{:?}", hc.failures());
+    // No cycle, no ping: a stopped Worker goes quiet.
+    let (status, _) = get(&w, "/healthz", None);
+    assert_eq!(status, 200);
+    assert_eq!(hc.successes(), 3);
 }

@@ -115,15 +115,16 @@ pub fn in_slot(index: usize, slots: u64, now_ms: u64) -> bool {
     (index as u64) % slots == (now_ms / CRON_MS) % slots
 }
 
-/// The subrequests a cycle keeps for storage, alerts, host polls and one
-/// remediation round; the rest is for probes.
+/// The subrequests a cycle keeps for storage, alerts, host polls, one
+/// remediation round and `[deadman]`'s ping; the rest is for probes.
 pub fn overhead(config: &Config) -> u32 {
     let round = if config.targets.iter().any(|t| t.role == Role::Remediate) {
         round_cost(config)
     } else {
         0
     };
-    CYCLE_STORAGE + ALERTS_KEPT + config.hosts.len() as u32 + round
+    let deadman = u32::from(config.deadman.url_env.is_some());
+    CYCLE_STORAGE + ALERTS_KEPT + config.hosts.len() as u32 + round + deadman
 }
 
 /// Why a configuration cannot fit its plan: the number that does not fit

@@ -370,7 +370,7 @@ impl Runner {
         if self.io.secrets().deadman_url.is_none() {
             return;
         }
-        let fail_after = (self.config.deadman.fail_after_s * 1000.0) as u64;
+        let fail_after = self.config.deadman.fail_after_ms();
         let ping = match start {
             true => deadman::Ping::Start,
             false => self.read(|s| deadman::ping(s, now_ms(), fail_after)),
