@@ -1756,20 +1756,7 @@ fn a_pagerduty_incident_is_triggered_acked_and_resolved_with_one_dedup_key_acros
     let target = TargetServer::start();
     target.set(Behaviour::Status(500));
     let (dir, addr) = Edge::prepare("pagerduty");
-    // A remediate target whose agent is not reachable pages at once.
-    let config = config_head(dir.path(), addr, 0.3, 0.1)
-        + &format!(
-            "[[target]]\nid = \"api-core\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n",
-            target.url()
-        )
-        + "[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n"
-        + &format!(
-            "[[channel]]\nid = \"oncall\"\nkind = \"pagerduty\"\nrouting_key_env = \"PD_ROUTING_KEY\"\nevents_url = {:?}\n",
-            pd.url()
-        )
-        + "[[channel]]\nid = \"ops\"\nkind = \"discord\"\nurl_env = \"DISCORD_WEBHOOK_URL\"\n"
-        + "[[route]]\nseverity = [\"critical\"]\ntargets = [\"api*\"]\nchannels = [\"oncall\", \"ops\"]\n"
-        + "[[route]]\nseverity = [\"warning\", \"info\"]\nchannels = [\"ops\"]\n";
+    let config = config_head(dir.path(), addr, 0.3, 0.1) + &pd.paged_target_config(&target.url());
     let mut env = discord_env(&discord);
     env.push(("PD_ROUTING_KEY", "0123456789abcdef0123456789abcdef".into()));
     let mut edge = Edge::start(bin(), dir, addr, &config, env);
@@ -1801,13 +1788,7 @@ fn a_pagerduty_incident_is_triggered_acked_and_resolved_with_one_dedup_key_acros
     edge.wait_for("the resolve", Duration::from_secs(20), |_| {
         pd.events().len() == 3
     });
-    let expected: Vec<(String, String)> = ["trigger", "acknowledge", "resolve"]
-        .iter()
-        .map(|a| (a.to_string(), id.clone()))
-        .collect();
-    assert_eq!(pd.events(), expected);
-    assert_eq!(pd.incidents()[&id], "resolved");
-    assert!(pd.rejected().is_empty(), "{:?}", pd.rejected());
+    pd.assert_triggered_acked_resolved_once(&id);
     assert!(discord.rejected().is_empty(), "{:?}", discord.rejected());
     assert_eq!(discord.pages().len(), 1, "paged once");
     assert!(

@@ -71,6 +71,35 @@ impl PagerDuty {
     pub fn incidents(&self) -> BTreeMap<String, String> {
         self.inner.lock().unwrap().incidents.clone()
     }
+
+    /// The scenario both shells' tests run: target `api-core` (a
+    /// `remediate` target at `target_url` whose agent is not reachable, so
+    /// it pages at once), its critical alerts routed to this receiver (the
+    /// `oncall` channel, key in `PD_ROUTING_KEY`) and to Discord (`ops`),
+    /// the rest to Discord.
+    pub fn paged_target_config(&self, target_url: &str) -> String {
+        format!(
+            "[[target]]\nid = \"api-core\"\nurl = {target_url:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\ntimeout_ms = 2000\n\
+             [[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n\
+             [[channel]]\nid = \"oncall\"\nkind = \"pagerduty\"\nrouting_key_env = \"PD_ROUTING_KEY\"\nevents_url = {:?}\n\
+             [[channel]]\nid = \"ops\"\nkind = \"discord\"\nurl_env = \"DISCORD_WEBHOOK_URL\"\n\
+             [[route]]\nseverity = [\"critical\"]\ntargets = [\"api*\"]\nchannels = [\"oncall\", \"ops\"]\n\
+             [[route]]\nseverity = [\"warning\", \"info\"]\nchannels = [\"ops\"]\n",
+            self.url()
+        )
+    }
+
+    /// Asserts that incident `id` was triggered, acknowledged and resolved,
+    /// each once, under its one `dedup_key`, and that nothing was refused.
+    pub fn assert_triggered_acked_resolved_once(&self, id: &str) {
+        let expected: Vec<(String, String)> = ["trigger", "acknowledge", "resolve"]
+            .iter()
+            .map(|a| (a.to_string(), id.to_string()))
+            .collect();
+        assert_eq!(self.events(), expected, "each once, one dedup_key");
+        assert_eq!(self.incidents()[id], "resolved");
+        assert!(self.rejected().is_empty(), "{:?}", self.rejected());
+    }
 }
 
 /// The documented checks on an event.
