@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use vigil_wire::{ActionInfo, ActionList, ActionResult, Diagnostics, LogLines, IDEMPOTENCY_KEY};
 
 use crate::config::{text_pairs, Config, Target};
-use crate::core::alert::{Delivery, DiscordMessage};
+use crate::core::alert::{backoff_ms, Delivery, DiscordMessage, OutboxEntry};
+use crate::core::deadman::Ping;
 use crate::core::incident::ManualAction;
+use crate::core::json;
 use crate::core::planner::Completion;
 use crate::core::probe::{
     cache_busted_url, classify, Observation, PeerCert, ProbeResponse, NO_CACHE_HEADERS,
@@ -29,7 +31,7 @@ pub const BODY_LIMIT: usize = 1 << 20;
 const AGENT_READ_TIMEOUT_MS: u64 = 15_000;
 /// Added to an action's own timeout for the HTTP round trip.
 const ACTION_SLACK_MS: u64 = 15_000;
-const DISCORD_TIMEOUT_MS: u64 = 10_000;
+const DELIVERY_TIMEOUT_MS: u64 = 10_000;
 
 /// One outbound request.
 pub struct Call<'a> {
@@ -121,7 +123,7 @@ impl<T: Transport> Client<T> {
         &self.secrets
     }
 
-    /// Sends one Discord message and says how it went.
+    /// Sends one message to the `[discord]` webhook and says how it went.
     pub async fn deliver(&self, message: &DiscordMessage) -> Delivery {
         let url = match self.secrets.webhook(&self.config) {
             Ok(u) => u,
@@ -135,10 +137,42 @@ impl<T: Transport> Client<T> {
                 }
             }
         };
-        let headers = [("Content-Type", "application/json")];
+        self.post(&url, &[], body, 0).await
+    }
+
+    /// Sends one outbox entry to its channel (a `[[channel]]`, else the
+    /// `[discord]` webhook) and says how it went.
+    pub async fn deliver_entry(&self, entry: &OutboxEntry) -> Delivery {
+        let Some(channel) = self.config.channel(&entry.channel) else {
+            return self.deliver(&entry.message).await;
+        };
+        match self
+            .secrets
+            .channel_request(channel, entry, self.transport.now_ms())
+        {
+            Ok(r) => {
+                let headers: Vec<(&str, &str)> =
+                    r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                self.post(&r.url, &headers, r.body, entry.attempts).await
+            }
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// One JSON POST to a channel. A 429 without a wait, or a 5xx, backs
+    /// off by the entry's `attempts` so far.
+    async fn post(
+        &self,
+        url: &str,
+        extra: &[(&str, &str)],
+        body: String,
+        attempts: u32,
+    ) -> Delivery {
+        let mut headers = vec![("Content-Type", "application/json")];
+        headers.extend_from_slice(extra);
         match self
             .transport
-            .exchange("POST", &url, &headers, Some(body), DISCORD_TIMEOUT_MS)
+            .exchange("POST", url, &headers, Some(body), DELIVERY_TIMEOUT_MS)
             .await
         {
             Exchange::Answered {
@@ -146,11 +180,56 @@ impl<T: Transport> Client<T> {
                 retry_after,
                 body,
                 ..
-            } => delivery_outcome(status, retry_after, &String::from_utf8_lossy(&body)),
+            } => {
+                let backoff = retry_after.or(Some(backoff_ms(attempts + 1) as f64 / 1000.0));
+                delivery_outcome(status, backoff, &String::from_utf8_lossy(&body))
+            }
             Exchange::TimedOut { .. } => Delivery::Failed {
-                error: "Discord timed out".into(),
+                error: format!("no answer within {DELIVERY_TIMEOUT_MS} ms"),
             },
             Exchange::Failed { error, .. } => Delivery::Failed { error },
+        }
+    }
+
+    /// Tells the deadman URL a cycle starts (`GET <url>/start`) or how it
+    /// went: a GET on success, a POST of the reason to `<url>/fail`
+    /// otherwise. Nothing when not configured.
+    pub async fn ping_deadman(&self, ping: &Ping) -> Result<(), String> {
+        let Some(url) = self.secrets.deadman_url.as_deref() else {
+            return Ok(());
+        };
+        let url = url.trim_end_matches('/');
+        let exchange = match ping {
+            Ping::Start => {
+                let start = format!("{url}/start");
+                self.transport
+                    .exchange("GET", &start, &[], None, DELIVERY_TIMEOUT_MS)
+                    .await
+            }
+            Ping::Success => {
+                self.transport
+                    .exchange("GET", url, &[], None, DELIVERY_TIMEOUT_MS)
+                    .await
+            }
+            Ping::Fail(reason) => {
+                let headers = [("Content-Type", "text/plain")];
+                let fail = format!("{url}/fail");
+                self.transport
+                    .exchange(
+                        "POST",
+                        &fail,
+                        &headers,
+                        Some(reason.clone()),
+                        DELIVERY_TIMEOUT_MS,
+                    )
+                    .await
+            }
+        };
+        match exchange {
+            Exchange::Answered { status, .. } if (200..300).contains(&status) => Ok(()),
+            Exchange::Answered { status, .. } => Err(format!("the deadman URL answered {status}")),
+            Exchange::TimedOut { .. } => Err("the deadman URL timed out".into()),
+            Exchange::Failed { error, .. } => Err(error),
         }
     }
 
@@ -177,7 +256,7 @@ impl<T: Transport> Client<T> {
             .await
         {
             Exchange::Answered { status, body, .. } if (200..300).contains(&status) => {
-                serde_json::from_slice(&body).map_err(|e| {
+                json::read(&body).map_err(|e| {
                     AgentError::Failed(format!("unexpected answer from the agent: {e}"))
                 })
             }
@@ -397,7 +476,7 @@ impl<T: Transport> RemediationIo for Client<T> {
             .await
         {
             Exchange::Answered { status, body, .. } if (200..300).contains(&status) => {
-                serde_json::from_slice(&body).map_err(|e| format!("malformed completion: {e}"))
+                json::read(&body).map_err(|e| format!("malformed completion: {e}"))
             }
             Exchange::Answered { status, body, .. } => Err(model_error(status, &body)),
             Exchange::TimedOut { .. } => Err("the model timed out".into()),

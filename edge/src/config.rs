@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::core::budget::Plan;
+use crate::core::route::{valid_glob, DEFAULT_CHANNEL};
 use crate::core::schedule::{CronSchedule, ScheduleError};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +91,10 @@ pub struct Target {
     /// error text (which may quote the target's body).
     #[serde(default)]
     pub public_details: bool,
+    /// Targets this one needs: while one of them is down, this one's
+    /// incident is folded into the parent's (no alert, page or remediation).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
     /// The vantage points that probe this target (`core::vantage`): region
     /// names, this edge's `region` among them or not. Empty: this edge alone.
     #[serde(default)]
@@ -235,6 +240,131 @@ impl Default for Discord {
     }
 }
 
+/// The watcher's watcher: a URL pinged after every cycle (off by default).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deadman {
+    /// The variable holding the ping URL (e.g. `https://hc-ping.com/<uuid>`).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Alerts undelivered this long make the ping a `/fail`.
+    #[serde(default = "default_deadman_fail_after")]
+    pub fail_after_s: f64,
+}
+
+impl Deadman {
+    pub fn fail_after_ms(&self) -> u64 {
+        (self.fail_after_s * 1000.0) as u64
+    }
+}
+
+impl Default for Deadman {
+    fn default() -> Self {
+        Deadman {
+            url_env: None,
+            fail_after_s: default_deadman_fail_after(),
+        }
+    }
+}
+
+fn default_deadman_fail_after() -> f64 {
+    300.0
+}
+
+/// One-click ack links in pages: `<base_url>/ops/ack-link?...`, signed
+/// with the secret in `secret_env`, valid `valid_s`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckLink {
+    pub base_url: String,
+    #[serde(default = "default_ack_link_secret_env")]
+    pub secret_env: String,
+    #[serde(default = "default_ack_link_valid")]
+    pub valid_s: f64,
+}
+
+fn default_ack_link_secret_env() -> String {
+    "ACK_LINK_SECRET".into()
+}
+
+fn default_ack_link_valid() -> f64 {
+    86_400.0
+}
+
+/// One escalation level: a page not acknowledged within `ack_within_s` (of
+/// the page, or of the previous level) pages these channels.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    pub ack_within_s: f64,
+    pub channels: Vec<String>,
+    /// The Discord user this level @mentions (an id, not a secret).
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// Where alerts can go (`[[channel]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ChannelKind {
+    Discord,
+    Pagerduty,
+    Slack,
+    Webhook,
+}
+
+impl TryFrom<String> for ChannelKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "discord" => Ok(ChannelKind::Discord),
+            "pagerduty" => Ok(ChannelKind::Pagerduty),
+            "slack" => Ok(ChannelKind::Slack),
+            "webhook" => Ok(ChannelKind::Webhook),
+            _ => Err(format!("{s:?}: use discord, pagerduty, slack or webhook")),
+        }
+    }
+}
+
+/// PagerDuty's public Events v2 endpoint.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    pub id: String,
+    pub kind: ChannelKind,
+    /// The webhook URL's variable (Discord, Slack, webhook).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// The integration key's variable (PagerDuty).
+    #[serde(default)]
+    pub routing_key_env: Option<String>,
+    #[serde(default)]
+    pub events_url: Option<String>,
+    /// The signing secret's variable (webhook).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Alerts about one subject within this long of the last are not sent
+    /// again on this channel (pages and their ack/resolve excepted).
+    #[serde(default)]
+    pub cooldown_s: f64,
+}
+
+/// Sends alerts of these severities about these targets to these channels.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Empty: every severity.
+    #[serde(default)]
+    pub severity: Vec<crate::core::route::Severity>,
+    /// Globs over the alert's subject (target id, `job:<id>`, `crash:<app>`,
+    /// `vigil`); empty: every subject.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    pub channels: Vec<String>,
+}
+
 /// The OpenAI-compatible planner. Without a key the ladder plans alone.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -353,6 +483,9 @@ pub struct Config {
     /// A flapping target that keeps one state this long has settled.
     #[serde(default = "default_flap_settle")]
     pub flap_settle_s: f64,
+    /// An open, unacknowledged incident is reminded of this often (0: never).
+    #[serde(default)]
+    pub remind_every_s: f64,
     #[serde(default)]
     pub crash_log: CrashLog,
     /// This edge's vantage point: the region its own probes are from
@@ -387,6 +520,16 @@ pub struct Config {
     pub discord: Discord,
     #[serde(default)]
     pub llm: Llm,
+    #[serde(default)]
+    pub deadman: Deadman,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<Channel>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub ack_link: Option<AckLink>,
+    #[serde(default, rename = "escalation")]
+    pub escalations: Vec<Escalation>,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
     #[serde(default, rename = "host")]
@@ -645,6 +788,9 @@ impl Config {
     pub fn settle_ms(&self) -> u64 {
         secs_to_ms(self.settle_s)
     }
+    pub fn remind_every_ms(&self) -> u64 {
+        secs_to_ms(self.remind_every_s)
+    }
     pub fn cooldown_ms(&self) -> u64 {
         secs_to_ms(self.remediation_cooldown_s)
     }
@@ -790,7 +936,7 @@ impl Config {
     /// `VIGIL_CONFIG`: no TOML parser in the Worker, whose bundle it would
     /// grow by 38 KB gzip; `vigil-edge --print-json` converts a file).
     pub fn from_json(file: &str, text: &str) -> Result<Self, ConfigError> {
-        let config: Config = serde_json::from_str(text).map_err(|e| ConfigError {
+        let config: Config = crate::core::json::read(text.as_bytes()).map_err(|e| ConfigError {
             file: file.to_string(),
             key: "(json)".into(),
             reason: e.to_string(),
@@ -839,6 +985,7 @@ impl Config {
             ("history_flush_s", self.history_flush_s, DAY_S),
             ("host_metrics_every_s", self.host_metrics_every_s, DAY_S),
             ("crash_cooldown_s", self.crash_cooldown_s, WEEK_S),
+            ("remind_every_s", self.remind_every_s, WEEK_S),
         ] {
             seconds(key, v, true, max)?;
         }
@@ -854,6 +1001,15 @@ impl Config {
                         .into(),
                 ));
             }
+        }
+        seconds(
+            "deadman.fail_after_s",
+            self.deadman.fail_after_s,
+            false,
+            DAY_S,
+        )?;
+        if self.deadman.url_env.as_deref() == Some("") {
+            return Err(("deadman.url_env".into(), "name a variable".into()));
         }
         if self.retry_after_s > self.interval_s {
             return Err((
@@ -938,6 +1094,8 @@ impl Config {
                 64 << 20,
             )?;
         }
+        self.validate_channels()?;
+        self.validate_dependencies()?;
         let mut hosts = BTreeMap::new();
         for (i, h) in self.hosts.iter().enumerate() {
             let key = format!("host[{i}].id");
@@ -1193,6 +1351,122 @@ impl Target {
                 ));
             }
             count("tls_expiry_days", days, 3650)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    pub fn channel(&self, id: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+
+    /// `depends_on` names other targets, without a cycle (refused with
+    /// its path).
+    fn validate_dependencies(&self) -> Result<(), (String, String)> {
+        for (i, t) in self.targets.iter().enumerate() {
+            let key = format!("target[{i}].depends_on");
+            if let Some(p) = t.depends_on.iter().find(|p| self.target(p).is_none()) {
+                return Err((key, format!("no target {p:?}")));
+            }
+            // Depth first from this target: a path back to it is a cycle.
+            let mut stack = vec![vec![t.id.as_str()]];
+            let mut seen = BTreeMap::new();
+            while let Some(path) = stack.pop() {
+                let last = path[path.len() - 1];
+                for p in self.target(last).map_or(&[][..], |x| &x.depends_on[..]) {
+                    let mut next = path.clone();
+                    next.push(p);
+                    if p == &t.id {
+                        return Err((key, format!("a cycle: {}", next.join(" → "))));
+                    }
+                    if seen.insert(p.as_str(), ()).is_none() {
+                        stack.push(next);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[channel]]` and `[[route]]`: each channel has what its kind needs;
+    /// each route names declared channels and valid globs.
+    fn validate_channels(&self) -> Result<(), (String, String)> {
+        let mut ids = BTreeMap::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            let key = |k: &str| format!("channel[{i}].{k}");
+            if !valid_id(&c.id) {
+                return Err((
+                    key("id"),
+                    format!("{:?} must match [a-z0-9][a-z0-9_-]*", c.id),
+                ));
+            }
+            if ids.insert(c.id.as_str(), ()).is_some() {
+                return Err((key("id"), format!("duplicate channel id {:?}", c.id)));
+            }
+            let needs: &[(&str, &Option<String>)] = match c.kind {
+                ChannelKind::Discord | ChannelKind::Slack => &[("url_env", &c.url_env)],
+                ChannelKind::Webhook => &[("url_env", &c.url_env), ("secret_env", &c.secret_env)],
+                ChannelKind::Pagerduty => &[("routing_key_env", &c.routing_key_env)],
+            };
+            for (k, v) in needs {
+                if v.as_deref().is_none_or(str::is_empty) {
+                    return Err((key(k), format!("a {:?} channel needs {k}", c.kind)));
+                }
+            }
+            if let Some(u) = &c.events_url {
+                if c.kind != ChannelKind::Pagerduty {
+                    return Err((key("events_url"), "only for a pagerduty channel".into()));
+                }
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err((key("events_url"), format!("{u:?} is not an http(s) URL")));
+                }
+            }
+            seconds(&key("cooldown_s"), c.cooldown_s, true, WEEK_S)?;
+        }
+        if let Some(a) = &self.ack_link {
+            if !(a.base_url.starts_with("http://") || a.base_url.starts_with("https://")) {
+                return Err((
+                    "ack_link.base_url".into(),
+                    format!("{:?} is not an http(s) URL", a.base_url),
+                ));
+            }
+            seconds("ack_link.valid_s", a.valid_s, false, 30.0 * DAY_S)?;
+        }
+        for (i, e) in self.escalations.iter().enumerate() {
+            let key = |k: &str| format!("escalation[{i}].{k}");
+            seconds(&key("ack_within_s"), e.ack_within_s, false, WEEK_S)?;
+            if e.channels.is_empty() {
+                return Err((key("channels"), "name at least one channel".into()));
+            }
+            if let Some(c) = e
+                .channels
+                .iter()
+                .find(|c| c.as_str() != DEFAULT_CHANNEL && self.channel(c).is_none())
+            {
+                return Err((key("channels"), format!("no [[channel]] with id {c:?}")));
+            }
+            if e.user_id
+                .as_deref()
+                .is_some_and(|u| !u.chars().all(|c| c.is_ascii_digit()) || u.is_empty())
+            {
+                return Err((key("user_id"), "a Discord user id (digits)".into()));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            if r.channels.is_empty() {
+                return Err((key("channels"), "name at least one channel".into()));
+            }
+            if let Some(c) = r.channels.iter().find(|c| self.channel(c).is_none()) {
+                return Err((key("channels"), format!("no [[channel]] with id {c:?}")));
+            }
+            if let Some(t) = r.targets.iter().find(|t| !valid_glob(t)) {
+                return Err((
+                    key("targets"),
+                    format!("{t:?}: use a-z 0-9 _ - : and the wildcards * ?"),
+                ));
+            }
         }
         Ok(())
     }

@@ -200,6 +200,8 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
     secrets
         .check_probe_headers(&config)
         .map_err(anyhow::Error::msg)?;
+    // Refused at start: [ack_link] without its secret, or a short one.
+    secrets.ack_links(&config).map_err(anyhow::Error::msg)?;
     for (var, token) in secrets.api_tokens() {
         if token.is_none() {
             tracing::warn!(var, "{var} is not set: {}", closed_by_missing(var));

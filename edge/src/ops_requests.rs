@@ -69,7 +69,7 @@ pub const MAINTENANCE_MAX_S: u64 = 366 * 86_400;
 /// window now (`{}`). A window ends after `now_ms` and within
 /// `MAINTENANCE_MAX_S`.
 pub fn maintenance_until(body: &[u8], now_ms: u64) -> Result<Option<u64>, String> {
-    let parsed: MaintenanceBody = serde_json::from_slice(body)
+    let parsed: MaintenanceBody = crate::core::json::read(body)
         .map_err(|e| format!("expected {{\"until_ms\": ms}} or {{\"duration_s\": s}}: {e}"))?;
     let latest = now_ms.saturating_add(MAINTENANCE_MAX_S * 1000);
     match (parsed.until_ms, parsed.duration_s) {
@@ -99,7 +99,7 @@ pub struct Heartbeat {
 }
 
 pub fn heartbeat(body: &[u8]) -> Result<Heartbeat, String> {
-    let hb: Heartbeat = serde_json::from_slice(body)
+    let hb: Heartbeat = crate::core::json::read(body)
         .map_err(|e| format!("expected {{\"job\": id, \"status\": \"ok\" | \"start\" | \"fail\", \"run_id\": optional}}: {e}"))?;
     if hb
         .run_id

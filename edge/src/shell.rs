@@ -6,8 +6,10 @@ use std::collections::HashMap;
 
 use vigil_wire::ErrorBody;
 
-use crate::config::{text_pairs, Config};
-use crate::core::alert::Delivery;
+use crate::config::{text_pairs, Channel, ChannelKind, Config, PAGERDUTY_EVENTS_URL};
+use crate::core::acklink::AckLinks;
+use crate::core::alert::{Delivery, OutboxEntry};
+use crate::core::channel;
 use crate::core::incident::ManualAction;
 use crate::core::probe::truncate;
 
@@ -32,6 +34,19 @@ pub struct Secrets {
     /// The probes' secret header values: variable (a target's
     /// `headers_env`) -> value.
     pub probe_headers: Vec<(String, String)>,
+    /// `[ack_link] secret_env`'s secret.
+    pub ack_link_secret: Option<String>,
+    /// `[deadman] url_env`'s URL.
+    pub deadman_url: Option<String>,
+    /// `[[channel]]` id -> its URL, routing key and signing secret.
+    pub channels: HashMap<String, ChannelSecrets>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ChannelSecrets {
+    pub url: Option<String>,
+    pub routing_key: Option<String>,
+    pub secret: Option<String>,
 }
 
 impl Secrets {
@@ -58,6 +73,21 @@ impl Secrets {
                 .iter()
                 .flat_map(|t| text_pairs(&t.headers_env))
                 .filter_map(|(_, var)| Some((var.to_string(), get(var)?)))
+                .collect(),
+            deadman_url: config.deadman.url_env.as_deref().and_then(get),
+            ack_link_secret: config.ack_link.as_ref().and_then(|a| get(&a.secret_env)),
+            channels: config
+                .channels
+                .iter()
+                .map(|c| {
+                    let var = |v: &Option<String>| v.as_deref().and_then(get);
+                    let s = ChannelSecrets {
+                        url: var(&c.url_env),
+                        routing_key: var(&c.routing_key_env),
+                        secret: var(&c.secret_env),
+                    };
+                    (c.id.clone(), s)
+                })
                 .collect(),
         }
     }
@@ -97,6 +127,25 @@ impl Secrets {
         Ok(())
     }
 
+    /// The ack links' signer, when `[ack_link]` is configured; an error when
+    /// its secret is missing or short.
+    pub fn ack_links(&self, config: &Config) -> Result<Option<AckLinks>, String> {
+        let Some(a) = &config.ack_link else {
+            return Ok(None);
+        };
+        let secret = self
+            .ack_link_secret
+            .clone()
+            .ok_or_else(|| format!("{} is not set ([ack_link] needs it)", a.secret_env))?;
+        vigil_wire::token::check_configured(&secret)
+            .map_err(|why| format!("{} {why}", a.secret_env))?;
+        Ok(Some(AckLinks::new(
+            &a.base_url,
+            secret,
+            (a.valid_s * 1000.0) as u64,
+        )))
+    }
+
     /// Every API token with its variable and the routes it opens.
     pub fn api_tokens(&self) -> [(&'static str, Option<&str>); 6] {
         [
@@ -133,11 +182,95 @@ impl Secrets {
             .webhook_url
             .as_deref()
             .ok_or_else(|| format!("{} is not set", config.discord.webhook_url_env))?;
-        Ok(if url.contains('?') {
-            format!("{url}&wait=true")
-        } else {
-            format!("{url}?wait=true")
+        Ok(discord_wait(url))
+    }
+
+    /// Where and what to send an outbox entry on a `[[channel]]`: URL,
+    /// extra headers, body. An error says what is missing (the entry waits).
+    pub fn channel_request(
+        &self,
+        channel: &Channel,
+        entry: &OutboxEntry,
+        now_ms: u64,
+    ) -> Result<ChannelRequest, Delivery> {
+        let secrets = self.channels.get(&channel.id).cloned().unwrap_or_default();
+        let missing = |v: &Option<String>| Delivery::Failed {
+            error: format!("{} is not set", v.as_deref().unwrap_or("?")),
+        };
+        let url = || secrets.url.clone().ok_or_else(|| missing(&channel.url_env));
+        let json = |v: &serde_json::Value| v.to_string();
+        Ok(match channel.kind {
+            ChannelKind::Discord => ChannelRequest {
+                url: discord_wait(&url()?),
+                headers: Vec::new(),
+                body: serde_json::to_string(&entry.message).map_err(|e| Delivery::Rejected {
+                    error: e.to_string(),
+                })?,
+            },
+            ChannelKind::Slack => ChannelRequest {
+                url: url()?,
+                headers: Vec::new(),
+                body: json(&channel::slack_message(entry)),
+            },
+            ChannelKind::Webhook => {
+                let secret = secrets
+                    .secret
+                    .clone()
+                    .ok_or_else(|| missing(&channel.secret_env))?;
+                let body = json(&channel::webhook_body(entry));
+                ChannelRequest {
+                    url: url()?,
+                    headers: vec![(SIGNATURE_HEADER, signature(&secret, now_ms, &body))],
+                    body,
+                }
+            }
+            ChannelKind::Pagerduty => {
+                let key = secrets
+                    .routing_key
+                    .clone()
+                    .ok_or_else(|| missing(&channel.routing_key_env))?;
+                let event =
+                    channel::pagerduty_event(entry, &key).ok_or_else(|| Delivery::Rejected {
+                        error: "a pagerduty channel takes pages only".into(),
+                    })?;
+                ChannelRequest {
+                    url: channel
+                        .events_url
+                        .clone()
+                        .unwrap_or_else(|| PAGERDUTY_EVENTS_URL.into()),
+                    headers: Vec::new(),
+                    body: json(&event),
+                }
+            }
         })
+    }
+}
+
+/// One delivery to a channel.
+pub struct ChannelRequest {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+/// The header of a generic webhook's signature.
+pub const SIGNATURE_HEADER: &str = "X-Vigil-Signature";
+
+/// `t=<ms>,v1=<hex HMAC-SHA256 of "<ms>.<body>">`: the receiver recomputes
+/// it with the shared secret and refuses an old `t` (replay).
+pub fn signature(secret: &str, now_ms: u64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(format!("{now_ms}.{body}").as_bytes());
+    format!("t={now_ms},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn discord_wait(url: &str) -> String {
+    if url.contains('?') {
+        format!("{url}&wait=true")
+    } else {
+        format!("{url}?wait=true")
     }
 }
 
@@ -230,7 +363,7 @@ pub enum AgentError {
 impl AgentError {
     /// An agent's error answer.
     pub fn answered(status: u16, body: &[u8]) -> Self {
-        let Ok(e) = serde_json::from_slice::<ErrorBody>(body) else {
+        let Ok(e) = crate::core::json::read::<ErrorBody>(body) else {
             return AgentError::Failed(format!("HTTP {status}"));
         };
         let refusal = AGENT_REFUSALS

@@ -1612,3 +1612,84 @@ fn a_signal_from_an_unknown_host_or_service_probes_nothing() {
         assert!(s.state.targets["www"].early_probe_ms.is_none());
     });
 }
+
+#[test]
+fn an_unacked_outage_is_reminded_every_period_and_an_ack_stops_it() {
+    block(async {
+        let mut s = Sim::new("remind_every_s = 600");
+        s.world.cure.set(Cure::Nothing);
+        s.world.behaviour.set(Behaviour::Crashed);
+        s.run_for(35 * 60_000).await;
+        let reminders = |s: &Sim| {
+            s.delivered
+                .iter()
+                .filter(|d| d.starts_with("api: still down after"))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            reminders(&s),
+            [
+                "api: still down after 10 min",
+                "api: still down after 20 min",
+                "api: still down after 30 min"
+            ],
+            "{:?}",
+            s.delivered
+        );
+        assert_eq!(s.pages(), 1, "reminders are not pages");
+        let id = s.incidents()[0].id.clone();
+        let now = s.world.now.get();
+        s.state.acknowledge(&id, "alice", now).unwrap();
+        s.run_for(30 * 60_000).await;
+        assert_eq!(reminders(&s).len(), 3, "acknowledged: no more");
+    });
+}
+
+#[test]
+fn an_unacked_page_escalates_once_per_level_at_the_right_time() {
+    block(async {
+        let mut s = Sim::new(
+            "[[escalation]]\nack_within_s = 900\nchannels = [\"discord\"]\nuser_id = \"777\"\n[[escalation]]\nack_within_s = 1800\nchannels = [\"discord\"]\nuser_id = \"888\"",
+        );
+        s.world.cure.set(Cure::Nothing);
+        s.world.behaviour.set(Behaviour::Crashed);
+        let mentions = |s: &Sim, who: &str| {
+            s.delivered
+                .iter()
+                .filter(|d| d.starts_with(&format!("<@{who}>")))
+                .count()
+        };
+        for _ in 0..30 {
+            if s.pages() == 1 {
+                break;
+            }
+            s.run_for(60_000).await;
+        }
+        assert_eq!(s.pages(), 1, "{:?}", s.delivered);
+        let paged = s.incidents()[0].paged_at_ms.unwrap();
+        s.run_for(13 * 60_000).await;
+        assert_eq!(mentions(&s, "777"), 0, "not before ack_within_s");
+        s.run_for(3 * 60_000).await;
+        let inc = s.incidents()[0].clone();
+        assert_eq!(mentions(&s, "777"), 1, "{:?}", s.delivered);
+        let step = &inc.escalations[0];
+        assert_eq!(step.level, 1);
+        let late = step.at_ms - paged;
+        assert!(
+            (900_000..=960_000).contains(&late),
+            "escalated after {late} ms"
+        );
+        // A restart in the middle: the level is not paged again.
+        let text = serde_json::to_string(&s.state).unwrap();
+        s.state = serde_json::from_str(&text).unwrap();
+        s.run_for(10 * 60_000).await;
+        assert_eq!(mentions(&s, "777"), 1);
+        // Acknowledged before the second level: it never pages.
+        let now = s.world.now.get();
+        s.state.acknowledge(&inc.id, "alice", now).unwrap();
+        s.run_for(60 * 60_000).await;
+        assert_eq!(mentions(&s, "888"), 0, "{:?}", s.delivered);
+        assert_eq!(s.incidents()[0].escalations.len(), 1);
+    });
+}

@@ -33,6 +33,18 @@ pub struct TargetSummary {
     pub slo: Option<SloStatus>,
 }
 
+/// Refused messages the summary lists.
+const REJECTED_SHOWN: usize = 10;
+
+/// A message a channel refused for good.
+#[derive(Debug, Serialize)]
+pub struct Rejected {
+    pub channel: String,
+    pub key: String,
+    pub title: String,
+    pub error: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub now_ms: u64,
@@ -40,6 +52,11 @@ pub struct Summary {
     pub open_incidents: usize,
     pub outbox_pending: usize,
     pub outbox_rejected: usize,
+    /// Alerts no `[[route]]` matched, and alerts a channel's cooldown held.
+    pub outbox_unrouted: u64,
+    pub outbox_cooled: u64,
+    /// The latest messages a channel refused (400), newest first.
+    pub rejected: Vec<Rejected>,
     /// Whether the state can be stored (`ok`), else the error and since when.
     pub store: crate::core::store_health::StoreView,
 }
@@ -96,6 +113,21 @@ pub fn summary(
         open_incidents: state.incidents.iter().filter(|i| i.is_open()).count(),
         outbox_pending: state.outbox.entries.len(),
         outbox_rejected: state.outbox.dead.len(),
+        outbox_unrouted: state.outbox.unrouted,
+        outbox_cooled: state.outbox.cooled,
+        rejected: state
+            .outbox
+            .dead
+            .iter()
+            .rev()
+            .take(REJECTED_SHOWN)
+            .map(|e| Rejected {
+                channel: e.channel.clone(),
+                key: e.key.clone(),
+                title: e.headline(),
+                error: e.last_error.clone().unwrap_or_default(),
+            })
+            .collect(),
         store: state.store.view(),
     }
 }

@@ -11,7 +11,10 @@ use vigil_testkit::edge::{
     config_head, Edge, CONTROL_TOKEN, CRASH_LOG_TOKEN, JOBS_TOKEN, READ_TOKEN, SIGNAL_TOKEN,
 };
 use vigil_testkit::free_port;
+use vigil_testkit::healthchecks::Healthchecks;
+use vigil_testkit::pagerduty::PagerDuty;
 use vigil_testkit::target::{Behaviour, TargetServer};
+use vigil_testkit::webhooks::Hook;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_vigil-edge"))
@@ -2302,4 +2305,379 @@ fn the_posthog_proxy_forwards_what_posthog_needs_and_nothing_else() {
             .all(|a| a.body.len() <= 4096),
         "no oversized body reached PostHog"
     );
+}
+
+#[test]
+fn a_pagerduty_incident_is_triggered_acked_and_resolved_with_one_dedup_key_across_a_restart() {
+    let discord = Discord::start();
+    let pd = PagerDuty::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(500));
+    let (dir, addr) = Edge::prepare("pagerduty");
+    let config = config_head(dir.path(), addr, 0.3, 0.1) + &pd.paged_target_config(&target.url());
+    let mut env = discord_env(&discord);
+    env.push(("PD_ROUTING_KEY", "0123456789abcdef0123456789abcdef".into()));
+    let mut edge = Edge::start(bin(), dir, addr, &config, env);
+    edge.wait_for("the trigger", Duration::from_secs(20), |_| {
+        !pd.events().is_empty()
+    });
+    let id = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let trigger = &pd.accepted()[0];
+    assert_eq!(trigger["dedup_key"], id.as_str(), "{trigger}");
+    assert_eq!(trigger["payload"]["severity"], "critical");
+    assert_eq!(trigger["payload"]["source"], "api-core");
+    assert!(trigger["payload"]["custom_details"]["tried"].is_array());
+    edge.wait_for("the Discord page", Duration::from_secs(10), |_| {
+        discord.pages().len() == 1
+    });
+    let (status, _) = edge.post(&format!("/ops/incidents/{id}/ack"), None);
+    assert_eq!(status, 200);
+    edge.wait_for("the acknowledge", Duration::from_secs(10), |_| {
+        pd.events().len() == 2
+    });
+    // The edge stops; the target recovers meanwhile; the resolve goes out
+    // after the restart.
+    edge.kill();
+    target.set(Behaviour::Ok);
+    edge.restart();
+    edge.wait_for("the resolve", Duration::from_secs(20), |_| {
+        pd.events().len() == 3
+    });
+    pd.assert_triggered_acked_resolved_once(&id);
+    assert!(discord.rejected().is_empty(), "{:?}", discord.rejected());
+    assert_eq!(discord.pages().len(), 1, "paged once");
+    assert!(
+        discord
+            .titles()
+            .iter()
+            .any(|t| t == "api-core: down → healthy"),
+        "{:?}",
+        discord.titles()
+    );
+}
+
+#[test]
+fn the_pagerduty_receiver_is_as_strict_as_events_v2() {
+    let pd = PagerDuty::start();
+    let http = reqwest::blocking::Client::new();
+    let send = |e: Value| {
+        let res = http.post(pd.url()).json(&e).send().unwrap();
+        (res.status().as_u16(), res.json::<Value>().unwrap())
+    };
+    let good = json!({"routing_key": "k", "event_action": "trigger", "dedup_key": "inc-1",
+        "payload": {"summary": "s", "source": "api", "severity": "critical"}});
+    let (status, body) = send(good.clone());
+    assert_eq!((status, body["dedup_key"].clone()), (202, json!("inc-1")));
+    let mut no_key = good.clone();
+    no_key.as_object_mut().unwrap().remove("routing_key");
+    let mut bad_severity = good.clone();
+    bad_severity["payload"]["severity"] = json!("high");
+    let mut long = good.clone();
+    long["payload"]["summary"] = json!("x".repeat(1025));
+    for bad in [no_key, bad_severity, long] {
+        let (status, body) = send(bad);
+        assert_eq!(
+            (status, body["status"].clone()),
+            (400, json!("invalid event"))
+        );
+    }
+    assert_eq!(pd.rejected().len(), 3);
+}
+
+#[test]
+fn the_deadman_url_sees_a_ping_per_cycle_a_fail_while_alerts_are_stuck_and_none_once_killed() {
+    let discord = Discord::start();
+    let hc = Healthchecks::start();
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("deadman");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[deadman]\nurl_env = \"DEADMAN_URL\"\nfail_after_s = 1\n"
+        + &target_toml("api", &target.url(), "");
+    let mut env = discord_env(&discord);
+    env.push(("DEADMAN_URL", hc.url()));
+    let mut edge = Edge::start(bin(), dir, addr, &config, env);
+    edge.wait_for("five pings", Duration::from_secs(20), |_| {
+        hc.successes() >= 5
+    });
+    let pings = hc.pings();
+    let span = pings.last().unwrap().0 - pings[0].0;
+    // One a cycle (0.3 s), never more.
+    assert!(
+        (pings.len() as f64) <= span.as_secs_f64() / 0.3 + 2.0,
+        "{} pings in {span:?}",
+        pings.len()
+    );
+    assert!(hc.starts() >= 5, "a /start before each cycle");
+    // Alerts that cannot go out for longer than fail_after_s: /fail, with why.
+    discord.set_down(true);
+    target.set(Behaviour::Status(500));
+    edge.wait_for("a /fail", Duration::from_secs(20), |_| {
+        !hc.failures().is_empty()
+    });
+    let why = hc.failures()[0].clone();
+    assert!(why.starts_with("alerts undelivered for"), "{why}");
+    assert!(why.contains("HTTP 500"), "{why}");
+    discord.set_down(false);
+    let failed = hc.pings().len();
+    edge.wait_for("success again", Duration::from_secs(20), |_| {
+        hc.pings()[failed..].iter().any(|(_, f)| f.is_none())
+    });
+    // Killed: the pings stop.
+    edge.kill();
+    let at_kill = (hc.pings().len(), hc.starts());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        (hc.pings().len(), hc.starts()),
+        at_kill,
+        "no ping from a dead edge"
+    );
+}
+
+#[test]
+fn a_parent_outage_with_two_children_is_one_page_and_one_folded_alert() {
+    let discord = Discord::start();
+    let [gateway, api, docs] = std::array::from_fn(|_| TargetServer::start());
+    let (dir, addr) = Edge::prepare("depends");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + &format!(
+            "[[target]]\nid = \"gateway\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_gateway\"]\n",
+            gateway.url()
+        )
+        + "[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n"
+        + &target_toml("api", &api.url(), "depends_on = [\"gateway\"]")
+        + &target_toml("docs", &docs.url(), "depends_on = [\"gateway\"]");
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    gateway.set(Behaviour::Status(500));
+    edge.wait_for("the gateway's incident", Duration::from_secs(20), |_| {
+        discord
+            .titles()
+            .iter()
+            .any(|t| t == "gateway: healthy → down")
+    });
+    api.set(Behaviour::Status(500));
+    docs.set(Behaviour::Status(500));
+    edge.wait_for("two folded children", Duration::from_secs(20), |e| {
+        e.get("/ops/incidents?state=open")["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["folded_into"].is_string())
+            .count()
+            == 2
+    });
+    edge.wait_for("the page", Duration::from_secs(20), |_| {
+        discord.pages().len() == 1
+    });
+    // Everything recovers: nothing about the children goes out.
+    for t in [&gateway, &api, &docs] {
+        t.set(Behaviour::Ok);
+    }
+    edge.wait_for("no open incident", Duration::from_secs(20), |e| {
+        e.get("/ops/incidents?state=open")["incidents"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    edge.wait_for("the recovery alert", Duration::from_secs(10), |_| {
+        discord
+            .titles()
+            .iter()
+            .any(|t| t == "gateway: down → healthy")
+    });
+    let titles = discord.titles();
+    let folded: Vec<&String> = titles.iter().filter(|t| t.ends_with(" affected")).collect();
+    assert_eq!(folded.len(), 1, "{titles:?}");
+    assert!(
+        folded[0] == "gateway down; api, docs affected"
+            || folded[0] == "gateway down; docs, api affected",
+        "{titles:?}"
+    );
+    assert_eq!(discord.pages().len(), 1, "{titles:?}");
+    assert!(
+        titles
+            .iter()
+            .all(|t| !t.starts_with("api") && !t.starts_with("docs")),
+        "{titles:?}"
+    );
+    assert!(discord.rejected().is_empty());
+}
+
+#[test]
+fn a_pages_signed_ack_link_confirms_acknowledges_once_and_expires() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(500));
+    let (dir, addr) = Edge::prepare("acklink");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + &format!("[ack_link]\nbase_url = \"http://{addr}\"\nvalid_s = 4\n")
+        + &format!(
+            "[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n",
+            target.url()
+        )
+        + "[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n";
+    let mut env = discord_env(&discord);
+    env.push(("ACK_LINK_SECRET", "ack-link-secret-0123456789".into()));
+    let edge = Edge::start(bin(), dir, addr, &config, env);
+    edge.wait_for("the page", Duration::from_secs(20), |_| {
+        discord.pages().len() == 1
+    });
+    let page = discord.pages()[0].clone();
+    let field = page["embeds"][0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Acknowledge")
+        .unwrap_or_else(|| panic!("{page}"))["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = field
+        .strip_prefix("[Acknowledge](")
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap()
+        .to_string();
+    let http = reqwest::blocking::Client::new();
+    let open = http.get(&link).send().unwrap();
+    assert_eq!(open.status().as_u16(), 200);
+    assert!(open.text().unwrap().contains("<form method=post"));
+    let id = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        edge.get(&format!("/ops/incidents/{id}"))["acked_at_ms"].is_null(),
+        "opening the link acknowledges nothing"
+    );
+    assert_eq!(http.post(&link).send().unwrap().status().as_u16(), 200);
+    let inc = edge.get(&format!("/ops/incidents/{id}"));
+    assert_eq!(inc["acked_by"], "ack link", "{inc}");
+    assert_eq!(
+        http.post(&link).send().unwrap().status().as_u16(),
+        409,
+        "a replay is refused"
+    );
+    let forged = link.replace("expires=", "expires=9");
+    assert_eq!(http.post(&forged).send().unwrap().status().as_u16(), 403);
+    edge.wait_for("the link to expire", Duration::from_secs(20), |_| {
+        http.get(&link).send().unwrap().status().as_u16() == 410
+    });
+}
+
+#[test]
+fn slack_and_signed_webhook_channels_get_each_alert_once_in_order() {
+    let slack = Hook::slack();
+    let secret = "webhook-secret-0123456789";
+    let hook = Hook::signed(secret);
+    let target = TargetServer::start();
+    let (dir, addr) = Edge::prepare("hooks");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[[channel]]\nid = \"chat\"\nkind = \"slack\"\nurl_env = \"SLACK_URL\"\n"
+        + "[[channel]]\nid = \"audit\"\nkind = \"webhook\"\nurl_env = \"HOOK_URL\"\nsecret_env = \"HOOK_SECRET\"\n"
+        + "[[route]]\nchannels = [\"chat\", \"audit\"]\n"
+        + &target_toml("api", &target.url(), "");
+    let env = vec![
+        ("SLACK_URL", slack.slack_url()),
+        ("HOOK_URL", hook.hook_url()),
+        ("HOOK_SECRET", secret.to_string()),
+    ];
+    let edge = Edge::start(bin(), dir, addr, &config, env);
+    target.set(Behaviour::Status(500));
+    edge.wait_for("the down alert on both", Duration::from_secs(20), |_| {
+        !slack.accepted().is_empty() && !hook.accepted().is_empty()
+    });
+    target.set(Behaviour::Ok);
+    edge.wait_for("the recovery on both", Duration::from_secs(20), |_| {
+        slack.accepted().len() == 2 && hook.accepted().len() == 2
+    });
+    let texts: Vec<String> = slack
+        .accepted()
+        .iter()
+        .map(|m| {
+            m["text"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(texts, ["api: healthy → down", "api: down → healthy"]);
+    let hooked = hook.accepted();
+    assert_eq!(hooked[0]["title"], "api: healthy → down");
+    assert_eq!(hooked[0]["severity"], "warning", "alert-only down");
+    assert_eq!(hooked[1]["severity"], "info");
+    assert_eq!(hooked[0]["subject"], "api");
+    assert!(slack.refused().is_empty() && hook.refused().is_empty());
+    // The receiver is strict: a wrong secret and an empty Slack text fail.
+    let http = reqwest::blocking::Client::new();
+    let body = hooked[0].to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let forged = edge::shell::signature("not-the-secret-0123", now, &body);
+    let res = http
+        .post(hook.hook_url())
+        .header("X-Vigil-Signature", forged)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let res = http
+        .post(slack.slack_url())
+        .body("{\"text\": \"\"}")
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    std::thread::sleep(Duration::from_millis(900));
+    assert_eq!(slack.accepted().len(), 2, "nothing twice");
+    assert_eq!(hook.accepted().len(), 2, "nothing twice");
+}
+
+#[test]
+fn an_unacked_page_escalates_once_at_the_right_time() {
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(500));
+    let (dir, addr) = Edge::prepare("escalate");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[[escalation]]\nack_within_s = 1.5\nchannels = [\"discord\"]\nuser_id = \"777\"\n"
+        + &format!(
+            "[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n",
+            target.url()
+        )
+        + "[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n";
+    let edge = Edge::start(bin(), dir, addr, &config, discord_env(&discord));
+    let mentions = |who: &str| {
+        discord
+            .accepted()
+            .iter()
+            .filter(|m| {
+                m["content"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with(&format!("<@{who}>")))
+            })
+            .count()
+    };
+    edge.wait_for("the escalation", Duration::from_secs(30), |_| {
+        mentions("777") == 1
+    });
+    let inc = edge.get("/ops/incidents?state=open")["incidents"][0].clone();
+    let paged = inc["paged_at_ms"].as_u64().unwrap();
+    let step = &inc["escalations"][0];
+    assert_eq!(step["level"], 1, "{inc}");
+    let after = step["at_ms"].as_u64().unwrap() - paged;
+    assert!(after >= 1500, "escalated after {after} ms");
+    assert!(after < 1500 + 5_000, "escalated after {after} ms");
+    // A few more cycles: one level, paged once each.
+    let cycles = |e: &Edge| e.get("/ops/incidents?state=open")["incidents"][0]["history"].clone();
+    let before = cycles(&edge);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(mentions("777"), 1);
+    assert_eq!(mentions("424242"), 1);
+    assert_eq!(cycles(&edge), before, "still the same outage");
 }

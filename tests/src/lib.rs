@@ -4,14 +4,17 @@
 pub mod discord;
 pub mod docker;
 pub mod edge;
+pub mod healthchecks;
 pub mod observer;
 pub mod openai;
+pub mod pagerduty;
 pub mod pair;
 pub mod posthog;
 pub mod process;
 pub mod serve;
 pub mod target;
 pub mod tls;
+pub mod webhooks;
 pub mod wrangler;
 
 use std::net::{SocketAddr, TcpListener};

@@ -4,11 +4,12 @@
 //! embed over them); the outbox is part of the persisted state, so an alert
 //! that could not be sent is retried, after a restart too.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use super::probe::{truncate, Health};
+use super::route::{PageEvent, Routing, Severity, DEFAULT_CHANNEL};
 
 // Discord's limits (webhook execute).
 const CONTENT_MAX: usize = 2000;
@@ -412,13 +413,162 @@ pub fn page_message(
     }
 }
 
-/// One message waiting for delivery.
+/// "1 h 5 min", "10 min", "40 s".
+fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match (s / 3600, s % 3600 / 60) {
+        (0, 0) => format!("{s} s"),
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
+/// A reminder: the incident is still open after `open_for_ms`.
+pub fn reminder_message(
+    target: &str,
+    incident_id: &str,
+    health: &str,
+    open_for_ms: u64,
+    tried: &[String],
+) -> DiscordMessage {
+    let description = if tried.is_empty() {
+        "Nothing was tried.".to_string()
+    } else {
+        tried.join("\n")
+    };
+    let to = if health == "degraded" {
+        Health::Degraded
+    } else {
+        Health::Down
+    };
+    notice(
+        format!("{target}: still {health} after {}", duration(open_for_ms)),
+        Some(description),
+        to,
+        vec![field("Incident", incident_id, true)],
+    )
+}
+
+/// The one alert about the children folded into a parent's incident.
+pub fn affected_message(parent: &str, incident_id: &str, children: &[String]) -> DiscordMessage {
+    notice(
+        format!("{parent} down; {} affected", children.join(", ")),
+        Some(format!(
+            "They depend on {parent}: their incidents are recorded and folded into this one (no alerts, pages or remediation of their own) until {parent} is back."
+        )),
+        Health::Down,
+        vec![field("Incident", incident_id, true)],
+    )
+}
+
+/// A child still bad once its parent is no longer down: it stands alone.
+pub fn released_message(
+    target: &str,
+    incident_id: &str,
+    health: Health,
+    parent: &str,
+) -> DiscordMessage {
+    notice(
+        format!("{target}: still {} after {parent} recovered", health.as_str()),
+        Some("Its incident is no longer folded into its parent's: it alerts and is remediated on its own.".into()),
+        health,
+        vec![field("Incident", incident_id, true)],
+    )
+}
+
+/// A page with its one-click acknowledgement link.
+pub fn with_ack_link(mut m: DiscordMessage, url: &str) -> DiscordMessage {
+    m.embeds = m
+        .embeds
+        .into_iter()
+        .map(|mut e| {
+            e.fields
+                .push(field("Acknowledge", format!("[Acknowledge]({url})"), false));
+            fit(e)
+        })
+        .collect();
+    m
+}
+
+/// The name of a page event in keys and logs.
+pub fn event_name(event: PageEvent) -> &'static str {
+    match event {
+        PageEvent::Trigger => "page",
+        PageEvent::Acknowledge => "ack",
+        PageEvent::Resolve => "resolve",
+    }
+}
+
+/// What a chat channel says when a page is acknowledged or its incident closes.
+pub fn page_event_message(title: String, event: PageEvent) -> DiscordMessage {
+    let to = match event {
+        PageEvent::Resolve => Health::Healthy,
+        PageEvent::Trigger | PageEvent::Acknowledge => Health::Degraded,
+    };
+    notice(title, None, to, Vec::new())
+}
+
+/// An alert as the core raises it, before routing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// What it is for (incident and transition, or page): the same key is
+    /// never queued twice to a channel.
+    pub key: String,
+    pub severity: Severity,
+    /// What routes match: a target id, `job:<id>`, `crash:<app>`, `vigil`.
+    pub subject: String,
+    pub message: DiscordMessage,
+    /// A page (or its ack/resolve): for paging channels, never folded.
+    pub page: Option<PageEvent>,
+    /// The incident a page event is about (PagerDuty's `dedup_key`).
+    pub incident: Option<String>,
+    /// What was tried (PagerDuty's `custom_details`).
+    pub details: Vec<String>,
+}
+
+impl Alert {
+    /// An alert that is not a page event.
+    pub fn notice(key: String, severity: Severity, subject: &str, message: DiscordMessage) -> Self {
+        Alert {
+            key,
+            severity,
+            subject: subject.to_string(),
+            message,
+            page: None,
+            incident: None,
+            details: Vec::new(),
+        }
+    }
+}
+
+fn default_channel() -> String {
+    DEFAULT_CHANNEL.to_string()
+}
+
+fn default_severity() -> Severity {
+    Severity::Warning
+}
+
+/// One message waiting for delivery to one channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     pub id: u64,
     /// What the message is for (incident and transition, or page): the same
-    /// key is never queued twice.
+    /// key is never queued twice to a channel.
     pub key: String,
+    #[serde(default = "default_channel")]
+    pub channel: String,
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<PageEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
     pub created_at_ms: u64,
     pub attempts: u32,
     pub next_attempt_at_ms: u64,
@@ -447,9 +597,10 @@ impl OutboxEntry {
         }
     }
 
-    /// Pages are never folded: they @mention the person on call.
+    /// Page events are never folded: they @mention the person on call, or
+    /// open and close a paging channel's incident.
     fn is_page(&self) -> bool {
-        self.key.ends_with("/page")
+        self.page.is_some()
     }
 }
 
@@ -461,11 +612,11 @@ pub enum Delivery {
     RateLimited {
         retry_after_ms: u64,
     },
-    /// The webhook refused this message for good (4xx other than 429).
+    /// The channel refused this message for good (4xx other than 429).
     Rejected {
         error: String,
     },
-    /// 5xx, network error, no webhook configured: try again next cycle.
+    /// 5xx, network error, no webhook configured: try again after a backoff.
     Failed {
         error: String,
     },
@@ -481,73 +632,177 @@ const FOLDED_LISTED: usize = 40;
 const RETRY_AFTER_MAX_MS: u64 = 3_600_000;
 /// The rate window of a channel.
 const RATE_WINDOW_MS: u64 = 60_000;
+/// The longest wait after failed attempts.
+const BACKOFF_MAX_MS: u64 = 60_000;
+
+/// The wait before the next attempt after `attempts` failed ones: 1 s,
+/// doubling, a minute at most.
+pub fn backoff_ms(attempts: u32) -> u64 {
+    (1000u64 << attempts.saturating_sub(1).min(6)).min(BACKOFF_MAX_MS)
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outbox {
     pub entries: VecDeque<OutboxEntry>,
     pub next_id: u64,
+    /// `channel/key` of what was delivered (or folded).
     #[serde(default)]
     pub sent_keys: VecDeque<String>,
-    /// Messages Discord refused (400): kept, visible, never silently dropped.
+    /// Messages a channel refused (400): kept, visible, never silently dropped.
     #[serde(default)]
     pub dead: VecDeque<OutboxEntry>,
-    /// When messages were sent within the last minute (the channel's rate).
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    pub sent_at_ms: VecDeque<u64>,
+    /// Per channel, when messages were sent within the last minute.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_ms: BTreeMap<String, VecDeque<u64>>,
+    /// `channel subject` → when the last alert about it was queued there
+    /// (channels with a cooldown only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_about_ms: BTreeMap<String, u64>,
+    /// Alerts not queued to a channel because of its cooldown.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cooled: u64,
+    /// Alerts no route matched (with `[[route]]`s configured).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unrouted: u64,
+    /// The configuration's routes (set by `State::reconcile`, not stored).
+    #[serde(skip)]
+    pub routing: Routing,
 }
 
 impl Outbox {
-    /// Queues `message` under `key`; false when that key was queued before.
-    pub fn push(&mut self, key: String, message: DiscordMessage, now_ms: u64) -> bool {
-        if self.entries.iter().any(|e| e.key == key) || self.sent_keys.contains(&key) {
+    /// Queues `alert` to the channels its routes name; false when it went
+    /// to none (queued before, held by a cooldown, or no route).
+    pub fn push(&mut self, alert: Alert, now_ms: u64) -> bool {
+        let channels = self
+            .routing
+            .channels(alert.severity, &alert.subject, alert.page.is_some());
+        if channels.is_empty() {
+            self.unrouted += 1;
+        }
+        self.push_to(&channels, alert, now_ms)
+    }
+
+    /// Queues `alert` to `channels` (each at most once per key).
+    pub fn push_to(&mut self, channels: &[String], alert: Alert, now_ms: u64) -> bool {
+        let mut queued = false;
+        for channel in channels {
+            let sent = format!("{channel}/{}", alert.key);
+            if self
+                .entries
+                .iter()
+                .any(|e| &e.channel == channel && e.key == alert.key)
+                || self.sent_keys.contains(&sent)
+            {
+                continue;
+            }
+            if alert.page.is_none() && self.cooling(channel, &alert.subject, now_ms) {
+                self.cooled += 1;
+                continue;
+            }
+            self.next_id += 1;
+            self.entries.push_back(OutboxEntry {
+                id: self.next_id,
+                key: alert.key.clone(),
+                channel: channel.clone(),
+                severity: alert.severity,
+                subject: alert.subject.clone(),
+                page: alert.page,
+                incident: alert.incident.clone(),
+                details: alert.details.clone(),
+                created_at_ms: now_ms,
+                attempts: 0,
+                next_attempt_at_ms: now_ms,
+                last_error: None,
+                message: alert.message.clone(),
+                folded: Vec::new(),
+                folded_total: 0,
+            });
+            queued = true;
+        }
+        queued
+    }
+
+    /// True when an alert about `subject` went to `channel` within its
+    /// cooldown; otherwise notes this one and says false.
+    fn cooling(&mut self, channel: &str, subject: &str, now_ms: u64) -> bool {
+        let cooldown = self.routing.cooldown_ms(channel);
+        if cooldown == 0 {
             return false;
         }
-        self.next_id += 1;
-        self.entries.push_back(OutboxEntry {
-            id: self.next_id,
-            key,
-            created_at_ms: now_ms,
-            attempts: 0,
-            next_attempt_at_ms: now_ms,
-            last_error: None,
-            message,
-            folded: Vec::new(),
-            folded_total: 0,
+        let routing = &self.routing;
+        self.last_about_ms.retain(|k, at| {
+            let ch = k.split_once(' ').map_or(k.as_str(), |(c, _)| c);
+            now_ms.saturating_sub(*at) < routing.cooldown_ms(ch)
         });
-        true
+        let key = format!("{channel} {subject}");
+        if self.last_about_ms.contains_key(&key) {
+            return true;
+        }
+        self.last_about_ms.insert(key, now_ms);
+        false
     }
 
-    /// The message to send now, if any: always the oldest, so alerts arrive
-    /// in the order they happened, and none while `per_minute` messages went
-    /// out within the last minute. When more wait than the minute allows,
-    /// the ones beyond it (pages excepted) are folded into one summary that
-    /// lists them: nothing is dropped, the channel is not flooded.
+    /// The message to send now, if any. Per channel, always the oldest, so
+    /// alerts arrive in the order they happened, and none while
+    /// `per_minute` messages went to that channel within the last minute;
+    /// a channel waiting out a failure does not hold the others. When more
+    /// wait than the minute allows, the ones beyond it (page events
+    /// excepted) are folded into one summary that lists them: nothing is
+    /// dropped, the channel is not flooded.
     pub fn due(&mut self, now_ms: u64, per_minute: usize) -> Option<OutboxEntry> {
-        if self.entries.front()?.next_attempt_at_ms > now_ms {
-            // Nothing to send: nothing changes (a steady cycle stores nothing).
-            return None;
+        let mut heads: Vec<(String, u64)> = Vec::new();
+        for e in &self.entries {
+            if !heads.iter().any(|(c, _)| c == &e.channel) {
+                heads.push((e.channel.clone(), e.next_attempt_at_ms));
+            }
         }
-        while self
-            .sent_at_ms
-            .front()
-            .is_some_and(|&t| now_ms.saturating_sub(t) >= RATE_WINDOW_MS)
-        {
-            self.sent_at_ms.pop_front();
+        for (channel, next_attempt) in heads {
+            if next_attempt > now_ms {
+                // Nothing to send: nothing changes (a steady cycle stores nothing).
+                continue;
+            }
+            let rate = self.rate_ms.entry(channel.clone()).or_default();
+            while rate
+                .front()
+                .is_some_and(|&t| now_ms.saturating_sub(t) >= RATE_WINDOW_MS)
+            {
+                rate.pop_front();
+            }
+            let sent = rate.len();
+            if rate.is_empty() {
+                self.rate_ms.remove(&channel);
+            }
+            let budget = per_minute.saturating_sub(sent);
+            if budget == 0 {
+                continue;
+            }
+            let waiting = self.entries.iter().filter(|e| e.channel == channel).count();
+            if waiting > budget {
+                self.fold(&channel, budget - 1, per_minute, now_ms);
+            }
+            return self.entries.iter().find(|e| e.channel == channel).cloned();
         }
-        let budget = per_minute.saturating_sub(self.sent_at_ms.len());
-        if budget == 0 {
-            return None;
-        }
-        if self.entries.len() > budget {
-            self.fold(budget - 1, per_minute, now_ms);
-        }
-        self.entries.front().cloned()
+        None
     }
 
-    /// Folds every entry after the first `keep` (pages excepted) into one
-    /// summary placed after them; a summary among them is merged.
-    fn fold(&mut self, keep: usize, per_minute: usize, now_ms: u64) {
-        let tail: Vec<OutboxEntry> = self.entries.drain(keep..).collect();
+    /// Folds every entry of `channel` after its first `keep` (page events
+    /// excepted) into one summary placed after them; a summary among them
+    /// is merged.
+    fn fold(&mut self, channel: &str, keep: usize, per_minute: usize, now_ms: u64) {
+        let mut seen = 0;
+        let mut tail = Vec::new();
+        let mut rest = VecDeque::new();
+        for e in self.entries.drain(..) {
+            if e.channel == channel {
+                seen += 1;
+                if seen > keep {
+                    tail.push(e);
+                    continue;
+                }
+            }
+            rest.push_back(e);
+        }
+        self.entries = rest;
         let (pages, folded): (Vec<_>, Vec<_>) = tail.into_iter().partition(OutboxEntry::is_page);
         if let [only] = folded.as_slice() {
             if only.folded_total > 0 {
@@ -566,7 +821,7 @@ impl Outbox {
             } else {
                 lines.push(e.headline());
                 total += 1;
-                self.sent_keys.push_back(e.key.clone());
+                self.sent_keys.push_back(format!("{channel}/{}", e.key));
             }
         }
         lines.truncate(FOLDED_LISTED);
@@ -575,9 +830,20 @@ impl Outbox {
         }
         if total > 0 {
             self.next_id += 1;
+            let severity = folded
+                .iter()
+                .map(|e| e.severity)
+                .min()
+                .unwrap_or(Severity::Warning);
             self.entries.push_back(OutboxEntry {
                 id: self.next_id,
                 key: format!("summary/{}", self.next_id),
+                channel: channel.to_string(),
+                severity,
+                subject: "vigil".into(),
+                page: None,
+                incident: None,
+                details: Vec::new(),
                 created_at_ms: now_ms,
                 attempts: 0,
                 next_attempt_at_ms: now_ms,
@@ -597,9 +863,12 @@ impl Outbox {
         };
         match outcome {
             Delivery::Sent => {
-                self.sent_at_ms.push_back(now_ms);
                 if let Some(e) = self.entries.remove(pos) {
-                    self.sent_keys.push_back(e.key);
+                    self.rate_ms
+                        .entry(e.channel.clone())
+                        .or_default()
+                        .push_back(now_ms);
+                    self.sent_keys.push_back(format!("{}/{}", e.channel, e.key));
                     while self.sent_keys.len() > SENT_KEYS_KEPT {
                         self.sent_keys.pop_front();
                     }
@@ -630,9 +899,8 @@ impl Outbox {
                 let e = &mut self.entries[pos];
                 e.attempts += 1;
                 e.last_error = Some(error);
-                // Retried on the next cycle: the shell stops delivering for
-                // this one, so order is kept.
-                e.next_attempt_at_ms = now_ms + 1;
+                // The channel waits (its order is kept), the others go on.
+                e.next_attempt_at_ms = now_ms.saturating_add(backoff_ms(e.attempts));
             }
         }
     }
@@ -641,6 +909,17 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn push(o: &mut Outbox, key: String, m: DiscordMessage, now: u64) -> bool {
+        let page = key.ends_with("/page").then_some(PageEvent::Trigger);
+        o.push(
+            Alert {
+                page,
+                ..Alert::notice(key, Severity::Warning, "t", m)
+            },
+            now,
+        )
+    }
 
     fn msg(n: u32) -> DiscordMessage {
         transition_message(&TransitionAlert {
@@ -658,9 +937,9 @@ mod tests {
     #[test]
     fn outbox_delivers_in_order_and_retries_the_head() {
         let mut o = Outbox::default();
-        assert!(o.push("a".into(), msg(1), 0));
-        assert!(o.push("b".into(), msg(2), 0));
-        assert!(!o.push("a".into(), msg(1), 0), "same key twice");
+        assert!(push(&mut o, "a".into(), msg(1), 0));
+        assert!(push(&mut o, "b".into(), msg(2), 0));
+        assert!(!push(&mut o, "a".into(), msg(1), 0), "same key twice");
         let head = o.due(0, 30).unwrap().id;
         o.record(
             head,
@@ -669,9 +948,9 @@ mod tests {
             },
             10,
         );
-        assert!(o.due(10, 30).is_none(), "not before the next cycle");
+        assert!(o.due(1009, 30).is_none(), "not before its backoff");
         assert_eq!(
-            o.due(11, 30).unwrap().key,
+            o.due(1010, 30).unwrap().key,
             "a",
             "the failed one stays first"
         );
@@ -705,7 +984,7 @@ mod tests {
         o.record(head, Delivery::Sent, 3_600_021);
         assert_eq!(o.due(3_600_021, 30).unwrap().key, "b");
         assert!(
-            !o.push("a".into(), msg(1), 3000),
+            !push(&mut o, "a".into(), msg(1), 3000),
             "a sent key is not queued again"
         );
     }
@@ -713,8 +992,8 @@ mod tests {
     #[test]
     fn rejected_messages_move_aside_and_do_not_block() {
         let mut o = Outbox::default();
-        o.push("a".into(), msg(1), 0);
-        o.push("b".into(), msg(2), 0);
+        push(&mut o, "a".into(), msg(1), 0);
+        push(&mut o, "b".into(), msg(2), 0);
         let head = o.due(0, 30).unwrap().id;
         o.record(
             head,
@@ -740,9 +1019,10 @@ mod tests {
     fn over_the_rate_messages_are_folded_into_a_summary_and_pages_kept() {
         let mut o = Outbox::default();
         for n in 0..10 {
-            o.push(format!("inc-{n}/t1"), msg(n), 0);
+            push(&mut o, format!("inc-{n}/t1"), msg(n), 0);
         }
-        o.push(
+        push(
+            &mut o,
             "inc-9/page".into(),
             page_message(Some("42"), "api", "inc-9", "why", &[]),
             0,
@@ -762,14 +1042,14 @@ mod tests {
         let summary = o
             .sent_keys
             .iter()
-            .filter(|k| k.starts_with("summary/"))
+            .filter(|k| k.starts_with("discord/summary/"))
             .count();
         assert_eq!(summary, 1);
         assert!(
-            o.sent_keys.contains(&"inc-9/t1".to_string()),
+            o.sent_keys.contains(&"discord/inc-9/t1".to_string()),
             "folded keys are not queued again"
         );
-        assert!(!o.push("inc-9/t1".into(), msg(9), 2000));
+        assert!(!push(&mut o, "inc-9/t1".into(), msg(9), 2000));
         // The page waits for the next minute; it is not folded.
         assert_eq!(o.entries.len(), 1);
         assert!(o.due(60_999, 5).is_none(), "the minute is full");
@@ -782,13 +1062,13 @@ mod tests {
     fn a_summary_lists_what_it_folds_and_merges_an_earlier_one() {
         let mut o = Outbox::default();
         for n in 0..100 {
-            o.push(format!("k{n}"), msg(n), 0);
+            push(&mut o, format!("k{n}"), msg(n), 0);
         }
         let first = o.due(0, 2).unwrap();
         o.record(first.id, Delivery::Sent, 0);
         assert_eq!(o.entries.len(), 1, "99 folded into one");
         for n in 100..150 {
-            o.push(format!("k{n}"), msg(n), 1);
+            push(&mut o, format!("k{n}"), msg(n), 1);
         }
         let next = o.due(1, 2).unwrap();
         assert_eq!(next.folded_total, 149, "the earlier summary is merged");
@@ -836,5 +1116,43 @@ mod tests {
                 .sum::<usize>()
             + e.footer.as_ref().unwrap().text.chars().count();
         assert!(total <= EMBED_TOTAL_MAX, "{total}");
+    }
+
+    #[test]
+    fn paging_messages_stay_within_discord_limits() {
+        let long = "x".repeat(3000);
+        let children: Vec<String> = (0..300).map(|i| format!("child-{i}-{long}")).collect();
+        let tried: Vec<String> = (0..100).map(|i| format!("round {i}: {long}")).collect();
+        let messages = [
+            affected_message(&long, "inc-1", &children),
+            released_message(&long, "inc-1", Health::Down, &long),
+            reminder_message(&long, "inc-1", "down", 90_061_000, &tried),
+            with_ack_link(
+                page_message(Some("42"), &long, "inc-1", &long, &tried),
+                &long,
+            ),
+            page_event_message(long.clone(), PageEvent::Acknowledge),
+        ];
+        for m in &messages {
+            let e = &m.embeds[0];
+            assert!(e.title.chars().count() <= TITLE_MAX);
+            assert!(e
+                .description
+                .as_ref()
+                .is_none_or(|d| d.chars().count() <= DESCRIPTION_MAX));
+            assert!(e
+                .fields
+                .iter()
+                .all(|f| f.value.chars().count() <= FIELD_VALUE_MAX));
+            let total = e.title.chars().count()
+                + e.description.as_ref().map_or(0, |d| d.chars().count())
+                + e.fields
+                    .iter()
+                    .map(|f| f.name.chars().count() + f.value.chars().count())
+                    .sum::<usize>()
+                + e.footer.as_ref().map_or(0, |f| f.text.chars().count());
+            assert!(total <= EMBED_TOTAL_MAX, "{total}");
+        }
+        assert_eq!(duration(90_061_000), "25 h 1 min");
     }
 }

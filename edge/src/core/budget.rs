@@ -116,15 +116,16 @@ pub fn in_slot(index: usize, slots: u64, now_ms: u64) -> bool {
     (index as u64) % slots == (now_ms / CRON_MS) % slots
 }
 
-/// The subrequests a cycle keeps for storage, alerts, host polls and one
-/// remediation round; the rest is for probes.
+/// The subrequests a cycle keeps for storage, alerts, host polls, one
+/// remediation round and `[deadman]`'s ping; the rest is for probes.
 pub fn overhead(config: &Config) -> u32 {
     let round = if config.targets.iter().any(|t| t.role == Role::Remediate) {
         round_cost(config)
     } else {
         0
     };
-    CYCLE_STORAGE + ALERTS_KEPT + config.hosts.len() as u32 + round
+    let deadman = u32::from(config.deadman.url_env.is_some());
+    CYCLE_STORAGE + ALERTS_KEPT + config.hosts.len() as u32 + round + deadman
 }
 
 /// Why a configuration cannot fit its plan: the number that does not fit
@@ -514,20 +515,24 @@ mod tests {
 
     #[test]
     fn failed_deliveries_alone_are_not_worth_a_write() {
-        use crate::core::alert::Delivery;
+        use crate::core::alert::{Alert, Delivery};
+        use crate::core::route::Severity;
         let mut state = State::default();
         let msg = crate::core::alert::page_message(None, "api", "inc-1", "why", &[]);
-        state.outbox.push("k1".into(), msg.clone(), 5);
+        let alert = |key: &str| Alert::notice(key.into(), Severity::Critical, "api", msg.clone());
+        state.outbox.push(alert("k1"), 5);
         let before = serde_json::to_string(&worth_storing(&state)).unwrap();
         for t in 0..100 {
-            let id = state.outbox.due(10 + t, 30).unwrap().id;
+            // Past each failure's backoff (at most a minute).
+            let at = 10 + t * 61_000;
+            let id = state.outbox.due(at, 30).unwrap().id;
             let error = format!("503 at {t}");
-            state.outbox.record(id, Delivery::Failed { error }, 10 + t);
+            state.outbox.record(id, Delivery::Failed { error }, at);
         }
         let after = serde_json::to_string(&worth_storing(&state)).unwrap();
         assert_eq!(before, after);
         assert_eq!(state.outbox.entries[0].attempts, 100, "kept in memory");
-        state.outbox.push("k2".into(), msg, 200);
+        state.outbox.push(alert("k2"), 200);
         let queued = serde_json::to_string(&worth_storing(&state)).unwrap();
         assert_ne!(before, queued, "a new alert is worth a write");
     }

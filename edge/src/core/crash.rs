@@ -7,9 +7,10 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{crash_flood_message, crash_message};
+use super::alert::{crash_flood_message, crash_message, Alert};
 use super::incident::{RemediationStatus, StateChange};
 use super::probe::{truncate, Health};
+use super::route::Severity as AlertSeverity;
 use super::state::State;
 use crate::config::Config;
 
@@ -121,7 +122,7 @@ pub enum CrashError {
 impl CrashReport {
     /// Parses a body; a field over its limit is cut (and `truncated` set).
     pub fn parse(body: &[u8]) -> Result<(Self, bool), CrashError> {
-        let mut r: CrashReport = serde_json::from_slice(body).map_err(|e| {
+        let mut r: CrashReport = super::json::read(body).map_err(|e| {
             CrashError::Malformed(format!(
                 "expected {{\"app\", \"message\", \"stack\"?, \"url\"?, \"user_agent\"?, \"severity\"?: debug|info|warning|error|critical, \"timestamp\"?}}: {e}"
             ))
@@ -317,8 +318,11 @@ impl State {
                 // Keyed by window: one such alert per window.
                 let window = now_ms / cooldown_ms.max(1);
                 let message = crash_flood_message(limits);
-                self.outbox
-                    .push(format!("crash-flood/{window}"), message, now_ms);
+                let key = format!("crash-flood/{window}");
+                self.outbox.push(
+                    Alert::notice(key, AlertSeverity::Warning, "vigil", message),
+                    now_ms,
+                );
             }
             if let Some(inc) = open.as_deref().and_then(|id| self.incident_mut(id)) {
                 inc.crash_reports += 1;
@@ -341,9 +345,9 @@ impl State {
             id
         });
         let message = crash_message(&report.app, &report.message, report.url.as_deref(), &id);
+        let key = format!("{id}/crash/{fingerprint}/{now_ms}");
         self.outbox.push(
-            format!("{id}/crash/{fingerprint}/{now_ms}"),
-            message,
+            Alert::notice(key, AlertSeverity::Critical, &subject, message),
             now_ms,
         );
         if let Some(inc) = self.incident_mut(&id) {

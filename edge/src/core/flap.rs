@@ -9,9 +9,10 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{flap_message, settled_message};
+use super::alert::{flap_message, settled_message, Alert};
 use super::incident::{RemediationStatus, StateChange};
 use super::probe::Health;
+use super::route::Severity;
 use super::state::{Event, State};
 use crate::config::{Config, Role, Target};
 
@@ -154,8 +155,11 @@ impl State {
             });
         }
         let message = flap_message(&target.id, incident, changes, config.flap_window_s);
-        self.outbox
-            .push(format!("{incident}/flapping"), message, now_ms);
+        let key = format!("{incident}/flapping");
+        self.outbox.push(
+            Alert::notice(key, Severity::Warning, &target.id, message),
+            now_ms,
+        );
     }
 
     /// A page about this target within the flap window covers `incident`
@@ -224,8 +228,9 @@ impl State {
                 inc.remediation = RemediationStatus::Pending;
             }
             let message = settled_message(&id, &episode.incident, health, episode.changes);
+            let key = format!("{}/settled", episode.incident);
             self.outbox
-                .push(format!("{}/settled", episode.incident), message, now_ms);
+                .push(Alert::notice(key, Severity::Info, &id, message), now_ms);
         }
     }
 }

@@ -278,9 +278,39 @@ pub struct Incident {
     pub pending_action: Option<PendingAction>,
     #[serde(default)]
     pub manual_actions: Vec<ManualAction>,
+    /// The paging channels its page went to: they hear of its ack and close.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paged_to: Vec<String>,
+    /// Folded into this incident of a parent target (`depends_on`) while
+    /// the parent is down: no alert, page or remediation of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_into: Option<String>,
+    /// Children folded into this incident, and whether that was alerted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affected: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub affected_alerted: bool,
+    /// The levels it escalated to (`[[escalation]]`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalations: Vec<super::escalate::EscalationStep>,
+    /// Signatures of the ack links used (each works once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ack_links_used: Vec<String>,
+    /// Reminders queued (`remind_every_s`).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub reminders: u32,
+    /// Its ack / close was queued to `paged_to`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub page_acked: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub page_resolved: bool,
     /// Critical crash reports counted into this incident (crash subjects).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub crash_reports: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -312,6 +342,15 @@ impl Incident {
             lease: None,
             pending_action: None,
             manual_actions: Vec::new(),
+            paged_to: Vec::new(),
+            folded_into: None,
+            affected: Vec::new(),
+            affected_alerted: false,
+            escalations: Vec::new(),
+            ack_links_used: Vec::new(),
+            reminders: 0,
+            page_acked: false,
+            page_resolved: false,
             crash_reports: 0,
         }
     }

@@ -271,7 +271,7 @@ impl State {
             error: error.clone(),
             vantages: Vec::new(),
         };
-        if let Some(inc) = self.record_transition(&subject, &incident_id, change, now_ms) {
+        if let Some(inc) = self.record_transition(&subject, &incident_id, change, false, now_ms) {
             if to == Health::Healthy {
                 inc.resolved_at_ms = Some(now_ms);
                 inc.resolution = Some("the job reported ok".into());

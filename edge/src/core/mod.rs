@@ -2,17 +2,25 @@
 //! (epoch milliseconds) and return state changes and events. Nothing here
 //! reads a clock or does I/O.
 
+pub mod acklink;
 pub mod alert;
 pub mod budget;
 pub mod cert;
+pub mod channel;
 pub mod crash;
+pub mod deadman;
+pub mod depend;
+pub mod escalate;
 pub mod flap;
 pub mod history;
 pub mod history_rows;
 pub mod incident;
 pub mod jobs;
+pub mod json;
 pub mod planner;
 pub mod probe;
+pub mod remind;
+pub mod route;
 pub mod schedule;
 pub mod signal;
 pub mod slo;

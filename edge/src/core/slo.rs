@@ -6,8 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::slo_message;
+use super::alert::{slo_message, Alert};
 use super::history::{History, HOUR_MS};
+use super::route::Severity;
 use super::state::{Event, State, TargetState};
 use crate::config::Config;
 
@@ -75,7 +76,10 @@ impl State {
             for (kind, label, window_ms, burn, threshold) in alerts {
                 let message = slo_message(&t.id, label, burn, threshold, &status);
                 let key = format!("slo/{}/{kind}/{now_ms}", t.id);
-                self.outbox.push(key, message, now_ms);
+                self.outbox.push(
+                    Alert::notice(key, Severity::Warning, &t.id, message),
+                    now_ms,
+                );
                 events.push(Event::BurnRate {
                     target: t.id.clone(),
                     window: window_ms,

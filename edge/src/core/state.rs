@@ -5,7 +5,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{cert_message, page_message, transition_message, Outbox, TransitionAlert};
+use super::acklink::{AckLinkError, AckLinks};
+use super::alert::{
+    cert_message, page_message, transition_message, with_ack_link, Alert, Outbox,
+    TransitionAlert,
+};
 use super::flap::Flap;
 use super::history::History;
 use super::incident::{
@@ -13,6 +17,7 @@ use super::incident::{
     RoundOutcome, StateChange, TokenUsage,
 };
 use super::probe::{Health, Observation};
+use super::route::{PageEvent, Routing, Severity};
 use super::slo::Burning;
 use super::vantage::{self, advance_regular, debounce, Step};
 use crate::config::{Config, Role, Target};
@@ -172,6 +177,10 @@ pub struct State {
     pub incidents: Vec<Incident>,
     pub next_incident: u64,
     pub outbox: Outbox,
+    /// Signs pages' ack links (set by the shell from `[ack_link]` and its
+    /// secret; not stored).
+    #[serde(skip)]
+    pub ack_links: Option<AckLinks>,
     #[serde(default)]
     pub anomalies: VecDeque<Anomaly>,
     /// Actions run by hand through the control API, newest first.
@@ -242,6 +251,7 @@ impl State {
     /// gone lose their state, and their open incidents are resolved so none
     /// is left open forever. Leases of a previous process are dropped.
     pub fn reconcile(&mut self, config: &Config, now_ms: u64, previous_owner_gone: bool) {
+        self.outbox.routing = Routing::from_config(config);
         self.targets.retain(|id, _| config.target(id).is_some());
         for inc in self.incidents.iter_mut() {
             let watched = match inc.target.split_once(':') {
@@ -300,8 +310,55 @@ impl State {
         self.check_crashes(now_ms);
         self.check_flapping(config, now_ms);
         events.extend(self.check_slo(config, history, now_ms));
+        self.fold_dependencies(config, now_ms);
         self.page_due(oncall, now_ms);
+        self.check_escalations(config, now_ms);
+        self.follow_pages(now_ms);
+        self.check_reminders(config, now_ms);
         events
+    }
+
+    /// Tells the channels a page went to when its incident is acknowledged
+    /// and when it closes, once each (a paging channel acknowledges and
+    /// resolves its own incident).
+    pub fn follow_pages(&mut self, now_ms: u64) {
+        let mut alerts = Vec::new();
+        for inc in self.incidents.iter_mut().filter(|i| !i.paged_to.is_empty()) {
+            let mut follow = |event, title: String| {
+                let message = super::alert::page_event_message(title, event);
+                alerts.push((
+                    inc.paged_to.clone(),
+                    Alert {
+                        key: format!("{}/{}", inc.id, super::alert::event_name(event)),
+                        severity: Severity::Info,
+                        subject: inc.target.clone(),
+                        message,
+                        page: Some(event),
+                        incident: Some(inc.id.clone()),
+                        details: Vec::new(),
+                    },
+                ));
+            };
+            if !inc.is_open() && !inc.page_resolved {
+                let how = inc.resolution.clone().unwrap_or_else(|| "closed".into());
+                follow(
+                    PageEvent::Resolve,
+                    format!("{}: incident {} resolved ({how})", inc.target, inc.id),
+                );
+                inc.page_resolved = true;
+                inc.page_acked = true;
+            } else if inc.acked_at_ms.is_some() && !inc.page_acked {
+                let by = inc.acked_by.clone().unwrap_or_default();
+                follow(
+                    PageEvent::Acknowledge,
+                    format!("{}: page acknowledged by {by}", inc.target),
+                );
+                inc.page_acked = true;
+            }
+        }
+        for (channels, alert) in alerts {
+            self.outbox.push_to(&channels, alert, now_ms);
+        }
     }
 
     /// Feeds one observation through the debounce.
@@ -330,7 +387,15 @@ impl State {
             if ts.cert_expiring(target, cert, now_ms) {
                 let key = format!("cert/{}/{}", target.id, cert.fingerprint);
                 self.outbox
-                    .push(key, cert_message(&target.id, cert, now_ms), now_ms);
+                    .push(
+                        Alert::notice(
+                            key,
+                            Severity::Warning,
+                            &target.id,
+                            cert_message(&target.id, cert, now_ms),
+                        ),
+                        now_ms,
+                    );
             }
         }
         if ts.in_maintenance(now_ms) {
@@ -462,7 +527,13 @@ impl State {
                 incident: incident_id.clone(),
             });
         }
-        if let Some(inc) = self.record_transition(&target.id, &incident_id, change, now_ms) {
+        if let Some(inc) = self.record_transition(
+            &target.id,
+            &incident_id,
+            change,
+            target.role == Role::Remediate,
+            now_ms,
+        ) {
             if to == Health::Healthy {
                 inc.resolved_at_ms = Some(now_ms);
                 inc.resolution = Some("recovered".into());
@@ -510,13 +581,20 @@ impl State {
     /// Queues the alert for one debounced transition (keyed by incident and
     /// transition number, so it is never queued twice) and records it in the
     /// incident's history; returns the incident for the caller's own changes.
+    /// Down is critical when the subject is `remediable`, a warning otherwise.
     pub(super) fn record_transition(
         &mut self,
         subject: &str,
         incident_id: &str,
         change: StateChange,
+        remediable: bool,
         now_ms: u64,
     ) -> Option<&mut Incident> {
+        let severity = match change.to {
+            Health::Healthy => Severity::Info,
+            Health::Down if remediable => Severity::Critical,
+            Health::Degraded | Health::Down => Severity::Warning,
+        };
         let message = transition_message(&TransitionAlert {
             target: subject,
             from: change.from,
@@ -527,8 +605,9 @@ impl State {
             vantages: &change.vantages,
             incident_id,
         });
+        let key = format!("{incident_id}/t{}", change.seq);
         self.outbox
-            .push(format!("{incident_id}/t{}", change.seq), message, now_ms);
+            .push(Alert::notice(key, severity, subject, message), now_ms);
         let inc = self.incident_mut(incident_id)?;
         inc.history.push(change);
         Some(inc)
@@ -552,7 +631,7 @@ impl State {
     pub fn remediation_due(&self, config: &Config, now_ms: u64) -> Vec<String> {
         self.incidents
             .iter()
-            .filter(|i| i.is_open() && i.acked_at_ms.is_none())
+            .filter(|i| i.is_open() && i.acked_at_ms.is_none() && i.folded_into.is_none())
             .filter(|i| match i.remediation {
                 RemediationStatus::Pending => true,
                 RemediationStatus::HostUnreachable(_) => {
@@ -691,6 +770,19 @@ impl State {
     /// Pages the on-call person about `incident`, at most once per incident:
     /// `paged_at` is recorded with the message queued, before any send.
     pub fn page(&mut self, incident: &str, reason: &str, oncall: OncallUser, now_ms: u64) -> bool {
+        let ack_link = self.ack_links.as_ref().map(|l| l.link(incident, now_ms));
+        let channels = match self.incident(incident) {
+            Some(inc) => self
+                .outbox
+                .routing
+                .channels(Severity::Critical, &inc.target, true),
+            None => return false,
+        };
+        let paging: Vec<String> = channels
+            .iter()
+            .filter(|c| self.outbox.routing.is_paging(c))
+            .cloned()
+            .collect();
         let Some(inc) = self.incident_mut(incident) else {
             return false;
         };
@@ -699,9 +791,24 @@ impl State {
         }
         inc.paged_at_ms = Some(now_ms);
         inc.page_reason = Some(reason.to_string());
-        let message = page_message(oncall, &inc.target, &inc.id, reason, &inc.tried());
-        let key = format!("{}/page", inc.id);
-        self.outbox.push(key, message, now_ms);
+        let tried = inc.tried();
+        let alert = Alert {
+            key: format!("{}/page", inc.id),
+            severity: Severity::Critical,
+            subject: inc.target.clone(),
+            message: match &ack_link {
+                Some(url) => with_ack_link(
+                    page_message(oncall, &inc.target, &inc.id, reason, &tried),
+                    url,
+                ),
+                None => page_message(oncall, &inc.target, &inc.id, reason, &tried),
+            },
+            page: Some(PageEvent::Trigger),
+            incident: Some(inc.id.clone()),
+            details: tried,
+        };
+        inc.paged_to = paging;
+        self.outbox.push_to(&channels, alert, now_ms);
         true
     }
 
@@ -711,7 +818,7 @@ impl State {
         self.incidents
             .iter()
             .filter(|i| i.is_open() && i.paged_at_ms.is_none() && i.acked_at_ms.is_none())
-            .filter(|i| i.page_covered_by.is_none())
+            .filter(|i| i.page_covered_by.is_none() && i.folded_into.is_none())
             .filter_map(|i| {
                 let reason = match &i.remediation {
                     RemediationStatus::Exhausted => {
@@ -789,6 +896,26 @@ impl State {
         }
     }
 
+    /// Acknowledges through a signed link (`[ack_link]`), once per link.
+    pub fn acknowledge_by_link(
+        &mut self,
+        incident: &str,
+        expires_ms: u64,
+        sig: &str,
+        now_ms: u64,
+    ) -> Result<Result<(), StateError>, AckLinkError> {
+        let links = self.ack_links.as_ref().ok_or(AckLinkError::BadSignature)?;
+        links.check(incident, expires_ms, sig, now_ms)?;
+        let Some(inc) = self.incident_mut(incident) else {
+            return Ok(Err(StateError::NoIncident));
+        };
+        if inc.ack_links_used.iter().any(|s| s == sig) {
+            return Err(AckLinkError::Used);
+        }
+        inc.ack_links_used.push(sig.to_string());
+        Ok(self.acknowledge(incident, "ack link", now_ms))
+    }
+
     pub fn acknowledge(&mut self, incident: &str, by: &str, now_ms: u64) -> Result<(), StateError> {
         let inc = self.incident_mut(incident).ok_or(StateError::NoIncident)?;
         if !inc.is_open() {
@@ -797,6 +924,7 @@ impl State {
         inc.acked_at_ms.get_or_insert(now_ms);
         inc.acked_by.get_or_insert_with(|| by.to_string());
         inc.remediation = RemediationStatus::Acknowledged;
+        self.follow_pages(now_ms);
         Ok(())
     }
 
@@ -822,6 +950,7 @@ impl State {
             ts.vantages.clear();
             ts.partial = None;
         }
+        self.follow_pages(now_ms);
         Ok(())
     }
 

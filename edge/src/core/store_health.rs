@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use super::alert::store_message;
+use super::alert::{store_message, Alert};
+use super::route::Severity;
 use super::state::State;
 
 /// The store's health as this process sees it.
@@ -50,8 +51,11 @@ impl State {
         self.store.error = Some(error.to_string());
         if self.store.failed_saves == 1 {
             let message = store_message(Some(error), since, now_ms, 1);
-            self.outbox
-                .push(format!("store/failing/{since}"), message, now_ms);
+            let key = format!("store/failing/{since}");
+            self.outbox.push(
+                Alert::notice(key, Severity::Critical, "vigil", message),
+                now_ms,
+            );
         }
     }
 
@@ -64,8 +68,9 @@ impl State {
         let failed = self.store.failed_saves;
         self.store = StoreHealth::default();
         let message = store_message(None, since, now_ms, failed);
+        let key = format!("store/recovered/{since}");
         self.outbox
-            .push(format!("store/recovered/{since}"), message, now_ms);
+            .push(Alert::notice(key, Severity::Info, "vigil", message), now_ms);
         true
     }
 }

@@ -32,8 +32,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::warning_message;
+use super::alert::{warning_message, Alert};
 use super::probe::{Health, Observation};
+use super::route::Severity;
 use super::state::{Event, State, TargetState};
 use crate::config::{Config, Target};
 
@@ -533,8 +534,14 @@ impl State {
                 Some(t) => format!("{t}: seen down from {} only", regions.join(", ")),
                 None => text.clone(),
             };
-            self.outbox
-                .push(key, warning_message(title, text.clone()), now_ms);
+            // A minority view is about its target; a silent prober about
+            // Vigil itself.
+            let subject = target.unwrap_or("vigil");
+            let message = warning_message(title, text.clone());
+            self.outbox.push(
+                Alert::notice(key, Severity::Warning, subject, message),
+                now_ms,
+            );
         }
         self.vantage_notes.push_front(Note {
             at_ms: now_ms,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,6 +22,7 @@ use super::limits::ClientLimits;
 use super::report;
 use super::runner::Runner;
 use super::store::StoreError;
+use crate::core::acklink::AckLinkError;
 use crate::core::crash::CrashReport;
 use crate::core::incident::ManualAction;
 use crate::core::signal::HostSignal;
@@ -112,8 +113,11 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route_layer(middleware::from_fn_with_state(api.clone(), limit_crash_log))
         .route("/_log", axum::routing::options(crash_preflight))
         .layer(DefaultBodyLimit::max(CRASH_BODY_LIMIT));
+    // The signature is the credential: no token.
+    let ack_links = Router::new().route("/ops/ack-link", get(ack_link_page).post(ack_link));
     let timed = Router::new()
         .route("/healthz", get(healthz))
+        .merge(ack_links)
         .merge(heartbeats)
         .merge(signals)
         .merge(reads)
@@ -625,6 +629,103 @@ async fn ack(State(api): State<Shared>, Path(id): Path<String>, headers: HeaderM
             .try_update(|s| Ok(s.acknowledge(&id, &by, now_ms()))),
         &id,
     )
+}
+
+#[derive(serde::Deserialize)]
+struct AckLinkQuery {
+    incident: String,
+    expires: u64,
+    sig: String,
+}
+
+/// A small HTML answer for a person following a link.
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>{t}</title><h1>{t}</h1>{body}",
+        t = esc(title)
+    );
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response()
+}
+
+fn ack_link_refused(e: AckLinkError) -> Response {
+    let status = match e {
+        AckLinkError::BadSignature => StatusCode::FORBIDDEN,
+        AckLinkError::Expired => StatusCode::GONE,
+        AckLinkError::Used => StatusCode::CONFLICT,
+    };
+    html(status, "Not acknowledged", &format!("<p>{e}.</p>"))
+}
+
+/// The confirmation page: a GET acknowledges nothing (link previews).
+async fn ack_link_page(
+    State(api): State<Shared>,
+    query: Result<Query<AckLinkQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return ack_link_refused(AckLinkError::BadSignature);
+    };
+    let checked = api.runner.read(|s| {
+        s.ack_links
+            .as_ref()
+            .ok_or(AckLinkError::BadSignature)
+            .and_then(|l| l.check(&q.incident, q.expires, &q.sig, now_ms()))
+    });
+    if let Err(e) = checked {
+        return ack_link_refused(e);
+    }
+    let form = format!(
+        "<p>Acknowledge incident {id}? Vigil stops remediating it, reminding and escalating.</p><form method=post action=\"?incident={id}&amp;expires={exp}&amp;sig={sig}\"><button>Acknowledge</button></form>",
+        id = q.incident.replace(['<', '>', '"', '&'], ""),
+        exp = q.expires,
+        sig = q.sig.replace(['<', '>', '"', '&'], ""),
+    );
+    html(StatusCode::OK, "Acknowledge the page", &form)
+}
+
+async fn ack_link(
+    State(api): State<Shared>,
+    query: Result<Query<AckLinkQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return ack_link_refused(AckLinkError::BadSignature);
+    };
+    let done = api
+        .runner
+        .try_update(|s| Ok(s.acknowledge_by_link(&q.incident, q.expires, &q.sig, now_ms())));
+    match done {
+        Ok(Ok(Ok(()))) => html(
+            StatusCode::OK,
+            "Acknowledged",
+            "<p>The incident is acknowledged.</p>",
+        ),
+        Ok(Ok(Err(StateError::NoIncident))) => html(
+            StatusCode::NOT_FOUND,
+            "Not acknowledged",
+            "<p>No such incident.</p>",
+        ),
+        Ok(Ok(Err(StateError::AlreadyResolved))) => html(
+            StatusCode::CONFLICT,
+            "Not acknowledged",
+            "<p>The incident is already resolved.</p>",
+        ),
+        Ok(Err(e)) => ack_link_refused(e),
+        Err(e) => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not acknowledged",
+            &format!("<p>The acknowledgement could not be stored: {e}. Try again.</p>"),
+        ),
+    }
 }
 
 async fn resolve(

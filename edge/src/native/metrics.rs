@@ -31,9 +31,6 @@ use crate::core::incident::Round;
 use crate::core::probe::{Health, Observation};
 use crate::core::state::State;
 
-/// The one alert channel so far; a label so that another fits beside it.
-const DISCORD: &str = "discord";
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabel {
     target: String,
@@ -59,7 +56,7 @@ struct RoundLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabel {
-    channel: &'static str,
+    channel: String,
 }
 
 type Seconds = Gauge<f64, AtomicU64>;
@@ -203,13 +200,16 @@ impl Metrics {
             .inc();
     }
 
-    pub fn delivery(&self, outcome: &Delivery) {
+    /// A delivery to `channel` (a configured channel id: bounded).
+    pub fn delivery(&self, channel: &str, outcome: &Delivery) {
         let family = match outcome {
             Delivery::Sent => &self.alerts_sent,
             _ => &self.alerts_failed,
         };
         family
-            .get_or_create(&ChannelLabel { channel: DISCORD })
+            .get_or_create(&ChannelLabel {
+                channel: channel.to_string(),
+            })
             .inc();
     }
 
@@ -350,10 +350,13 @@ mod tests {
             error: Some("never a label".into()),
             cert: None,
         }]);
-        m.delivery(&Delivery::Sent);
-        m.delivery(&Delivery::Failed {
-            error: "boom".into(),
-        });
+        m.delivery("discord", &Delivery::Sent);
+        m.delivery(
+            "discord",
+            &Delivery::Failed {
+                error: "boom".into(),
+            },
+        );
         m.cycle(Duration::from_millis(20), 5_000);
         let text = m.render(&config, &state, 10_000);
         for line in [

@@ -18,6 +18,7 @@ use super::store::{FileStore, StoreError, CRASHES_DOC, HISTORY_DOC};
 use crate::config::Config;
 use crate::core::alert::Delivery;
 use crate::core::crash::{self, Crash, CrashError, CrashLog, CrashReport};
+use crate::core::deadman;
 use crate::core::history::History;
 use crate::core::probe::Observation;
 use crate::core::signal::{HostSignal, SignalOutcome};
@@ -64,6 +65,8 @@ impl Runner {
         let mut state = store.load()?;
         // The lock is ours: leases in the file belong to a runner that is gone.
         state.reconcile(&config, now_ms(), true);
+        // Checked at start (main): an error here means no links.
+        state.ack_links = io.secrets().ack_links(&config).ok().flatten();
         store.save(&state)?;
         let mut history: History = store.load_doc(HISTORY_DOC)?;
         history.retain_targets(|id| config.target(id).is_some());
@@ -261,6 +264,7 @@ impl Runner {
         let span = tracing::info_span!("cycle");
         async {
             let started = std::time::Instant::now();
+            self.ping_deadman(true);
             let now = now_ms();
             let due = self.update(|s| s.due_targets(&self.config, now));
             let probed = due.len();
@@ -295,6 +299,7 @@ impl Runner {
             self.start_rounds();
             self.deliver_soon();
             self.metrics.cycle(started.elapsed(), now_ms());
+            self.ping_deadman(false);
             tracing::debug!(probed, "cycle done");
             probed
         }
@@ -378,6 +383,25 @@ impl Runner {
         }
     }
 
+    /// Pings `[deadman]`'s URL (`/start` before the cycle, its outcome
+    /// after), in a task of its own (a slow watcher never holds the cycle).
+    fn ping_deadman(&self, start: bool) {
+        if self.io.secrets().deadman_url.is_none() {
+            return;
+        }
+        let fail_after = self.config.deadman.fail_after_ms();
+        let ping = match start {
+            true => deadman::Ping::Start,
+            false => self.read(|s| deadman::ping(s, now_ms(), fail_after)),
+        };
+        let io = self.io.clone();
+        tokio::spawn(async move {
+            if let Err(e) = io.ping_deadman(&ping).await {
+                tracing::warn!(error = %e, "deadman ping failed");
+            }
+        });
+    }
+
     /// Asks the delivery task for a pass; returns at once.
     pub fn deliver_soon(&self) {
         self.wake_delivery.notify_one();
@@ -392,8 +416,8 @@ impl Runner {
         }
     }
 
-    /// Delivers queued messages oldest first, stopping at the first failure
-    /// so that order is kept.
+    /// Delivers queued messages oldest first per channel; a channel that
+    /// fails waits out its backoff (its order kept) while the others go on.
     pub async fn deliver(&self) {
         let _one_at_a_time = self.delivering.lock().await;
         loop {
@@ -401,17 +425,17 @@ impl Runner {
             let Some(entry) = self.update(|s| s.outbox.due(now_ms(), per_minute)) else {
                 return;
             };
-            let outcome = self.io.deliver(&entry.message).await;
-            self.metrics.delivery(&outcome);
-            let stop = !matches!(outcome, Delivery::Sent | Delivery::Rejected { .. });
+            let outcome = self.io.deliver_entry(&entry).await;
+            self.metrics.delivery(&entry.channel, &outcome);
             match &outcome {
-                Delivery::Sent => tracing::info!(key = %entry.key, "alert delivered"),
-                other => tracing::warn!(key = %entry.key, outcome = ?other, "alert not delivered"),
+                Delivery::Sent => {
+                    tracing::info!(key = %entry.key, channel = %entry.channel, "alert delivered")
+                }
+                other => {
+                    tracing::warn!(key = %entry.key, channel = %entry.channel, outcome = ?other, "alert not delivered")
+                }
             }
             self.update(|s| s.outbox.record(entry.id, outcome, now_ms()));
-            if stop {
-                return;
-            }
         }
     }
 

@@ -15,9 +15,10 @@ use super::shards::Prober;
 use super::store::Store;
 use super::{load_config, lookup, Fallible, AE_BINDING};
 use crate::analytics;
-use crate::config::Target;
+use crate::config::{Config, Target};
 use crate::core::alert::Delivery;
 use crate::core::budget::{self, Budget, Carried, DailyWrites, ALERTS_KEPT};
+use crate::core::deadman::{self, Ping};
 use crate::core::history::{History, HostSample};
 use crate::core::incident::PendingAction;
 use crate::core::planner::Completion;
@@ -34,6 +35,12 @@ const DROP_VAR: &str = "VIGIL_TEST_DROP_AFTER_DECISION";
 /// The final saves of the state and the history, kept for whatever else
 /// happens.
 const SAVES_KEPT: u32 = 2;
+
+/// What a cycle keeps for its end: the saves, and `[deadman]`'s ping when
+/// there is one (counted in `budget::overhead`).
+fn kept(config: &Config) -> u32 {
+    SAVES_KEPT + u32::from(config.deadman.url_env.is_some())
+}
 
 #[derive(Clone, Serialize)]
 pub struct CycleReport {
@@ -146,7 +153,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     state.reconcile(&config, start, false);
     let mut carried = Carried::default();
     let mut report = (0, 0, 0, 0);
-    let keep = SAVES_KEPT + ALERTS_KEPT;
+    let keep = kept(&config) + ALERTS_KEPT;
 
     // The cron is the schedule: each invocation probes the targets in its
     // slot (all of them when interval_s is a minute), then the confirm
@@ -254,6 +261,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     carried.probes += prober.lost.get();
     report.2 = deliver(&io, &store, &mut state, &mut carried).await;
     let saved = store.save(&mut state).await;
+    ping_deadman(&io, &store, &state, saved.as_ref().err()).await;
     let now = now_ms();
     if history.flush_due(now, config.history_flush_ms()) {
         if let Err(e) = store.save_history(&mut history, now).await {
@@ -299,6 +307,23 @@ fn record_host(
     }
 }
 
+/// `[deadman]`'s ping after the state is saved (`core::deadman`): success,
+/// or `/fail` with the reason. No `/start` ping: the cron is the schedule,
+/// and a subrequest on the free plan is worth more than the run time.
+async fn ping_deadman(io: &WorkerIo, store: &Store<'_>, state: &State, unsaved: Option<&String>) {
+    // The history's save is still to come; the ping's subrequest was kept.
+    if io.secrets().deadman_url.is_none() || !store.budget().take(1, SAVES_KEPT - 1) {
+        return;
+    }
+    let ping = match unsaved {
+        Some(e) => Ping::Fail(format!("the state cannot be saved: {e}")),
+        None => deadman::ping(state, now_ms(), io.config.deadman.fail_after_ms()),
+    };
+    if let Err(e) = io.ping_deadman(&ping).await {
+        console_error!("the deadman ping failed: {e}");
+    }
+}
+
 /// Delivers the outbox oldest first, stopping at the first failure or when
 /// the budget has no room left but the final saves (the rest is carried).
 pub async fn deliver(
@@ -310,11 +335,12 @@ pub async fn deliver(
     let mut sent = 0;
     let per_minute = io.config.discord.max_per_minute as usize;
     while let Some(entry) = state.outbox.due(now_ms(), per_minute) {
-        if !store.budget().take(1, SAVES_KEPT) {
+        if !store.budget().take(1, kept(&io.config)) {
             carried.alerts += state.outbox.entries.len() as u32;
             break;
         }
-        let outcome = io.deliver(&entry.message).await;
+        // To its channel: Discord, PagerDuty, Slack or a signed webhook.
+        let outcome = io.deliver_entry(&entry).await;
         let stop = !matches!(outcome, Delivery::Sent | Delivery::Rejected { .. });
         if matches!(outcome, Delivery::Sent) {
             sent += 1;
@@ -343,7 +369,7 @@ impl RoundIo<'_, '_> {
     /// Takes one subrequest, or refuses the call: the round started only
     /// when its calls fit (`budget::round_cost`), so this is a backstop.
     fn count(&self) -> Result<(), String> {
-        if self.store.budget().take(1, SAVES_KEPT) {
+        if self.store.budget().take(1, kept(&self.io.config)) {
             Ok(())
         } else {
             Err("not made: the invocation's subrequest budget is spent".into())

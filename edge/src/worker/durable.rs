@@ -85,7 +85,7 @@ impl DurableObject for VigilEdge {
                 Ok(c) => c,
                 Err(e) => return error(500, "no_configuration", e),
             };
-            let ids: Vec<String> = match serde_json::from_slice(&req.bytes().await?) {
+            let ids: Vec<String> = match crate::core::json::read(&req.bytes().await?) {
                 Ok(ids) => ids,
                 Err(e) => return error(400, "bad_body", e.to_string()),
             };

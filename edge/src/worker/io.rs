@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use worker::{
-    AbortController, CacheMode, Date, Delay, Fetch, Headers, Method, Request, RequestInit,
-    RequestRedirect,
-};
+use worker::wasm_bindgen::JsValue;
+use worker::web_sys::{self, RequestCache, RequestRedirect};
+use worker::{AbortController, Date, Delay, Fetch, Headers, Request};
 
 use crate::client::{Call, Client, Exchange, Transport, BODY_LIMIT};
 use crate::config::Config;
@@ -25,6 +24,26 @@ pub type WorkerIo = Client<WorkerFetch>;
 
 pub fn worker_io(config: &Config, secrets: Secrets) -> WorkerIo {
     Client::with_transport(WorkerFetch, Arc::new(config.clone()), secrets)
+}
+
+/// A request built on web_sys's init: worker's `RequestInit` also carries
+/// Cloudflare's `cf` options, whose serializer (11 KB of the bundle before
+/// `wasm-opt`) Vigil never uses.
+pub fn request_init(method: &str, headers: &Headers) -> web_sys::RequestInit {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_headers(headers.as_ref());
+    init
+}
+
+/// The request `init` describes, to `url`.
+pub fn request(url: &str, init: &web_sys::RequestInit) -> Result<Request, String> {
+    web_sys::Request::new_with_str_and_init(url, init)
+        .map(Request::from)
+        .map_err(|e| {
+            e.as_string()
+                .unwrap_or_else(|| format!("invalid URL or options for a request to {url}"))
+        })
 }
 
 pub struct WorkerFetch;
@@ -63,23 +82,19 @@ impl Transport for WorkerFetch {
                 };
             }
         }
-        let mut init = RequestInit::new();
-        init.with_method(Method::from(call.method.to_string()))
-            .with_headers(h)
-            .with_cache(CacheMode::NoStore)
-            .with_redirect(if call.follow_redirects {
-                RequestRedirect::Follow
-            } else {
-                RequestRedirect::Manual
-            });
-        if let Some(b) = call.body {
-            init.with_body(Some(b.into()));
+        let init = request_init(call.method, &h);
+        init.set_cache(RequestCache::NoStore);
+        if !call.follow_redirects {
+            init.set_redirect(RequestRedirect::Manual);
         }
-        let request = match Request::new_with_init(call.url, &init) {
+        if let Some(b) = &call.body {
+            init.set_body(&JsValue::from_str(b));
+        }
+        let request = match request(call.url, &init) {
             Ok(r) => r,
-            Err(e) => {
+            Err(error) => {
                 return Exchange::Failed {
-                    error: e.to_string(),
+                    error,
                     elapsed_ms: 0,
                 }
             }

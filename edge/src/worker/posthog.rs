@@ -4,7 +4,8 @@
 //! checked before it streams, so such a POST is refused (411); posthog-js
 //! always sends one.
 
-use worker::{Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response};
+use worker::web_sys::RequestRedirect;
+use worker::{Env, Fetch, Headers, Method, Request, Response};
 
 use super::load_config;
 use super::routes::error;
@@ -59,12 +60,12 @@ pub async fn proxy(req: Request, env: &Env) -> worker::Result<Response> {
     if let Some(ip) = req.headers().get("cf-connecting-ip")? {
         headers.set("x-forwarded-for", &ip)?;
     }
-    let mut init = RequestInit::new();
-    init.with_method(method)
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual)
-        .with_body(req.inner().body().map(Into::into));
-    let out = Request::new_with_init(&upstream(&ph, path), &init)?;
+    let init = super::io::request_init(method.as_ref(), &headers);
+    init.set_redirect(RequestRedirect::Manual);
+    if let Some(body) = req.inner().body() {
+        init.set_body(&body);
+    }
+    let out = super::io::request(&upstream(&ph, path), &init).map_err(worker::Error::RustError)?;
     let res = match Fetch::Request(out).send().await {
         Ok(r) => r,
         Err(e) => return error(502, "posthog_unavailable", e.to_string()),

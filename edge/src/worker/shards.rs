@@ -10,7 +10,7 @@ use std::cell::Cell;
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use worker::wasm_bindgen::JsValue;
-use worker::{console_error, AnalyticsEngineDataset, Env, Method, Request, RequestInit};
+use worker::{console_error, AnalyticsEngineDataset, Env, Headers};
 
 use super::durable::durable_stub;
 use super::io::WorkerIo;
@@ -131,11 +131,9 @@ impl<'a> Prober<'a> {
     async fn call(&self, k: usize, ids: Vec<String>) -> Fallible<ShardAnswer> {
         let stub = durable_stub(self.env, &format!("shard-{k}")).map_err(|e| e.to_string())?;
         let body = serde_json::to_string(&ids).map_err(|e| e.to_string())?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(JsValue::from_str(&body)));
-        let req = Request::new_with_init("https://vigil.internal/probe", &init)
-            .map_err(|e| e.to_string())?;
+        let init = super::io::request_init("POST", &Headers::new());
+        init.set_body(&JsValue::from_str(&body));
+        let req = super::io::request("https://vigil.internal/probe", &init)?;
         let mut res = stub
             .fetch_with_request(req)
             .await
@@ -144,6 +142,6 @@ impl<'a> Prober<'a> {
         if res.status_code() != 200 {
             return Err(String::from_utf8_lossy(&bytes).into_owned());
         }
-        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+        crate::core::json::read(&bytes).map_err(|e| e.to_string())
     }
 }

@@ -16,6 +16,7 @@ use crate::client::{Exchange, Transport};
 use crate::core::budget::{worth_storing, Budget, Op};
 use crate::core::history::History;
 use crate::core::history_rows::{HostsRowOwned, Kind};
+use crate::core::json;
 use crate::core::state::State;
 use crate::core::store_health::StoreView;
 
@@ -112,7 +113,7 @@ impl<'a> Store<'a> {
         let mut state = match &stored {
             // JSON is read from bytes everywhere: one serde_json reader type
             // in the bundle, not two.
-            Some(text) => serde_json::from_slice(text.as_bytes())
+            Some(text) => json::read(text.as_bytes())
                 .map_err(|e| format!("stored state is unreadable: {e}"))?,
             None => State::default(),
         };
@@ -213,9 +214,20 @@ impl<'a> Store<'a> {
         &self,
         key: &str,
     ) -> Fallible<T> {
+        self.load_with(key, json::read).await
+    }
+
+    /// A stored document read by `read` (the history straight from its
+    /// bytes, the others through `json::read`).
+    async fn load_with<T: Default>(
+        &self,
+        key: &str,
+        read: fn(&[u8]) -> serde_json::Result<T>,
+    ) -> Fallible<T> {
         match self.get_text(key).await? {
-            Some(text) => serde_json::from_slice(text.as_bytes())
-                .map_err(|e| format!("stored {key} is unreadable: {e}")),
+            Some(text) => {
+                read(text.as_bytes()).map_err(|e| format!("stored {key} is unreadable: {e}"))
+            }
             None => Ok(T::default()),
         }
     }
@@ -238,7 +250,9 @@ impl<'a> Store<'a> {
     /// The stored history: one KV value, or the Durable Object's rows.
     async fn load_history(&self) -> Fallible<History> {
         let Backend::Durable(storage) = &self.backend else {
-            return self.load_doc(HISTORY_KEY).await;
+            return self
+                .load_with(HISTORY_KEY, |b| serde_json::from_slice(b))
+                .await;
         };
         let rows = storage
             .list_with_options(ListOptions::new().prefix(HISTORY_KEY))
