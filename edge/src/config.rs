@@ -431,6 +431,11 @@ pub struct Config {
     pub escalations: Vec<Escalation>,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
+    /// A target in this file wins over an API target of the same id
+    /// (`POST /ops/targets` of its id is refused); by default the API
+    /// target replaces the file's until it is deleted.
+    #[serde(default)]
+    pub file_targets_win: bool,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Host>,
     #[serde(default, rename = "job")]
@@ -752,6 +757,12 @@ impl Config {
             reason: e.to_string(),
         })?;
         config.checked(file)
+    }
+
+    /// Validates a configuration changed after it was read (targets added
+    /// through the API), with the file's checks and errors.
+    pub fn revalidated(self) -> Result<Self, ConfigError> {
+        self.checked("(api)")
     }
 
     /// Validates a parsed configuration and compiles its cron schedules.

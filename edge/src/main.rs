@@ -176,7 +176,7 @@ fn table(runner: &Runner) -> String {
         "TARGET", "STATE", "LATENCY", "STATUS", "INCIDENT / ERROR"
     );
     runner.read(|s| {
-        for t in &runner.config.targets {
+        for t in &runner.config().targets {
             let ts = s.targets.get(&t.id);
             let last = runner.recent(&t.id).into_iter().next();
             let state = ts.map_or("unknown", |ts| ts.health.as_str());

@@ -6,6 +6,7 @@ pub mod acklink;
 pub mod alert;
 pub mod budget;
 pub mod channel;
+pub mod control;
 pub mod crash;
 pub mod deadman;
 pub mod depend;

@@ -165,6 +165,12 @@ pub struct State {
     /// Crash alerts sent within the cooldown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crash_alerts: Vec<super::crash::CrashAlert>,
+    /// Targets added through the control API (`core::control`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_targets: BTreeMap<String, super::control::ApiTarget>,
+    /// Changes made through the control API, oldest first.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub audit: VecDeque<super::control::AuditEntry>,
     /// Whether this process can store the state (not stored: it describes
     /// the process and its disk).
     #[serde(skip)]

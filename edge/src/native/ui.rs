@@ -186,7 +186,7 @@ async fn list(
     };
     let targets: Vec<String> = ui
         .runner
-        .config
+        .config()
         .targets
         .iter()
         .map(|t| t.id.clone())
