@@ -4,8 +4,8 @@
 pub mod discord;
 pub mod docker;
 pub mod edge;
-pub mod observer;
 pub mod healthchecks;
+pub mod observer;
 pub mod openai;
 pub mod pagerduty;
 pub mod pair;

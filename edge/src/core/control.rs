@@ -65,16 +65,25 @@ pub fn effective(
     api: &BTreeMap<String, ApiTarget>,
 ) -> (Config, BTreeMap<String, TargetChangeError>) {
     let mut config = file.clone();
-    let mut left_out = BTreeMap::new();
-    for (id, t) in api {
-        match lay_over(file, &config, id, &t.body) {
-            Ok(next) => config = next,
-            Err(e) => {
-                left_out.insert(id.clone(), e);
+    let mut pending: Vec<&String> = api.keys().collect();
+    // Passes until nothing more fits: a target may depend on one after it.
+    loop {
+        let mut left_out = BTreeMap::new();
+        let before = pending.len();
+        pending.retain(|id| match lay_over(file, &config, id, &api[*id].body) {
+            Ok(next) => {
+                config = next;
+                false
             }
+            Err(e) => {
+                left_out.insert((*id).clone(), e);
+                true
+            }
+        });
+        if pending.is_empty() || pending.len() == before {
+            return (config, left_out);
         }
     }
-    (config, left_out)
 }
 
 /// The effective configuration with `api` instead of `before`, refused
@@ -112,7 +121,10 @@ fn lay_over(
     }
     let target = parse_target(body)?;
     if target.id != id {
-        return Err(invalid("target.id", format!("{:?} is not {id:?}", target.id)));
+        return Err(invalid(
+            "target.id",
+            format!("{:?} is not {id:?}", target.id),
+        ));
     }
     let mut next = current.clone();
     let index = match next.targets.iter().position(|t| t.id == id) {
@@ -237,11 +249,7 @@ impl State {
         self.api_targets = api;
         let mut resolved = None;
         if config.target(id).is_none() {
-            if let Some(inc) = self
-                .targets
-                .get(id)
-                .and_then(|t| t.open_incident.clone())
-            {
+            if let Some(inc) = self.targets.get(id).and_then(|t| t.open_incident.clone()) {
                 if let Some(i) = self.incident_mut(&inc) {
                     i.resolved_at_ms = Some(now_ms);
                     i.resolution = Some(format!("target removed through the API by {by}"));
@@ -271,7 +279,14 @@ impl State {
 
     /// Records one change in the audit list (the oldest beyond
     /// [`AUDIT_KEPT`] dropped).
-    pub fn audit(&mut self, now_ms: u64, who: &str, what: &str, subject: &str, detail: Option<String>) {
+    pub fn audit(
+        &mut self,
+        now_ms: u64,
+        who: &str,
+        what: &str,
+        subject: &str,
+        detail: Option<String>,
+    ) {
         self.audit.push_back(AuditEntry {
             at_ms: now_ms,
             who: who.to_string(),
@@ -304,7 +319,8 @@ pub fn listing(
                 }),
                 _ => serde_json::json!({"source": "file"}),
             };
-            let mut v = serde_json::json!({"id": t.id, "url": t.url, "role": t.role, "host": t.host});
+            let mut v =
+                serde_json::json!({"id": t.id, "url": t.url, "role": t.role, "host": t.host});
             if let (Some(o), Some(b)) = (v.as_object_mut(), body.as_object()) {
                 o.extend(b.clone());
             }

@@ -700,7 +700,11 @@ async fn list_targets(State(api): State<Shared>) -> Response {
 }
 
 async fn audit(State(api): State<Shared>) -> Response {
-    Json(api.runner.read(|s| crate::core::control::audit_view(&s.audit))).into_response()
+    Json(
+        api.runner
+            .read(|s| crate::core::control::audit_view(&s.audit)),
+    )
+    .into_response()
 }
 
 /// The answer to a target change: 200 with what was done, or why not.
@@ -736,7 +740,13 @@ async fn put_target(
     };
     let body: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", format!("not JSON: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("not JSON: {e}"),
+            )
+        }
     };
     let by = operator(&headers);
     target_change(

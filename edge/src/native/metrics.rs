@@ -319,9 +319,12 @@ mod tests {
             error: Some("never a label".into()),
         }]);
         m.delivery("discord", &Delivery::Sent);
-        m.delivery("discord", &Delivery::Failed {
-            error: "boom".into(),
-        });
+        m.delivery(
+            "discord",
+            &Delivery::Failed {
+                error: "boom".into(),
+            },
+        );
         m.cycle(Duration::from_millis(20), 5_000);
         let text = m.render(&config, &state, 10_000);
         for line in [

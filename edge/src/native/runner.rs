@@ -364,8 +364,7 @@ impl Runner {
             s.remediation_due(&config, now)
                 .into_iter()
                 .filter_map(|id| {
-                    let (n, resume) =
-                        s.take_lease(&config, &id, &self.owner, now, LEASE_MS)?;
+                    let (n, resume) = s.take_lease(&config, &id, &self.owner, now, LEASE_MS)?;
                     Some((s.incident(&id)?.clone(), n, resume))
                 })
                 .collect()

@@ -1,0 +1,386 @@
+//! The control API's changes to what is watched, on the real binary:
+//! targets added, replaced and removed through `/ops/targets`, validated
+//! like the file, stored across restarts, and every change in `/ops/audit`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use vigil_testkit::edge::{config_head, Edge, CONTROL_TOKEN, READ_TOKEN};
+use vigil_testkit::target::{Behaviour, TargetServer};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_vigil-edge"))
+}
+
+fn send(
+    edge: &Edge,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    who: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut req = edge
+        .http
+        .request(method, format!("http://{}{path}", edge.addr));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(w) = who {
+        req = req.header("X-Vigil-Operator", w);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let res = req.send().expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or(Value::Null))
+}
+
+fn post_target(edge: &Edge, who: &str, body: &Value) -> (u16, Value) {
+    send(
+        edge,
+        reqwest::Method::POST,
+        "/ops/targets",
+        Some(CONTROL_TOKEN),
+        Some(who),
+        Some(&body.to_string()),
+    )
+}
+
+fn delete_target(edge: &Edge, who: &str, id: &str) -> (u16, Value) {
+    send(
+        edge,
+        reqwest::Method::DELETE,
+        &format!("/ops/targets/{id}"),
+        Some(CONTROL_TOKEN),
+        Some(who),
+        None,
+    )
+}
+
+/// The effective targets as `(id, source, url)`.
+fn listed(edge: &Edge) -> Vec<(String, String, String)> {
+    edge.get("/ops/targets")["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().to_string(),
+                t["source"].as_str().unwrap().to_string(),
+                t["url"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What `--check` says about the file `head` + `[[target]]` `toml`.
+fn file_error(edge: &Edge, head: &str, toml: &str) -> String {
+    let path = edge.dir.path().join("bad.toml");
+    std::fs::write(&path, format!("{head}[[target]]\n{toml}")).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["--config", path.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{toml} should be refused");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn targets_are_added_replaced_and_removed_through_the_api_validated_like_the_file_and_kept() {
+    let filed = TargetServer::start();
+    let failing = TargetServer::start();
+    failing.set(Behaviour::Status(500));
+    let other = TargetServer::start();
+    let (dir, addr) = Edge::prepare("api-targets");
+    let head = config_head(dir.path(), addr, 0.3, 0.1)
+        + "auth_fail_burst = 100\n[[host]]\nid = \"web\"\nurl_env = \"AGENT_URL\"\ntoken_env = \"AGENT_TOKEN\"\n";
+    let config = head.clone() + &format!("[[target]]\nid = \"filed\"\nurl = {:?}\n", filed.url());
+    let mut edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    let toml_path = edge.dir.path().join("edge.toml");
+    let file_before = std::fs::read(&toml_path).unwrap();
+    let start = listed(&edge);
+    assert_eq!(start, [("filed".into(), "file".into(), filed.url())]);
+
+    // Tokens: the read token lists, only the control token changes.
+    let good = json!({"id": "added", "url": failing.url(), "body_contains": "ok"});
+    let post = |token: Option<&str>| {
+        send(
+            &edge,
+            reqwest::Method::POST,
+            "/ops/targets",
+            token,
+            None,
+            Some(&good.to_string()),
+        )
+        .0
+    };
+    assert_eq!(post(None), 401);
+    assert_eq!(post(Some(READ_TOKEN)), 401);
+    assert_eq!(post(Some("wrong-token-0123456789")), 401);
+    let (s, _) = send(
+        &edge,
+        reqwest::Method::DELETE,
+        "/ops/targets/filed",
+        Some(READ_TOKEN),
+        None,
+        None,
+    );
+    assert_eq!(s, 401);
+    let (s, _) = send(
+        &edge,
+        reqwest::Method::GET,
+        "/ops/targets",
+        None,
+        None,
+        None,
+    );
+    assert_eq!(s, 401);
+    let (s, _) = send(&edge, reqwest::Method::GET, "/ops/audit", None, None, None);
+    assert_eq!(s, 401);
+
+    // Bad bodies: 400 naming the key, with the file's reason, nothing changed.
+    let url = failing.url();
+    let bad: Vec<(Value, &str, String)> = vec![
+        (
+            json!({"id": "Bad!", "url": url}),
+            "target.id",
+            format!("id = \"Bad!\"\nurl = {url:?}\n"),
+        ),
+        (
+            json!({"id": "x", "url": "ftp://x"}),
+            "target.url",
+            "id = \"x\"\nurl = \"ftp://x\"\n".into(),
+        ),
+        (
+            json!({"id": "x", "url": url, "method": "PUT"}),
+            "target.method",
+            format!("id = \"x\"\nurl = {url:?}\nmethod = \"PUT\"\n"),
+        ),
+        (
+            json!({"id": "x", "url": url, "host": "nowhere"}),
+            "target.host",
+            format!("id = \"x\"\nurl = {url:?}\nhost = \"nowhere\"\n"),
+        ),
+        (
+            json!({"id": "x", "url": url, "role": "remediate", "host": "web"}),
+            "target.actions",
+            format!("id = \"x\"\nurl = {url:?}\nrole = \"remediate\"\nhost = \"web\"\n"),
+        ),
+        (
+            json!({"id": "x", "url": url, "depends_on": ["ghost"]}),
+            "target.depends_on",
+            format!("id = \"x\"\nurl = {url:?}\ndepends_on = [\"ghost\"]\n"),
+        ),
+        (
+            json!({"id": "x", "url": url, "slo": 100}),
+            "target.slo",
+            format!("id = \"x\"\nurl = {url:?}\nslo = 100.0\n"),
+        ),
+        (
+            json!({"id": "x", "url": url, "timeout_ms": 0}),
+            "target.timeout_ms",
+            format!("id = \"x\"\nurl = {url:?}\ntimeout_ms = 0\n"),
+        ),
+    ];
+    for (body, key, toml) in &bad {
+        let (status, answer) = post_target(&edge, "mallory", body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_target", "{answer}");
+        assert_eq!(answer["error"]["key"], *key, "{body}: {answer}");
+        let reason = answer["error"]["reason"].as_str().unwrap();
+        // The same target in the file: the same reason, for target[1].<key>.
+        let from_file = file_error(&edge, &config, toml);
+        let file_key = key.replace("target.", "target[1].");
+        assert!(
+            from_file.contains(&format!("{file_key}: {reason}")),
+            "API: {key}: {reason}\nfile: {from_file}"
+        );
+    }
+    for (body, key) in [
+        (json!({"id": "x", "urll": url}), "target.urll"),
+        (json!({"id": "x"}), "target.url"),
+        (
+            json!({"id": "x", "url": url, "expect_status": "200"}),
+            "target",
+        ),
+        (json!(["not", "an", "object"]), "target"),
+    ] {
+        let (status, answer) = post_target(&edge, "mallory", &body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["key"], key, "{body}: {answer}");
+    }
+    for raw in ["{not json", ""] {
+        let (status, answer) = send(
+            &edge,
+            reqwest::Method::POST,
+            "/ops/targets",
+            Some(CONTROL_TOKEN),
+            None,
+            Some(raw),
+        );
+        assert_eq!(status, 400, "{raw:?}: {answer}");
+        assert_eq!(answer["error"]["code"], "bad_body");
+    }
+    let huge = json!({"id": "x", "url": url, "body_contains": "a".repeat(100_000)});
+    assert_eq!(post_target(&edge, "mallory", &huge).0, 413);
+    assert_eq!(listed(&edge), start, "nothing changed");
+    assert_eq!(
+        edge.get("/ops/audit")["audit"],
+        json!([]),
+        "nothing changed"
+    );
+
+    // A failing API target opens an incident like a file target.
+    let (status, answer) = post_target(&edge, "alice", &good);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["change"]["what"], "target.add");
+    edge.wait_for("the API target's incident", Duration::from_secs(15), |e| {
+        e.target_state("added") == "down"
+    });
+    let incident = edge.get("/ops/incidents?state=open")["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Replacing the file's target (the default rule: the API's wins).
+    let replace = json!({"id": "filed", "url": other.url()});
+    let (status, answer) = post_target(&edge, "alice", &replace);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["change"]["what"], "target.replace");
+    edge.wait_for("the replacement probed", Duration::from_secs(15), |_| {
+        !other.seen().is_empty()
+    });
+    let listing = edge.get("/ops/targets");
+    let by_id = |id: &str| {
+        listing["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id("filed")["source"], "api");
+    assert_eq!(by_id("filed")["replaces_file_target"], true);
+    assert_eq!(by_id("filed")["url"], other.url());
+    assert_eq!(by_id("added")["added_by"], "alice");
+    assert_eq!(by_id("added")["target"], good);
+
+    // Kept across a restart (SIGKILL), in the store, not in the file.
+    edge.kill();
+    edge.restart();
+    assert_eq!(
+        listed(&edge),
+        [
+            ("filed".to_string(), "api".to_string(), other.url()),
+            ("added".to_string(), "api".to_string(), failing.url()),
+        ]
+    );
+    assert_eq!(
+        std::fs::read(&toml_path).unwrap(),
+        file_before,
+        "the operator's file is untouched"
+    );
+    let open = edge.get("/ops/incidents?state=open");
+    assert_eq!(open["incidents"][0]["id"], incident.as_str(), "{open}");
+
+    // Removal: the open incident is resolved with the reason.
+    let (status, answer) = delete_target(&edge, "bob", "added");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["change"]["resolved"], incident.as_str());
+    let inc = edge.get(&format!("/ops/incidents/{incident}"));
+    assert_eq!(inc["resolution"], "target removed through the API by bob");
+    assert!(inc["resolved_at_ms"].is_u64());
+    // The file's target comes back when its replacement is removed.
+    assert_eq!(delete_target(&edge, "bob", "filed").0, 200);
+    assert_eq!(listed(&edge), start);
+    let (status, answer) = delete_target(&edge, "bob", "filed");
+    assert_eq!(
+        (status, answer["error"]["code"].clone()),
+        (409, json!("file_target"))
+    );
+    let (status, answer) = delete_target(&edge, "bob", "ghost");
+    assert_eq!(
+        (status, answer["error"]["code"].clone()),
+        (404, json!("unknown_target"))
+    );
+
+    // The audit: who, what, when, newest first; refusals change nothing.
+    let audit = edge.get("/ops/audit")["audit"].clone();
+    let rows: Vec<(String, String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            assert!(a["at_ms"].as_u64().unwrap() > 1_600_000_000_000);
+            (
+                a["who"].as_str().unwrap().into(),
+                a["what"].as_str().unwrap().into(),
+                a["subject"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let row = |w: &str, what: &str, s: &str| (w.to_string(), what.to_string(), s.to_string());
+    assert_eq!(
+        rows,
+        [
+            row("bob", "target.remove", "filed"),
+            row("bob", "target.remove", "added"),
+            row("alice", "target.replace", "filed"),
+            row("alice", "target.add", "added"),
+        ]
+    );
+    assert_eq!(
+        audit[1]["detail"],
+        format!("resolved incident {incident}").as_str()
+    );
+    // Kept across a restart too.
+    edge.kill();
+    edge.restart();
+    assert_eq!(edge.get("/ops/audit")["audit"], audit);
+    assert_eq!(listed(&edge), start);
+}
+
+#[test]
+fn with_file_targets_win_the_file_keeps_its_targets_and_an_api_target_needing_another_stays() {
+    let up = TargetServer::start();
+    let (dir, addr) = Edge::prepare("file-wins");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "file_targets_win = true\n"
+        + &format!("[[target]]\nid = \"filed\"\nurl = {:?}\n", up.url());
+    let edge = Edge::start(bin(), dir, addr, &config, vec![]);
+    let (status, answer) = post_target(
+        &edge,
+        "alice",
+        &json!({"id": "filed", "url": "http://127.0.0.1:9/"}),
+    );
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "file_target");
+    assert_eq!(listed(&edge), [("filed".into(), "file".into(), up.url())]);
+    // An API target another depends on cannot be removed from under it.
+    assert_eq!(
+        post_target(&edge, "alice", &json!({"id": "db", "url": up.url()})).0,
+        200
+    );
+    assert_eq!(
+        post_target(
+            &edge,
+            "alice",
+            &json!({"id": "app", "url": up.url(), "depends_on": ["db"]})
+        )
+        .0,
+        200
+    );
+    let (status, answer) = delete_target(&edge, "bob", "db");
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"].as_str().unwrap().contains("app"),
+        "{answer}"
+    );
+    assert_eq!(listed(&edge).len(), 3);
+    assert_eq!(edge.get("/ops/audit")["audit"].as_array().unwrap().len(), 2);
+}
