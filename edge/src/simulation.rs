@@ -93,6 +93,7 @@ fn info(name: &str) -> ActionInfo {
         kind: ActionKind::Restart,
         services: vec![],
         timeout_ms: 30_000,
+        approval: false,
     }
 }
 

@@ -43,6 +43,8 @@ pub fn allowed_actions(
         .actions
         .iter()
         .filter_map(|name| agent.iter().find(|a| &a.name == name))
+        // Those waiting for a human's approval are runbook steps only.
+        .filter(|a| !a.approval)
         .filter(|a| incident.runs_of(&a.name) < max_runs)
         .cloned()
         .collect()
@@ -514,6 +516,7 @@ mod tests {
             kind: ActionKind::Restart,
             services: vec![],
             timeout_ms: 1000,
+            approval: false,
         }
     }
 
@@ -541,6 +544,23 @@ mod tests {
 
     fn call(name: &str, args: &str) -> serde_json::Value {
         json!({"id": "call_1", "type": "function", "function": {"name": name, "arguments": args}})
+    }
+
+    #[test]
+    fn an_action_needing_approval_is_never_offered_or_laddered() {
+        let mut prune = info("prune_docker");
+        prune.approval = true;
+        let agent = [prune, info("restart_api_core")];
+        let t = target(&["prune_docker", "restart_api_core"]);
+        let allowed = allowed_actions(&agent, &t, &incident(), 5);
+        assert_eq!(
+            allowed.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            ["restart_api_core"]
+        );
+        // A ladder of only such actions has nothing to run on its own.
+        let only = target(&["prune_docker"]);
+        let allowed = allowed_actions(&agent, &only, &incident(), 5);
+        assert_eq!(ladder_choice(&allowed, &only, &incident()), None);
     }
 
     #[test]
