@@ -272,6 +272,30 @@ pub struct Channel {
     pub cooldown_s: f64,
 }
 
+/// `[[runbook]]`: a named, ordered list of allowlisted actions on one host,
+/// run through `POST /ops/runbook/{id}/execute` (`core::runbook`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runbook {
+    pub id: String,
+    pub host: String,
+    pub steps: Vec<String>,
+    /// Nothing runs until a human approves (`/ops/approvals/{id}/approve`).
+    #[serde(default = "default_true")]
+    pub approval: bool,
+    /// How long an approval may wait; after that it is expired, never run.
+    #[serde(default = "default_runbook_expires")]
+    pub expires_s: f64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_runbook_expires() -> f64 {
+    3600.0
+}
+
 /// Sends alerts of these severities about these targets to these channels.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -429,6 +453,8 @@ pub struct Config {
     pub ack_link: Option<AckLink>,
     #[serde(default, rename = "escalation", deserialize_with = "via_json")]
     pub escalations: Vec<Escalation>,
+    #[serde(default, rename = "runbook", deserialize_with = "via_json")]
+    pub runbooks: Vec<Runbook>,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
     /// A target in this file wins over an API target of the same id
@@ -975,6 +1001,7 @@ impl Config {
                 return Err((key("actions"), format!("{bad:?} is not an action name")));
             }
         }
+        self.validate_runbooks()?;
         let mut jobs = BTreeMap::new();
         for (i, job) in self.jobs.iter().enumerate() {
             let key = |k: &str| format!("job[{i}].{k}");
@@ -1010,6 +1037,39 @@ impl Config {
 impl Config {
     pub fn channel(&self, id: &str) -> Option<&Channel> {
         self.channels.iter().find(|c| c.id == id)
+    }
+
+    pub fn runbook(&self, id: &str) -> Option<&Runbook> {
+        self.runbooks.iter().find(|r| r.id == id)
+    }
+
+    /// `[[runbook]]`: unique ids, a declared host, action names as the
+    /// agent's allowlist writes them (checked against it at start).
+    fn validate_runbooks(&self) -> Result<(), (String, String)> {
+        let mut ids = BTreeMap::new();
+        for (i, r) in self.runbooks.iter().enumerate() {
+            let key = |k: &str| format!("runbook[{i}].{k}");
+            if !valid_id(&r.id) {
+                return Err((
+                    key("id"),
+                    format!("{:?} must match [a-z0-9][a-z0-9_-]*", r.id),
+                ));
+            }
+            if ids.insert(r.id.as_str(), ()).is_some() {
+                return Err((key("id"), format!("duplicate runbook id {:?}", r.id)));
+            }
+            if self.host(&r.host).is_none() {
+                return Err((key("host"), format!("no [[host]] with id {:?}", r.host)));
+            }
+            if r.steps.is_empty() {
+                return Err((key("steps"), "name at least one action".into()));
+            }
+            if let Some(bad) = r.steps.iter().find(|a| !valid_action(a)) {
+                return Err((key("steps"), format!("{bad:?} is not an action name")));
+            }
+            seconds(&key("expires_s"), r.expires_s, false, WEEK_S)?;
+        }
+        Ok(())
     }
 
     /// `depends_on` names other targets, without a cycle (refused with

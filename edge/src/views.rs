@@ -279,3 +279,19 @@ pub fn crashes<'a>(
         crashes: log.recent(app, limit),
     })
 }
+
+/// `GET /ops/approvals`: runbook runs, newest first, with their incident.
+pub fn runbook_runs(state: &State) -> serde_json::Value {
+    let runs: Vec<serde_json::Value> = state
+        .incidents
+        .iter()
+        .rev()
+        .filter_map(|i| {
+            let run = i.runbook.as_ref()?;
+            let mut v = serde_json::to_value(run).ok()?;
+            v["incident"] = serde_json::Value::String(i.id.clone());
+            Some(v)
+        })
+        .collect();
+    serde_json::json!({ "runs": runs })
+}

@@ -156,7 +156,7 @@ pub fn transition_message(a: &TransitionAlert) -> DiscordMessage {
 }
 
 /// An embed-only message that mentions nobody.
-fn notice(
+pub(crate) fn notice(
     title: String,
     description: Option<String>,
     to: Health,

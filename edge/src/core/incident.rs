@@ -276,6 +276,9 @@ pub struct Incident {
     /// Critical crash reports counted into this incident (crash subjects).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub crash_reports: u64,
+    /// A runbook's request, approval and steps (subject `runbook:<id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<super::runbook::RunbookRun>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -321,6 +324,7 @@ impl Incident {
             page_acked: false,
             page_resolved: false,
             crash_reports: 0,
+            runbook: None,
         }
     }
 

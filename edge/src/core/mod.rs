@@ -19,6 +19,7 @@ pub mod planner;
 pub mod probe;
 pub mod remind;
 pub mod route;
+pub mod runbook;
 pub mod schedule;
 pub mod signal;
 pub mod slo;

@@ -223,6 +223,7 @@ impl State {
             let watched = match inc.target.split_once(':') {
                 Some(("job", job)) => super::jobs::spec(config, &self.jobs, job).is_some(),
                 Some(("crash", _)) => true,
+                Some(("runbook", _)) => inc.runbook.is_some(),
                 _ => config.target(&inc.target).is_some(),
             };
             if inc.is_open() && !watched {
@@ -277,6 +278,7 @@ impl State {
         self.check_escalations(config, now_ms);
         self.follow_pages(now_ms);
         self.check_reminders(config, now_ms);
+        self.expire_approvals(now_ms);
         events
     }
 

@@ -25,6 +25,7 @@ use crate::core::acklink::AckLinkError;
 use crate::core::control::{TargetChange, TargetChangeError};
 use crate::core::crash::CrashReport;
 use crate::core::incident::ManualAction;
+use crate::core::runbook::{RunbookError, RunbookRun};
 use crate::core::signal::HostSignal;
 use crate::core::state::StateError;
 use crate::shell::{manual_failure, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
@@ -80,6 +81,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ops/crashes", get(crashes))
         .route("/ops/targets", get(list_targets))
         .route("/ops/audit", get(audit))
+        .route("/ops/approvals", get(approvals))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_read));
     // Manual actions last as long as the action: no request timeout.
     let actions = Router::new()
@@ -92,6 +94,8 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ops/target/{id}/maintenance", post(maintenance))
         .route("/ops/targets", post(put_target))
         .route("/ops/targets/{id}", delete(delete_target))
+        .route("/ops/runbook/{id}/execute", post(execute_runbook))
+        .route("/ops/approvals/{id}/{decision}", post(decide_approval))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_control));
     let heartbeats = Router::new()
         .route("/ops/jobs/heartbeat", post(heartbeat))
@@ -765,4 +769,65 @@ async fn delete_target(
         api.runner
             .change_targets(|s, file| s.remove_api_target(file, &id, &by, now_ms())),
     )
+}
+
+/// Runbook runs, newest first (those awaiting approval among them).
+async fn approvals(State(api): State<Shared>) -> Response {
+    Json(api.runner.read(|s| views::runbook_runs(s))).into_response()
+}
+
+/// The answer to a runbook request or decision.
+fn run_answer(
+    r: Result<Result<RunbookRun, RunbookError>, StoreError>,
+    ok: StatusCode,
+    runner: &Arc<Runner>,
+) -> Response {
+    match r {
+        Ok(Ok(run)) => {
+            runner.start_runs();
+            runner.deliver_soon();
+            (ok, Json(json!({"ok": true, "run": run}))).into_response()
+        }
+        Err(e) => not_stored(&e),
+        Ok(Err(e)) => {
+            runner.deliver_soon();
+            let (status, code) = match &e {
+                RunbookError::UnknownRunbook(_) => (StatusCode::NOT_FOUND, "unknown_runbook"),
+                RunbookError::UnknownApproval(_) => (StatusCode::NOT_FOUND, "unknown_approval"),
+                RunbookError::AlreadyDecided { .. } => (StatusCode::CONFLICT, "already_decided"),
+                RunbookError::Expired(_) => (StatusCode::GONE, "expired"),
+            };
+            error(status, code, e.to_string())
+        }
+    }
+}
+
+async fn execute_runbook(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let by = operator(&headers);
+    let config = api.runner.config();
+    let done = api
+        .runner
+        .try_update(|s| Ok(s.execute_runbook(&config, &id, &by, now_ms())));
+    run_answer(done, StatusCode::ACCEPTED, &api.runner)
+}
+
+async fn decide_approval(
+    State(api): State<Shared>,
+    Path((id, decision)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let approve = match decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+    };
+    let by = operator(&headers);
+    let done = api
+        .runner
+        .try_update(|s| Ok(s.decide_approval(&id, approve, &by, now_ms())));
+    run_answer(done, StatusCode::OK, &api.runner)
 }

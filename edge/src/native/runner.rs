@@ -25,7 +25,7 @@ use crate::core::probe::Observation;
 use crate::core::signal::{HostSignal, SignalOutcome};
 use crate::core::state::{Event, State};
 use crate::core::store_health::StoreView;
-use crate::remediation::{run_round, RemediationIo, RoundInput};
+use crate::remediation::{run_round, run_step, RemediationIo, RoundInput};
 
 /// Recent observations kept per target, in memory.
 const RECENT_KEPT: usize = 120;
@@ -54,6 +54,8 @@ pub struct Runner {
     wake_cycle: tokio::sync::Notify,
     owner: String,
     rounds: Mutex<Vec<JoinHandle<()>>>,
+    /// Runbook runs with a task stepping through them.
+    running: Mutex<std::collections::HashSet<String>>,
     pub metrics: super::metrics::Metrics,
 }
 
@@ -94,6 +96,7 @@ impl Runner {
             wake_delivery: tokio::sync::Notify::new(),
             wake_cycle: tokio::sync::Notify::new(),
             rounds: Mutex::new(Vec::new()),
+            running: Mutex::new(Default::default()),
             metrics: Default::default(),
         }))
     }
@@ -336,6 +339,7 @@ impl Runner {
             self.flush_history(false);
             self.poll_hosts();
             self.start_rounds();
+            self.start_runs();
             self.deliver_soon();
             self.metrics.cycle(started.elapsed(), now_ms());
             self.ping_deadman(false);
@@ -404,6 +408,37 @@ impl Runner {
                     ));
                 });
                 this.deliver_soon();
+            });
+            lock(&self.rounds).push(handle);
+        }
+    }
+
+    /// Steps through every approved runbook run, one step at a time, each
+    /// run in a task of its own (a run resumed after a restart resends its
+    /// step under the same key: the agent replays it).
+    pub fn start_runs(self: &Arc<Self>) {
+        for run in self.read(|s| s.runs_due()) {
+            if !lock(&self.running).insert(run.id.clone()) {
+                continue;
+            }
+            let this = self.clone();
+            let handle = tokio::spawn(async move {
+                this.update(|s| s.start_run(&run.id));
+                while let Some(run) = this.read(|s| s.run(&run.id).cloned()) {
+                    let Some((k, _)) = run.next_step() else {
+                        break;
+                    };
+                    let config = this.config();
+                    let Some(step) = run_step(&*this.io, &config, &run, k).await else {
+                        break;
+                    };
+                    this.record(&step.reprobes);
+                    this.update(|s| {
+                        log_events(&s.record_step(&this.config(), &run.id, step, now_ms()))
+                    });
+                    this.deliver_soon();
+                }
+                lock(&this.running).remove(&run.id);
             });
             lock(&self.rounds).push(handle);
         }
