@@ -384,3 +384,182 @@ fn with_file_targets_win_the_file_keeps_its_targets_and_an_api_target_needing_an
     assert_eq!(listed(&edge).len(), 3);
     assert_eq!(edge.get("/ops/audit")["audit"].as_array().unwrap().len(), 2);
 }
+
+/// Runbooks on an edge whose agent cannot be reached (an approved run's
+/// steps fail there; what matters here is the approval): unknown ids,
+/// tokens, a second decision, one after the expiry, concurrent approve and
+/// deny (exactly one wins), and a pending approval kept across a restart.
+#[test]
+fn runbook_approvals_are_decided_once_before_their_expiry() {
+    let (dir, addr) = Edge::prepare("runbooks");
+    let agent = format!("http://127.0.0.1:{}", vigil_testkit::free_port());
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "auth_fail_burst = 100\n[[host]]\nid = \"web\"\nurl_env = \"AGENT_URL\"\ntoken_env = \"AGENT_TOKEN\"\n"
+        + "[[runbook]]\nid = \"fix\"\nhost = \"web\"\nsteps = [\"restart_gateway\", \"reload_nginx\"]\nexpires_s = 600\n"
+        + "[[runbook]]\nid = \"brief\"\nhost = \"web\"\nsteps = [\"restart_gateway\"]\nexpires_s = 1\n";
+    let env = vec![
+        ("AGENT_URL", agent),
+        ("AGENT_TOKEN", "agent-token-0123456789abcdef".to_string()),
+    ];
+    let mut edge = Edge::start(bin(), dir, addr, &config, env);
+    fn post_as(edge: &Edge, path: &str, token: Option<&str>, who: &str) -> (u16, Value) {
+        send(edge, reqwest::Method::POST, path, token, Some(who), None)
+    }
+    let post = |path: &str, token: Option<&str>, who: &str| post_as(&edge, path, token, who);
+    assert_eq!(post("/ops/runbook/fix/execute", None, "x").0, 401);
+    assert_eq!(
+        post("/ops/runbook/fix/execute", Some(READ_TOKEN), "x").0,
+        401
+    );
+    let (status, body) = post("/ops/runbook/nope/execute", Some(CONTROL_TOKEN), "eve");
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("unknown_runbook"))
+    );
+    let audit = edge.get("/ops/audit")["audit"].clone();
+    assert_eq!(
+        audit[0]["what"], "runbook.unknown",
+        "the refusal is recorded: {audit}"
+    );
+    assert_eq!(audit[0]["who"], "eve");
+    assert_eq!(
+        post("/ops/approvals/run-1-x/approve", Some(CONTROL_TOKEN), "bob").0,
+        404
+    );
+
+    // Concurrent approve and deny of the same request: exactly one wins.
+    for _ in 0..5 {
+        let (status, body) = post("/ops/runbook/fix/execute", Some(CONTROL_TOKEN), "alice");
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["run"]["status"], "awaiting_approval");
+        let id = body["run"]["id"].as_str().unwrap().to_string();
+        let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                post(
+                    &format!("/ops/approvals/{id}/approve"),
+                    Some(CONTROL_TOKEN),
+                    "bob",
+                )
+            });
+            let d = s.spawn(|| {
+                post(
+                    &format!("/ops/approvals/{id}/deny"),
+                    Some(CONTROL_TOKEN),
+                    "carol",
+                )
+            });
+            vec![a.join().unwrap(), d.join().unwrap()]
+        });
+        let won: Vec<_> = answers.iter().filter(|(s, _)| *s == 200).collect();
+        let lost: Vec<_> = answers.iter().filter(|(s, _)| *s == 409).collect();
+        assert_eq!((won.len(), lost.len()), (1, 1), "{answers:?}");
+        assert_eq!(lost[0].1["error"]["code"], "already_decided");
+        // A second decision of any kind changes nothing.
+        let (status, _) = post(
+            &format!("/ops/approvals/{id}/approve"),
+            Some(CONTROL_TOKEN),
+            "dave",
+        );
+        assert_eq!(status, 409);
+        let run = &edge.get("/ops/approvals")["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .cloned()
+            .unwrap();
+        let winner = if won[0].1["run"]["status"] == "approved" {
+            "bob"
+        } else {
+            "carol"
+        };
+        assert_eq!(run["decided_by"], winner, "{run}");
+    }
+    assert_eq!(
+        post("/ops/approvals/x/maybe", Some(CONTROL_TOKEN), "bob").0,
+        404
+    );
+
+    // An approval after the expiry: 410, recorded as expired, never run.
+    let (_, body) = post("/ops/runbook/brief/execute", Some(CONTROL_TOKEN), "alice");
+    let late = body["run"]["id"].as_str().unwrap().to_string();
+    let expires = body["run"]["expires_at_ms"].as_u64().unwrap();
+    assert!(vigil_testkit::eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            > expires
+    ));
+    let (status, body) = post(
+        &format!("/ops/approvals/{late}/approve"),
+        Some(CONTROL_TOKEN),
+        "bob",
+    );
+    assert!(
+        status == 410
+            || (status == 409
+                && body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("expired")),
+        "{status} {body}"
+    );
+    let run_of = |e: &Edge, id: &str| {
+        e.get("/ops/approvals")["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let run = run_of(&edge, &late);
+    assert_eq!(run["status"], "expired");
+    assert_eq!(run["steps_run"], json!([]), "an expired request never runs");
+    let inc = edge.get(&format!(
+        "/ops/incidents/{}",
+        run["incident"].as_str().unwrap()
+    ));
+    assert_eq!(
+        inc["resolution"],
+        "runbook brief: the approval expired; nothing ran"
+    );
+
+    // A pending approval survives a restart and is still decided once.
+    let (_, body) = post("/ops/runbook/fix/execute", Some(CONTROL_TOKEN), "alice");
+    let pending = body["run"]["id"].as_str().unwrap().to_string();
+    edge.kill();
+    edge.restart();
+    let post = |path: &str, token: Option<&str>, who: &str| post_as(&edge, path, token, who);
+    assert_eq!(run_of(&edge, &pending)["status"], "awaiting_approval");
+    let (status, body) = post(
+        &format!("/ops/approvals/{pending}/deny"),
+        Some(CONTROL_TOKEN),
+        "carol",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(run_of(&edge, &pending)["steps_run"], json!([]));
+    // An approved run goes to the agent (here unreachable: the first step
+    // fails and the rest never runs).
+    let (_, body) = post("/ops/runbook/fix/execute", Some(CONTROL_TOKEN), "alice");
+    let approved = body["run"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        post(
+            &format!("/ops/approvals/{approved}/approve"),
+            Some(CONTROL_TOKEN),
+            "bob"
+        )
+        .0,
+        200
+    );
+    edge.wait_for("the failed step", Duration::from_secs(20), |e| {
+        run_of(e, &approved)["status"] == "failed"
+    });
+    let run = run_of(&edge, &approved);
+    assert_eq!(run["steps_run"].as_array().unwrap().len(), 1, "{run}");
+    assert_eq!(run["steps_run"][0]["action"], "restart_gateway");
+    assert!(run["steps_run"][0]["error"].is_string(), "{run}");
+}
