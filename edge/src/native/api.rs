@@ -773,7 +773,7 @@ async fn delete_target(
 
 /// Runbook runs, newest first (those awaiting approval among them).
 async fn approvals(State(api): State<Shared>) -> Response {
-    Json(api.runner.read(|s| views::runbook_runs(s))).into_response()
+    Json(api.runner.read(views::runbook_runs)).into_response()
 }
 
 /// The answer to a runbook request or decision.
