@@ -272,6 +272,25 @@ pub struct Channel {
     pub cooldown_s: f64,
 }
 
+/// `[[webhook]]`: an automation receiver of state transitions, pages and
+/// approvals, delivered through the outbox as a signed webhook channel.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url_env: String,
+    pub secret_env: String,
+    /// `transition`, `page`, `approval_request`, `approval_outcome`,
+    /// `runbook`; empty: all of them.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// The outbox channel of the `[[webhook]]` at `index`: a name no
+/// `[[channel]]` can have (ids take no dots).
+pub fn webhook_channel_id(index: usize) -> String {
+    format!("webhook.{}", index + 1)
+}
+
 /// `[[runbook]]`: a named, ordered list of allowlisted actions on one host,
 /// run through `POST /ops/runbook/{id}/execute` (`core::runbook`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -455,6 +474,8 @@ pub struct Config {
     pub escalations: Vec<Escalation>,
     #[serde(default, rename = "runbook", deserialize_with = "via_json")]
     pub runbooks: Vec<Runbook>,
+    #[serde(default, rename = "webhook", deserialize_with = "via_json")]
+    pub webhooks: Vec<Webhook>,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
     /// A target in this file wins over an API target of the same id
@@ -798,7 +819,21 @@ impl Config {
             key: key.to_string(),
             reason,
         };
+        // The `[[webhook]]`s' channels are added below (again, when an
+        // already checked configuration is checked after a change).
+        self.channels.retain(|c| !c.id.contains('.'));
         self.validate().map_err(|(key, reason)| err(&key, reason))?;
+        for (i, h) in self.webhooks.iter().enumerate() {
+            self.channels.push(Channel {
+                id: webhook_channel_id(i),
+                kind: ChannelKind::Webhook,
+                url_env: Some(h.url_env.clone()),
+                routing_key_env: None,
+                events_url: None,
+                secret_env: Some(h.secret_env.clone()),
+                cooldown_s: 0.0,
+            });
+        }
         for (i, job) in self.jobs.iter_mut().enumerate() {
             if let Some(expr) = &job.cron {
                 let schedule = CronSchedule::new(expr, job.tz.as_deref().unwrap_or("UTC"))
@@ -1002,6 +1037,24 @@ impl Config {
             }
         }
         self.validate_runbooks()?;
+        for (i, h) in self.webhooks.iter().enumerate() {
+            let key = |k: &str| format!("webhook[{i}].{k}");
+            for (k, v) in [("url_env", &h.url_env), ("secret_env", &h.secret_env)] {
+                if v.is_empty() {
+                    return Err((key(k), "name a variable".into()));
+                }
+            }
+            if let Some(bad) = h
+                .events
+                .iter()
+                .find(|e| crate::core::route::HookEvent::parse(e).is_none())
+            {
+                return Err((
+                    key("events"),
+                    format!("{bad:?}: use {}", crate::core::route::HookEvent::NAMES),
+                ));
+            }
+        }
         let mut jobs = BTreeMap::new();
         for (i, job) in self.jobs.iter().enumerate() {
             let key = |k: &str| format!("job[{i}].{k}");

@@ -563,3 +563,200 @@ fn runbook_approvals_are_decided_once_before_their_expiry() {
     assert_eq!(run["steps_run"][0]["action"], "restart_gateway");
     assert!(run["steps_run"][0]["error"].is_string(), "{run}");
 }
+
+/// An automation receiver written from README's "Automation webhooks":
+/// checks `X-Vigil-Signature: sha256=<hex HMAC-SHA256(secret,
+/// "<X-Vigil-Timestamp>.<raw body>")>` and a timestamp within 5 minutes;
+/// answers 503 to its first delivery (to see the retry keep `event_id`), 204
+/// to good ones, 401 to bad ones. Listens only once `start` is called, on
+/// the port it was given (down until then: connections refused).
+struct Receiver {
+    port: u16,
+    secret: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(u16, Value)>>>,
+}
+
+impl Receiver {
+    fn start(&self) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        let (secret, got) = (self.secret.clone(), self.got.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let answer = Self::answer(&secret, &got, &stream);
+                let mut s = &stream;
+                let _ = std::io::Write::write_all(
+                    &mut s,
+                    format!(
+                        "HTTP/1.1 {answer} x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+    }
+
+    fn answer(
+        secret: &str,
+        got: &std::sync::Mutex<Vec<(u16, Value)>>,
+        stream: &std::net::TcpStream,
+    ) -> u16 {
+        use hmac::{Hmac, Mac};
+        use std::io::{BufRead, Read};
+        let mut r = std::io::BufReader::new(stream);
+        let mut headers = std::collections::HashMap::new();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers["content-length"].parse().unwrap();
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        let body = String::from_utf8(body).unwrap();
+        let timestamp = headers
+            .get("x-vigil-timestamp")
+            .cloned()
+            .unwrap_or_default();
+        let signature = headers
+            .get("x-vigil-signature")
+            .cloned()
+            .unwrap_or_default();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}.{body}").as_bytes());
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let fresh = timestamp
+            .parse::<u64>()
+            .is_ok_and(|t| t.abs_diff(now) < 300_000);
+        let mut got = got.lock().unwrap();
+        let status = match (signature == expected && fresh, got.is_empty()) {
+            (false, _) => 401,
+            (true, true) => 503,
+            (true, false) => 204,
+        };
+        got.push((status, serde_json::from_str(&body).unwrap()));
+        status
+    }
+}
+
+#[test]
+fn automation_webhooks_are_signed_kept_while_the_receiver_is_down_and_delivered_in_order() {
+    let target = TargetServer::start();
+    let receiver = Receiver {
+        port: vigil_testkit::free_port(),
+        secret: "automation-secret-0123456789".into(),
+        got: Default::default(),
+    };
+    let (dir, addr) = Edge::prepare("automation");
+    let config = config_head(dir.path(), addr, 0.3, 0.1)
+        + "[[host]]\nid = \"web\"\nurl_env = \"AGENT_URL\"\ntoken_env = \"AGENT_TOKEN\"\n"
+        + "[[runbook]]\nid = \"fix\"\nhost = \"web\"\nsteps = [\"restart_gateway\"]\n"
+        + "[[webhook]]\nurl_env = \"AUTOMATION_URL\"\nsecret_env = \"AUTOMATION_SECRET\"\nevents = [\"transition\", \"approval_request\", \"approval_outcome\"]\n"
+        + &format!("[[target]]\nid = \"api\"\nurl = {:?}\nbody_contains = \"ok\"\n", target.url());
+    let env = vec![
+        (
+            "AGENT_URL",
+            format!("http://127.0.0.1:{}", vigil_testkit::free_port()),
+        ),
+        ("AGENT_TOKEN", "agent-token-0123456789abcdef".to_string()),
+        (
+            "AUTOMATION_URL",
+            format!("http://127.0.0.1:{}/hook", receiver.port),
+        ),
+        ("AUTOMATION_SECRET", receiver.secret.clone()),
+    ];
+    let edge = Edge::start(bin(), dir, addr, &config, env);
+    // While the receiver is down: a transition, an approval request and its
+    // outcome, the recovery.
+    target.set(Behaviour::Status(500));
+    edge.wait_for("the incident", Duration::from_secs(15), |e| {
+        e.target_state("api") == "down"
+    });
+    let (status, body) = send(
+        &edge,
+        reqwest::Method::POST,
+        "/ops/runbook/fix/execute",
+        Some(CONTROL_TOKEN),
+        Some("alice"),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    let run = body["run"]["id"].as_str().unwrap().to_string();
+    let (status, _) = send(
+        &edge,
+        reqwest::Method::POST,
+        &format!("/ops/approvals/{run}/deny"),
+        Some(CONTROL_TOKEN),
+        Some("bob"),
+        None,
+    );
+    assert_eq!(status, 200);
+    target.set(Behaviour::Ok);
+    edge.wait_for("the recovery", Duration::from_secs(15), |e| {
+        e.target_state("api") == "healthy"
+    });
+    assert!(receiver.got.lock().unwrap().is_empty());
+    receiver.start();
+    edge.wait_for("every event delivered", Duration::from_secs(60), |_| {
+        receiver
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| *s == 204)
+            .count()
+            >= 4
+    });
+    let got = receiver.got.lock().unwrap().clone();
+    assert!(
+        got.iter().all(|(s, _)| *s != 401),
+        "every signature verifies: {got:?}"
+    );
+    assert_eq!(got[0].0, 503);
+    assert_eq!(
+        got[1].1["event_id"], got[0].1["event_id"],
+        "a retry keeps its event_id"
+    );
+    let delivered: Vec<(String, String)> = got
+        .iter()
+        .filter(|(s, _)| *s == 204)
+        .map(|(_, v)| {
+            (
+                v["type"].as_str().unwrap().to_string(),
+                v["title"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [
+            ("transition".to_string(), "api: healthy → down".to_string()),
+            (
+                "approval_request".to_string(),
+                "Runbook fix on web awaits approval".to_string()
+            ),
+            (
+                "approval_outcome".to_string(),
+                "Runbook fix on web: denied".to_string()
+            ),
+            ("transition".to_string(), "api: down → healthy".to_string()),
+        ],
+        "nothing lost, in order"
+    );
+    let ids: std::collections::BTreeSet<_> = got
+        .iter()
+        .filter(|(s, _)| *s == 204)
+        .map(|(_, v)| v["event_id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 4, "one event_id per event");
+}

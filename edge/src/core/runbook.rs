@@ -16,7 +16,7 @@ use vigil_wire::{ActionInfo, ActionResult};
 use super::alert::{notice, Alert};
 use super::incident::RemediationStatus;
 use super::probe::{Health, Observation};
-use super::route::Severity;
+use super::route::{HookEvent, Severity};
 use super::state::{Event, State};
 use crate::config::{Config, Runbook};
 
@@ -258,25 +258,31 @@ impl State {
                 format!("Runs, one at a time: {}. Requested by {by}.", rb.steps.join(" → ")),
             ),
         };
-        self.runbook_alert(&run, "requested", title, what, now_ms);
+        let event = match rb.approval {
+            true => HookEvent::ApprovalRequest,
+            false => HookEvent::Runbook,
+        };
+        self.runbook_alert(&run, event, title, what, now_ms);
         self.audit(now_ms, by, "runbook.execute", id, Some(run.id.clone()));
         Ok(run)
     }
 
+    /// An alert about the run, keyed by its status (each sent once).
     fn runbook_alert(
         &mut self,
         run: &RunbookRun,
-        what: &str,
+        event: HookEvent,
         title: String,
         text: String,
         now_ms: u64,
     ) {
         let mut alert = Alert::notice(
-            format!("{}/{what}", run.id),
+            format!("{}/{}", run.id, run.status.as_str()),
             Severity::Warning,
             &subject(&run.runbook),
             notice(title, Some(text), Health::Degraded, Vec::new()),
-        );
+        )
+        .with_event(event);
         alert.incident = Some(run.id.replacen("run-", "inc-", 1));
         self.outbox.push(alert, now_ms);
     }
@@ -319,8 +325,16 @@ impl State {
             };
         }
         self.audit(now_ms, by, what, run_id, None);
-        if !approve {
-            self.end_run(run_id, now_ms);
+        match approve {
+            true => {
+                if let Some(run) = self.run(run_id).cloned() {
+                    let title =
+                        format!("Runbook {} on {}: approved by {by}", run.runbook, run.host);
+                    let text = format!("Runs now, one at a time: {}.", run.steps.join(" → "));
+                    self.runbook_alert(&run, HookEvent::ApprovalOutcome, title, text, now_ms);
+                }
+            }
+            false => self.end_run(run_id, now_ms),
         }
         self.run(run_id)
             .cloned()
@@ -371,7 +385,11 @@ impl State {
             run.host,
             run.status.as_str()
         );
-        self.runbook_alert(&run, run.status.as_str(), title, line, now_ms);
+        let event = match run.status {
+            RunStatus::Denied | RunStatus::Expired => HookEvent::ApprovalOutcome,
+            _ => HookEvent::Runbook,
+        };
+        self.runbook_alert(&run, event, title, line, now_ms);
     }
 
     /// Runs whose next step is due: approved, or running (resumed after a

@@ -16,7 +16,7 @@ use super::incident::{
     RoundOutcome, StateChange, TokenUsage,
 };
 use super::probe::{Health, Observation};
-use super::route::{PageEvent, Routing, Severity};
+use super::route::{HookEvent, PageEvent, Routing, Severity};
 use super::slo::Burning;
 use crate::config::{Config, Role, Target};
 
@@ -300,6 +300,7 @@ impl State {
                         page: Some(event),
                         incident: Some(inc.id.clone()),
                         details: Vec::new(),
+                        event: None,
                     },
                 ));
             };
@@ -528,8 +529,9 @@ impl State {
             incident_id,
         });
         let key = format!("{incident_id}/t{}", change.seq);
-        self.outbox
-            .push(Alert::notice(key, severity, subject, message), now_ms);
+        let alert =
+            Alert::notice(key, severity, subject, message).with_event(HookEvent::Transition);
+        self.outbox.push(alert, now_ms);
         let inc = self.incident_mut(incident_id)?;
         inc.history.push(change);
         Some(inc)
@@ -728,6 +730,7 @@ impl State {
             page: Some(PageEvent::Trigger),
             incident: Some(inc.id.clone()),
             details: tried,
+            event: None,
         };
         inc.paged_to = paging;
         self.outbox.push_to(&channels, alert, now_ms);
