@@ -382,6 +382,7 @@ mod tests {
             outcome: RoundOutcome::NotRecovered,
             retries: 0,
             note: Some("resumed <b>after</b> the host answered".into()),
+            proposal: None,
         });
         i
     }

@@ -1343,6 +1343,68 @@ token_env = "OPS_AGENT_TOKEN"
     fn the_shipped_example_is_valid() {
         let text = include_str!("../../deploy/edge.example.toml");
         Config::parse("deploy/edge.example.toml", text).unwrap();
+        // Its commented runbook, webhook and precedence keys too.
+        let uncommented = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if [
+                        "[[runbook]]",
+                        "[[webhook]]",
+                        "id =",
+                        "host =",
+                        "steps =",
+                        "approval =",
+                        "expires_s =",
+                        "url_env =",
+                        "secret_env =",
+                        "events =",
+                        "file_targets_win =",
+                    ]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse("deploy/edge.example.toml", &uncommented).unwrap();
+        assert_eq!(c.runbooks.len(), 1);
+        assert_eq!(c.webhooks.len(), 1);
+        assert!(
+            c.channel("webhook.1").is_some(),
+            "a webhook is an outbox channel"
+        );
+    }
+
+    #[test]
+    fn runbooks_and_webhooks_are_refused_naming_the_key() {
+        let rb = |extra: &str| {
+            format!("{GOOD}[[runbook]]\nid = \"fix\"\nhost = \"vps1\"\nsteps = [\"restart_all\"]\n{extra}")
+        };
+        assert!(Config::parse("edge.toml", &rb("")).is_ok());
+        for (text, want) in [
+            (rb("").replace("host = \"vps1\"\nsteps", "host = \"vps9\"\nsteps"), "runbook[0].host: no [[host]] with id \"vps9\""),
+            (rb("").replace("[\"restart_all\"]", "[]"), "runbook[0].steps: name at least one action"),
+            (rb("").replace("[\"restart_all\"]", "[\"rm -rf\"]"), "runbook[0].steps: \"rm -rf\" is not an action name"),
+            (rb("expires_s = 0\n"), "runbook[0].expires_s: must be greater than zero"),
+            (rb("[[runbook]]\nid = \"fix\"\nhost = \"vps1\"\nsteps = [\"x\"]\n"), "runbook[1].id: duplicate runbook id"),
+            (format!("{GOOD}[[webhook]]\nurl_env = \"U\"\nsecret_env = \"S\"\nevents = [\"pages\"]\n"), "webhook[0].events: \"pages\": use transition, page"),
+            (format!("{GOOD}[[webhook]]\nurl_env = \"\"\nsecret_env = \"S\"\n"), "webhook[0].url_env: name a variable"),
+            (format!("{GOOD}[[webhook]]\nurl_env = \"U\"\n"), "secret_env"),
+        ] {
+            let e = err(&text);
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        // A route cannot name a webhook's channel: it is not a [[channel]].
+        let routed = format!("{GOOD}[[webhook]]\nurl_env = \"U\"\nsecret_env = \"S\"\n[[route]]\nchannels = [\"webhook.1\"]\n");
+        assert!(
+            err(&routed).contains("route[0].channels"),
+            "{}",
+            err(&routed)
+        );
     }
 
     #[test]

@@ -112,6 +112,7 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
         outcome: RoundOutcome::NoAction,
         retries: 0,
         note: None,
+        proposal: None,
     };
     let host = target.host.clone().unwrap_or_default();
     let finish = |mut round: Round, outcome| {
@@ -188,7 +189,13 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
                     "ladder: the narrowest action not yet tried".to_string(),
                 ),
                 None => {
-                    round.reason = Some("no allowed action left to try".into());
+                    round.proposal = planner::approval_choice(&agent_actions, target, incident);
+                    round.reason = Some(match &round.proposal {
+                        Some(a) => format!(
+                            "no allowed action left to try; {a} needs a human's approval: proposed"
+                        ),
+                        None => "no allowed action left to try".into(),
+                    });
                     return finish(round, RoundOutcome::NoAction);
                 }
             }

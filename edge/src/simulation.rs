@@ -742,6 +742,7 @@ fn overlapping_cycles_run_one_round_and_page_once() {
         outcome: RoundOutcome::NoAction,
         retries: 0,
         note: None,
+        proposal: None,
     };
     assert!(!s.state.finish_round(&c, &inc[0], "cycle-a", round.clone()));
     assert!(s.state.finish_round(&c, &inc[0], "cycle-b", round.clone()));
@@ -1188,6 +1189,7 @@ fn bare_round(n: u32, outcome: RoundOutcome) -> crate::core::incident::Round {
         outcome,
         retries: 0,
         note: None,
+        proposal: None,
     }
 }
 

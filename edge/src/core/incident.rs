@@ -127,6 +127,11 @@ pub struct Round {
     /// was unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// An action of the ladder that needs a human's approval (`approval` in
+    /// the agent's allowlist), proposed when nothing else was left: it
+    /// waits on the incident like a runbook's approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<String>,
 }
 
 fn is_zero_u32(n: &u32) -> bool {

@@ -50,6 +50,23 @@ pub fn allowed_actions(
         .collect()
 }
 
+/// The narrowest action of the target's ladder that the agent marks as
+/// needing approval and that has not run in this incident: what the ladder
+/// proposes to a human when it has nothing left to run on its own.
+pub fn approval_choice(
+    agent: &[ActionInfo],
+    target: &Target,
+    incident: &Incident,
+) -> Option<String> {
+    target
+        .actions
+        .iter()
+        .find(|name| {
+            agent.iter().any(|a| &a.name == *name && a.approval) && incident.runs_of(name) == 0
+        })
+        .cloned()
+}
+
 /// The ladder: the narrowest action of the target's list not yet tried in
 /// this incident.
 pub fn ladder_choice(
@@ -557,10 +574,19 @@ mod tests {
             allowed.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
             ["restart_api_core"]
         );
-        // A ladder of only such actions has nothing to run on its own.
+        // A ladder of only such actions has nothing to run on its own: it
+        // proposes the first to a human.
         let only = target(&["prune_docker"]);
         let allowed = allowed_actions(&agent, &only, &incident(), 5);
         assert_eq!(ladder_choice(&allowed, &only, &incident()), None);
+        assert_eq!(
+            approval_choice(&agent, &only, &incident()).as_deref(),
+            Some("prune_docker")
+        );
+        assert_eq!(
+            approval_choice(&agent, &target(&["restart_api_core"]), &incident()),
+            None
+        );
     }
 
     #[test]
@@ -776,6 +802,7 @@ mod tests {
             outcome: crate::core::incident::RoundOutcome::NotRecovered,
             retries: 0,
             note: None,
+            proposal: None,
         });
         let allowed = allowed_actions(&agent, &t, &inc, 2);
         assert_eq!(

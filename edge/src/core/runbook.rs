@@ -89,6 +89,10 @@ pub struct RunbookRun {
     pub decided_at_ms: Option<u64>,
     #[serde(default)]
     pub steps_run: Vec<StepRecord>,
+    /// The target whose ladder proposed this one action (then `runbook`
+    /// names the action); none for a `[[runbook]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_for: Option<String>,
 }
 
 impl RunbookRun {
@@ -121,6 +125,9 @@ pub enum RunbookError {
     #[error("approval {0:?} expired: nothing ran")]
     Expired(String),
 }
+
+/// How long the ladder's proposal waits for a decision.
+pub const PROPOSAL_EXPIRES_MS: u64 = 3_600_000;
 
 /// The subject of a runbook's incident and alerts.
 pub fn subject(runbook: &str) -> String {
@@ -239,6 +246,7 @@ impl State {
             decided_by: None,
             decided_at_ms: None,
             steps_run: Vec::new(),
+            proposed_for: None,
         };
         if let Some(inc) = self.incident_mut(&incident) {
             inc.runbook = Some(run.clone());
@@ -267,6 +275,47 @@ impl State {
         Ok(run)
     }
 
+    /// The ladder's proposal of `action` (which needs approval) for the
+    /// open incident `incident`: it waits for a human like a runbook with
+    /// `approval = true` (one per incident). The incident stays open: the
+    /// monitor resolves it when the target recovers.
+    pub fn propose_action(&mut self, config: &Config, incident: &str, action: &str, now_ms: u64) {
+        let Some(inc) = self
+            .incident(incident)
+            .filter(|i| i.is_open() && i.runbook.is_none())
+        else {
+            return;
+        };
+        let Some(host) = config.target(&inc.target).and_then(|t| t.host.clone()) else {
+            return;
+        };
+        let target = inc.target.clone();
+        let run = RunbookRun {
+            id: incident.replacen("inc-", "run-", 1),
+            runbook: action.to_string(),
+            host: host.clone(),
+            steps: vec![action.to_string()],
+            requested_by: "vigil (ladder)".into(),
+            requested_at_ms: now_ms,
+            status: RunStatus::AwaitingApproval,
+            expires_at_ms: Some(now_ms + PROPOSAL_EXPIRES_MS),
+            decided_by: None,
+            decided_at_ms: None,
+            steps_run: Vec::new(),
+            proposed_for: Some(target.clone()),
+        };
+        if let Some(inc) = self.incident_mut(incident) {
+            inc.runbook = Some(run.clone());
+        }
+        let title = format!("{action} on {host} for {target} awaits approval");
+        let text = format!(
+            "Nothing else is left to try for {target} ({incident}). Approve or deny {} within {} s.",
+            run.id,
+            PROPOSAL_EXPIRES_MS / 1000
+        );
+        self.runbook_alert(&run, HookEvent::ApprovalRequest, title, text, now_ms);
+    }
+
     /// An alert about the run, keyed by its status (each sent once).
     fn runbook_alert(
         &mut self,
@@ -276,10 +325,14 @@ impl State {
         text: String,
         now_ms: u64,
     ) {
+        let about = run
+            .proposed_for
+            .clone()
+            .unwrap_or_else(|| subject(&run.runbook));
         let mut alert = Alert::notice(
             format!("{}/{}", run.id, run.status.as_str()),
             Severity::Warning,
-            &subject(&run.runbook),
+            &about,
             notice(title, Some(text), Health::Degraded, Vec::new()),
         )
         .with_event(event);
@@ -377,8 +430,10 @@ impl State {
             return;
         };
         let line = outcome_line(&run);
-        inc.resolved_at_ms = Some(now_ms);
-        inc.resolution = Some(format!("runbook {}: {line}", run.runbook));
+        if run.proposed_for.is_none() {
+            inc.resolved_at_ms = Some(now_ms);
+            inc.resolution = Some(format!("runbook {}: {line}", run.runbook));
+        }
         let title = format!(
             "Runbook {} on {}: {}",
             run.runbook,
@@ -580,6 +635,50 @@ mod tests {
         let r = s.run(&run.id).unwrap();
         assert_eq!(r.status, RunStatus::Failed);
         assert_eq!(r.next_step(), None, "the steps after a failure never run");
+    }
+
+    #[test]
+    fn the_ladders_proposal_waits_for_approval_on_the_targets_incident() {
+        let c = Config::parse(
+            "t",
+            "[[host]]\nid = \"web\"\nurl_env = \"U\"\ntoken_env = \"T\"\n[[target]]\nid = \"api\"\nurl = \"http://127.0.0.1:1/\"\nrole = \"remediate\"\nhost = \"web\"\nactions = [\"prune_docker\"]\n",
+        )
+        .unwrap();
+        let mut s = State::default();
+        let inc = s.open_incident("api", RemediationStatus::Pending, 1000);
+        s.propose_action(&c, &inc, "prune_docker", 2000);
+        s.propose_action(&c, &inc, "prune_docker", 2001);
+        let run = s.incident(&inc).unwrap().runbook.clone().unwrap();
+        assert_eq!(
+            (run.status, run.proposed_for.as_deref()),
+            (RunStatus::AwaitingApproval, Some("api"))
+        );
+        assert!(
+            s.runs_due().is_empty(),
+            "nothing runs before a human approves"
+        );
+        let queued: Vec<_> = s
+            .outbox
+            .entries
+            .iter()
+            .map(|e| (e.headline(), e.subject.clone()))
+            .collect();
+        assert_eq!(
+            queued,
+            [(
+                "prune_docker on web for api awaits approval".to_string(),
+                "api".to_string()
+            )]
+        );
+        s.decide_approval(&run.id, true, "bob", 3000).unwrap();
+        s.start_run(&run.id);
+        s.record_step(&c, &run.id, step("prune_docker", true), 4000);
+        let inc = s.incident(&inc).unwrap();
+        assert_eq!(inc.runbook.as_ref().unwrap().status, RunStatus::Succeeded);
+        assert!(
+            inc.is_open(),
+            "the monitor, not the run, resolves a target's incident"
+        );
     }
 
     #[test]

@@ -774,8 +774,12 @@ impl State {
         now_ms: u64,
     ) -> Vec<Event> {
         let reprobe = round.reprobe.clone();
+        let proposal = round.proposal.clone();
         if !self.finish_round(config, incident, owner, round) {
             return Vec::new();
+        }
+        if let Some(action) = proposal {
+            self.propose_action(config, incident, &action, now_ms);
         }
         let events = reprobe
             .map(|obs| self.observe(config, &obs, now_ms))
@@ -962,6 +966,7 @@ fn interrupted_round(p: PendingAction, now_ms: u64) -> Round {
         outcome: RoundOutcome::Recovered,
         retries: 0,
         note: None,
+        proposal: None,
     }
 }
 
