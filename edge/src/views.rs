@@ -280,6 +280,7 @@ pub fn crashes<'a>(
     })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// `GET /ops/approvals`: runbook runs, newest first, with their incident.
 pub fn runbook_runs(state: &State) -> serde_json::Value {
     let runs: Vec<serde_json::Value> = state

@@ -166,9 +166,11 @@ pub struct State {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crash_alerts: Vec<super::crash::CrashAlert>,
     /// Targets added through the control API (`core::control`).
+    #[cfg(not(target_arch = "wasm32"))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub api_targets: BTreeMap<String, super::control::ApiTarget>,
     /// Changes made through the control API, oldest first.
+    #[cfg(not(target_arch = "wasm32"))]
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub audit: VecDeque<super::control::AuditEntry>,
     /// Whether this process can store the state (not stored: it describes
@@ -223,7 +225,7 @@ impl State {
             let watched = match inc.target.split_once(':') {
                 Some(("job", job)) => super::jobs::spec(config, &self.jobs, job).is_some(),
                 Some(("crash", _)) => true,
-                Some(("runbook", _)) => inc.runbook.is_some(),
+                Some(("runbook", _)) => inc.is_runbook(),
                 _ => config.target(&inc.target).is_some(),
             };
             if inc.is_open() && !watched {
@@ -278,6 +280,7 @@ impl State {
         self.check_escalations(config, now_ms);
         self.follow_pages(now_ms);
         self.check_reminders(config, now_ms);
+        #[cfg(not(target_arch = "wasm32"))]
         self.expire_approvals(now_ms);
         events
     }
@@ -778,9 +781,12 @@ impl State {
         if !self.finish_round(config, incident, owner, round) {
             return Vec::new();
         }
+        #[cfg(not(target_arch = "wasm32"))]
         if let Some(action) = proposal {
             self.propose_action(config, incident, &action, now_ms);
         }
+        #[cfg(target_arch = "wasm32")]
+        let _ = proposal;
         let events = reprobe
             .map(|obs| self.observe(config, &obs, now_ms))
             .unwrap_or_default();
