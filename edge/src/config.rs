@@ -808,7 +808,10 @@ impl Config {
 
     /// Validates a configuration changed after it was read (targets added
     /// through the API), with the file's checks and errors.
-    pub fn revalidated(self) -> Result<Self, ConfigError> {
+    pub fn revalidated(mut self) -> Result<Self, ConfigError> {
+        // The `[[webhook]]`s' channels, added last by `checked`, are added again.
+        let declared = self.channels.len().saturating_sub(self.webhooks.len());
+        self.channels.truncate(declared);
         self.checked("(api)")
     }
 
@@ -819,9 +822,6 @@ impl Config {
             key: key.to_string(),
             reason,
         };
-        // The `[[webhook]]`s' channels are added below (again, when an
-        // already checked configuration is checked after a change).
-        self.channels.retain(|c| !c.id.contains('.'));
         self.validate().map_err(|(key, reason)| err(&key, reason))?;
         for (i, h) in self.webhooks.iter().enumerate() {
             self.channels.push(Channel {
@@ -1398,6 +1398,14 @@ token_env = "OPS_AGENT_TOKEN"
             let e = err(&text);
             assert!(e.contains(want), "{want}: {e}");
         }
+        // A checked configuration checked again keeps one channel per webhook.
+        let hooked = format!("{GOOD}[[webhook]]\nurl_env = \"U\"\nsecret_env = \"S\"\n");
+        let once = Config::parse("edge.toml", &hooked).unwrap();
+        assert_eq!(once.clone().revalidated().unwrap().channels, once.channels);
+        assert!(err(&format!(
+            "{GOOD}[[channel]]\nid = \"a.b\"\nkind = \"slack\"\nurl_env = \"U\"\n"
+        ))
+        .contains("channel[0].id"));
         // A route cannot name a webhook's channel: it is not a [[channel]].
         let routed = format!("{GOOD}[[webhook]]\nurl_env = \"U\"\nsecret_env = \"S\"\n[[route]]\nchannels = [\"webhook.1\"]\n");
         assert!(
