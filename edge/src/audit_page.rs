@@ -439,6 +439,7 @@ mod tests {
                 service: "api<i>".into(),
                 lines: vec!["GET /<script>alert(4)</script> HTTP/1.1".into()],
             }],
+            proposal: None,
         });
         i
     }

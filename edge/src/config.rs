@@ -351,6 +351,49 @@ pub struct Channel {
     pub cooldown_s: f64,
 }
 
+/// `[[webhook]]`: an automation receiver of state transitions, pages and
+/// approvals, delivered through the outbox as a signed webhook channel.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url_env: String,
+    pub secret_env: String,
+    /// `transition`, `page`, `approval_request`, `approval_outcome`,
+    /// `runbook`; empty: all of them.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// The outbox channel of the `[[webhook]]` at `index`: a name no
+/// `[[channel]]` can have (ids take no dots).
+pub fn webhook_channel_id(index: usize) -> String {
+    format!("webhook.{}", index + 1)
+}
+
+/// `[[runbook]]`: a named, ordered list of allowlisted actions on one host,
+/// run through `POST /ops/runbook/{id}/execute` (`core::runbook`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runbook {
+    pub id: String,
+    pub host: String,
+    pub steps: Vec<String>,
+    /// Nothing runs until a human approves (`/ops/approvals/{id}/approve`).
+    #[serde(default = "default_true")]
+    pub approval: bool,
+    /// How long an approval may wait; after that it is expired, never run.
+    #[serde(default = "default_runbook_expires")]
+    pub expires_s: f64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_runbook_expires() -> f64 {
+    3600.0
+}
+
 /// Sends alerts of these severities about these targets to these channels.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -530,8 +573,17 @@ pub struct Config {
     pub ack_link: Option<AckLink>,
     #[serde(default, rename = "escalation")]
     pub escalations: Vec<Escalation>,
+    #[serde(default, rename = "runbook")]
+    pub runbooks: Vec<Runbook>,
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<Webhook>,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
+    /// A target in this file wins over an API target of the same id
+    /// (`POST /ops/targets` of its id is refused); by default the API
+    /// target replaces the file's until it is deleted.
+    #[serde(default)]
+    pub file_targets_win: bool,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Host>,
     #[serde(default, rename = "job")]
@@ -630,10 +682,6 @@ impl Default for StatusPage {
 
 fn default_region() -> String {
     "main".into()
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_status_title() -> String {
@@ -944,6 +992,15 @@ impl Config {
         config.checked(file)
     }
 
+    /// Validates a configuration changed after it was read (targets added
+    /// through the API), with the file's checks and errors.
+    pub fn revalidated(mut self) -> Result<Self, ConfigError> {
+        // The `[[webhook]]`s' channels, added last by `checked`, are added again.
+        let declared = self.channels.len().saturating_sub(self.webhooks.len());
+        self.channels.truncate(declared);
+        self.checked("(api)")
+    }
+
     /// Validates a parsed configuration and compiles its cron schedules.
     fn checked(mut self, file: &str) -> Result<Self, ConfigError> {
         let err = |key: &str, reason: String| ConfigError {
@@ -952,6 +1009,17 @@ impl Config {
             reason,
         };
         self.validate().map_err(|(key, reason)| err(&key, reason))?;
+        for (i, h) in self.webhooks.iter().enumerate() {
+            self.channels.push(Channel {
+                id: webhook_channel_id(i),
+                kind: ChannelKind::Webhook,
+                url_env: Some(h.url_env.clone()),
+                routing_key_env: None,
+                events_url: None,
+                secret_env: Some(h.secret_env.clone()),
+                cooldown_s: 0.0,
+            });
+        }
         for (i, job) in self.jobs.iter_mut().enumerate() {
             if let Some(expr) = &job.cron {
                 let schedule = CronSchedule::new(expr, job.tz.as_deref().unwrap_or("UTC"))
@@ -1204,6 +1272,25 @@ impl Config {
             }
             check_regions(t).map_err(|(k, why)| (key(k), why))?;
         }
+        self.validate_runbooks()?;
+        for (i, h) in self.webhooks.iter().enumerate() {
+            let key = |k: &str| format!("webhook[{i}].{k}");
+            for (k, v) in [("url_env", &h.url_env), ("secret_env", &h.secret_env)] {
+                if v.is_empty() {
+                    return Err((key(k), "name a variable".into()));
+                }
+            }
+            if let Some(bad) = h
+                .events
+                .iter()
+                .find(|e| crate::core::route::HookEvent::parse(e).is_none())
+            {
+                return Err((
+                    key("events"),
+                    format!("{bad:?}: use {}", crate::core::route::HookEvent::NAMES),
+                ));
+            }
+        }
         let mut jobs = BTreeMap::new();
         for (i, job) in self.jobs.iter().enumerate() {
             let key = |k: &str| format!("job[{i}].{k}");
@@ -1359,6 +1446,39 @@ impl Target {
 impl Config {
     pub fn channel(&self, id: &str) -> Option<&Channel> {
         self.channels.iter().find(|c| c.id == id)
+    }
+
+    pub fn runbook(&self, id: &str) -> Option<&Runbook> {
+        self.runbooks.iter().find(|r| r.id == id)
+    }
+
+    /// `[[runbook]]`: unique ids, a declared host, action names as the
+    /// agent's allowlist writes them (checked against it at start).
+    fn validate_runbooks(&self) -> Result<(), (String, String)> {
+        let mut ids = BTreeMap::new();
+        for (i, r) in self.runbooks.iter().enumerate() {
+            let key = |k: &str| format!("runbook[{i}].{k}");
+            if !valid_id(&r.id) {
+                return Err((
+                    key("id"),
+                    format!("{:?} must match [a-z0-9][a-z0-9_-]*", r.id),
+                ));
+            }
+            if ids.insert(r.id.as_str(), ()).is_some() {
+                return Err((key("id"), format!("duplicate runbook id {:?}", r.id)));
+            }
+            if self.host(&r.host).is_none() {
+                return Err((key("host"), format!("no [[host]] with id {:?}", r.host)));
+            }
+            if r.steps.is_empty() {
+                return Err((key("steps"), "name at least one action".into()));
+            }
+            if let Some(bad) = r.steps.iter().find(|a| !valid_action(a)) {
+                return Err((key("steps"), format!("{bad:?} is not an action name")));
+            }
+            seconds(&key("expires_s"), r.expires_s, false, WEEK_S)?;
+        }
+        Ok(())
     }
 
     /// `depends_on` names other targets, without a cycle (refused with
@@ -1603,6 +1723,76 @@ token_env = "OPS_AGENT_TOKEN"
     fn the_shipped_example_is_valid() {
         let text = include_str!("../../deploy/edge.example.toml");
         Config::parse("deploy/edge.example.toml", text).unwrap();
+        // Its commented runbook, webhook and precedence keys too.
+        let uncommented = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if [
+                        "[[runbook]]",
+                        "[[webhook]]",
+                        "id =",
+                        "host =",
+                        "steps =",
+                        "approval =",
+                        "expires_s =",
+                        "url_env =",
+                        "secret_env =",
+                        "events =",
+                        "file_targets_win =",
+                    ]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse("deploy/edge.example.toml", &uncommented).unwrap();
+        assert_eq!(c.runbooks.len(), 1);
+        assert_eq!(c.webhooks.len(), 1);
+        assert!(
+            c.channel("webhook.1").is_some(),
+            "a webhook is an outbox channel"
+        );
+    }
+
+    #[test]
+    fn runbooks_and_webhooks_are_refused_naming_the_key() {
+        let rb = |extra: &str| {
+            format!("{GOOD}[[runbook]]\nid = \"fix\"\nhost = \"vps1\"\nsteps = [\"restart_all\"]\n{extra}")
+        };
+        assert!(Config::parse("edge.toml", &rb("")).is_ok());
+        for (text, want) in [
+            (rb("").replace("host = \"vps1\"\nsteps", "host = \"vps9\"\nsteps"), "runbook[0].host: no [[host]] with id \"vps9\""),
+            (rb("").replace("[\"restart_all\"]", "[]"), "runbook[0].steps: name at least one action"),
+            (rb("").replace("[\"restart_all\"]", "[\"rm -rf\"]"), "runbook[0].steps: \"rm -rf\" is not an action name"),
+            (rb("expires_s = 0\n"), "runbook[0].expires_s: must be greater than zero"),
+            (rb("[[runbook]]\nid = \"fix\"\nhost = \"vps1\"\nsteps = [\"x\"]\n"), "runbook[1].id: duplicate runbook id"),
+            (format!("{GOOD}[[webhook]]\nurl_env = \"U\"\nsecret_env = \"S\"\nevents = [\"pages\"]\n"), "webhook[0].events: \"pages\": use transition, page"),
+            (format!("{GOOD}[[webhook]]\nurl_env = \"\"\nsecret_env = \"S\"\n"), "webhook[0].url_env: name a variable"),
+            (format!("{GOOD}[[webhook]]\nurl_env = \"U\"\n"), "secret_env"),
+        ] {
+            let e = err(&text);
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        // A checked configuration checked again keeps one channel per webhook.
+        let hooked = format!("{GOOD}[[webhook]]\nurl_env = \"U\"\nsecret_env = \"S\"\n");
+        let once = Config::parse("edge.toml", &hooked).unwrap();
+        assert_eq!(once.clone().revalidated().unwrap().channels, once.channels);
+        assert!(err(&format!(
+            "{GOOD}[[channel]]\nid = \"a.b\"\nkind = \"slack\"\nurl_env = \"U\"\n"
+        ))
+        .contains("channel[0].id"));
+        // A route cannot name a webhook's channel: it is not a [[channel]].
+        let routed = format!("{GOOD}[[webhook]]\nurl_env = \"U\"\nsecret_env = \"S\"\n[[route]]\nchannels = [\"webhook.1\"]\n");
+        assert!(
+            err(&routed).contains("route[0].channels"),
+            "{}",
+            err(&routed)
+        );
     }
 
     #[test]

@@ -211,6 +211,7 @@ async fn run(config: Arc<Config>, once: bool) -> anyhow::Result<()> {
         tracing::warn!(var = %config.discord.webhook_url_env, "no Discord webhook: alerts wait in the outbox");
     }
     let io = Arc::new(NativeIo::new(config.clone(), secrets)?);
+    check_runbooks(&config, &io).await?;
     let runner = Runner::open(config.clone(), io)?;
     if once {
         runner.once().await;
@@ -264,13 +265,30 @@ async fn posthog_proxy(
     )))
 }
 
+/// Each runbook's steps against its host's allowlist: a step the agent
+/// does not list is refused at start; an agent that cannot be reached is
+/// warned about (its steps are checked when they are sent).
+async fn check_runbooks(config: &Config, io: &NativeIo) -> anyhow::Result<()> {
+    use edge::remediation::RemediationIo;
+    for (i, rb) in config.runbooks.iter().enumerate() {
+        match io.actions(&rb.host).await {
+            Ok(list) => edge::core::runbook::check_allowlist(i, rb, &list)
+                .map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?,
+            Err(e) => {
+                tracing::warn!(runbook = %rb.id, host = %rb.host, error = %e, "runbook not checked against the agent's allowlist: unreachable")
+            }
+        }
+    }
+    Ok(())
+}
+
 fn table(runner: &Runner) -> String {
     let mut out = format!(
         "{:<20} {:<9} {:>8} {:>6}  {}\n",
         "TARGET", "STATE", "LATENCY", "STATUS", "INCIDENT / ERROR"
     );
     runner.read(|s| {
-        for t in &runner.config.targets {
+        for t in &runner.config().targets {
             let ts = s.targets.get(&t.id);
             let last = runner.recent(&t.id).into_iter().next();
             let state = ts.map_or("unknown", |ts| ts.health.as_str());

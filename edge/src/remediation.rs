@@ -16,6 +16,8 @@ use crate::core::incident::{
 };
 use crate::core::planner::{self, Completion, Reply, LOG_TAIL};
 use crate::core::probe::{Health, Observation};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::core::runbook::{RunbookRun, StepRecord};
 
 /// What a shell must provide. Errors are short human-readable texts: they
 /// end up in the audit trail.
@@ -116,6 +118,7 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
         retries: 0,
         note: None,
         logs: Vec::new(),
+        proposal: None,
     };
     let host = target.host.clone().unwrap_or_default();
     let finish = |mut round: Round, outcome| {
@@ -193,7 +196,13 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
                     "ladder: the narrowest action not yet tried".to_string(),
                 ),
                 None => {
-                    round.reason = Some("no allowed action left to try".into());
+                    round.proposal = planner::approval_choice(&agent_actions, target, incident);
+                    round.reason = Some(match &round.proposal {
+                        Some(a) => format!(
+                            "no allowed action left to try; {a} needs a human's approval: proposed"
+                        ),
+                        None => "no allowed action left to try".into(),
+                    });
                     return finish(round, RoundOutcome::NoAction);
                 }
             }
@@ -213,19 +222,16 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
     }
 
     let key = idempotency_key(&incident.id, n);
-    let action_span = tracing::info_span!("action", action = %name, %host);
-    match io
-        .run_action(&host, &name, &key)
-        .instrument(action_span)
-        .await
-    {
+    let (result, reprobes) = act_and_reprobe(io, config, &host, &name, &key, &[target]).await;
+    match result {
         Ok(result) => round.action_result = Some(result),
         Err(e) => round.action_error = Some(e),
     }
-    io.sleep_ms(config.settle_ms()).await;
-    let reprobe = io.probe(target).await;
-    let recovered = reprobe.health == Health::Healthy;
-    round.reprobe = Some(reprobe);
+    let reprobe = reprobes.into_iter().next();
+    let recovered = reprobe
+        .as_ref()
+        .is_some_and(|o| o.health == Health::Healthy);
+    round.reprobe = reprobe;
     finish(
         round,
         if recovered {
@@ -234,6 +240,72 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
             RoundOutcome::NotRecovered
         },
     )
+}
+
+/// Sends one action under its idempotency key, lets it settle, and probes
+/// `targets` again: the end of a round, and each step of a runbook.
+async fn act_and_reprobe<I: RemediationIo>(
+    io: &I,
+    config: &Config,
+    host: &str,
+    action: &str,
+    key: &str,
+    targets: &[&Target],
+) -> (Result<ActionResult, String>, Vec<Observation>) {
+    let action_span = tracing::info_span!("action", %action, %host);
+    let result = io
+        .run_action(host, action, key)
+        .instrument(action_span)
+        .await;
+    io.sleep_ms(config.settle_ms()).await;
+    let mut reprobes = Vec::with_capacity(targets.len());
+    for t in targets {
+        reprobes.push(io.probe(t).await);
+    }
+    (result, reprobes)
+}
+
+/// Step `k` of a runbook's run: the action through the agent (replayed, not
+/// run twice, when resent after a restart), then a re-probe of every
+/// target on the runbook's host.
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn run_step<I: RemediationIo>(
+    io: &I,
+    config: &Config,
+    run: &RunbookRun,
+    k: usize,
+) -> Option<StepRecord> {
+    let action = run.steps.get(k)?;
+    let span =
+        tracing::info_span!("runbook_step", run = %run.id, runbook = %run.runbook, step = k + 1);
+    async {
+        let started_at_ms = io.now_ms();
+        let targets: Vec<&Target> = config
+            .targets
+            .iter()
+            .filter(|t| t.host.as_deref() == Some(run.host.as_str()))
+            .collect();
+        let (result, reprobes) =
+            act_and_reprobe(io, config, &run.host, action, &run.step_key(k), &targets).await;
+        let (result, error) = match result {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        tracing::info!(
+            ok = result.as_ref().is_some_and(|r| r.ok),
+            "runbook step finished"
+        );
+        Some(StepRecord {
+            action: action.clone(),
+            started_at_ms,
+            finished_at_ms: io.now_ms(),
+            result,
+            error,
+            reprobes,
+        })
+    }
+    .instrument(span)
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -220,7 +220,7 @@ impl Secrets {
                 let body = json(&channel::webhook_body(entry));
                 ChannelRequest {
                     url: url()?,
-                    headers: vec![(SIGNATURE_HEADER, signature(&secret, now_ms, &body))],
+                    headers: signature(&secret, now_ms, &body).into(),
                     body,
                 }
             }
@@ -255,15 +255,24 @@ pub struct ChannelRequest {
 
 /// The header of a generic webhook's signature.
 pub const SIGNATURE_HEADER: &str = "X-Vigil-Signature";
+pub const TIMESTAMP_HEADER: &str = "X-Vigil-Timestamp";
 
-/// `t=<ms>,v1=<hex HMAC-SHA256 of "<ms>.<body>">`: the receiver recomputes
-/// it with the shared secret and refuses an old `t` (replay).
-pub fn signature(secret: &str, now_ms: u64, body: &str) -> String {
+/// The signed webhook's headers: `X-Vigil-Timestamp: <ms>` (Unix epoch
+/// milliseconds) and `X-Vigil-Signature: sha256=<hex HMAC-SHA256 of
+/// "<ms>.<body>">`; the receiver recomputes it with the shared secret and
+/// refuses an old timestamp (replay).
+pub fn signature(secret: &str, now_ms: u64, body: &str) -> [(&'static str, String); 2] {
     use hmac::{Hmac, Mac};
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(format!("{now_ms}.{body}").as_bytes());
-    format!("t={now_ms},v1={}", hex::encode(mac.finalize().into_bytes()))
+    [
+        (TIMESTAMP_HEADER, now_ms.to_string()),
+        (
+            SIGNATURE_HEADER,
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        ),
+    ]
 }
 
 fn discord_wait(url: &str) -> String {

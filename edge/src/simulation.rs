@@ -93,6 +93,7 @@ fn info(name: &str) -> ActionInfo {
         kind: ActionKind::Restart,
         services: vec![],
         timeout_ms: 30_000,
+        approval: false,
     }
 }
 
@@ -748,6 +749,7 @@ fn overlapping_cycles_run_one_round_and_page_once() {
         retries: 0,
         note: None,
         logs: Vec::new(),
+        proposal: None,
     };
     assert!(!s.state.finish_round(&c, &inc[0], "cycle-a", round.clone()));
     assert!(s.state.finish_round(&c, &inc[0], "cycle-b", round.clone()));
@@ -1195,6 +1197,7 @@ fn bare_round(n: u32, outcome: RoundOutcome) -> crate::core::incident::Round {
         retries: 0,
         note: None,
         logs: Vec::new(),
+        proposal: None,
     }
 }
 

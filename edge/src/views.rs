@@ -340,3 +340,20 @@ pub fn vantage<'a>(config: &'a Config, state: &'a State, now_ms: u64) -> Vantage
         notes: &state.vantage_notes,
     }
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+/// `GET /ops/approvals`: runbook runs, newest first, with their incident.
+pub fn runbook_runs(state: &State) -> serde_json::Value {
+    let runs: Vec<serde_json::Value> = state
+        .incidents
+        .iter()
+        .rev()
+        .filter_map(|i| {
+            let run = i.runbook.as_ref()?;
+            let mut v = serde_json::to_value(run).ok()?;
+            v["incident"] = serde_json::Value::String(i.id.clone());
+            Some(v)
+        })
+        .collect();
+    serde_json::json!({ "runs": runs })
+}

@@ -2619,13 +2619,11 @@ fn slack_and_signed_webhook_channels_get_each_alert_once_in_order() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let forged = edge::shell::signature("not-the-secret-0123", now, &body);
-    let res = http
-        .post(hook.hook_url())
-        .header("X-Vigil-Signature", forged)
-        .body(body)
-        .send()
-        .unwrap();
+    let mut forged = http.post(hook.hook_url());
+    for (name, value) in edge::shell::signature("not-the-secret-0123", now, &body) {
+        forged = forged.header(name, value);
+    }
+    let res = forged.body(body).send().unwrap();
     assert_eq!(res.status().as_u16(), 401);
     let res = http
         .post(slack.slack_url())

@@ -50,6 +50,8 @@ pub struct Action {
     pub operation: Operation,
     pub timeout: Duration,
     pub docker_cli: Vec<String>,
+    /// Only with a human's approval (`approval`; broad actions by default).
+    pub approval: bool,
 }
 
 impl Action {
@@ -77,6 +79,7 @@ impl Action {
             kind: self.kind(),
             services,
             timeout_ms: self.timeout.as_millis() as u64,
+            approval: self.approval,
         }
     }
 }
@@ -172,6 +175,9 @@ struct RawAction {
     argv: Vec<String>,
     timeout_s: f64,
     docker_cli: Vec<String>,
+    /// Default: true for the broad ones (prune, restart of all services).
+    #[serde(default)]
+    approval: Option<bool>,
 }
 
 impl RawAction {
@@ -201,6 +207,9 @@ impl RawAction {
             Ok([service]) => Ok(service),
             Err(_) => Err("needs exactly one service".to_string()),
         };
+        let approval = self
+            .approval
+            .unwrap_or(self.kind == ActionKind::Prune || self.all_services);
         let operation = match self.kind {
             ActionKind::Restart => match (self.all_services, self.services.is_empty()) {
                 (true, true) => Operation::RestartAll,
@@ -235,6 +244,7 @@ impl RawAction {
             operation,
             timeout: Duration::from_secs_f64(self.timeout_s),
             docker_cli: self.docker_cli,
+            approval,
         })
     }
 }
@@ -289,6 +299,27 @@ docker_cli = ["docker", "compose", "restart", "api-core"]
             Operation::RestartAll
         );
         assert_eq!(list.get("prune_docker").unwrap().kind(), ActionKind::Prune);
+        let approval: Vec<_> = list
+            .iter()
+            .filter(|a| a.approval)
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(approval, ["restart_all", "prune_docker"]);
+    }
+
+    #[test]
+    fn broad_actions_need_approval_unless_the_file_says_otherwise() {
+        let prune = "[[action]]\nname = \"prune\"\ndescription = \"d\"\nkind = \"prune\"\ntimeout_s = 1\ndocker_cli = [\"x\"]\n";
+        let all = "[[action]]\nname = \"all\"\ndescription = \"d\"\nkind = \"restart\"\nall_services = true\ntimeout_s = 1\ndocker_cli = [\"x\"]\n";
+        let list = parse(&format!("{OK}{prune}{all}")).unwrap();
+        let needs = |n: &str| list.get(n).unwrap().info().approval;
+        assert!(!needs("restart_api_core"));
+        assert!(needs("prune"));
+        assert!(needs("all"));
+        let list = parse(&format!("{}approval = false\n", prune)).unwrap();
+        assert!(!list.get("prune").unwrap().approval);
+        let list = parse(&format!("{OK}approval = true\n")).unwrap();
+        assert!(list.get("restart_api_core").unwrap().approval);
     }
 
     #[test]

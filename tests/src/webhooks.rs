@@ -1,8 +1,8 @@
 //! Two more channel peers, strict: a Slack-compatible incoming webhook
 //! (`{"text"}` required and non-empty, 400 `invalid_payload` / `no_text`
 //! otherwise, as Slack answers) and a generic webhook that checks Vigil's
-//! signature (`X-Vigil-Signature: t=<ms>,v1=<hex HMAC-SHA256 of "<ms>.<body>">`)
-//! and refuses a bad or old one with 401.
+//! signature (`X-Vigil-Timestamp: <ms>`, `X-Vigil-Signature: sha256=<hex
+//! HMAC-SHA256 of "<ms>.<body>">`) and refuses a bad or old one with 401.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -89,24 +89,25 @@ async fn slack(State((inner, _)): State<Shared>, body: String) -> (StatusCode, &
     }
 }
 
-/// Checks `t=<ms>,v1=<hex>` against the body; `Err` says why not.
-pub fn verify(secret: &str, header: &str, body: &str, now_ms: u64) -> Result<(), String> {
-    let mut t = None;
-    let mut v1 = None;
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", x)) => t = x.parse::<u64>().ok(),
-            Some(("v1", x)) => v1 = hex::decode(x).ok(),
-            _ => {}
-        }
-    }
-    let (t, v1) = t.zip(v1).ok_or("malformed signature")?;
+/// Checks `sha256=<hex>` over `<timestamp>.<body>`; `Err` says why not.
+pub fn verify(
+    secret: &str,
+    timestamp: &str,
+    signature: &str,
+    body: &str,
+    now_ms: u64,
+) -> Result<(), String> {
+    let t: u64 = timestamp.parse().map_err(|_| "malformed timestamp")?;
+    let sig = signature
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or("malformed signature")?;
     if now_ms.abs_diff(t) > MAX_AGE_MS {
         return Err("signature too old".into());
     }
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{t}.{body}").as_bytes());
-    mac.verify_slice(&v1)
+    mac.verify_slice(&sig)
         .map_err(|_| "bad signature".to_string())
 }
 
@@ -119,13 +120,23 @@ async fn signed(
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let header = headers
-        .get("x-vigil-signature")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (timestamp, signature) = (header("x-vigil-timestamp"), header("x-vigil-signature"));
     let mut inner = inner.lock().unwrap();
-    let checked = verify(secret.as_deref().unwrap_or_default(), header, &body, now)
-        .and_then(|()| serde_json::from_str::<Value>(&body).map_err(|e| e.to_string()));
+    let checked = verify(
+        secret.as_deref().unwrap_or_default(),
+        &timestamp,
+        &signature,
+        &body,
+        now,
+    )
+    .and_then(|()| serde_json::from_str::<Value>(&body).map_err(|e| e.to_string()));
     match checked {
         Ok(v) => {
             inner.accepted.push(v);

@@ -333,7 +333,8 @@ fn s09b_docker_hung_is_named_as_such_not_as_an_unreachable_agent() {
     assert!(p.audit().is_empty(), "no action was attempted");
 }
 
-/// Scenario 10: Nothing helps: exactly max rounds, then exactly one page with the history.
+/// Scenario 10: Nothing helps: exactly max rounds, then exactly one page with the history;
+/// the last rung needs approval, so the ladder proposes it instead of running it.
 #[test]
 fn s10_nothing_helps_max_rounds_then_one_page_with_history() {
     if !docker_or_skip() {
@@ -361,12 +362,32 @@ fn s10_nothing_helps_max_rounds_then_one_page_with_history() {
         .unwrap()
         .contains("remediation exhausted after 2 round(s)"));
     let history = pages[0]["embeds"][0]["description"].as_str().unwrap();
-    assert!(
-        history.contains("restart_api_core") && history.contains("restart_all"),
-        "{history}"
-    );
+    assert!(history.contains("restart_api_core"), "{history}");
+    // restart_all needs approval (actions.toml): the ladder never ran it,
+    // it proposed it on the incident.
+    let ran: Vec<String> = actions_run(&p).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(ran, ["restart_api_core"]);
+    assert_eq!(r[1]["proposal"], "restart_all", "{inc:#}");
+    let proposal = &inc["runbook"];
+    assert_eq!(proposal["status"], "awaiting_approval", "{inc:#}");
+    assert_eq!(proposal["proposed_for"], "api");
+    assert_eq!(proposal["steps"], serde_json::json!(["restart_all"]));
+    assert!(p
+        .discord
+        .titles()
+        .contains(&"restart_all on vps1 for api awaits approval".to_string()));
+    // Approved: it runs once, with a re-probe; the incident stays the
+    // monitor's to resolve.
+    let id = proposal["id"].as_str().unwrap();
+    let (code, body) = p.edge().post(&format!("/ops/approvals/{id}/approve"), None);
+    assert_eq!(code, 200, "{body}");
+    p.wait("the approved action", 60, |p| {
+        p.incident("api")["runbook"]["status"] == "succeeded"
+    });
     let ran: Vec<String> = actions_run(&p).into_iter().map(|(a, _)| a).collect();
     assert_eq!(ran, ["restart_api_core", "restart_all"]);
+    let step = &p.incident("api")["runbook"]["steps_run"][0];
+    assert_eq!(step["reprobes"][0]["target"], "api", "{step}");
 }
 
 /// Scenario 11: The model names a tool that does not exist, then answers garbage:
@@ -415,7 +436,6 @@ fn s11_a_misbehaving_model_is_refused_and_the_ladder_takes_over() {
         [
             "restart_api_core",
             "recreate_api_core",
-            "restart_all",
             "get_diagnostics",
             "get_logs",
             "escalate"
@@ -672,7 +692,7 @@ fn control_api_maintenance_ack_and_manual_action() {
         "vs23",
         Options {
             with_model: true,
-            ladder: vec!["restart_all"],
+            ladder: vec!["recreate_api_core"],
             ..Options::default()
         },
     );

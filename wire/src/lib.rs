@@ -39,6 +39,10 @@ pub struct ActionInfo {
     /// Compose services the action touches (empty for prune).
     pub services: Vec<String>,
     pub timeout_ms: u64,
+    /// Runs only when a human approves it (a runbook's approval): the
+    /// remediation ladder and the planner never pick it on their own.
+    #[serde(default)]
+    pub approval: bool,
 }
 
 /// Body of `GET /v1/actions`.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::probe::{truncate, Health};
-use super::route::{PageEvent, Routing, Severity, DEFAULT_CHANNEL};
+use super::route::{HookEvent, PageEvent, Routing, Severity, DEFAULT_CHANNEL};
 
 // Discord's limits (webhook execute).
 const CONTENT_MAX: usize = 2000;
@@ -171,7 +171,7 @@ pub fn warning_message(title: String, description: String) -> DiscordMessage {
 }
 
 /// An embed-only message that mentions nobody.
-fn notice(
+pub(crate) fn notice(
     title: String,
     description: Option<String>,
     to: Health,
@@ -525,6 +525,8 @@ pub struct Alert {
     pub incident: Option<String>,
     /// What was tried (PagerDuty's `custom_details`).
     pub details: Vec<String>,
+    /// What it tells automation webhooks (pages are `page` without saying).
+    pub event: Option<HookEvent>,
 }
 
 impl Alert {
@@ -538,7 +540,14 @@ impl Alert {
             page: None,
             incident: None,
             details: Vec::new(),
+            event: None,
         }
+    }
+
+    /// The alert, for automation webhooks taking `event`.
+    pub fn with_event(mut self, event: HookEvent) -> Self {
+        self.event = Some(event);
+        self
     }
 }
 
@@ -569,6 +578,9 @@ pub struct OutboxEntry {
     pub incident: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
+    /// What it tells automation webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<HookEvent>,
     pub created_at_ms: u64,
     pub attempts: u32,
     pub next_attempt_at_ms: u64,
@@ -682,10 +694,13 @@ impl Outbox {
         self.push_to(&channels, alert, now_ms)
     }
 
-    /// Queues `alert` to `channels` (each at most once per key).
+    /// Queues `alert` to `channels` and the automation webhooks that take
+    /// its event (each at most once per key).
     pub fn push_to(&mut self, channels: &[String], alert: Alert, now_ms: u64) -> bool {
         let mut queued = false;
-        for channel in channels {
+        let event = alert.event.or(alert.page.map(|_| HookEvent::Page));
+        let hooks: Vec<String> = self.routing.hooks_for(event).cloned().collect();
+        for channel in channels.iter().chain(&hooks) {
             let sent = format!("{channel}/{}", alert.key);
             if self
                 .entries
@@ -709,6 +724,7 @@ impl Outbox {
                 page: alert.page,
                 incident: alert.incident.clone(),
                 details: alert.details.clone(),
+                event,
                 created_at_ms: now_ms,
                 attempts: 0,
                 next_attempt_at_ms: now_ms,
@@ -760,6 +776,10 @@ impl Outbox {
             if next_attempt > now_ms {
                 // Nothing to send: nothing changes (a steady cycle stores nothing).
                 continue;
+            }
+            if self.routing.is_hook(&channel) {
+                // Automation takes every event, in order: never folded.
+                return self.entries.iter().find(|e| e.channel == channel).cloned();
             }
             let rate = self.rate_ms.entry(channel.clone()).or_default();
             while rate
@@ -844,6 +864,7 @@ impl Outbox {
                 page: None,
                 incident: None,
                 details: Vec::new(),
+                event: None,
                 created_at_ms: now_ms,
                 attempts: 0,
                 next_attempt_at_ms: now_ms,

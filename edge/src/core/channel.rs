@@ -72,9 +72,13 @@ pub fn slack_message(entry: &OutboxEntry) -> Value {
     json!({ "text": truncate(&text(entry), SLACK_TEXT_MAX) })
 }
 
-/// A generic webhook's body: the alert, channel-neutral.
+/// A generic webhook's body (a `[[channel]]` of kind webhook and every
+/// `[[webhook]]`): the alert, channel-neutral. `event_id` is the alert's
+/// key: the same on every retry and after a restart, for deduplication.
 pub fn webhook_body(entry: &OutboxEntry) -> Value {
     json!({
+        "event_id": entry.key,
+        "type": entry.event,
         "key": entry.key,
         "severity": entry.severity,
         "subject": entry.subject,

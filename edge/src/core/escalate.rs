@@ -72,6 +72,7 @@ impl State {
                     page: Some(PageEvent::Trigger),
                     incident: Some(inc.id.clone()),
                     details: tried,
+                    event: None,
                 },
             ));
         }

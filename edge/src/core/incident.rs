@@ -136,6 +136,11 @@ pub struct Round {
     /// was unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// An action of the ladder that needs a human's approval (`approval` in
+    /// the agent's allowlist), proposed when nothing else was left: it
+    /// waits on the incident like a runbook's approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<String>,
     /// The container log lines the round read (the model's `get_logs`
     /// calls), as the model saw them, within [`ROUND_LOG_LINES`] and
     /// [`LOG_LINE_CHARS`] ([`keep_log_lines`]).
@@ -307,6 +312,11 @@ pub struct Incident {
     /// Critical crash reports counted into this incident (crash subjects).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub crash_reports: u64,
+    /// A runbook's request, approval and steps (subject `runbook:<id>`),
+    /// or the ladder's proposal waiting for approval (native edge only).
+    #[cfg(not(target_arch = "wasm32"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<super::runbook::RunbookRun>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -352,7 +362,21 @@ impl Incident {
             page_acked: false,
             page_resolved: false,
             crash_reports: 0,
+            #[cfg(not(target_arch = "wasm32"))]
+            runbook: None,
         }
+    }
+
+    /// Whether it carries a runbook's run (or a proposal).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn is_runbook(&self) -> bool {
+        self.runbook.is_some()
+    }
+
+    /// The Worker runs no runbooks.
+    #[cfg(target_arch = "wasm32")]
+    pub fn is_runbook(&self) -> bool {
+        false
     }
 
     pub fn is_open(&self) -> bool {

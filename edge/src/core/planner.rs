@@ -41,9 +41,28 @@ pub fn allowed_actions(
         .actions
         .iter()
         .filter_map(|name| agent.iter().find(|a| &a.name == name))
+        // Those waiting for a human's approval are runbook steps only.
+        .filter(|a| !a.approval)
         .filter(|a| incident.runs_of(&a.name) < max_runs)
         .cloned()
         .collect()
+}
+
+/// The narrowest action of the target's ladder that the agent marks as
+/// needing approval and that has not run in this incident: what the ladder
+/// proposes to a human when it has nothing left to run on its own.
+pub fn approval_choice(
+    agent: &[ActionInfo],
+    target: &Target,
+    incident: &Incident,
+) -> Option<String> {
+    target
+        .actions
+        .iter()
+        .find(|name| {
+            agent.iter().any(|a| &a.name == *name && a.approval) && incident.runs_of(name) == 0
+        })
+        .cloned()
 }
 
 /// The ladder: the narrowest action of the target's list not yet tried in
@@ -524,6 +543,7 @@ mod tests {
             kind: ActionKind::Restart,
             services: vec![],
             timeout_ms: 1000,
+            approval: false,
         }
     }
 
@@ -551,6 +571,32 @@ mod tests {
 
     fn call(name: &str, args: &str) -> serde_json::Value {
         json!({"id": "call_1", "type": "function", "function": {"name": name, "arguments": args}})
+    }
+
+    #[test]
+    fn an_action_needing_approval_is_never_offered_or_laddered() {
+        let mut prune = info("prune_docker");
+        prune.approval = true;
+        let agent = [prune, info("restart_api_core")];
+        let t = target(&["prune_docker", "restart_api_core"]);
+        let allowed = allowed_actions(&agent, &t, &incident(), 5);
+        assert_eq!(
+            allowed.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            ["restart_api_core"]
+        );
+        // A ladder of only such actions has nothing to run on its own: it
+        // proposes the first to a human.
+        let only = target(&["prune_docker"]);
+        let allowed = allowed_actions(&agent, &only, &incident(), 5);
+        assert_eq!(ladder_choice(&allowed, &only, &incident()), None);
+        assert_eq!(
+            approval_choice(&agent, &only, &incident()).as_deref(),
+            Some("prune_docker")
+        );
+        assert_eq!(
+            approval_choice(&agent, &target(&["restart_api_core"]), &incident()),
+            None
+        );
     }
 
     #[test]
@@ -610,6 +656,7 @@ mod tests {
             kind: ActionKind::Restart,
             services: vec![],
             timeout_ms: 30000,
+            approval: false,
         }];
         let t = target(&["restart_api_core"]);
         let mut messages = initial_messages(&t, &incident(), "diag", &allowed, 7);
@@ -829,6 +876,7 @@ mod tests {
             retries: 0,
             note: None,
             logs: Vec::new(),
+            proposal: None,
         });
         let allowed = allowed_actions(&agent, &t, &inc, 2);
         assert_eq!(

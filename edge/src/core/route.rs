@@ -115,10 +115,37 @@ pub fn glob_matches(pattern: &str, subject: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// What an automation webhook (`[[webhook]] events`) can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookEvent {
+    /// A target's (or job's) state changed.
+    Transition,
+    /// A page, its escalations, its acknowledgement and its close.
+    Page,
+    /// A runbook waits for a human's approval.
+    ApprovalRequest,
+    /// The approval was given, denied, or expired.
+    ApprovalOutcome,
+    /// A runbook run started without approval, succeeded or failed.
+    Runbook,
+}
+
+impl HookEvent {
+    pub const NAMES: &'static str = "transition, page, approval_request, approval_outcome, runbook";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+}
+
 /// The routes and channels of a configuration, as the outbox applies them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Routing {
     routes: Vec<Route>,
+    /// Automation webhooks (`[[webhook]]`): their channel and the events
+    /// they take (empty: all).
+    hooks: Vec<(String, Vec<HookEvent>)>,
     /// Channels that take page events only (PagerDuty).
     paging_only: Vec<String>,
     cooldown_ms: BTreeMap<String, u64>,
@@ -134,6 +161,19 @@ impl Routing {
                     severity: r.severity.clone(),
                     targets: r.targets.clone(),
                     channels: r.channels.clone(),
+                })
+                .collect(),
+            hooks: config
+                .webhooks
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let events = h
+                        .events
+                        .iter()
+                        .filter_map(|e| HookEvent::parse(e))
+                        .collect();
+                    (crate::config::webhook_channel_id(i), events)
                 })
                 .collect(),
             paging_only: config
@@ -173,6 +213,21 @@ impl Routing {
             }
         }
         out
+    }
+
+    /// The automation webhooks that take `event`.
+    pub fn hooks_for(&self, event: Option<HookEvent>) -> impl Iterator<Item = &String> {
+        self.hooks
+            .iter()
+            .filter(move |(_, events)| {
+                event.is_some_and(|e| events.is_empty() || events.contains(&e))
+            })
+            .map(|(c, _)| c)
+    }
+
+    /// Whether `channel` is an automation webhook.
+    pub fn is_hook(&self, channel: &str) -> bool {
+        self.hooks.iter().any(|(c, _)| c == channel)
     }
 
     /// Whether `channel` takes page events only (and hears of their ack

@@ -17,7 +17,7 @@ use super::incident::{
     RoundOutcome, StateChange, TokenUsage,
 };
 use super::probe::{Health, Observation};
-use super::route::{PageEvent, Routing, Severity};
+use super::route::{HookEvent, PageEvent, Routing, Severity};
 use super::slo::Burning;
 use super::vantage::{self, advance_regular, debounce, Step};
 use crate::config::{Config, Role, Target};
@@ -199,6 +199,14 @@ pub struct State {
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     #[cfg_attr(target_arch = "wasm32", serde(skip))]
     pub vantage_notes: vantage::Notes,
+    /// Targets added through the control API (`core::control`).
+    #[cfg(not(target_arch = "wasm32"))]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_targets: BTreeMap<String, super::control::ApiTarget>,
+    /// Changes made through the control API, oldest first.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub audit: VecDeque<super::control::AuditEntry>,
     /// Whether this process can store the state (not stored: it describes
     /// the process and its disk).
     #[serde(skip)]
@@ -257,6 +265,7 @@ impl State {
             let watched = match inc.target.split_once(':') {
                 Some(("job", job)) => super::jobs::spec(config, &self.jobs, job).is_some(),
                 Some(("crash", _)) => true,
+                Some(("runbook", _)) => inc.is_runbook(),
                 _ => config.target(&inc.target).is_some(),
             };
             if inc.is_open() && !watched {
@@ -315,6 +324,8 @@ impl State {
         self.check_escalations(config, now_ms);
         self.follow_pages(now_ms);
         self.check_reminders(config, now_ms);
+        #[cfg(not(target_arch = "wasm32"))]
+        self.expire_approvals(now_ms);
         events
     }
 
@@ -336,6 +347,7 @@ impl State {
                         page: Some(event),
                         incident: Some(inc.id.clone()),
                         details: Vec::new(),
+                        event: None,
                     },
                 ));
             };
@@ -606,8 +618,9 @@ impl State {
             incident_id,
         });
         let key = format!("{incident_id}/t{}", change.seq);
-        self.outbox
-            .push(Alert::notice(key, severity, subject, message), now_ms);
+        let alert =
+            Alert::notice(key, severity, subject, message).with_event(HookEvent::Transition);
+        self.outbox.push(alert, now_ms);
         let inc = self.incident_mut(incident_id)?;
         inc.history.push(change);
         Some(inc)
@@ -806,6 +819,7 @@ impl State {
             page: Some(PageEvent::Trigger),
             incident: Some(inc.id.clone()),
             details: tried,
+            event: None,
         };
         inc.paged_to = paging;
         self.outbox.push_to(&channels, alert, now_ms);
@@ -849,9 +863,16 @@ impl State {
         now_ms: u64,
     ) -> Vec<Event> {
         let reprobe = round.reprobe.clone();
+        let proposal = round.proposal.clone();
         if !self.finish_round(config, incident, owner, round) {
             return Vec::new();
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(action) = proposal {
+            self.propose_action(config, incident, &action, now_ms);
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = proposal;
         let events = reprobe
             .map(|obs| self.observe(config, &obs, now_ms))
             .unwrap_or_default();
@@ -1043,6 +1064,7 @@ fn interrupted_round(p: PendingAction, now_ms: u64) -> Round {
         retries: 0,
         note: None,
         logs: Vec::new(),
+        proposal: None,
     }
 }
 

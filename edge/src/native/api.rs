@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
@@ -23,8 +23,10 @@ use super::report;
 use super::runner::Runner;
 use super::store::StoreError;
 use crate::core::acklink::AckLinkError;
+use crate::core::control::{TargetChange, TargetChangeError};
 use crate::core::crash::CrashReport;
 use crate::core::incident::ManualAction;
+use crate::core::runbook::{RunbookError, RunbookRun};
 use crate::core::signal::HostSignal;
 use crate::core::state::StateError;
 use crate::core::vantage::{Batch, BatchError};
@@ -58,7 +60,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
     let jobs = secrets.jobs_token.as_deref().map(TokenCheck::new);
     let crash_log = secrets.crash_log_token.as_deref().map(TokenCheck::new);
     let signal = secrets.signal_token.as_deref().map(TokenCheck::new);
-    let limits = ClientLimits::start(&runner.config);
+    let limits = ClientLimits::start(&runner.config());
     // Routes with their own access rules: /metrics, the status page, /ui
     // (its failed sign-ins count like failed authentications).
     let own_rules = super::metrics::router(runner.clone())
@@ -83,6 +85,9 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ops/jobs", get(list_jobs))
         .route("/ops/crashes", get(crashes))
         .route("/ops/vantage", get(vantage))
+        .route("/ops/targets", get(list_targets))
+        .route("/ops/audit", get(audit))
+        .route("/ops/approvals", get(approvals))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_read));
     // Manual actions last as long as the action: no request timeout.
     let actions = Router::new()
@@ -93,6 +98,10 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/ops/incidents/{id}/ack", post(ack))
         .route("/ops/incidents/{id}/resolve", post(resolve))
         .route("/ops/target/{id}/maintenance", post(maintenance))
+        .route("/ops/targets", post(put_target))
+        .route("/ops/targets/{id}", delete(delete_target))
+        .route("/ops/runbook/{id}/execute", post(execute_runbook))
+        .route("/ops/approvals/{id}/{decision}", post(decide_approval))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_control));
     let heartbeats = Router::new()
         .route("/ops/jobs/heartbeat", post(heartbeat))
@@ -380,7 +389,7 @@ async fn summary(State(api): State<Shared>) -> Response {
     let now = now_ms();
     let runner = &api.runner;
     Json(runner.read_with_history(|s, h| {
-        views::summary(&runner.config, s, h, now, |id| {
+        views::summary(&runner.config(), s, h, now, |id| {
             runner.recent(id).into_iter().next()
         })
     }))
@@ -414,7 +423,7 @@ async fn target(State(api): State<Shared>, Path(id): Path<String>) -> Response {
     let now = now_ms();
     let recent = api.runner.recent(&id);
     api.runner.read_with_history(|s, h| {
-        match views::target(&api.runner.config, s, h, &id, recent, now) {
+        match views::target(&api.runner.config(), s, h, &id, recent, now) {
             Some(v) => Json(v).into_response(),
             None => error(
                 StatusCode::NOT_FOUND,
@@ -426,7 +435,7 @@ async fn target(State(api): State<Shared>, Path(id): Path<String>) -> Response {
 }
 
 async fn list_jobs(State(api): State<Shared>) -> Response {
-    let config = &api.runner.config;
+    let config = &api.runner.config();
     api.runner
         .read(|s| Json(json!({"jobs": views::jobs(config, s)})).into_response())
 }
@@ -439,7 +448,7 @@ async fn heartbeat(State(api): State<Shared>, body: Result<Bytes, BytesRejection
         Ok(hb) => hb,
         Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
     };
-    let config = api.runner.config.clone();
+    let config = api.runner.config().clone();
     let oncall = api.runner.io.secrets().oncall_user.clone();
     let done = api.runner.try_update(|s| {
         Ok(s.heartbeat(
@@ -511,10 +520,10 @@ async fn observations(
 }
 
 async fn vantage(State(api): State<Shared>) -> Response {
-    let config = &api.runner.config;
+    let config = api.runner.config();
     let view = api
         .runner
-        .read(|s| serde_json::to_value(views::vantage(config, s, now_ms())));
+        .read(|s| serde_json::to_value(views::vantage(&config, s, now_ms())));
     match view {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
@@ -529,7 +538,7 @@ async fn anomalies(State(api): State<Shared>) -> Response {
 /// before it is sent and completed when it ends.
 async fn run_manual(api: &Api, host: &str, name: &str, by: String) -> Response {
     let runner = &api.runner;
-    let config = runner.config.clone();
+    let config = runner.config().clone();
     let start = |a: &ManualAction| {
         runner
             .try_update(|s| {
@@ -588,7 +597,7 @@ async fn restart_target(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(t) = api.runner.config.target(&id).cloned() else {
+    let Some(t) = api.runner.config().target(&id).cloned() else {
         return error(
             StatusCode::NOT_FOUND,
             "unknown_target",
@@ -748,7 +757,7 @@ async fn maintenance(
     let Ok(body) = body else {
         return too_large(BODY_LIMIT);
     };
-    if api.runner.config.target(&id).is_none() {
+    if api.runner.config().target(&id).is_none() {
         return error(
             StatusCode::NOT_FOUND,
             "unknown_target",
@@ -769,4 +778,137 @@ async fn maintenance(
         }
         Err(e) => not_stored(&e),
     }
+}
+
+async fn list_targets(State(api): State<Shared>) -> Response {
+    Json(api.runner.targets_listing()).into_response()
+}
+
+async fn audit(State(api): State<Shared>) -> Response {
+    Json(
+        api.runner
+            .read(|s| crate::core::control::audit_view(&s.audit)),
+    )
+    .into_response()
+}
+
+/// The answer to a target change: 200 with what was done, or why not.
+fn target_change(r: Result<Result<TargetChange, TargetChangeError>, StoreError>) -> Response {
+    match r {
+        Ok(Ok(change)) => Json(json!({"ok": true, "change": change})).into_response(),
+        Err(e) => not_stored(&e),
+        Ok(Err(e)) => {
+            let (status, code) = match &e {
+                TargetChangeError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_target"),
+                TargetChangeError::FileWins(_) | TargetChangeError::InFile(_) => {
+                    (StatusCode::CONFLICT, "file_target")
+                }
+                TargetChangeError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_target"),
+            };
+            let mut body = json!(ErrorBody::new(code, e.to_string()));
+            if let TargetChangeError::Invalid { key, reason } = &e {
+                body["error"]["key"] = json!(key);
+                body["error"]["reason"] = json!(reason);
+            }
+            (status, Json(body)).into_response()
+        }
+    }
+}
+
+async fn put_target(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        return too_large(BODY_LIMIT);
+    };
+    let body: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("not JSON: {e}"),
+            )
+        }
+    };
+    let by = operator(&headers);
+    target_change(
+        api.runner
+            .change_targets(|s, file| s.put_api_target(file, body, &by, now_ms())),
+    )
+}
+
+async fn delete_target(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let by = operator(&headers);
+    target_change(
+        api.runner
+            .change_targets(|s, file| s.remove_api_target(file, &id, &by, now_ms())),
+    )
+}
+
+/// Runbook runs, newest first (those awaiting approval among them).
+async fn approvals(State(api): State<Shared>) -> Response {
+    Json(api.runner.read(views::runbook_runs)).into_response()
+}
+
+/// The answer to a runbook request or decision.
+fn run_answer(
+    r: Result<Result<RunbookRun, RunbookError>, StoreError>,
+    ok: StatusCode,
+    runner: &Arc<Runner>,
+) -> Response {
+    match r {
+        Ok(Ok(run)) => {
+            runner.start_runs();
+            runner.deliver_soon();
+            (ok, Json(json!({"ok": true, "run": run}))).into_response()
+        }
+        Err(e) => not_stored(&e),
+        Ok(Err(e)) => {
+            runner.deliver_soon();
+            let (status, code) = match &e {
+                RunbookError::UnknownRunbook(_) => (StatusCode::NOT_FOUND, "unknown_runbook"),
+                RunbookError::UnknownApproval(_) => (StatusCode::NOT_FOUND, "unknown_approval"),
+                RunbookError::AlreadyDecided { .. } => (StatusCode::CONFLICT, "already_decided"),
+                RunbookError::Expired(_) => (StatusCode::GONE, "expired"),
+            };
+            error(status, code, e.to_string())
+        }
+    }
+}
+
+async fn execute_runbook(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let by = operator(&headers);
+    let config = api.runner.config();
+    let done = api
+        .runner
+        .try_update(|s| Ok(s.execute_runbook(&config, &id, &by, now_ms())));
+    run_answer(done, StatusCode::ACCEPTED, &api.runner)
+}
+
+async fn decide_approval(
+    State(api): State<Shared>,
+    Path((id, decision)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let approve = match decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+    };
+    let by = operator(&headers);
+    let done = api
+        .runner
+        .try_update(|s| Ok(s.decide_approval(&id, approve, &by, now_ms())));
+    run_answer(done, StatusCode::OK, &api.runner)
 }

@@ -305,7 +305,7 @@ async fn require(AxState(s): AxState<Arc<Scrape>>, req: Request, next: Next) -> 
 
 async fn metrics(AxState(s): AxState<Arc<Scrape>>) -> Response {
     let runner = &s.runner;
-    let text = runner.read(|state| runner.metrics.render(&runner.config, state, now_ms()));
+    let text = runner.read(|state| runner.metrics.render(&runner.config(), state, now_ms()));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],

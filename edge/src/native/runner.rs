@@ -17,6 +17,7 @@ use super::io::{now_ms, NativeIo};
 use super::store::{FileStore, StoreError, CRASHES_DOC, HISTORY_DOC};
 use crate::config::Config;
 use crate::core::alert::Delivery;
+use crate::core::control::{self, TargetChange, TargetChangeError};
 use crate::core::crash::{self, Crash, CrashError, CrashLog, CrashReport};
 use crate::core::deadman;
 use crate::core::history::History;
@@ -25,7 +26,7 @@ use crate::core::signal::{HostSignal, SignalOutcome};
 use crate::core::state::{Event, State};
 use crate::core::store_health::StoreView;
 use crate::core::vantage::{Batch, BatchError, BatchOutcome};
-use crate::remediation::{run_round, RemediationIo, RoundInput};
+use crate::remediation::{run_round, run_step, RemediationIo, RoundInput};
 
 /// Recent observations kept per target, in memory.
 const RECENT_KEPT: usize = 120;
@@ -34,7 +35,11 @@ const RECENT_KEPT: usize = 120;
 const LEASE_MS: u64 = 15 * 60 * 1000;
 
 pub struct Runner {
-    pub config: Arc<Config>,
+    /// The configuration as read from the file.
+    pub file_config: Arc<Config>,
+    /// The effective configuration: the file's with the API targets
+    /// (`core::control`); replaced, under the state's lock, when they change.
+    config: Mutex<Arc<Config>>,
     pub io: Arc<NativeIo>,
     state: Mutex<State>,
     /// Locked before `state` where both are needed.
@@ -50,6 +55,8 @@ pub struct Runner {
     wake_cycle: tokio::sync::Notify,
     owner: String,
     rounds: Mutex<Vec<JoinHandle<()>>>,
+    /// Runbook runs with a task stepping through them.
+    running: Mutex<std::collections::HashSet<String>>,
     pub metrics: super::metrics::Metrics,
 }
 
@@ -60,9 +67,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Runner {
     /// Opens the store (refusing a state dir another runner holds) and
     /// brings the stored state in line with the configuration.
-    pub fn open(config: Arc<Config>, io: Arc<NativeIo>) -> Result<Arc<Self>, StoreError> {
-        let mut store = FileStore::open(std::path::Path::new(&config.state_dir))?;
+    pub fn open(file_config: Arc<Config>, io: Arc<NativeIo>) -> Result<Arc<Self>, StoreError> {
+        let mut store = FileStore::open(std::path::Path::new(&file_config.state_dir))?;
         let mut state = store.load()?;
+        let (config, left_out) = control::effective(&file_config, &state.api_targets);
+        for (id, why) in &left_out {
+            tracing::warn!(target_id = %id, %why, "API target not watched");
+        }
+        let config = Arc::new(config);
         // The lock is ours: leases in the file belong to a runner that is gone.
         state.reconcile(&config, now_ms(), true);
         // Checked at start (main): an error here means no links.
@@ -73,7 +85,8 @@ impl Runner {
         let crashes = store.load_doc(CRASHES_DOC)?;
         Ok(Arc::new(Runner {
             owner: format!("native-{}-{}", std::process::id(), now_ms()),
-            config,
+            file_config,
+            config: Mutex::new(config),
             io,
             state: Mutex::new(state),
             history: Mutex::new(history),
@@ -84,8 +97,50 @@ impl Runner {
             wake_delivery: tokio::sync::Notify::new(),
             wake_cycle: tokio::sync::Notify::new(),
             rounds: Mutex::new(Vec::new()),
+            running: Mutex::new(Default::default()),
             metrics: Default::default(),
         }))
+    }
+
+    /// The effective configuration now (a snapshot: a target change made
+    /// meanwhile is seen by the next call).
+    pub fn config(&self) -> Arc<Config> {
+        lock(&self.config).clone()
+    }
+
+    /// Adds, replaces or removes an API target (`change` is one of
+    /// `State::put_api_target`, `State::remove_api_target`): stored before
+    /// the effective configuration changes, or refused and undone.
+    pub fn change_targets(
+        &self,
+        change: impl FnOnce(&mut State, &Config) -> Result<(Config, TargetChange), TargetChangeError>,
+    ) -> Result<Result<TargetChange, TargetChangeError>, StoreError> {
+        let file = self.file_config.clone();
+        let done = self.try_update(|s| match change(s, &file) {
+            Ok((config, change)) => {
+                // Under the state's lock: the next cycle sees both at once.
+                *lock(&self.config) = Arc::new(config);
+                Ok(Ok(change))
+            }
+            Err(e) => Ok(Err(e)),
+        });
+        if done.is_err() {
+            // The state was put back: so is the configuration.
+            let api = self.read(|s| s.api_targets.clone());
+            *lock(&self.config) = Arc::new(control::effective(&file, &api).0);
+        }
+        if matches!(done, Ok(Ok(_))) {
+            self.wake_cycle.notify_one();
+            self.deliver_soon();
+        }
+        done
+    }
+
+    /// `GET /ops/targets`.
+    pub fn targets_listing(&self) -> serde_json::Value {
+        let api = self.read(|s| s.api_targets.clone());
+        let (effective, left_out) = control::effective(&self.file_config, &api);
+        control::listing(&self.file_config, &effective, &api, &left_out)
     }
 
     /// Reads the state under the lock.
@@ -166,7 +221,7 @@ impl Runner {
     ) -> Result<Result<Crash, CrashError>, StoreError> {
         let mut log = lock(&self.crashes);
         let before = log.clone();
-        let config = &self.config;
+        let config = &*self.config();
         let taken = self.try_update(|s| {
             let crash = match crash::intake(s, &mut log, report, truncated, config, now_ms()) {
                 Ok(c) => c.clone(),
@@ -185,7 +240,8 @@ impl Runner {
     /// A host's signal: the targets it concerns are due at once, and the
     /// cycle wakes for them. Nothing is stored (the schedule is not).
     pub fn signal(&self, sig: &HostSignal) -> SignalOutcome {
-        let outcome = lock(&self.state).signal(&self.config, sig, now_ms());
+        let config = self.config();
+        let outcome = lock(&self.state).signal(&config, sig, now_ms());
         if !outcome.probing.is_empty() {
             self.wake_cycle.notify_one();
         }
@@ -199,7 +255,7 @@ impl Runner {
         batch: &Batch,
     ) -> Result<Result<BatchOutcome, BatchError>, StoreError> {
         let taken = self.try_update(|s| {
-            Ok(s.take_batch(&self.config, batch, now_ms())
+            Ok(s.take_batch(&self.config(), batch, now_ms())
                 .map(|(outcome, events)| {
                     log_events(&events);
                     outcome
@@ -213,7 +269,7 @@ impl Runner {
     /// Stores the history when its flush is due (or now, with `force`).
     fn flush_history(&self, force: bool) {
         let mut history = lock(&self.history);
-        if !(force || history.flush_due(now_ms(), self.config.history_flush_ms())) {
+        if !(force || history.flush_due(now_ms(), self.config().history_flush_ms())) {
             return;
         }
         match lock(&self.store).save_doc(HISTORY_DOC, &*history) {
@@ -226,10 +282,11 @@ impl Runner {
 
     /// Reads the metrics of every host whose poll is due, beside the cycle.
     fn poll_hosts(self: &Arc<Self>) {
-        let every = self.config.host_metrics_every_ms();
+        let config = self.config();
+        let every = config.host_metrics_every_ms();
         let now = now_ms();
         let due = lock(&self.history).take_host_polls(
-            self.config.hosts.iter().map(|h| h.id.as_str()),
+            config.hosts.iter().map(|h| h.id.as_str()),
             now,
             every,
         );
@@ -266,19 +323,20 @@ impl Runner {
             let started = std::time::Instant::now();
             self.ping_deadman(true);
             let now = now_ms();
-            let due = self.update(|s| s.due_targets(&self.config, now));
+            let config = self.config();
+            let due = self.update(|s| s.due_targets(&config, now));
             let probed = due.len();
             // Owned indexes: a stream closure borrowing targets would tie the
             // future to one lifetime and keep it from being spawned.
-            let indexes: Vec<usize> = (0..self.config.targets.len())
-                .filter(|i| due.contains(&self.config.targets[*i].id))
+            let indexes: Vec<usize> = (0..config.targets.len())
+                .filter(|i| due.contains(&config.targets[*i].id))
                 .collect();
             let observations: Vec<Observation> = stream::iter(indexes)
                 .map(|i| {
-                    let (io, config) = (self.io.clone(), self.config.clone());
+                    let (io, config) = (self.io.clone(), config.clone());
                     async move { io.probe(&config.targets[i]).await }
                 })
-                .buffer_unordered(self.config.probe_concurrency)
+                .buffer_unordered(config.probe_concurrency)
                 .collect()
                 .await;
             self.record(&observations);
@@ -287,16 +345,20 @@ impl Runner {
             {
                 let mut history = lock(&self.history);
                 self.update(|s| {
+                    // Read again under the state's lock: a target removed
+                    // during the probes is not observed back into the state.
+                    let config = self.config();
                     let at = now_ms();
                     for obs in &observations {
-                        log_events(&s.observe_and_record(&self.config, &mut history, obs, at));
+                        log_events(&s.observe_and_record(&config, &mut history, obs, at));
                     }
-                    log_events(&s.tick(&self.config, &history, oncall.as_deref(), at));
+                    log_events(&s.tick(&config, &history, oncall.as_deref(), at));
                 });
             }
             self.flush_history(false);
             self.poll_hosts();
             self.start_rounds();
+            self.start_runs();
             self.deliver_soon();
             self.metrics.cycle(started.elapsed(), now_ms());
             self.ping_deadman(false);
@@ -320,27 +382,27 @@ impl Runner {
     /// free; each runs as its own task.
     pub fn start_rounds(self: &Arc<Self>) {
         let now = now_ms();
+        let config = self.config();
         let leased: Vec<_> = self.update(|s| {
-            s.remediation_due(&self.config, now)
+            s.remediation_due(&config, now)
                 .into_iter()
                 .filter_map(|id| {
-                    let (n, resume) =
-                        s.take_lease(&self.config, &id, &self.owner, now, LEASE_MS)?;
+                    let (n, resume) = s.take_lease(&config, &id, &self.owner, now, LEASE_MS)?;
                     Some((s.incident(&id)?.clone(), n, resume))
                 })
                 .collect()
         });
         for (incident, n, resume) in leased {
-            let Some(target) = self.config.target(&incident.target).cloned() else {
+            let Some(target) = config.target(&incident.target).cloned() else {
                 continue;
             };
-            let this = self.clone();
+            let (this, config) = (self.clone(), config.clone());
             let handle = tokio::spawn(async move {
                 let note = |p: &crate::core::incident::PendingAction| {
                     this.update(|s| s.note_action(&incident.id, &this.owner, p.clone(), now_ms()))
                 };
                 let input = RoundInput {
-                    config: &this.config,
+                    config: &config,
                     target: &target,
                     incident: &incident,
                     n,
@@ -356,7 +418,7 @@ impl Runner {
                 }
                 this.update(|s| {
                     log_events(&s.complete_round(
-                        &this.config,
+                        &this.config(),
                         &incident.id,
                         &this.owner,
                         round,
@@ -365,6 +427,37 @@ impl Runner {
                     ));
                 });
                 this.deliver_soon();
+            });
+            lock(&self.rounds).push(handle);
+        }
+    }
+
+    /// Steps through every approved runbook run, one step at a time, each
+    /// run in a task of its own (a run resumed after a restart resends its
+    /// step under the same key: the agent replays it).
+    pub fn start_runs(self: &Arc<Self>) {
+        for run in self.read(|s| s.runs_due()) {
+            if !lock(&self.running).insert(run.id.clone()) {
+                continue;
+            }
+            let this = self.clone();
+            let handle = tokio::spawn(async move {
+                this.update(|s| s.start_run(&run.id));
+                while let Some(run) = this.read(|s| s.run(&run.id).cloned()) {
+                    let Some((k, _)) = run.next_step() else {
+                        break;
+                    };
+                    let config = this.config();
+                    let Some(step) = run_step(&*this.io, &config, &run, k).await else {
+                        break;
+                    };
+                    this.record(&step.reprobes);
+                    this.update(|s| {
+                        log_events(&s.record_step(&this.config(), &run.id, step, now_ms()))
+                    });
+                    this.deliver_soon();
+                }
+                lock(&this.running).remove(&run.id);
             });
             lock(&self.rounds).push(handle);
         }
@@ -389,7 +482,7 @@ impl Runner {
         if self.io.secrets().deadman_url.is_none() {
             return;
         }
-        let fail_after = self.config.deadman.fail_after_ms();
+        let fail_after = self.config().deadman.fail_after_ms();
         let ping = match start {
             true => deadman::Ping::Start,
             false => self.read(|s| deadman::ping(s, now_ms(), fail_after)),
@@ -421,7 +514,7 @@ impl Runner {
     pub async fn deliver(&self) {
         let _one_at_a_time = self.delivering.lock().await;
         loop {
-            let per_minute = self.config.discord.max_per_minute as usize;
+            let per_minute = self.config().discord.max_per_minute as usize;
             let Some(entry) = self.update(|s| s.outbox.due(now_ms(), per_minute)) else {
                 return;
             };
@@ -446,7 +539,7 @@ impl Runner {
         let next = self
             .read(|s| s.next_probe_at_ms())
             .unwrap_or(u64::MAX)
-            .min(now_ms() + self.config.interval_ms());
+            .min(now_ms() + self.config().interval_ms());
         Duration::from_millis(next.saturating_sub(now_ms()).max(10))
     }
 
@@ -472,13 +565,14 @@ impl Runner {
     /// cycle asks for, the rounds it starts, and the deliveries.
     pub async fn once(self: &Arc<Self>) {
         let now = now_ms();
+        let config = self.config();
         self.update(|s| {
-            s.due_targets(&self.config, now);
+            s.due_targets(&config, now);
             for ts in s.targets.values_mut() {
                 ts.next_regular_at_ms = now;
             }
         });
-        let end = now + self.config.interval_ms();
+        let end = now + self.config().interval_ms();
         loop {
             self.cycle().await;
             let confirm = self.read(|s| s.targets.values().filter_map(|t| t.confirm_at_ms).min());

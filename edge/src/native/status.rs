@@ -15,7 +15,7 @@ use crate::status_page::{self, StatusView, CSP};
 
 /// The routes, or none when the page is off (they answer 404 then).
 pub fn router(runner: Arc<Runner>) -> Router {
-    if !runner.config.status_page.enabled {
+    if !runner.config().status_page.enabled {
         return Router::new();
     }
     Router::new()
@@ -26,7 +26,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
 
 fn view(runner: &Runner) -> StatusView {
     let now = now_ms();
-    runner.read_with_history(|s, h| status_page::view(&runner.config, s, h, now))
+    runner.read_with_history(|s, h| status_page::view(&runner.config(), s, h, now))
 }
 
 async fn page(AxState(runner): AxState<Arc<Runner>>) -> Response {

@@ -67,7 +67,7 @@ async fn serve(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response 
             over_tls(headers),
             now_ms(),
             s,
-            &shared.runner.config.targets,
+            &shared.runner.config().targets,
         )
     });
     let answer = match step {

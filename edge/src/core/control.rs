@@ -1,0 +1,344 @@
+//! Targets changed through the control API (`POST/DELETE /ops/targets`) and
+//! the audit list of every change made through it (`GET /ops/audit`).
+//!
+//! API targets are stored in the state as the body they were posted with
+//! (validated), never written into the operator's file. The effective set is
+//! the file's targets with the API targets laid over them: an API target
+//! replaces the file's target of the same id, unless the file says
+//! `file_targets_win = true`, in which case the file's is kept and the API
+//! one is listed as shadowed (and a POST of a file id is refused).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::state::State;
+use crate::config::{Config, ConfigError, Target};
+
+/// Audit entries kept, newest last.
+pub const AUDIT_KEPT: usize = 1000;
+
+/// A target added through the API: its body as posted, who and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiTarget {
+    pub body: Value,
+    pub at_ms: u64,
+    pub by: String,
+}
+
+/// One change made through the control API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at_ms: u64,
+    /// `X-Vigil-Operator`, or `control-token` without it.
+    pub who: String,
+    /// What was done (`target.add`, `target.replace`, `target.remove`, ...).
+    pub what: String,
+    /// What it was done to (a target id, a runbook id, ...).
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Why a change of the API targets was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TargetChangeError {
+    /// The body is not a valid target (400; the key as in the file, `target.<field>`).
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+    /// The file's target of this id wins (`file_targets_win`): 409.
+    #[error("target {0:?} is in the configuration file, which wins (file_targets_win = true)")]
+    FileWins(String),
+    /// Only API targets can be removed through the API: 409.
+    #[error("target {0:?} is in the configuration file: remove it there")]
+    InFile(String),
+    #[error("no API target {0:?}")]
+    Unknown(String),
+}
+
+/// The effective configuration: `file` with `api`'s targets laid over it
+/// (see the module's rule), and the API targets left out with the reason
+/// (shadowed by the file, or no longer valid against it).
+pub fn effective(
+    file: &Config,
+    api: &BTreeMap<String, ApiTarget>,
+) -> (Config, BTreeMap<String, TargetChangeError>) {
+    let mut config = file.clone();
+    let mut pending: Vec<&String> = api.keys().collect();
+    // Passes until nothing more fits: a target may depend on one after it.
+    loop {
+        let mut left_out = BTreeMap::new();
+        let before = pending.len();
+        pending.retain(|id| match lay_over(file, &config, id, &api[*id].body) {
+            Ok(next) => {
+                config = next;
+                false
+            }
+            Err(e) => {
+                left_out.insert((*id).clone(), e);
+                true
+            }
+        });
+        if pending.is_empty() || pending.len() == before {
+            return (config, left_out);
+        }
+    }
+}
+
+/// The effective configuration with `api` instead of `before`, refused
+/// when `changed` or any API target that was in use would be left out.
+fn change(
+    file: &Config,
+    before: &BTreeMap<String, ApiTarget>,
+    api: &BTreeMap<String, ApiTarget>,
+    changed: &str,
+) -> Result<Config, TargetChangeError> {
+    let (_, out_before) = effective(file, before);
+    let (config, mut out) = effective(file, api);
+    if let Some(e) = out.remove(changed) {
+        return Err(e);
+    }
+    match out.into_iter().find(|(id, _)| !out_before.contains_key(id)) {
+        Some((id, e)) => Err(invalid(
+            &format!("target {id:?}"),
+            format!("the change would leave this API target invalid: {e}"),
+        )),
+        None => Ok(config),
+    }
+}
+
+/// `current` with the target posted as `body` added or replaced, validated
+/// like the file.
+fn lay_over(
+    file: &Config,
+    current: &Config,
+    id: &str,
+    body: &Value,
+) -> Result<Config, TargetChangeError> {
+    if file.file_targets_win && file.target(id).is_some() {
+        return Err(TargetChangeError::FileWins(id.to_string()));
+    }
+    let target = parse_target(body)?;
+    if target.id != id {
+        return Err(invalid(
+            "target.id",
+            format!("{:?} is not {id:?}", target.id),
+        ));
+    }
+    let mut next = current.clone();
+    let index = match next.targets.iter().position(|t| t.id == id) {
+        Some(i) => {
+            next.targets[i] = target;
+            i
+        }
+        None => {
+            next.targets.push(target);
+            next.targets.len() - 1
+        }
+    };
+    next.revalidated().map_err(|e| posted_key(e, index))
+}
+
+/// Reads a posted target the way the file's `[[target]]` is read.
+pub fn parse_target(body: &Value) -> Result<Target, TargetChangeError> {
+    if !body.is_object() {
+        return Err(invalid("target", "a JSON object".into()));
+    }
+    serde_json::from_value(body.clone()).map_err(|e| {
+        let message = e.to_string();
+        // serde names the field in backquotes: "unknown field `urll`, ...".
+        let key = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.contains("field `"))
+            .map_or_else(|| "target".to_string(), |f| format!("target.{f}"));
+        invalid(&key, message)
+    })
+}
+
+fn invalid(key: &str, reason: String) -> TargetChangeError {
+    TargetChangeError::Invalid {
+        key: key.to_string(),
+        reason,
+    }
+}
+
+/// The file's error for the posted target (`target[7].url`) as the body's
+/// (`target.url`); an error about another target (one that depends on
+/// this one, say) keeps its key.
+fn posted_key(e: ConfigError, index: usize) -> TargetChangeError {
+    let mark = format!("target[{index}].");
+    let key = match e.key.strip_prefix(&mark) {
+        Some(rest) => format!("target.{rest}"),
+        None => e.key,
+    };
+    invalid(&key, e.reason)
+}
+
+/// What a change did, for the caller and the audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetChange {
+    pub what: &'static str,
+    pub target: String,
+    /// The incident the removal resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+}
+
+impl State {
+    /// Adds or replaces the API target `body`; returns the new effective
+    /// configuration (the caller uses it from now on). Nothing changes when
+    /// it is refused.
+    pub fn put_api_target(
+        &mut self,
+        file: &Config,
+        body: Value,
+        by: &str,
+        now_ms: u64,
+    ) -> Result<(Config, TargetChange), TargetChangeError> {
+        let id = parse_target(&body)?.id;
+        let mut api = self.api_targets.clone();
+        let replaced = api
+            .insert(
+                id.clone(),
+                ApiTarget {
+                    body: body.clone(),
+                    at_ms: now_ms,
+                    by: by.to_string(),
+                },
+            )
+            .is_some();
+        let config = change(file, &self.api_targets, &api, &id)?;
+        let what = match replaced || file.target(&id).is_some() {
+            true => "target.replace",
+            false => "target.add",
+        };
+        self.api_targets = api;
+        self.reconcile(&config, now_ms, false);
+        self.audit(now_ms, by, what, &id, Some(body.to_string()));
+        Ok((
+            config,
+            TargetChange {
+                what,
+                target: id,
+                resolved: None,
+            },
+        ))
+    }
+
+    /// Removes the API target `id`; an open incident of a target that is
+    /// gone is resolved with the reason. The file's target of the same id
+    /// (if any) is watched again.
+    pub fn remove_api_target(
+        &mut self,
+        file: &Config,
+        id: &str,
+        by: &str,
+        now_ms: u64,
+    ) -> Result<(Config, TargetChange), TargetChangeError> {
+        if !self.api_targets.contains_key(id) {
+            return Err(match file.target(id) {
+                Some(_) => TargetChangeError::InFile(id.to_string()),
+                None => TargetChangeError::Unknown(id.to_string()),
+            });
+        }
+        let mut api = self.api_targets.clone();
+        api.remove(id);
+        let config = change(file, &self.api_targets, &api, id)?;
+        self.api_targets = api;
+        let mut resolved = None;
+        if config.target(id).is_none() {
+            if let Some(inc) = self.targets.get(id).and_then(|t| t.open_incident.clone()) {
+                if let Some(i) = self.incident_mut(&inc) {
+                    i.resolved_at_ms = Some(now_ms);
+                    i.resolution = Some(format!("target removed through the API by {by}"));
+                    i.lease = None;
+                }
+                resolved = Some(inc);
+            }
+        }
+        self.reconcile(&config, now_ms, false);
+        self.follow_pages(now_ms);
+        self.audit(
+            now_ms,
+            by,
+            "target.remove",
+            id,
+            resolved.as_ref().map(|i| format!("resolved incident {i}")),
+        );
+        Ok((
+            config,
+            TargetChange {
+                what: "target.remove",
+                target: id.to_string(),
+                resolved,
+            },
+        ))
+    }
+
+    /// Records one change in the audit list (the oldest beyond
+    /// [`AUDIT_KEPT`] dropped).
+    pub fn audit(
+        &mut self,
+        now_ms: u64,
+        who: &str,
+        what: &str,
+        subject: &str,
+        detail: Option<String>,
+    ) {
+        self.audit.push_back(AuditEntry {
+            at_ms: now_ms,
+            who: who.to_string(),
+            what: what.to_string(),
+            subject: subject.to_string(),
+            detail,
+        });
+        while self.audit.len() > AUDIT_KEPT {
+            self.audit.pop_front();
+        }
+    }
+}
+
+/// `GET /ops/targets`: the effective targets (each marked `file` or `api`),
+/// and the API targets left out, with why.
+pub fn listing(
+    file: &Config,
+    effective: &Config,
+    api: &BTreeMap<String, ApiTarget>,
+    left_out: &BTreeMap<String, TargetChangeError>,
+) -> Value {
+    let targets: Vec<Value> = effective
+        .targets
+        .iter()
+        .map(|t| {
+            let body = match api.get(&t.id) {
+                Some(a) if !left_out.contains_key(&t.id) => serde_json::json!({
+                    "source": "api", "added_at_ms": a.at_ms, "added_by": a.by,
+                    "replaces_file_target": file.target(&t.id).is_some(), "target": a.body,
+                }),
+                _ => serde_json::json!({"source": "file"}),
+            };
+            let mut v =
+                serde_json::json!({"id": t.id, "url": t.url, "role": t.role, "host": t.host});
+            if let (Some(o), Some(b)) = (v.as_object_mut(), body.as_object()) {
+                o.extend(b.clone());
+            }
+            v
+        })
+        .collect();
+    let left: Vec<Value> = left_out
+        .iter()
+        .map(|(id, why)| serde_json::json!({"id": id, "why": why.to_string(), "target": api.get(id).map(|a| &a.body)}))
+        .collect();
+    serde_json::json!({
+        "file_targets_win": file.file_targets_win,
+        "targets": targets,
+        "api_targets_left_out": left,
+    })
+}
+
+/// The audit list, newest first.
+pub fn audit_view(audit: &VecDeque<AuditEntry>) -> Value {
+    serde_json::json!({"audit": audit.iter().rev().collect::<Vec<_>>()})
+}
