@@ -3,6 +3,7 @@
 //! `native` is the tokio shell that `cargo run` starts, `worker` the
 //! Cloudflare Worker shell (wasm32 only). See ARCHITECTURE.md.
 
+pub mod ack_page;
 pub mod analytics;
 pub mod audit_page;
 pub mod client;

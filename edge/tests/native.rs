@@ -2525,20 +2525,7 @@ fn a_pages_signed_ack_link_confirms_acknowledges_once_and_expires() {
         discord.pages().len() == 1
     });
     let page = discord.pages()[0].clone();
-    let field = page["embeds"][0]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "Acknowledge")
-        .unwrap_or_else(|| panic!("{page}"))["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let link = field
-        .strip_prefix("[Acknowledge](")
-        .and_then(|l| l.strip_suffix(')'))
-        .unwrap()
-        .to_string();
+    let link = Discord::ack_link(&page);
     let http = reqwest::blocking::Client::new();
     let open = http.get(&link).send().unwrap();
     assert_eq!(open.status().as_u16(), 200);

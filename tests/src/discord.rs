@@ -100,6 +100,22 @@ impl Discord {
             .collect()
     }
 
+    /// The ack link of a page (its `Acknowledge` field).
+    pub fn ack_link(page: &Value) -> String {
+        let field = page["embeds"][0]["fields"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["name"] == "Acknowledge"))
+            .unwrap_or_else(|| panic!("no Acknowledge field: {page}"))["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        field
+            .strip_prefix("[Acknowledge](")
+            .and_then(|l| l.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("not a link: {field}"))
+            .to_string()
+    }
+
     /// Accepted messages that @mention someone.
     pub fn pages(&self) -> Vec<Value> {
         self.accepted()

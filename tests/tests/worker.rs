@@ -1977,3 +1977,58 @@ fn the_worker_pings_the_deadman_url_once_per_cycle() {
     assert_eq!(status, 200);
     assert_eq!(hc.successes(), 3);
 }
+
+/// Ack links in the Worker: the page carries a signed link; opening it
+/// acknowledges nothing, posting it acknowledges once (a replay is refused,
+/// a forged link too).
+#[test]
+fn a_pages_ack_link_acknowledges_once_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    target.set(Behaviour::Status(500));
+    // Links point at the Worker's public address; the test reaches it on
+    // wrangler's.
+    let base = "https://vigil.example";
+    let config = format!(
+        "interval_s = 60\nretry_after_s = 0.3\n[ack_link]\nbase_url = {base:?}\n[[target]]\nid = \"api\"\nurl = {:?}\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\ntimeout_ms = 2000\n[[host]]\nid = \"vps1\"\nurl_env = \"NO_SUCH_AGENT_URL\"\ntoken_env = \"NO_SUCH_AGENT_TOKEN\"\n",
+        target.url()
+    );
+    let w = Wrangler::start(vars(
+        config,
+        vec![
+            ("DISCORD_WEBHOOK_URL", discord.url()),
+            ("DISCORD_ALERT_USER_ID", "424242".into()),
+            ("ACK_LINK_SECRET", "ack-link-secret-0123456789".into()),
+        ],
+    ));
+    for _ in 0..5 {
+        w.scheduled();
+        if !discord.pages().is_empty() {
+            break;
+        }
+    }
+    let page = discord.pages().first().cloned().expect("a page");
+    let link = Discord::ack_link(&page).replace(base, &w.url(""));
+    let open = w.http.get(&link).send().unwrap();
+    assert_eq!(open.status().as_u16(), 200);
+    assert!(open.text().unwrap().contains("<form method=post"));
+    let (_, incidents) = get(&w, "/ops/incidents?state=open", Some(READ_TOKEN));
+    let id = incidents["incidents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inc = |w: &Wrangler| get(w, &format!("/ops/incidents/{id}"), Some(READ_TOKEN)).1;
+    assert!(
+        inc(&w)["acked_at_ms"].is_null(),
+        "opening acknowledges nothing"
+    );
+    assert_eq!(w.http.post(&link).send().unwrap().status().as_u16(), 200);
+    assert_eq!(inc(&w)["acked_by"], "ack link");
+    let replay = w.http.post(&link).send().unwrap().status().as_u16();
+    assert_eq!(replay, 409, "a replay is refused");
+    let forged = link.replace("expires=", "expires=9");
+    assert_eq!(w.http.post(&forged).send().unwrap().status().as_u16(), 403);
+}

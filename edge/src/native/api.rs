@@ -31,7 +31,7 @@ use crate::core::signal::HostSignal;
 use crate::core::state::StateError;
 use crate::core::vantage::{Batch, BatchError};
 use crate::shell::{manual_unstored, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
-use crate::{ops_requests, views};
+use crate::{ack_page, ops_requests, views};
 
 struct Api {
     runner: Arc<Runner>,
@@ -647,33 +647,14 @@ struct AckLinkQuery {
     sig: String,
 }
 
-/// A small HTML answer for a person following a link.
-fn html(status: StatusCode, title: &str, body: &str) -> Response {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
-    let page = format!(
-        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>{t}</title><h1>{t}</h1>{body}",
-        t = esc(title)
-    );
+/// An ack-link page as the answer.
+fn html(p: ack_page::Page) -> Response {
     (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        page,
+        StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        p.html,
     )
         .into_response()
-}
-
-fn ack_link_refused(e: AckLinkError) -> Response {
-    let status = match e {
-        AckLinkError::BadSignature => StatusCode::FORBIDDEN,
-        AckLinkError::Expired => StatusCode::GONE,
-        AckLinkError::Used => StatusCode::CONFLICT,
-    };
-    html(status, "Not acknowledged", &format!("<p>{e}.</p>"))
 }
 
 /// The confirmation page: a GET acknowledges nothing (link previews).
@@ -682,24 +663,17 @@ async fn ack_link_page(
     query: Result<Query<AckLinkQuery>, QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else {
-        return ack_link_refused(AckLinkError::BadSignature);
+        return html(ack_page::refused(AckLinkError::BadSignature));
     };
-    let checked = api.runner.read(|s| {
-        s.ack_links
-            .as_ref()
-            .ok_or(AckLinkError::BadSignature)
-            .and_then(|l| l.check(&q.incident, q.expires, &q.sig, now_ms()))
-    });
-    if let Err(e) = checked {
-        return ack_link_refused(e);
-    }
-    let form = format!(
-        "<p>Acknowledge incident {id}? Vigil stops remediating it, reminding and escalating.</p><form method=post action=\"?incident={id}&amp;expires={exp}&amp;sig={sig}\"><button>Acknowledge</button></form>",
-        id = q.incident.replace(['<', '>', '"', '&'], ""),
-        exp = q.expires,
-        sig = q.sig.replace(['<', '>', '"', '&'], ""),
-    );
-    html(StatusCode::OK, "Acknowledge the page", &form)
+    html(api.runner.read(|s| {
+        ack_page::open(
+            s.ack_links.as_ref(),
+            &q.incident,
+            q.expires,
+            &q.sig,
+            now_ms(),
+        )
+    }))
 }
 
 async fn ack_link(
@@ -707,34 +681,15 @@ async fn ack_link(
     query: Result<Query<AckLinkQuery>, QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else {
-        return ack_link_refused(AckLinkError::BadSignature);
+        return html(ack_page::refused(AckLinkError::BadSignature));
     };
     let done = api
         .runner
         .try_update(|s| Ok(s.acknowledge_by_link(&q.incident, q.expires, &q.sig, now_ms())));
-    match done {
-        Ok(Ok(Ok(()))) => html(
-            StatusCode::OK,
-            "Acknowledged",
-            "<p>The incident is acknowledged.</p>",
-        ),
-        Ok(Ok(Err(StateError::NoIncident))) => html(
-            StatusCode::NOT_FOUND,
-            "Not acknowledged",
-            "<p>No such incident.</p>",
-        ),
-        Ok(Ok(Err(StateError::AlreadyResolved))) => html(
-            StatusCode::CONFLICT,
-            "Not acknowledged",
-            "<p>The incident is already resolved.</p>",
-        ),
-        Ok(Err(e)) => ack_link_refused(e),
-        Err(e) => html(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not acknowledged",
-            &format!("<p>The acknowledgement could not be stored: {e}. Try again.</p>"),
-        ),
-    }
+    html(match done {
+        Ok(done) => ack_page::outcome(done),
+        Err(e) => ack_page::unstored(&e.to_string()),
+    })
 }
 
 async fn resolve(

@@ -145,7 +145,10 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     let config = load_config(env)?;
     let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
     let ae = env.analytics_engine(AE_BINDING).ok();
+    let ack_links = io.secrets().ack_links(&config)?;
     let (store, mut state) = Store::open(env, durable, Budget::new(config.plan())).await?;
+    // Pages carry ack links when `[ack_link]` is set (its secret checked).
+    state.ack_links = ack_links;
     let mut history = store.history().await?;
     history.retain_targets(|id| config.target(id).is_some());
     let start = now_ms();

@@ -12,12 +12,13 @@ use super::signal;
 use super::store::{self, Store, CRASHES_KEY};
 use super::{load_config, lookup};
 use crate::config::Config;
+use crate::core::acklink::AckLinkError;
 use crate::core::budget::Budget;
 use crate::core::crash::{self, CrashLog, CrashReport};
 use crate::core::state::{State, StateError};
 use crate::shell::{manual_unstored, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::ui::{changed, Answer, Step, Ui, UiRequest, HEADERS};
-use crate::{ops_requests, status_page, views};
+use crate::{ack_page, ops_requests, status_page, views};
 
 /// Writes one crash report costs at most: the crash log and the state.
 const CRASH_REPORT_WRITES: u32 = 2;
@@ -39,6 +40,8 @@ enum Access {
     Signal,
     /// The status page: no token, but only when enabled.
     Public,
+    /// A page's ack link: no token, its signature is checked.
+    AckLink,
 }
 
 /// Every request: `/_log` answers with CORS headers (browsers post crash
@@ -176,6 +179,11 @@ async fn auth_failure(req: &Request, env: &Env) -> worker::Result<Option<Respons
     .map(Some)
 }
 
+/// An ack-link page as the answer.
+fn html(p: ack_page::Page) -> worker::Result<Response> {
+    Ok(Response::from_html(p.html)?.with_status(p.status))
+}
+
 /// A write that could not be stored: the change was not made.
 fn not_stored(e: impl std::fmt::Display) -> worker::Result<Response> {
     let mut res = error(
@@ -206,6 +214,7 @@ async fn route(
         (Method::Post, ["ops", "actions", _, _]) | (Method::Post, ["ops", "restart", _]) => {
             Access::Control
         }
+        (Method::Get | Method::Post, ["ops", "ack-link"]) => Access::AckLink,
         (Method::Post, ["ops", "incidents", _, "ack" | "resolve"])
         | (Method::Post, ["ops", "target", _, "maintenance"]) => Access::Control,
         _ => return error(404, "not_found", "no such route"),
@@ -230,7 +239,7 @@ async fn route(
         Access::Public if !config.status_page.enabled => {
             return error(404, "not_found", "no such route")
         }
-        Access::Public => true,
+        Access::Public | Access::AckLink => true,
         Access::Read => check(&secrets.read_token) | check(&secrets.control_token),
         Access::Jobs => check(&secrets.jobs_token),
         Access::CrashLog => check(&secrets.crash_log_token),
@@ -243,11 +252,13 @@ async fn route(
             None => error(401, "unauthorized", "missing or wrong bearer token"),
         };
     }
+    let ack_links = secrets.ack_links(&config);
     let budget = Budget::new(config.plan());
     let (store, mut state) = match Store::open(env, durable, budget).await {
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
+    state.ack_links = ack_links.ok().flatten();
     // Read routes store nothing; a change is stored before it is answered.
     let changes = matches!(access, Access::Control | Access::Jobs | Access::CrashLog);
     let before = state.clone();
@@ -339,6 +350,27 @@ async fn route(
             json(202, &stored)
         }
         ["ops", "anomalies"] => json(200, &serde_json::json!({"anomalies": state.anomalies})),
+        ["ops", "ack-link"] => {
+            let (incident, sig) = (
+                query("incident").unwrap_or_default(),
+                query("sig").unwrap_or_default(),
+            );
+            let Some(expires) = query("expires").and_then(|e| e.parse().ok()) else {
+                return html(ack_page::refused(AckLinkError::BadSignature));
+            };
+            if method == Method::Get {
+                // A GET acknowledges nothing (link previews follow links).
+                let links = state.ack_links.as_ref();
+                return html(ack_page::open(links, &incident, expires, &sig, now));
+            }
+            let done = state.acknowledge_by_link(&incident, expires, &sig, now);
+            if done.is_ok() {
+                if let Err(e) = store.save_change(&mut state, before).await {
+                    return html(ack_page::unstored(&e));
+                }
+            }
+            return html(ack_page::outcome(done));
+        }
         ["status"] => {
             let page = store
                 .with_history(|h| status_page::html(&status_page::view(&config, &state, h, now)))
