@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use crate::config::Target;
 use crate::core::incident::{Incident, ManualAction, RemediationStatus, Round, StateChange};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::core::runbook::{RunStatus, RunbookRun, StepRecord};
 use crate::html::{escape, sort_small_by_key, when};
 
 /// The Content-Security-Policy the view is served with: no scripts, nothing
@@ -228,6 +230,13 @@ fn round_html(r: &Round) -> String {
     if let Some(a) = &r.action {
         let _ = write!(out, "<p>Action: <code>{}</code></p>", escape(a));
     }
+    if let Some(p) = &r.proposal {
+        let _ = write!(
+            out,
+            "<p>Proposed for approval: <code>{}</code></p>",
+            escape(p)
+        );
+    }
     if let Some(res) = &r.action_result {
         let _ = write!(
             out,
@@ -267,6 +276,14 @@ enum Entry<'a> {
     Paged(&'a str),
     Acked(&'a str),
     Manual(&'a ManualAction),
+    /// A runbook's request (or the ladder's proposal) and its approval
+    /// (native edge only: the Worker runs no runbooks).
+    #[cfg(not(target_arch = "wasm32"))]
+    Requested(&'a RunbookRun),
+    #[cfg(not(target_arch = "wasm32"))]
+    Decided(&'a RunbookRun),
+    #[cfg(not(target_arch = "wasm32"))]
+    Step(&'a StepRecord),
     Resolved(&'a str),
 }
 
@@ -309,9 +326,78 @@ impl Entry<'_> {
                 }
                 text
             }
+            #[cfg(not(target_arch = "wasm32"))]
+            Entry::Requested(run) => requested_html(run),
+            #[cfg(not(target_arch = "wasm32"))]
+            Entry::Decided(run) => {
+                let by = run.decided_by.as_deref().unwrap_or("nobody");
+                match run.status {
+                    RunStatus::Denied => format!("<strong>Denied</strong> by {}", escape(by)),
+                    RunStatus::Expired => "<strong>Expired</strong> unapproved: nothing ran".into(),
+                    _ => format!("<strong>Approved</strong> by {}", escape(by)),
+                }
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            Entry::Step(step) => step_html(step),
             Entry::Resolved(how) => format!("Resolved {}", escape(how)),
         }
     }
+}
+
+/// What was asked to run, by whom, and until when it may be approved.
+#[cfg(not(target_arch = "wasm32"))]
+fn requested_html(run: &RunbookRun) -> String {
+    let what = match &run.proposed_for {
+        Some(target) => format!(
+            "The ladder proposed <code>{}</code> for {}",
+            escape(&run.runbook),
+            escape(target)
+        ),
+        None => format!(
+            "Runbook <code>{}</code> ({}) on {} requested by {}",
+            escape(&run.runbook),
+            escape(&run.steps.join(" → ")),
+            escape(&run.host),
+            escape(&run.requested_by)
+        ),
+    };
+    match (run.status, run.expires_at_ms) {
+        (RunStatus::AwaitingApproval, Some(until)) => {
+            format!(
+                "{what}: <strong>awaiting approval</strong> until {}",
+                when(until)
+            )
+        }
+        _ => what,
+    }
+}
+
+/// One runbook step: its result and the re-probe after it.
+#[cfg(not(target_arch = "wasm32"))]
+fn step_html(step: &StepRecord) -> String {
+    let took = step.finished_at_ms.saturating_sub(step.started_at_ms);
+    let mut out = match &step.result {
+        Some(r) => format!(
+            "Step <code>{}</code>: {} in {} ms",
+            escape(&step.action),
+            word(&r.outcome),
+            took
+        ),
+        None => format!("Step <code>{}</code>: no result", escape(&step.action)),
+    };
+    if let Some(e) = &step.error {
+        out.push_str(&pre("Error", e));
+    }
+    for o in &step.reprobes {
+        let _ = write!(
+            out,
+            "<p>Re-probe of {}: {} ({} ms)</p>",
+            escape(&o.target),
+            o.health.as_str(),
+            o.latency_ms
+        );
+    }
+    out
 }
 
 /// The incident's entries in time order (the order found on a tie).
@@ -331,6 +417,16 @@ fn entries(i: &Incident) -> Vec<(u64, Entry<'_>)> {
     }
     for m in &i.manual_actions {
         out.push((m.at_ms, Entry::Manual(m)));
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(run) = &i.runbook {
+        out.push((run.requested_at_ms, Entry::Requested(run)));
+        if let Some(at) = run.decided_at_ms {
+            out.push((at, Entry::Decided(run)));
+        }
+        for step in &run.steps_run {
+            out.push((step.started_at_ms, Entry::Step(step)));
+        }
     }
     if let Some(at) = i.resolved_at_ms {
         out.push((at, Entry::Resolved(i.resolution.as_deref().unwrap_or(""))));
@@ -461,6 +557,80 @@ mod tests {
         let read_only = incident(&hostile(), None);
         assert!(!read_only.contains("name=\"csrf\""));
         assert!(!read_only.contains("/ack\""));
+    }
+
+    /// A runbook's request, its approval and each step are on the
+    /// timeline, in time order, as text; an expired request says nothing
+    /// ran.
+    #[test]
+    fn approvals_and_runbook_steps_are_on_the_timeline() {
+        use crate::core::probe::{Health, Observation};
+        use crate::core::runbook::{RunStatus, RunbookRun, StepRecord};
+        use vigil_wire::{ActionOutcome, ActionResult};
+        let mut i = hostile();
+        let step = StepRecord {
+            action: "restart_gateway".into(),
+            started_at_ms: 9_000,
+            finished_at_ms: 9_400,
+            result: Some(ActionResult {
+                name: "restart_gateway".into(),
+                ok: true,
+                outcome: ActionOutcome::Ok,
+                request_id: "r1".into(),
+                started_at_ms: 9_000,
+                finished_at_ms: 9_400,
+                duration_ms: 400,
+                output: None,
+                error: None,
+            }),
+            error: None,
+            reprobes: vec![Observation {
+                target: "gw".into(),
+                at_ms: 9_500,
+                health: Health::Healthy,
+                status: Some(200),
+                latency_ms: 12,
+                error: None,
+                cert: None,
+            }],
+        };
+        i.runbook = Some(RunbookRun {
+            id: "run-1".into(),
+            runbook: "web-reset".into(),
+            host: "vps1".into(),
+            steps: vec!["restart_gateway".into(), "reload_nginx".into()],
+            requested_by: "mallory <b>".into(),
+            requested_at_ms: 7_000,
+            status: RunStatus::Running,
+            expires_at_ms: Some(60_000),
+            decided_by: Some("alice".into()),
+            decided_at_ms: Some(8_000),
+            steps_run: vec![step],
+            proposed_for: None,
+        });
+        let page = incident(&i, None);
+        assert!(!page.contains("<b>"), "{page}");
+        let requested = page
+            .find("Runbook <code>web-reset</code> (restart_gateway → reload_nginx) on vps1 requested by mallory &lt;b&gt;")
+            .expect("the request");
+        let approved = page
+            .find("<strong>Approved</strong> by alice")
+            .expect("the approval");
+        let step = page
+            .find("Step <code>restart_gateway</code>: ok in 400 ms")
+            .expect("the step");
+        assert!(requested < approved && approved < step, "{page}");
+        assert!(page.contains("Re-probe of gw: healthy (12 ms)"), "{page}");
+        let run = i.runbook.as_mut().unwrap();
+        run.status = RunStatus::Expired;
+        run.decided_by = None;
+        run.steps_run.clear();
+        let page = incident(&i, None);
+        assert!(
+            page.contains("<strong>Expired</strong> unapproved: nothing ran"),
+            "{page}"
+        );
+        assert!(!page.contains("Step <code>"), "{page}");
     }
 
     #[test]

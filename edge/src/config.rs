@@ -1723,30 +1723,23 @@ token_env = "OPS_AGENT_TOKEN"
     fn the_shipped_example_is_valid() {
         let text = include_str!("../../deploy/edge.example.toml");
         Config::parse("deploy/edge.example.toml", text).unwrap();
-        // Its commented runbook, webhook and precedence keys too.
+        // Its commented runbook and webhook blocks (up to the next blank
+        // line) and its precedence key too.
+        let mut in_block = false;
         let uncommented = text
             .lines()
-            .map(|l| match l.strip_prefix("# ") {
-                Some(rest)
-                    if [
-                        "[[runbook]]",
-                        "[[webhook]]",
-                        "id =",
-                        "host =",
-                        "steps =",
-                        "approval =",
-                        "expires_s =",
-                        "url_env =",
-                        "secret_env =",
-                        "events =",
-                        "file_targets_win =",
-                    ]
-                    .iter()
-                    .any(|k| rest.starts_with(k)) =>
-                {
-                    rest
+            .map(|l| {
+                let rest = l.strip_prefix("# ");
+                if l.trim().is_empty() {
+                    in_block = false;
                 }
-                _ => l,
+                if rest.is_some_and(|r| r == "[[runbook]]" || r == "[[webhook]]") {
+                    in_block = true;
+                }
+                match rest {
+                    Some(r) if in_block || r.starts_with("file_targets_win =") => r,
+                    _ => l,
+                }
             })
             .collect::<Vec<_>>()
             .join("\n");

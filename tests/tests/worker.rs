@@ -363,7 +363,7 @@ fn durable_object_store_runs_one_cycle_at_a_time_and_pages_once() {
     target.set(Behaviour::Status(500));
     let dead_agent = format!("http://127.0.0.1:{}", vigil_testkit::free_port());
     let config = format!(
-        "interval_s = 60\nretry_after_s = 1.5\n[[target]]\nid = \"api\"\nurl = {:?}\nbody_contains = \"ok\"\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n",
+        "interval_s = 60\nretry_after_s = 3\n[[target]]\nid = \"api\"\nurl = {:?}\nbody_contains = \"ok\"\nrole = \"remediate\"\nhost = \"vps1\"\nactions = [\"restart_api_core\"]\n[[host]]\nid = \"vps1\"\nurl_env = \"OPS_AGENT_URL\"\ntoken_env = \"OPS_AGENT_TOKEN\"\n",
         target.url()
     );
     let mut w = Wrangler::start(vars(
@@ -376,13 +376,18 @@ fn durable_object_store_runs_one_cycle_at_a_time_and_pages_once() {
             ("OPS_AGENT_TOKEN", "agent-token-0123456789".into()),
         ],
     ));
-    // Two invocations at once: the second finds the cycle running.
+    // Two invocations at once: the second finds the cycle running (the
+    // first probed and waits `retry_after_s` for its confirm probe).
     std::thread::scope(|s| {
         let a = s.spawn(|| w.trigger());
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        let every = std::time::Duration::from_millis(20);
+        let probed = vigil_testkit::eventually(std::time::Duration::from_secs(60), every, || {
+            !target.seen().is_empty()
+        });
+        assert!(probed, "the first cycle never probed:\n{}", w.logs());
         let b = s.spawn(|| w.trigger());
+        wait_for_log(&w, "cycle_running");
         // A control write while the cycle runs is refused, not lost.
-        std::thread::sleep(std::time::Duration::from_millis(300));
         let res = maintenance(&w);
         assert_eq!(res.status().as_u16(), 503);
         assert_eq!(res.headers()["retry-after"], "5");
