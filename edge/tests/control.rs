@@ -157,9 +157,9 @@ fn targets_are_added_replaced_and_removed_through_the_api_validated_like_the_fil
             "id = \"x\"\nurl = \"ftp://x\"\n".into(),
         ),
         (
-            json!({"id": "x", "url": url, "method": "PUT"}),
+            json!({"id": "x", "url": url, "method": "TRACE"}),
             "target.method",
-            format!("id = \"x\"\nurl = {url:?}\nmethod = \"PUT\"\n"),
+            format!("id = \"x\"\nurl = {url:?}\nmethod = \"TRACE\"\n"),
         ),
         (
             json!({"id": "x", "url": url, "host": "nowhere"}),
