@@ -135,7 +135,10 @@ impl HookEvent {
     pub const NAMES: &'static str = "transition, page, approval_request, approval_outcome, runbook";
 
     pub fn parse(s: &str) -> Option<Self> {
-        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+        // serde's own string deserializer: `serde_json::from_value` would put
+        // serde_json's whole `Value` deserializer in the Worker (bundle size).
+        use serde::de::{value::StrDeserializer, Deserialize};
+        Self::deserialize(StrDeserializer::<serde_json::Error>::new(s)).ok()
     }
 }
 

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::acklink::{AckLinkError, AckLinks};
 use super::alert::{
-    cert_message, page_message, transition_message, with_ack_link, Alert, Outbox,
-    TransitionAlert,
+    cert_message, page_message, transition_message, with_ack_link, Alert, Outbox, TransitionAlert,
 };
 use super::flap::Flap;
 use super::history::History;
@@ -398,16 +397,15 @@ impl State {
         if let Some(cert) = &obs.cert {
             if ts.cert_expiring(target, cert, now_ms) {
                 let key = format!("cert/{}/{}", target.id, cert.fingerprint);
-                self.outbox
-                    .push(
-                        Alert::notice(
-                            key,
-                            Severity::Warning,
-                            &target.id,
-                            cert_message(&target.id, cert, now_ms),
-                        ),
-                        now_ms,
-                    );
+                self.outbox.push(
+                    Alert::notice(
+                        key,
+                        Severity::Warning,
+                        &target.id,
+                        cert_message(&target.id, cert, now_ms),
+                    ),
+                    now_ms,
+                );
             }
         }
         if ts.in_maintenance(now_ms) {
