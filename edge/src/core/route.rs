@@ -142,6 +142,16 @@ impl HookEvent {
     }
 }
 
+/// Each channel's cooldown, inserted one by one: `collect()` into a
+/// `BTreeMap` sorts first, a std sort instance in the Worker (bundle size).
+fn cooldowns(config: &Config) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for c in config.channels.iter().filter(|c| c.cooldown_s > 0.0) {
+        out.insert(c.id.clone(), (c.cooldown_s * 1000.0) as u64);
+    }
+    out
+}
+
 /// The routes and channels of a configuration, as the outbox applies them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Routing {
@@ -185,12 +195,7 @@ impl Routing {
                 .filter(|c| c.kind == ChannelKind::Pagerduty)
                 .map(|c| c.id.clone())
                 .collect(),
-            cooldown_ms: config
-                .channels
-                .iter()
-                .filter(|c| c.cooldown_s > 0.0)
-                .map(|c| (c.id.clone(), (c.cooldown_s * 1000.0) as u64))
-                .collect(),
+            cooldown_ms: cooldowns(config),
         }
     }
 
