@@ -30,7 +30,7 @@ pub struct Secrets {
     /// host id -> (agent URL, agent token). Pairs, like the two lists
     /// below: a few entries with unique ids (the configuration checks them),
     /// and no `HashMap` code in the Worker (bundle size).
-    pub hosts: Vec<(String, (Option<String>, Option<String>))>,
+    pub hosts: Vec<(String, AgentSecrets)>,
     /// The probes' secret header values: variable (a target's
     /// `headers_env`) -> value.
     pub probe_headers: Vec<(String, String)>,
@@ -41,6 +41,9 @@ pub struct Secrets {
     /// `[[channel]]` id -> its URL, routing key and signing secret.
     pub channels: Vec<(String, ChannelSecrets)>,
 }
+
+/// A host's agent: its URL and its token, each if set.
+pub type AgentSecrets = (Option<String>, Option<String>);
 
 #[derive(Debug, Clone, Default)]
 pub struct ChannelSecrets {
