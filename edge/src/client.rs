@@ -3,7 +3,6 @@
 //! HTTP exchange with a timeout, a clock, a sleep): reqwest and tokio
 //! natively, `worker::Fetch` in the Worker.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -103,8 +102,10 @@ pub struct Client<T> {
     pub config: Arc<Config>,
     pub secrets: Secrets,
     nonce: AtomicU64,
-    /// Each host's action timeouts, from its last `GET /v1/actions`.
-    timeouts: Mutex<HashMap<(String, String), u64>>,
+    /// Each host's action timeouts, from its last `GET /v1/actions`:
+    /// ((host, action), timeout) pairs, a few (no `HashMap` code in the
+    /// Worker: bundle size).
+    timeouts: Mutex<Vec<((String, String), u64)>>,
 }
 
 impl<T: Transport> Client<T> {
@@ -115,7 +116,7 @@ impl<T: Transport> Client<T> {
             config,
             secrets,
             nonce,
-            timeouts: Mutex::new(HashMap::new()),
+            timeouts: Mutex::new(Vec::new()),
         }
     }
 
@@ -277,7 +278,9 @@ impl<T: Transport> Client<T> {
     ) -> Result<ActionResult, AgentError> {
         let known = {
             let known = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
-            known.get(&(host.to_string(), action.to_string())).copied()
+            (known.iter())
+                .find(|((h, a), _)| h == host && a == action)
+                .map(|(_, t)| *t)
         };
         let timeout_ms = match known {
             Some(t) => t,
@@ -398,7 +401,13 @@ impl<T: Transport> Client<T> {
             .await?;
         let mut known = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
         for a in &list.actions {
-            known.insert((host.to_string(), a.name.clone()), a.timeout_ms);
+            match known
+                .iter_mut()
+                .find(|((h, n), _)| h == host && *n == a.name)
+            {
+                Some((_, t)) => *t = a.timeout_ms,
+                None => known.push(((host.to_string(), a.name.clone()), a.timeout_ms)),
+            }
         }
         Ok(list.actions)
     }

@@ -2,8 +2,6 @@
 //! Worker), validated once: a bad file fails at start with the file, the
 //! key and the reason.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use crate::core::budget::Plan;
@@ -1164,17 +1162,17 @@ impl Config {
         }
         self.validate_channels()?;
         self.validate_dependencies()?;
-        let mut hosts = BTreeMap::new();
+        let mut hosts = Vec::new();
         for (i, h) in self.hosts.iter().enumerate() {
             let key = format!("host[{i}].id");
             if !valid_id(&h.id) {
                 return Err((key, format!("{:?} must match [a-z0-9][a-z0-9_-]*", h.id)));
             }
-            if hosts.insert(h.id.as_str(), ()).is_some() {
+            if !first_time(&mut hosts, h.id.as_str()) {
                 return Err((key, format!("duplicate host id {:?}", h.id)));
             }
         }
-        let mut ids = BTreeMap::new();
+        let mut ids = Vec::new();
         for (i, t) in self.targets.iter().enumerate() {
             let key = |k: &str| format!("target[{i}].{k}");
             if !valid_id(&t.id) {
@@ -1183,7 +1181,7 @@ impl Config {
                     format!("{:?} must match [a-z0-9][a-z0-9_-]*", t.id),
                 ));
             }
-            if ids.insert(t.id.as_str(), ()).is_some() {
+            if !first_time(&mut ids, t.id.as_str()) {
                 return Err((key("id"), format!("duplicate target id {:?}", t.id)));
             }
             if !(t.url.starts_with("http://") || t.url.starts_with("https://")) {
@@ -1223,7 +1221,7 @@ impl Config {
                 ));
             }
             if let Some(host) = &t.host {
-                if !hosts.contains_key(host.as_str()) {
+                if !hosts.contains(&host.as_str()) {
                     return Err((key("host"), format!("no [[host]] with id {host:?}")));
                 }
             }
@@ -1291,7 +1289,7 @@ impl Config {
                 ));
             }
         }
-        let mut jobs = BTreeMap::new();
+        let mut jobs = Vec::new();
         for (i, job) in self.jobs.iter().enumerate() {
             let key = |k: &str| format!("job[{i}].{k}");
             if !valid_id(&job.id) {
@@ -1300,7 +1298,7 @@ impl Config {
                     format!("{:?} must match [a-z0-9][a-z0-9_-]*", job.id),
                 ));
             }
-            if jobs.insert(job.id.as_str(), ()).is_some() {
+            if !first_time(&mut jobs, job.id.as_str()) {
                 return Err((key("id"), format!("duplicate job id {:?}", job.id)));
             }
             match (job.period_s, &job.cron) {
@@ -1325,12 +1323,12 @@ impl Config {
 
 /// A target's `regions` and `quorum` (`core::vantage`).
 fn check_regions(t: &Target) -> Result<(), (&'static str, String)> {
-    let mut seen = BTreeMap::new();
+    let mut seen = Vec::new();
     for r in &t.regions {
         if !valid_id(r) {
             return Err(("regions", format!("{r:?} must match [a-z0-9][a-z0-9_-]*")));
         }
-        if seen.insert(r.as_str(), ()).is_some() {
+        if !first_time(&mut seen, r.as_str()) {
             return Err(("regions", format!("{r:?} is listed twice")));
         }
     }
@@ -1455,7 +1453,7 @@ impl Config {
     /// `[[runbook]]`: unique ids, a declared host, action names as the
     /// agent's allowlist writes them (checked against it at start).
     fn validate_runbooks(&self) -> Result<(), (String, String)> {
-        let mut ids = BTreeMap::new();
+        let mut ids = Vec::new();
         for (i, r) in self.runbooks.iter().enumerate() {
             let key = |k: &str| format!("runbook[{i}].{k}");
             if !valid_id(&r.id) {
@@ -1464,7 +1462,7 @@ impl Config {
                     format!("{:?} must match [a-z0-9][a-z0-9_-]*", r.id),
                 ));
             }
-            if ids.insert(r.id.as_str(), ()).is_some() {
+            if !first_time(&mut ids, r.id.as_str()) {
                 return Err((key("id"), format!("duplicate runbook id {:?}", r.id)));
             }
             if self.host(&r.host).is_none() {
@@ -1491,7 +1489,7 @@ impl Config {
             }
             // Depth first from this target: a path back to it is a cycle.
             let mut stack = vec![vec![t.id.as_str()]];
-            let mut seen = BTreeMap::new();
+            let mut seen = Vec::new();
             while let Some(path) = stack.pop() {
                 let last = path[path.len() - 1];
                 for p in self.target(last).map_or(&[][..], |x| &x.depends_on[..]) {
@@ -1500,7 +1498,7 @@ impl Config {
                     if p == &t.id {
                         return Err((key, format!("a cycle: {}", next.join(" → "))));
                     }
-                    if seen.insert(p.as_str(), ()).is_none() {
+                    if first_time(&mut seen, p.as_str()) {
                         stack.push(next);
                     }
                 }
@@ -1512,7 +1510,7 @@ impl Config {
     /// `[[channel]]` and `[[route]]`: each channel has what its kind needs;
     /// each route names declared channels and valid globs.
     fn validate_channels(&self) -> Result<(), (String, String)> {
-        let mut ids = BTreeMap::new();
+        let mut ids = Vec::new();
         for (i, c) in self.channels.iter().enumerate() {
             let key = |k: &str| format!("channel[{i}].{k}");
             if !valid_id(&c.id) {
@@ -1521,7 +1519,7 @@ impl Config {
                     format!("{:?} must match [a-z0-9][a-z0-9_-]*", c.id),
                 ));
             }
-            if ids.insert(c.id.as_str(), ()).is_some() {
+            if !first_time(&mut ids, c.id.as_str()) {
                 return Err((key("id"), format!("duplicate channel id {:?}", c.id)));
             }
             let needs: &[(&str, &Option<String>)] = match c.kind {
@@ -1682,6 +1680,17 @@ fn valid_service(name: &str) -> bool {
 fn valid_action(name: &str) -> bool {
     let mut c = name.chars();
     matches!(c.next(), Some('a'..='z')) && c.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+/// Notes `id` in `seen`; false if it was there already. A list, not a
+/// `BTreeMap`: a configuration's ids are few, and one more key type would
+/// bring its own B-tree code into the Worker (bundle size).
+fn first_time<'a>(seen: &mut Vec<&'a str>, id: &'a str) -> bool {
+    if seen.contains(&id) {
+        return false;
+    }
+    seen.push(id);
+    true
 }
 
 #[cfg(test)]

@@ -24,18 +24,7 @@ pub fn when(ms: u64) -> String {
     format!("{} {} UTC", &t[..10], &t[11..16])
 }
 
-/// Sorts `items` by `key`, keeping the order of equal keys: an insertion
-/// sort, for the pages' lists (a timeline, the incidents kept). std's sort
-/// adds about 4.5 KB of code per element type to the Worker (BENCHMARKS.md).
-pub fn sort_small_by_key<T, K: Ord>(items: &mut [T], key: impl Fn(&T) -> K) {
-    for k in 1..items.len() {
-        let mut j = k;
-        while j > 0 && key(&items[j - 1]) > key(&items[j]) {
-            items.swap(j - 1, j);
-            j -= 1;
-        }
-    }
-}
+pub use crate::core::sort_small_by_key;
 
 #[cfg(test)]
 mod tests {

@@ -150,13 +150,14 @@ async fn round_in_span<I: RemediationIo>(io: &I, input: RoundInput<'_>) -> Round
     };
     let allowed =
         planner::allowed_actions(&agent_actions, target, incident, config.max_runs_per_action);
-    let mut services: Vec<String> = diagnostics
-        .containers
-        .iter()
-        .map(|c| c.service.clone())
-        .collect();
-    services.sort();
-    services.dedup();
+    // Sorted and deduplicated as they come (no std sort in the Worker for
+    // one short list: bundle size).
+    let mut services: Vec<String> = Vec::new();
+    for c in &diagnostics.containers {
+        if let Err(i) = services.binary_search(&c.service) {
+            services.insert(i, c.service.clone());
+        }
+    }
 
     let mut plan = Plan::Fallback {
         why: "no model configured".into(),

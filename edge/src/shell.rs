@@ -2,8 +2,6 @@
 //! secrets from the environment, where an agent is, and what the answers of
 //! Discord, the agents and the model mean.
 
-use std::collections::HashMap;
-
 use vigil_wire::ErrorBody;
 
 use crate::config::{text_pairs, Channel, ChannelKind, Config, PAGERDUTY_EVENTS_URL};
@@ -29,8 +27,10 @@ pub struct Secrets {
     /// The key remote probers sign their batches with (`POST
     /// /ops/observations`, `vigil-edge --probe-only`).
     pub observations_token: Option<String>,
-    /// host id -> (agent URL, agent token)
-    pub hosts: HashMap<String, (Option<String>, Option<String>)>,
+    /// host id -> (agent URL, agent token). Pairs, like the two lists
+    /// below: a few entries with unique ids (the configuration checks them),
+    /// and no `HashMap` code in the Worker (bundle size).
+    pub hosts: Vec<(String, AgentSecrets)>,
     /// The probes' secret header values: variable (a target's
     /// `headers_env`) -> value.
     pub probe_headers: Vec<(String, String)>,
@@ -39,8 +39,11 @@ pub struct Secrets {
     /// `[deadman] url_env`'s URL.
     pub deadman_url: Option<String>,
     /// `[[channel]]` id -> its URL, routing key and signing secret.
-    pub channels: HashMap<String, ChannelSecrets>,
+    pub channels: Vec<(String, ChannelSecrets)>,
 }
+
+/// A host's agent: its URL and its token, each if set.
+pub type AgentSecrets = (Option<String>, Option<String>);
 
 #[derive(Debug, Clone, Default)]
 pub struct ChannelSecrets {
@@ -165,7 +168,9 @@ impl Secrets {
             .ok_or_else(|| format!("no host {host:?} configured"))?;
         let (url, token) = self
             .hosts
-            .get(host)
+            .iter()
+            .find(|(id, _)| id == host)
+            .map(|(_, agent)| agent)
             .ok_or_else(|| format!("no host {host:?} configured"))?;
         let url = url
             .as_deref()
@@ -193,7 +198,10 @@ impl Secrets {
         entry: &OutboxEntry,
         now_ms: u64,
     ) -> Result<ChannelRequest, Delivery> {
-        let secrets = self.channels.get(&channel.id).cloned().unwrap_or_default();
+        let secrets = (self.channels.iter())
+            .find(|(id, _)| *id == channel.id)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default();
         let missing = |v: &Option<String>| Delivery::Failed {
             error: format!("{} is not set", v.as_deref().unwrap_or("?")),
         };

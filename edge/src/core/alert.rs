@@ -746,7 +746,7 @@ impl Outbox {
             return false;
         }
         let routing = &self.routing;
-        self.last_about_ms.retain(|k, at| {
+        super::retain_map(&mut self.last_about_ms, |k, at| {
             let ch = k.split_once(' ').map_or(k.as_str(), |(c, _)| c);
             now_ms.saturating_sub(*at) < routing.cooldown_ms(ch)
         });
@@ -790,7 +790,7 @@ impl Outbox {
             }
             let sent = rate.len();
             if rate.is_empty() {
-                self.rate_ms.remove(&channel);
+                super::retain_map(&mut self.rate_ms, |k, _| *k != channel);
             }
             let budget = per_minute.saturating_sub(sent);
             if budget == 0 {

@@ -386,7 +386,7 @@ impl History {
 
     /// Drops the history of targets no longer configured.
     pub fn retain_targets(&mut self, keep: impl Fn(&str) -> bool) {
-        self.targets.retain(|id, _| keep(id));
+        super::retain_map(&mut self.targets, |id, _| keep(id));
     }
 
     /// Whether the host's metrics should be read again: `every_ms` after

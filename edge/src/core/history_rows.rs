@@ -185,7 +185,7 @@ fn newest(mut rows: Vec<(Kind, Row)>) -> Vec<(Kind, Row)> {
         keys.iter()
             .all(|k| k.0 != *kind || slot(k.1) != slot(r.n) || (k.1, k.2) <= (r.n, r.at))
     });
-    rows.sort_by_key(|(k, r)| (*k, r.n));
+    super::sort_small_by_key(&mut rows, |(k, r)| (*k, r.n));
     rows
 }
 

@@ -168,18 +168,20 @@ impl State {
                         .iter()
                         .min_by_key(|(_, s)| **s)
                         .map(|(r, _)| r.clone());
-                    oldest.map(|r| js.running.remove(&r));
+                    if let Some(r) = oldest {
+                        super::retain_map(&mut js.running, |k, _| *k != r);
+                    }
                 }
                 Ok(Vec::new())
             }
             Signal::Ok => {
                 js.last_ok_ms = Some(now_ms);
-                js.running.remove(&run);
+                super::retain_map(&mut js.running, |k, _| *k != run);
                 Ok(self.job_transition(&spec, Health::Healthy, None, None, oncall, now_ms))
             }
             Signal::Fail => {
                 js.last_fail_ms = Some(now_ms);
-                js.running.remove(&run);
+                super::retain_map(&mut js.running, |k, _| *k != run);
                 let why = format!("the job reported a failure (run {run})");
                 Ok(self.job_transition(&spec, Health::Down, Some(why), None, oncall, now_ms))
             }
@@ -188,7 +190,7 @@ impl State {
 
     /// Opens incidents for jobs that are late at `now`.
     pub fn check_jobs(&mut self, config: &Config, oncall: OncallUser, now_ms: u64) -> Vec<Event> {
-        self.jobs.retain(|id, js| {
+        super::retain_map(&mut self.jobs, |id, js| {
             config.job(id).is_some() || (js.auto && config.auto_job(id).is_some())
         });
         let auto: Vec<Job> = self

@@ -11,8 +11,8 @@
 //! straight from its bytes.
 
 use serde::de::{
-    self, DeserializeOwned, DeserializeSeed, Deserializer, EnumAccess, Error as _, MapAccess,
-    SeqAccess, Unexpected, VariantAccess, Visitor,
+    self, value::StringDeserializer, DeserializeOwned, DeserializeSeed, Deserializer, EnumAccess,
+    Error as _, MapAccess, SeqAccess, Unexpected, VariantAccess, Visitor,
 };
 use serde_json::{Error, Map, Value};
 
@@ -248,7 +248,10 @@ impl<'de> MapAccess<'de> for Fields {
         match self.iter.next() {
             Some((key, value)) => {
                 self.value = Some(value);
-                seed.deserialize(Doc(Value::String(key))).map(Some)
+                // serde's own string deserializer: a key is always a string,
+                // so no `Value` match and no type error per key type (bundle size).
+                seed.deserialize(StringDeserializer::<Error>::new(key))
+                    .map(Some)
             }
             None => Ok(None),
         }

@@ -135,8 +135,21 @@ impl HookEvent {
     pub const NAMES: &'static str = "transition, page, approval_request, approval_outcome, runbook";
 
     pub fn parse(s: &str) -> Option<Self> {
-        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+        // serde's own string deserializer: `serde_json::from_value` would put
+        // serde_json's whole `Value` deserializer in the Worker (bundle size).
+        use serde::de::{value::StrDeserializer, Deserialize};
+        Self::deserialize(StrDeserializer::<serde_json::Error>::new(s)).ok()
     }
+}
+
+/// Each channel's cooldown, inserted one by one: `collect()` into a
+/// `BTreeMap` sorts first, a std sort instance in the Worker (bundle size).
+fn cooldowns(config: &Config) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for c in config.channels.iter().filter(|c| c.cooldown_s > 0.0) {
+        out.insert(c.id.clone(), (c.cooldown_s * 1000.0) as u64);
+    }
+    out
 }
 
 /// The routes and channels of a configuration, as the outbox applies them.
@@ -182,12 +195,7 @@ impl Routing {
                 .filter(|c| c.kind == ChannelKind::Pagerduty)
                 .map(|c| c.id.clone())
                 .collect(),
-            cooldown_ms: config
-                .channels
-                .iter()
-                .filter(|c| c.cooldown_s > 0.0)
-                .map(|c| (c.id.clone(), (c.cooldown_s * 1000.0) as u64))
-                .collect(),
+            cooldown_ms: cooldowns(config),
         }
     }
 

@@ -259,7 +259,7 @@ impl State {
     /// is left open forever. Leases of a previous process are dropped.
     pub fn reconcile(&mut self, config: &Config, now_ms: u64, previous_owner_gone: bool) {
         self.outbox.routing = Routing::from_config(config);
-        self.targets.retain(|id, _| config.target(id).is_some());
+        super::retain_map(&mut self.targets, |id, _| config.target(id).is_some());
         for inc in self.incidents.iter_mut() {
             let watched = match inc.target.split_once(':') {
                 Some(("job", job)) => super::jobs::spec(config, &self.jobs, job).is_some(),

@@ -400,7 +400,7 @@ impl State {
         let Some(ts) = self.targets.get_mut(&target.id) else {
             return;
         };
-        ts.vantages.retain(|r, _| target.regions.contains(r));
+        super::retain_map(&mut ts.vantages, |r, _| target.regions.contains(r));
         let quorum = target.quorum();
         let fresh: Vec<&View> = ts
             .vantages
@@ -559,7 +559,7 @@ impl State {
     /// target names any more are forgotten.
     pub fn check_vantages(&mut self, config: &Config, now_ms: u64) -> Vec<Event> {
         let regions = config.remote_regions();
-        self.probers.retain(|r, _| regions.contains(r.as_str()));
+        super::retain_map(&mut self.probers, |r, _| regions.contains(r.as_str()));
         let mut events = self.check_partial(config, now_ms);
         for region in regions {
             let p = self.probers.entry(region.to_string()).or_default();

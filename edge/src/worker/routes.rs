@@ -24,7 +24,36 @@ use crate::{ack_page, ops_requests, status_page, views};
 const CRASH_REPORT_WRITES: u32 = 2;
 
 pub fn json<T: serde::Serialize>(status: u16, body: &T) -> worker::Result<Response> {
-    Ok(Response::from_json(body)?.with_status(status))
+    json_text(status, serde_json::to_string(body))
+}
+
+/// `object` (a JSON object's text) with `members` (key, JSON text) added at
+/// its end. The answers that add to a typed body are built so instead of
+/// through `serde_json::to_value`/`json!`, which compile every type in the
+/// body for `Value`'s serializer too (bundle size).
+fn object_with(mut object: String, members: &[(&str, String)]) -> String {
+    object.pop();
+    for (key, value) in members {
+        if !object.ends_with('{') {
+            object.push(',');
+        }
+        object.push_str(&format!("\"{key}\":{value}"));
+    }
+    object.push('}');
+    object
+}
+
+/// What worker's `Response::from_json` does (the same header, the same
+/// error), built once instead of once per body type (bundle size).
+fn json_text(status: u16, text: serde_json::Result<String>) -> worker::Result<Response> {
+    let Ok(text) = text else {
+        return Err(worker::Error::Json((
+            "Failed to encode data to json".into(),
+            500,
+        )));
+    };
+    let builder = worker::ResponseBuilder::new().with_header("content-type", "application/json")?;
+    Ok(builder.with_status(status).fixed(text.into_bytes()))
 }
 
 pub fn error(status: u16, code: &str, message: impl Into<String>) -> worker::Result<Response> {
@@ -223,7 +252,9 @@ async fn route(
         // What this isolate saw of the store (`core::store_health`).
         let store = store::health();
         let status = if store.ok { 200 } else { 503 };
-        return json(status, &serde_json::json!({"ok": store.ok, "store": store}));
+        let body = serde_json::to_string(&store)
+            .map(|s| object_with("{}".into(), &[("ok", store.ok.to_string()), ("store", s)]));
+        return json_text(status, body);
     }
     let (config, secrets) = match setup(env) {
         Ok(s) => s,
@@ -270,20 +301,23 @@ async fn route(
         ["ops", "summary"] => {
             let summary = store
                 .with_history(|h| {
-                    serde_json::to_value(views::summary(&config, &state, h, now, |_| None))
+                    serde_json::to_string(&views::summary(&config, &state, h, now, |_| None))
                 })
                 .await;
             match summary {
-                Ok(mut summary) => {
+                Ok(summary) => {
                     // What the Worker may spend, and what its last cycle
                     // (in this isolate) spent and carried over.
-                    summary["worker"] = serde_json::json!({
+                    let worker = serde_json::json!({
                         "plan": config.plan().as_str(),
                         "subrequest_budget": config.plan().subrequest_budget(),
                         "last_cycle": last_report(),
                         "analytics": super::analytics::counts(),
                     });
-                    json(200, &summary)
+                    json_text(
+                        200,
+                        Ok(object_with(summary, &[("worker", worker.to_string())])),
+                    )
                 }
                 Err(e) => error(500, "internal", e.to_string()),
             }
@@ -294,15 +328,16 @@ async fn route(
                 Err(e) => return error(502, "kv_unavailable", e),
             };
             match views::crashes(&doc, query("app").as_deref(), query("limit").as_deref()) {
-                Ok(list) => match serde_json::to_value(list) {
-                    Ok(mut list) => {
+                Ok(list) => match serde_json::to_string(&list) {
+                    Ok(list) => {
                         // What crash reports spent of their daily writes.
-                        list["writes_today"] = serde_json::json!({
+                        let writes = serde_json::json!({
                             "day": doc.writes.day,
                             "used": doc.writes.used,
                             "allowance": config.plan().crash_writes_per_day(),
                         });
-                        json(200, &list)
+                        let body = object_with(list, &[("writes_today", writes.to_string())]);
+                        json_text(200, Ok(body))
                     }
                     Err(e) => error(500, "internal", e.to_string()),
                 },
@@ -349,7 +384,11 @@ async fn route(
             // Alerts go out with the next cycle's outbox.
             json(202, &stored)
         }
-        ["ops", "anomalies"] => json(200, &serde_json::json!({"anomalies": state.anomalies})),
+        ["ops", "anomalies"] => json_text(
+            200,
+            serde_json::to_string(&state.anomalies)
+                .map(|a| object_with("{}".into(), &[("anomalies", a)])),
+        ),
         ["ops", "ack-link"] => {
             let (incident, sig) = (
                 query("incident").unwrap_or_default(),
@@ -385,9 +424,10 @@ async fn route(
                 .with_history(|h| json(200, &status_page::view(&config, &state, h, now)))
                 .await
         }
-        ["ops", "jobs"] => json(
+        ["ops", "jobs"] => json_text(
             200,
-            &serde_json::json!({"jobs": views::jobs(&config, &state)}),
+            serde_json::to_string(&views::jobs(&config, &state))
+                .map(|j| object_with("{}".into(), &[("jobs", j)])),
         ),
         ["ops", "jobs", "heartbeat"] => {
             let body = match body_within(req, BODY_LIMIT).await? {
