@@ -56,13 +56,7 @@ pub fn approval_choice(
     target: &Target,
     incident: &Incident,
 ) -> Option<String> {
-    target
-        .actions
-        .iter()
-        .find(|name| {
-            agent.iter().any(|a| &a.name == *name && a.approval) && incident.runs_of(name) == 0
-        })
-        .cloned()
+    first_untried(agent, target, incident, |a| a.approval)
 }
 
 /// The ladder: the narrowest action of the target's list not yet tried in
@@ -72,10 +66,23 @@ pub fn ladder_choice(
     target: &Target,
     incident: &Incident,
 ) -> Option<String> {
+    first_untried(allowed, target, incident, |_| true)
+}
+
+/// The first of the target's actions that `listed` has, `wanted` takes and
+/// this incident has not run.
+fn first_untried(
+    listed: &[ActionInfo],
+    target: &Target,
+    incident: &Incident,
+    wanted: impl Fn(&ActionInfo) -> bool,
+) -> Option<String> {
     target
         .actions
         .iter()
-        .find(|name| allowed.iter().any(|a| &a.name == *name) && incident.runs_of(name) == 0)
+        .find(|name| {
+            listed.iter().any(|a| &a.name == *name && wanted(a)) && incident.runs_of(name) == 0
+        })
         .cloned()
 }
 
