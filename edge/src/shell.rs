@@ -270,17 +270,40 @@ pub const TIMESTAMP_HEADER: &str = "X-Vigil-Timestamp";
 /// "<ms>.<body>">`; the receiver recomputes it with the shared secret and
 /// refuses an old timestamp (replay).
 pub fn signature(secret: &str, now_ms: u64, body: &str) -> [(&'static str, String); 2] {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())
+    let timestamp = now_ms.to_string();
+    let signed = sign(secret, &timestamp, body.as_bytes());
+    [(TIMESTAMP_HEADER, timestamp), (SIGNATURE_HEADER, signed)]
+}
+
+fn mac(secret: &str, timestamp: &str, body: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(format!("{now_ms}.{body}").as_bytes());
-    [
-        (TIMESTAMP_HEADER, now_ms.to_string()),
-        (
-            SIGNATURE_HEADER,
-            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
-        ),
-    ]
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">` under `secret`: the
+/// `X-Vigil-Signature` of webhooks and of remote probers' batches.
+pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let bytes = mac(secret, timestamp, body).finalize().into_bytes();
+    format!("sha256={}", hex::encode(bytes))
+}
+
+/// Whether `signature` is [`sign`]`(secret, timestamp, body)` (compared in
+/// constant time).
+pub fn verify_signature(secret: &str, timestamp: &str, signature: &str, body: &[u8]) -> bool {
+    use hmac::Mac;
+    let Some(bytes) = signature
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+    else {
+        return false;
+    };
+    mac(secret, timestamp, body).verify_slice(&bytes).is_ok()
 }
 
 fn discord_wait(url: &str) -> String {
@@ -442,6 +465,33 @@ pub fn model_error(status: u16, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_holds_for_its_timestamp_and_body_only() {
+        let token = "observations-token-0123";
+        let sig = sign(token, "1700", b"{}");
+        assert!(verify_signature(token, "1700", &sig, b"{}"));
+        assert!(
+            !verify_signature(token, "1701", &sig, b"{}"),
+            "another timestamp"
+        );
+        assert!(
+            !verify_signature(token, "1700", &sig, b"{ }"),
+            "another body"
+        );
+        assert!(!verify_signature(
+            "another-token-0123456",
+            "1700",
+            &sig,
+            b"{}"
+        ));
+        assert!(
+            !verify_signature(token, "1700", &sig[7..], b"{}"),
+            "no scheme"
+        );
+        assert!(!verify_signature(token, "1700", "sha256=zz", b"{}"));
+        assert!(!verify_signature(token, "1700", "sha256=", b"{}"));
+    }
 
     #[test]
     fn webhook_answers() {

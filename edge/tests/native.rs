@@ -1830,7 +1830,7 @@ fn post_batch(edge: &Edge, token: &str, batch: &Value, timestamp: Option<&str>) 
         .header("x-vigil-timestamp", timestamp)
         .header(
             "x-vigil-signature",
-            edge::native::report::signature(token, timestamp, body.as_bytes()),
+            edge::shell::sign(token, timestamp, body.as_bytes()),
         )
         .body(body)
         .send()

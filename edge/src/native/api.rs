@@ -31,7 +31,7 @@ use crate::core::signal::HostSignal;
 use crate::core::state::StateError;
 use crate::core::vantage::{Batch, BatchError};
 use crate::shell::{manual_unstored, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
-use crate::{ack_page, ops_requests, views};
+use crate::{ack_page, ops_requests, shell, views};
 
 struct Api {
     runner: Arc<Runner>,
@@ -303,14 +303,14 @@ async fn require_signed(State(api): State<Shared>, req: Request, next: Next) -> 
             .to_string()
     };
     let (timestamp, signature) = (
-        header(report::TIMESTAMP_HEADER),
-        header(report::SIGNATURE_HEADER),
+        header(shell::TIMESTAMP_HEADER),
+        header(shell::SIGNATURE_HEADER),
     );
     let Ok(bytes) = axum::body::to_bytes(body, report::BODY_LIMIT).await else {
         return too_large(report::BODY_LIMIT);
     };
     let req = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
-    if !report::verify(token, &timestamp, &signature, &bytes) {
+    if !shell::verify_signature(token, &timestamp, &signature, &bytes) {
         return refuse(&api, &req);
     }
     next.run(req).await
@@ -500,7 +500,7 @@ async fn observations(
         Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why.to_string()),
     };
     let timestamp = headers
-        .get(report::TIMESTAMP_HEADER)
+        .get(shell::TIMESTAMP_HEADER)
         .and_then(|v| v.to_str().ok());
     if timestamp != Some(batch.sent_at_ms.to_string().as_str()) {
         return error(

@@ -1,7 +1,7 @@
 //! Remote probers (issue 15): `vigil-edge --probe-only --report-to URL`
 //! probes the targets that list its region and reports what it saw to the
-//! main edge's `POST /ops/observations`, in signed batches; and the
-//! signature the main edge checks.
+//! main edge's `POST /ops/observations`, in signed batches
+//! (`shell::sign`, checked by `shell::verify_signature`).
 //!
 //! A batch is the JSON of `core::vantage::Batch` (region, sequence number,
 //! the prober's clock, observations), sent with `X-Vigil-Timestamp` (the
@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use tracing::Instrument;
 
 use super::io::{now_ms, NativeIo};
@@ -26,44 +24,13 @@ use crate::config::Config;
 use crate::core::probe::Observation;
 use crate::core::vantage::{Batch, ProberSchedule, BATCH_MAX};
 use crate::remediation::RemediationIo;
-use crate::shell::Secrets;
+use crate::shell::{sign, Secrets, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
-pub const TIMESTAMP_HEADER: &str = "x-vigil-timestamp";
-pub const SIGNATURE_HEADER: &str = "x-vigil-signature";
 /// Largest batch body the main edge reads.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Observations a prober keeps while the main edge cannot be reached
 /// (the oldest are dropped past it, and said so in the log).
 const PENDING_MAX: usize = 10 * BATCH_MAX;
-
-fn mac(token: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
-    // HMAC accepts a key of any length.
-    let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("any key length");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
-}
-
-/// The `X-Vigil-Signature` value for a body sent at `timestamp`.
-pub fn signature(token: &str, timestamp: &str, body: &[u8]) -> String {
-    let bytes = mac(token, timestamp, body).finalize().into_bytes();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
-}
-
-/// Whether `signature` signs `timestamp` and `body` under `token`
-/// (compared in constant time).
-pub fn verify(token: &str, timestamp: &str, signature: &str, body: &[u8]) -> bool {
-    let Some(hex) = signature.strip_prefix("sha256=") else {
-        return false;
-    };
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    bytes.is_some_and(|b| mac(token, timestamp, body).verify_slice(&b).is_ok())
-}
 
 /// Runs a prober for `config.region` until `shutdown`: probes on its own
 /// schedule (`vantage::ProberSchedule`), a batch after every wave.
@@ -174,7 +141,7 @@ impl Sender {
                 .post(&self.url)
                 .header("content-type", "application/json")
                 .header(TIMESTAMP_HEADER, &timestamp)
-                .header(SIGNATURE_HEADER, signature(&self.token, &timestamp, &body))
+                .header(SIGNATURE_HEADER, sign(&self.token, &timestamp, &body))
                 .body(body)
                 .send()
                 .await;
@@ -201,23 +168,5 @@ impl Sender {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_signature_holds_for_its_timestamp_and_body_only() {
-        let token = "observations-token-0123";
-        let sig = signature(token, "1700", b"{}");
-        assert!(verify(token, "1700", &sig, b"{}"));
-        assert!(!verify(token, "1701", &sig, b"{}"), "another timestamp");
-        assert!(!verify(token, "1700", &sig, b"{ }"), "another body");
-        assert!(!verify("another-token-0123456", "1700", &sig, b"{}"));
-        assert!(!verify(token, "1700", &sig[7..], b"{}"), "no scheme");
-        assert!(!verify(token, "1700", "sha256=zz", b"{}"));
-        assert!(!verify(token, "1700", "sha256=", b"{}"));
     }
 }
