@@ -198,13 +198,7 @@ impl Ui {
         // HMAC accepts a key of any length.
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
         mac.update(data.as_bytes());
-        let mut hex = String::with_capacity(64);
-        for b in mac.finalize().into_bytes() {
-            for digit in [b >> 4, b & 15] {
-                hex.push(char::from_digit(u32::from(digit), 16).unwrap_or('0'));
-            }
-        }
-        hex
+        hex::encode(mac.finalize().into_bytes())
     }
 
     fn cookie_value(&self, role: Role, expires_ms: u64) -> String {

@@ -96,10 +96,7 @@ fn peer_cert(der: &[u8]) -> Option<PeerCert> {
     let not_after_s = cert.validity().not_after.timestamp();
     Some(PeerCert {
         not_after_ms: u64::try_from(not_after_s).ok()?.saturating_mul(1000),
-        fingerprint: Sha256::digest(der)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        fingerprint: hex::encode(Sha256::digest(der)),
     })
 }
 
