@@ -111,6 +111,12 @@ pub fn heartbeat(body: &[u8]) -> Result<Heartbeat, String> {
     Ok(hb)
 }
 
+/// The body of `POST /ops/targets`: any JSON here (`core::control` reads
+/// it as a target, with the file's errors).
+pub fn target_body(body: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))
+}
+
 /// Who did it, for the audit trail: the `X-Vigil-Operator` header, else the
 /// token's role.
 pub fn operator(header: Option<&str>) -> String {

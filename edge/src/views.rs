@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::config::{Config, Role};
+use crate::core::control::{TargetChange, TargetChangeError};
 use crate::core::crash::{Crash, CrashLog};
 use crate::core::flap::Episode;
 use crate::core::history::{History, HostSample, SloStatus, Stats};
@@ -339,6 +340,28 @@ pub fn vantage<'a>(config: &'a Config, state: &'a State, now_ms: u64) -> Vantage
             .collect(),
         notes: &state.vantage_notes,
     }
+}
+
+/// What a change of the API targets answers (`POST /ops/targets`,
+/// `DELETE /ops/targets/{id}`) in every shell: 200 with what was done, or
+/// the status and error body saying why not (400 naming the key and the
+/// reason, 409, 404).
+pub fn target_change(done: Result<TargetChange, TargetChangeError>) -> (u16, serde_json::Value) {
+    let e = match done {
+        Ok(change) => return (200, serde_json::json!({"ok": true, "change": change})),
+        Err(e) => e,
+    };
+    let (status, code) = match &e {
+        TargetChangeError::Invalid { .. } => (400, "invalid_target"),
+        TargetChangeError::FileWins(_) | TargetChangeError::InFile(_) => (409, "file_target"),
+        TargetChangeError::Unknown(_) => (404, "unknown_target"),
+    };
+    let mut error = serde_json::json!({"code": code, "message": e.to_string()});
+    if let TargetChangeError::Invalid { key, reason } = e {
+        error["key"] = key.into();
+        error["reason"] = reason.into();
+    }
+    (status, serde_json::json!({ "error": error }))
 }
 
 #[cfg(not(target_arch = "wasm32"))]

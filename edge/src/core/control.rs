@@ -145,7 +145,7 @@ pub fn parse_target(body: &Value) -> Result<Target, TargetChangeError> {
     if !body.is_object() {
         return Err(invalid("target", "a JSON object".into()));
     }
-    serde_json::from_value(body.clone()).map_err(|e| {
+    super::json::from_value(body.clone()).map_err(|e| {
         let message = e.to_string();
         // serde names the field in backquotes: "unknown field `urll`, ...".
         let key = message

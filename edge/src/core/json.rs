@@ -18,7 +18,12 @@ use serde_json::{Error, Map, Value};
 
 /// `bytes` as a `T`.
 pub fn read<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
-    T::deserialize(Doc(serde_json::from_slice::<Value>(bytes)?))
+    from_value(serde_json::from_slice::<Value>(bytes)?)
+}
+
+/// A parsed `value` as a `T`, by the same reader (a posted target, say).
+pub fn from_value<T: DeserializeOwned>(value: Value) -> serde_json::Result<T> {
+    T::deserialize(Doc(value))
 }
 
 /// A parsed JSON value read as a document (see the module's comment).

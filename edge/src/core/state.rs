@@ -199,11 +199,9 @@ pub struct State {
     #[cfg_attr(target_arch = "wasm32", serde(skip))]
     pub vantage_notes: vantage::Notes,
     /// Targets added through the control API (`core::control`).
-    #[cfg(not(target_arch = "wasm32"))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub api_targets: BTreeMap<String, super::control::ApiTarget>,
     /// Changes made through the control API, oldest first.
-    #[cfg(not(target_arch = "wasm32"))]
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub audit: VecDeque<super::control::AuditEntry>,
     /// Whether this process can store the state (not stored: it describes

@@ -750,21 +750,10 @@ async fn audit(State(api): State<Shared>) -> Response {
 /// The answer to a target change: 200 with what was done, or why not.
 fn target_change(r: Result<Result<TargetChange, TargetChangeError>, StoreError>) -> Response {
     match r {
-        Ok(Ok(change)) => Json(json!({"ok": true, "change": change})).into_response(),
         Err(e) => not_stored(&e),
-        Ok(Err(e)) => {
-            let (status, code) = match &e {
-                TargetChangeError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_target"),
-                TargetChangeError::FileWins(_) | TargetChangeError::InFile(_) => {
-                    (StatusCode::CONFLICT, "file_target")
-                }
-                TargetChangeError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_target"),
-            };
-            let mut body = json!(ErrorBody::new(code, e.to_string()));
-            if let TargetChangeError::Invalid { key, reason } = &e {
-                body["error"]["key"] = json!(key);
-                body["error"]["reason"] = json!(reason);
-            }
+        Ok(done) => {
+            let (status, body) = views::target_change(done);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, Json(body)).into_response()
         }
     }
@@ -778,15 +767,9 @@ async fn put_target(
     let Ok(body) = body else {
         return too_large(BODY_LIMIT);
     };
-    let body: serde_json::Value = match serde_json::from_slice(&body) {
+    let body = match ops_requests::target_body(&body) {
         Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("not JSON: {e}"),
-            )
-        }
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
     };
     let by = operator(&headers);
     target_change(

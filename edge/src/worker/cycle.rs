@@ -142,11 +142,13 @@ pub async fn probe_waves(
 }
 
 pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport> {
-    let config = load_config(env)?;
+    let file = load_config(env)?;
+    let (store, mut state) = Store::open(env, durable, Budget::new(file.plan())).await?;
+    // The file's targets and the API's (`core::control`).
+    let config = super::control::effective(&file, &state.api_targets);
     let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
     let ae = env.analytics_engine(AE_BINDING).ok();
     let ack_links = io.secrets().ack_links(&config)?;
-    let (store, mut state) = Store::open(env, durable, Budget::new(config.plan())).await?;
     // Pages carry ack links when `[ack_link]` is set (its secret checked).
     state.ack_links = ack_links;
     let mut history = store.history().await?;
@@ -161,7 +163,8 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     // The cron is the schedule: each invocation probes the targets in its
     // slot (all of them when interval_s is a minute), then the confirm
     // probes the debounce asks for, inside the same invocation.
-    let prober = Prober::new(&io, env, durable.map(|_| budget::shard_size(config.plan())));
+    let shards = durable.map(|_| budget::shard_size(config.plan()));
+    let prober = Prober::new(&io, env, shards, state.api_targets.clone());
     let slots = budget::slots(&config);
     let due = (0..config.targets.len())
         .filter(|i| budget::in_slot(*i, slots, start))

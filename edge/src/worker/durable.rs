@@ -8,10 +8,11 @@ use std::cell::Cell;
 
 use worker::{durable_object, DurableObject, Env, Method, Request, Response};
 
+use super::control::effective;
 use super::cycle::cycle;
 use super::io::worker_io;
 use super::routes::{error, json, serve};
-use super::shards::probe_here;
+use super::shards::{probe_here, ShardRequest};
 use super::{load_config, lookup, Fallible};
 use crate::shell::Secrets;
 
@@ -81,21 +82,23 @@ impl DurableObject for VigilEdge {
         }
         if req.path() == "/probe" {
             // A shard's job (see `shards`): probe the targets named.
-            let config = match load_config(&self.env) {
+            let file = match load_config(&self.env) {
                 Ok(c) => c,
                 Err(e) => return error(500, "no_configuration", e),
             };
-            let ids: Vec<String> = match crate::core::json::read(&req.bytes().await?) {
-                Ok(ids) => ids,
+            let job: ShardRequest = match crate::core::json::read(&req.bytes().await?) {
+                Ok(job) => job,
                 Err(e) => return error(400, "bad_body", e.to_string()),
             };
+            let config = effective(&file, &job.api_targets);
             let io = worker_io(
                 &config,
                 Secrets::from_env(&config, |k| lookup(&self.env, k)),
             );
-            return json(200, &probe_here(&config, &io, &ids).await);
+            return json(200, &probe_here(&config, &io, &job.ids).await);
         }
-        if self.cycling.get() && req.method() == Method::Post {
+        let change = matches!(req.method(), Method::Post | Method::Delete);
+        if self.cycling.get() && change {
             let mut res = error(
                 503,
                 "cycle_running",

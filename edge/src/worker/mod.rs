@@ -9,12 +9,15 @@
 //! Every error is handled here: a panic would abort the isolate.
 //!
 //! `cycle`: one cron cycle; `shards`: where its probes run; `routes`: the
-//! HTTP API; `signal`: a host's signal, probed within its request;
+//! HTTP API; `control`: targets through the API (the effective
+//! configuration, its routes); `signal`: a host's signal, probed within its
+//! request;
 //! `store`: the stored documents; `durable`: the Durable Object;
 //! `analytics`: Analytics Engine points; `io`: the `worker::Fetch`
 //! transport.
 
 mod analytics;
+mod control;
 mod cycle;
 mod durable;
 mod io;
@@ -71,21 +74,27 @@ fn config_json(env: &Env) -> Fallible<String> {
     Ok(text)
 }
 
+/// The configuration in `VIGIL_CONFIG` (without the API targets: see
+/// `control::effective`), refused when it cannot run on the Worker.
 fn load_config(env: &Env) -> Fallible<Config> {
     let config = Config::from_json(CONFIG_VAR, &config_json(env)?).map_err(|e| e.to_string())?;
-    // A configuration the plan cannot carry is refused, not run past the
-    // platform's limits.
+    fits(&config, env)
+        .and_then(|()| config.check_worker())
+        .map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
+    Ok(config)
+}
+
+/// A configuration the plan or the store cannot carry is refused, not run
+/// past the platform's limits.
+fn fits(config: &Config, env: &Env) -> Fallible<()> {
     let store = if durable_mode(env) {
         budget::StoreKind::DurableObject
     } else {
         budget::StoreKind::Kv
     };
-    budget::check(&config, config.plan(), store)
-        .and_then(|()| budget::check_store(&config, store))
+    budget::check(config, config.plan(), store)
+        .and_then(|()| budget::check_store(config, store))
         .map_err(|e| e.to_string())
-        .and_then(|()| config.check_worker())
-        .map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
-    Ok(config)
 }
 
 #[event(scheduled)]

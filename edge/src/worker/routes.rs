@@ -131,14 +131,15 @@ async fn ui(req: &mut Request, env: &Env, durable: Option<&Storage>) -> worker::
         return error(404, "not_found", "no such route");
     };
     let signing_in = matches!(request, UiRequest::SignIn { .. });
-    let (config, secrets) = match setup(env) {
+    let (file, secrets) = match setup(env) {
         Ok(s) => s,
         Err(answer) => return answer,
     };
-    let (store, mut state) = match Store::open(env, durable, Budget::new(config.plan())).await {
+    let (store, mut state) = match Store::open(env, durable, Budget::new(file.plan())).await {
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
+    let config = super::control::effective(&file, &state.api_targets);
     let cookie = req.headers().get("cookie")?;
     let now = now_ms();
     let tls = url.starts_with("https:");
@@ -214,7 +215,7 @@ fn html(p: ack_page::Page) -> worker::Result<Response> {
 }
 
 /// A write that could not be stored: the change was not made.
-fn not_stored(e: impl std::fmt::Display) -> worker::Result<Response> {
+pub fn not_stored(e: impl std::fmt::Display) -> worker::Result<Response> {
     let mut res = error(
         503,
         "store_unavailable",
@@ -239,7 +240,11 @@ async fn route(
         (Method::Post, ["ops", "signal"]) => Access::Signal,
         (Method::Post, ["ops", "jobs", "heartbeat"]) => Access::Jobs,
         (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes"])
-        | (Method::Get, ["ops", "incidents" | "target", _]) => Access::Read,
+        | (Method::Get, ["ops", "incidents" | "target", _])
+        | (Method::Get, ["ops", "targets" | "audit"]) => Access::Read,
+        (Method::Post, ["ops", "targets"]) | (Method::Delete, ["ops", "targets", _]) => {
+            Access::Control
+        }
         (Method::Post, ["ops", "actions", _, _]) | (Method::Post, ["ops", "restart", _]) => {
             Access::Control
         }
@@ -256,7 +261,7 @@ async fn route(
             .map(|s| object_with("{}".into(), &[("ok", store.ok.to_string()), ("store", s)]));
         return json_text(status, body);
     }
-    let (config, secrets) = match setup(env) {
+    let (file, secrets) = match setup(env) {
         Ok(s) => s,
         Err(answer) => return answer,
     };
@@ -267,7 +272,7 @@ async fn route(
             .is_some_and(|c| c.accepts_header(header.as_deref()))
     };
     let allowed = match access {
-        Access::Public if !config.status_page.enabled => {
+        Access::Public if !file.status_page.enabled => {
             return error(404, "not_found", "no such route")
         }
         Access::Public | Access::AckLink => true,
@@ -283,12 +288,13 @@ async fn route(
             None => error(401, "unauthorized", "missing or wrong bearer token"),
         };
     }
-    let ack_links = secrets.ack_links(&config);
-    let budget = Budget::new(config.plan());
+    let ack_links = secrets.ack_links(&file);
+    let budget = Budget::new(file.plan());
     let (store, mut state) = match Store::open(env, durable, budget).await {
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
+    let config = super::control::effective(&file, &state.api_targets);
     state.ack_links = ack_links.ok().flatten();
     // Read routes store nothing; a change is stored before it is answered.
     let changes = matches!(access, Access::Control | Access::Jobs | Access::CrashLog);
@@ -298,6 +304,10 @@ async fn route(
     let url = req.inner().url();
     let query = |k: &str| ops_requests::query_param(&url, k);
     let res = match segments.as_slice() {
+        ["ops", "targets" | "audit", ..] => {
+            let state = (&store, &mut state, before);
+            return super::control::serve(req, env, &segments, &file, state, &operator).await;
+        }
         ["ops", "summary"] => {
             let summary = store
                 .with_history(|h| {
@@ -513,7 +523,7 @@ async fn route(
                 Ok(body) => body,
                 Err(too_large) => return Ok(too_large),
             };
-            let io = worker_io(&config, secrets);
+            let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
             return signal::take(&body, env, &io, &store, state, durable).await;
         }
         ["ops", "actions", host, name] => {
@@ -546,7 +556,7 @@ async fn route(
 }
 
 /// The request's body, or the 413 answer when it is over `limit`.
-async fn body_within(
+pub async fn body_within(
     req: &mut Request,
     limit: usize,
 ) -> worker::Result<std::result::Result<Vec<u8>, Response>> {

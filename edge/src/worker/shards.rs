@@ -3,9 +3,12 @@
 //! `budget::shard_size` targets in its own invocation, within its own
 //! subrequest budget, so the cycle's invocation spends one subrequest per
 //! shard. Shards only probe and answer observations; the cycle feeds them
-//! to the core like its own.
+//! to the core like its own. A shard is sent the API targets with the ids
+//! (`ShardRequest`): it has no state of its own and looks the ids up in the
+//! same effective configuration as the cycle.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -17,8 +20,18 @@ use super::io::WorkerIo;
 use super::{Fallible, AE_BINDING};
 use crate::config::{Config, Target};
 use crate::core::budget::{Budget, CONNECTIONS};
+use crate::core::control::ApiTarget;
 use crate::core::probe::Observation;
 use crate::remediation::RemediationIo;
+
+/// A shard's job: the targets to probe, and the API targets (of the
+/// coordinator's state) to find them among.
+#[derive(Serialize, Deserialize)]
+pub struct ShardRequest {
+    pub ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_targets: BTreeMap<String, ApiTarget>,
+}
 
 /// A shard's answer.
 #[derive(Serialize, Deserialize)]
@@ -53,6 +66,8 @@ pub struct Prober<'a> {
     env: &'a Env,
     /// Probes per shard call, when probing is spread over shards.
     shard: Option<usize>,
+    /// The state's API targets, sent to the shards.
+    api_targets: BTreeMap<String, ApiTarget>,
     /// The largest shard invocation's subrequests, and targets not probed
     /// because their shard failed (carried to the next invocation).
     pub shard_max: Cell<u32>,
@@ -60,11 +75,17 @@ pub struct Prober<'a> {
 }
 
 impl<'a> Prober<'a> {
-    pub fn new(io: &'a WorkerIo, env: &'a Env, shard: Option<usize>) -> Self {
+    pub fn new(
+        io: &'a WorkerIo,
+        env: &'a Env,
+        shard: Option<usize>,
+        api_targets: BTreeMap<String, ApiTarget>,
+    ) -> Self {
         Prober {
             io,
             env,
             shard,
+            api_targets,
             shard_max: Cell::new(0),
             lost: Cell::new(0),
         }
@@ -130,7 +151,11 @@ impl<'a> Prober<'a> {
 
     async fn call(&self, k: usize, ids: Vec<String>) -> Fallible<ShardAnswer> {
         let stub = durable_stub(self.env, &format!("shard-{k}")).map_err(|e| e.to_string())?;
-        let body = serde_json::to_string(&ids).map_err(|e| e.to_string())?;
+        let job = ShardRequest {
+            ids,
+            api_targets: self.api_targets.clone(),
+        };
+        let body = serde_json::to_string(&job).map_err(|e| e.to_string())?;
         let init = super::io::request_init("POST", &Headers::new());
         init.set_body(&JsValue::from_str(&body));
         let req = super::io::request("https://vigil.internal/probe", &init)?;

@@ -69,7 +69,8 @@ pub async fn take(
     let due = (0..config.targets.len())
         .filter(|i| outcome.probing.contains(&config.targets[*i].id))
         .collect();
-    let prober = Prober::new(io, env, durable.map(|_| budget::shard_size(config.plan())));
+    let shards = durable.map(|_| budget::shard_size(config.plan()));
+    let prober = Prober::new(io, env, shards, state.api_targets.clone());
     let mut history = match store.history().await {
         Ok(h) => h,
         Err(e) => return error(502, "kv_unavailable", e),
