@@ -57,18 +57,23 @@ pub enum TargetChangeError {
     Unknown(String),
 }
 
+/// API targets left out of the effective configuration, with why, in id
+/// order (a list rather than a map: one map type less in the Worker).
+pub type LeftOut = Vec<(String, TargetChangeError)>;
+
+fn is_out(left_out: &LeftOut, id: &str) -> bool {
+    left_out.iter().any(|(out, _)| out == id)
+}
+
 /// The effective configuration: `file` with `api`'s targets laid over it
 /// (see the module's rule), and the API targets left out with the reason
 /// (shadowed by the file, or no longer valid against it).
-pub fn effective(
-    file: &Config,
-    api: &BTreeMap<String, ApiTarget>,
-) -> (Config, BTreeMap<String, TargetChangeError>) {
+pub fn effective(file: &Config, api: &BTreeMap<String, ApiTarget>) -> (Config, LeftOut) {
     let mut config = file.clone();
     let mut pending: Vec<&String> = api.keys().collect();
     // Passes until nothing more fits: a target may depend on one after it.
     loop {
-        let mut left_out = BTreeMap::new();
+        let mut left_out = Vec::new();
         let before = pending.len();
         pending.retain(|id| match lay_over(file, &config, id, &api[*id].body) {
             Ok(next) => {
@@ -76,7 +81,7 @@ pub fn effective(
                 false
             }
             Err(e) => {
-                left_out.insert((*id).clone(), e);
+                left_out.push(((*id).clone(), e));
                 true
             }
         });
@@ -96,10 +101,10 @@ fn change(
 ) -> Result<Config, TargetChangeError> {
     let (_, out_before) = effective(file, before);
     let (config, mut out) = effective(file, api);
-    if let Some(e) = out.remove(changed) {
-        return Err(e);
+    if let Some(i) = out.iter().position(|(id, _)| id == changed) {
+        return Err(out.swap_remove(i).1);
     }
-    match out.into_iter().find(|(id, _)| !out_before.contains_key(id)) {
+    match out.into_iter().find(|(id, _)| !is_out(&out_before, id)) {
         Some((id, e)) => Err(invalid(
             &format!("target {id:?}"),
             format!("the change would leave this API target invalid: {e}"),
@@ -306,14 +311,14 @@ pub fn listing(
     file: &Config,
     effective: &Config,
     api: &BTreeMap<String, ApiTarget>,
-    left_out: &BTreeMap<String, TargetChangeError>,
+    left_out: &LeftOut,
 ) -> Value {
     let targets: Vec<Value> = effective
         .targets
         .iter()
         .map(|t| {
             let body = match api.get(&t.id) {
-                Some(a) if !left_out.contains_key(&t.id) => serde_json::json!({
+                Some(a) if !is_out(left_out, &t.id) => serde_json::json!({
                     "source": "api", "added_at_ms": a.at_ms, "added_by": a.by,
                     "replaces_file_target": file.target(&t.id).is_some(), "target": a.body,
                 }),

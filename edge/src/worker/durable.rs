@@ -5,6 +5,7 @@
 //! decided by one cycle is seen by the next: exactly once.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 
 use worker::{durable_object, DurableObject, Env, Method, Request, Response};
 
@@ -12,8 +13,11 @@ use super::control::effective;
 use super::cycle::cycle;
 use super::io::worker_io;
 use super::routes::{error, json, serve};
-use super::shards::{probe_here, ShardRequest};
+use super::shards::probe_here;
 use super::{load_config, lookup, Fallible};
+use crate::core::control::ApiTarget;
+use crate::core::json;
+use crate::ops_requests::query_param;
 use crate::shell::Secrets;
 
 const DO_BINDING: &str = "VIGIL_DO";
@@ -86,16 +90,18 @@ impl DurableObject for VigilEdge {
                 Ok(c) => c,
                 Err(e) => return error(500, "no_configuration", e),
             };
-            let job: ShardRequest = match crate::core::json::read(&req.bytes().await?) {
-                Ok(job) => job,
+            let api: BTreeMap<String, ApiTarget> = match json::read(&req.bytes().await?) {
+                Ok(api) => api,
                 Err(e) => return error(400, "bad_body", e.to_string()),
             };
-            let config = effective(&file, &job.api_targets);
+            let ids = query_param(&req.inner().url(), "ids").unwrap_or_default();
+            let ids: Vec<&str> = ids.split(',').collect();
+            let config = effective(&file, &api);
             let io = worker_io(
                 &config,
                 Secrets::from_env(&config, |k| lookup(&self.env, k)),
             );
-            return json(200, &probe_here(&config, &io, &job.ids).await);
+            return json(200, &probe_here(&config, &io, &ids).await);
         }
         let change = matches!(req.method(), Method::Post | Method::Delete);
         if self.cycling.get() && change {

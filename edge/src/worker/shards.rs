@@ -3,9 +3,10 @@
 //! `budget::shard_size` targets in its own invocation, within its own
 //! subrequest budget, so the cycle's invocation spends one subrequest per
 //! shard. Shards only probe and answer observations; the cycle feeds them
-//! to the core like its own. A shard is sent the API targets with the ids
-//! (`ShardRequest`): it has no state of its own and looks the ids up in the
-//! same effective configuration as the cycle.
+//! to the core like its own. A shard's job is `POST /probe?ids=a,b,c` (ids
+//! are `[a-z0-9_-]`) with the state's API targets as its body: it has no
+//! state of its own and looks the ids up in the same effective
+//! configuration (`control::effective`) as the cycle.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -23,15 +24,6 @@ use crate::core::budget::{Budget, CONNECTIONS};
 use crate::core::control::ApiTarget;
 use crate::core::probe::Observation;
 use crate::remediation::RemediationIo;
-
-/// A shard's job: the targets to probe, and the API targets (of the
-/// coordinator's state) to find them among.
-#[derive(Serialize, Deserialize)]
-pub struct ShardRequest {
-    pub ids: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub api_targets: BTreeMap<String, ApiTarget>,
-}
 
 /// A shard's answer.
 #[derive(Serialize, Deserialize)]
@@ -51,7 +43,7 @@ pub async fn probe_all(io: &WorkerIo, targets: Vec<&Target>) -> Vec<Observation>
 
 /// A shard's job: the targets named in `ids` (as many as its budget
 /// allows), probed here.
-pub async fn probe_here(config: &Config, io: &WorkerIo, ids: &[String]) -> ShardAnswer {
+pub async fn probe_here(config: &Config, io: &WorkerIo, ids: &[&str]) -> ShardAnswer {
     let mut budget = Budget::new(config.plan());
     let n = budget.take_up_to(ids.len() as u32, 0) as usize;
     let targets: Vec<&Target> = ids[..n].iter().filter_map(|id| config.target(id)).collect();
@@ -126,7 +118,7 @@ impl<'a> Prober<'a> {
             return probe_all(self.io, targets).await;
         };
         let calls = targets.chunks(size).enumerate().map(|(k, chunk)| {
-            let ids: Vec<String> = chunk.iter().map(|t| t.id.clone()).collect();
+            let ids: Vec<&str> = chunk.iter().map(|t| t.id.as_str()).collect();
             async move {
                 let n = ids.len() as u32;
                 match self.call(k, ids).await {
@@ -149,16 +141,13 @@ impl<'a> Prober<'a> {
         observations
     }
 
-    async fn call(&self, k: usize, ids: Vec<String>) -> Fallible<ShardAnswer> {
+    async fn call(&self, k: usize, ids: Vec<&str>) -> Fallible<ShardAnswer> {
         let stub = durable_stub(self.env, &format!("shard-{k}")).map_err(|e| e.to_string())?;
-        let job = ShardRequest {
-            ids,
-            api_targets: self.api_targets.clone(),
-        };
-        let body = serde_json::to_string(&job).map_err(|e| e.to_string())?;
+        let body = serde_json::to_string(&self.api_targets).map_err(|e| e.to_string())?;
         let init = super::io::request_init("POST", &Headers::new());
         init.set_body(&JsValue::from_str(&body));
-        let req = super::io::request("https://vigil.internal/probe", &init)?;
+        let url = format!("https://vigil.internal/probe?ids={}", ids.join(","));
+        let req = super::io::request(&url, &init)?;
         let mut res = stub
             .fetch_with_request(req)
             .await
