@@ -1,0 +1,368 @@
+//! Targets through the API on the Worker, in workerd, on both stores:
+//! `GET/POST /ops/targets`, `DELETE /ops/targets/{id}` and `GET /ops/audit`
+//! with the native edge's tokens, bodies, errors and answers (edge/tests/
+//! control.rs has the native side); API targets probed by the cycle and by
+//! the Durable Object store's shards, kept across a restart, refused when
+//! the plan cannot carry them or the store cannot take the change.
+
+use serde_json::{json, Value};
+use vigil_testkit::edge::{CONTROL_TOKEN, READ_TOKEN};
+use vigil_testkit::target::{Behaviour, TargetServer};
+use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
+
+const STORES: [&str; 2] = ["kv", "durable_object"];
+
+fn start(config: String, extra: Vec<(&str, String)>) -> Wrangler {
+    let mut vars = vec![
+        ("VIGIL_CONFIG".to_string(), config),
+        ("OPS_READ_TOKEN".to_string(), READ_TOKEN.to_string()),
+        ("CONTROL_TOKEN".to_string(), CONTROL_TOKEN.to_string()),
+    ];
+    vars.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+    Wrangler::start(vars)
+}
+
+fn target(id: &str, url: &str) -> String {
+    format!("[[target]]\nid = {id:?}\nurl = {url:?}\nbody_contains = \"ok\"\ntimeout_ms = 2000\n")
+}
+
+fn send(
+    w: &Wrangler,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    who: Option<&str>,
+    body: Option<String>,
+) -> (u16, Value) {
+    let mut req = w.http.request(method, w.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(who) = who {
+        req = req.header("X-Vigil-Operator", who);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let res = req.send().expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or(Value::Null))
+}
+
+fn post(w: &Wrangler, who: &str, body: &Value) -> (u16, Value) {
+    let path = "/ops/targets";
+    let body = Some(body.to_string());
+    send(
+        w,
+        reqwest::Method::POST,
+        path,
+        Some(CONTROL_TOKEN),
+        Some(who),
+        body,
+    )
+}
+
+fn delete(w: &Wrangler, who: &str, id: &str) -> (u16, Value) {
+    let path = format!("/ops/targets/{id}");
+    send(
+        w,
+        reqwest::Method::DELETE,
+        &path,
+        Some(CONTROL_TOKEN),
+        Some(who),
+        None,
+    )
+}
+
+fn read(w: &Wrangler, path: &str) -> Value {
+    let (status, body) = send(w, reqwest::Method::GET, path, Some(READ_TOKEN), None, None);
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// The effective targets as `(id, source)`.
+fn listed(w: &Wrangler) -> Vec<(String, String)> {
+    read(w, "/ops/targets")["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().into(),
+                t["source"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+fn pair(id: &str, source: &str) -> (String, String) {
+    (id.to_string(), source.to_string())
+}
+
+/// Adds a failing target by API: refused without the control token and
+/// for bad bodies (nothing changed); probed by the cycle and listed as
+/// `api`; kept across a restart with its incident; removed, which resolves
+/// the incident with the reason; every change in the audit list. Then not
+/// probed any more. On both stores.
+#[test]
+fn targets_added_and_removed_through_the_api_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    for store in STORES {
+        let filed = TargetServer::start();
+        let failing = TargetServer::start();
+        failing.set(Behaviour::Status(500));
+        let config = format!(
+            "interval_s = 60\nretry_after_s = 0.3\n{}",
+            target("filed", &filed.url())
+        );
+        let mut w = start(config, vec![("VIGIL_STORE", store.into())]);
+        let start_listing = vec![pair("filed", "file")];
+        assert_eq!(listed(&w), start_listing, "{store}");
+
+        // Tokens: the read token lists, only the control token changes.
+        let good = json!({"id": "added", "url": failing.url(), "body_contains": "ok"});
+        for token in [None, Some(READ_TOKEN), Some("wrong-token-0123456789")] {
+            let body = Some(good.to_string());
+            let (status, _) = send(&w, reqwest::Method::POST, "/ops/targets", token, None, body);
+            assert_eq!(status, 401, "{store}: POST with {token:?}");
+        }
+        let (status, _) = send(
+            &w,
+            reqwest::Method::DELETE,
+            "/ops/targets/filed",
+            Some(READ_TOKEN),
+            None,
+            None,
+        );
+        assert_eq!(status, 401, "{store}");
+        for path in ["/ops/targets", "/ops/audit"] {
+            let (status, _) = send(&w, reqwest::Method::GET, path, None, None, None);
+            assert_eq!(status, 401, "{store}: {path}");
+        }
+
+        // Bad bodies: 400 naming the key and the reason, nothing changed.
+        let url = failing.url();
+        for (body, key, reason) in [
+            (json!({"id": "x", "url": "ftp://x"}), "target.url", "http"),
+            (
+                json!({"id": "x", "url": url, "timeout_ms": 0}),
+                "target.timeout_ms",
+                "",
+            ),
+            (
+                json!({"id": "x", "urll": url}),
+                "target.urll",
+                "unknown field",
+            ),
+            (json!({"id": "x"}), "target.url", "missing field"),
+            (json!(["not", "an", "object"]), "target", "object"),
+            // What the Worker refuses in its file, it refuses by API.
+            (
+                json!({"id": "x", "url": "https://127.0.0.1:9/", "tls_expiry_days": 14}),
+                "target.tls_expiry_days",
+                "the Worker cannot read certificates",
+            ),
+        ] {
+            let (status, answer) = post(&w, "mallory", &body);
+            assert_eq!(status, 400, "{store}: {body}: {answer}");
+            assert_eq!(answer["error"]["code"], "invalid_target", "{answer}");
+            assert_eq!(answer["error"]["key"], key, "{store}: {body}: {answer}");
+            let why = answer["error"]["reason"].as_str().unwrap();
+            assert!(why.contains(reason), "{store}: {body}: {answer}");
+        }
+        for raw in ["{not json", ""] {
+            let (status, answer) = send(
+                &w,
+                reqwest::Method::POST,
+                "/ops/targets",
+                Some(CONTROL_TOKEN),
+                None,
+                Some(raw.into()),
+            );
+            assert_eq!(status, 400, "{store}: {raw:?}: {answer}");
+            assert_eq!(answer["error"]["code"], "bad_body", "{answer}");
+        }
+        let huge = json!({"id": "x", "url": url, "body_contains": "a".repeat(100_000)});
+        let (status, answer) = post(&w, "mallory", &huge);
+        assert_eq!(status, 413, "{store}: {answer}");
+        assert_eq!(answer["error"]["code"], "body_too_large");
+        let (status, answer) = delete(&w, "mallory", "ghost");
+        assert_eq!(status, 404, "{store}: {answer}");
+        assert_eq!(answer["error"]["code"], "unknown_target");
+        let (status, answer) = delete(&w, "mallory", "filed");
+        assert_eq!(status, 409, "{store}: only API targets: {answer}");
+        assert_eq!(listed(&w), start_listing, "{store}: nothing changed");
+        assert_eq!(read(&w, "/ops/audit")["audit"], json!([]), "{store}");
+
+        // Added: listed as `api`, probed by the cycle, down after its confirm.
+        let (status, answer) = post(&w, "alice", &good);
+        assert_eq!(status, 200, "{store}: {answer}");
+        assert_eq!(answer["change"]["what"], "target.add", "{answer}");
+        assert_eq!(listed(&w), [pair("filed", "file"), pair("added", "api")]);
+        let listing = read(&w, "/ops/targets");
+        let added = &listing["targets"][1];
+        assert_eq!(added["added_by"], "alice", "{listing}");
+        assert_eq!(added["target"], good, "{listing}");
+        let report = w.scheduled();
+        assert_eq!(
+            report["probes"], 3,
+            "{store}: both, and the confirm: {report}"
+        );
+        assert!(failing.seen().len() >= 2, "{store}: probed and confirmed");
+        let view = read(&w, "/ops/target/added");
+        assert_eq!(view["state"], "down", "{store}: {view}");
+        let open = read(&w, "/ops/incidents?state=open");
+        let incident = open["incidents"][0]["id"].as_str().unwrap().to_string();
+        assert_eq!(open["incidents"][0]["target"], "added", "{store}: {open}");
+
+        // Kept across a restart of workerd (in the store, not the config).
+        w.restart();
+        assert_eq!(listed(&w), [pair("filed", "file"), pair("added", "api")]);
+        let before = failing.seen().len();
+        w.scheduled();
+        assert!(failing.seen().len() > before, "{store}: still probed");
+
+        // Removed: its open incident resolved with the reason.
+        let (status, answer) = delete(&w, "bob", "added");
+        assert_eq!(status, 200, "{store}: {answer}");
+        assert_eq!(answer["change"]["what"], "target.remove");
+        assert_eq!(answer["change"]["resolved"], incident.as_str(), "{answer}");
+        let inc = read(&w, &format!("/ops/incidents/{incident}"));
+        assert!(inc["resolved_at_ms"].as_u64().is_some(), "{store}: {inc}");
+        assert_eq!(inc["resolution"], "target removed through the API by bob");
+        assert_eq!(listed(&w), start_listing, "{store}");
+        let before = failing.seen().len();
+        let report = w.scheduled();
+        assert_eq!(report["probes"], 1, "{store}: {report}");
+        assert_eq!(failing.seen().len(), before, "{store}: not probed any more");
+
+        // The audit list: who, what, when, newest first.
+        let audit = read(&w, "/ops/audit")["audit"].clone();
+        let entries = audit.as_array().unwrap();
+        assert_eq!(entries.len(), 2, "{store}: {audit}");
+        let seen: Vec<(&str, &str, &str)> = entries
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap();
+                (s("who"), s("what"), s("subject"))
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("bob", "target.remove", "added"),
+                ("alice", "target.add", "added")
+            ],
+            "{store}"
+        );
+        assert!(entries[0]["at_ms"].as_u64() >= entries[1]["at_ms"].as_u64());
+        assert!(entries[1]["at_ms"].as_u64() > Some(1_700_000_000_000));
+        assert!(entries[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&incident)));
+    }
+}
+
+/// While the store cannot take writes (VIGIL_TEST_FAIL_WRITES), a change
+/// is answered 503 `store_unavailable` and not made; once it can, the same
+/// change is taken. On both stores.
+#[test]
+fn a_target_change_that_cannot_be_stored_is_refused_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    for store in STORES {
+        let filed = TargetServer::start();
+        let switch = TargetServer::start();
+        let config = format!("interval_s = 60\n{}", target("filed", &filed.url()));
+        let w = start(
+            config,
+            vec![
+                ("VIGIL_STORE", store.into()),
+                ("VIGIL_TEST_FAIL_WRITES", switch.url()),
+            ],
+        );
+        // The first cycle stores the state.
+        w.scheduled();
+        let body = json!({"id": "added", "url": filed.url()});
+        switch.set(Behaviour::Status(503));
+        let (status, answer) = post(&w, "alice", &body);
+        assert_eq!(status, 503, "{store}: {answer}");
+        assert_eq!(answer["error"]["code"], "store_unavailable", "{answer}");
+        assert_eq!(listed(&w), [pair("filed", "file")], "{store}: not made");
+        assert_eq!(read(&w, "/ops/audit")["audit"], json!([]), "{store}");
+
+        switch.set(Behaviour::Ok);
+        let (status, answer) = post(&w, "alice", &body);
+        assert_eq!(status, 200, "{store}: {answer}");
+        switch.set(Behaviour::Status(503));
+        let (status, answer) = delete(&w, "bob", "added");
+        assert_eq!(status, 503, "{store}: {answer}");
+        assert_eq!(listed(&w), [pair("filed", "file"), pair("added", "api")]);
+        let audit = read(&w, "/ops/audit")["audit"].clone();
+        assert_eq!(audit.as_array().map(Vec::len), Some(1), "{store}: {audit}");
+    }
+}
+
+/// The free plan on the KV store probes at most 34 targets an invocation:
+/// an API target past that is refused with 409, nothing changed.
+#[test]
+fn an_api_target_the_plan_cannot_carry_is_refused_in_the_worker() {
+    if !worker_or_skip() {
+        return;
+    }
+    let up = TargetServer::start();
+    let targets: String = (0..33)
+        .map(|i| target(&format!("t{i}"), &up.url()))
+        .collect();
+    let w = start(
+        format!("interval_s = 60\n{targets}"),
+        vec![("VIGIL_STORE", "kv".into())],
+    );
+    let (status, answer) = post(&w, "alice", &json!({"id": "t33", "url": up.url()}));
+    assert_eq!(status, 200, "the 34th fits: {answer}");
+    let (status, answer) = post(&w, "alice", &json!({"id": "t34", "url": up.url()}));
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "does_not_fit", "{answer}");
+    let why = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        why.contains("35 targets") && why.contains("at most 34"),
+        "{why}"
+    );
+    assert_eq!(listed(&w).len(), 34, "nothing changed");
+    let audit = read(&w, "/ops/audit")["audit"].clone();
+    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
+}
+
+/// On the Durable Object store, more targets than a shard's share are
+/// probed by shard objects, which have no state of their own: an API target
+/// that falls to a shard is probed there all the same.
+#[test]
+fn shards_probe_api_targets_on_the_durable_object_store() {
+    if !worker_or_skip() {
+        return;
+    }
+    let up = TargetServer::start();
+    let by_api = TargetServer::start();
+    // 33 file targets and one by API: two shards of up to 32 probes.
+    let targets: String = (0..33)
+        .map(|i| target(&format!("t{i}"), &up.url()))
+        .collect();
+    let w = start(
+        format!("interval_s = 60\n{targets}"),
+        vec![("VIGIL_STORE", "durable_object".into())],
+    );
+    let (status, answer) = post(&w, "alice", &json!({"id": "zz", "url": by_api.url()}));
+    assert_eq!(status, 200, "{answer}");
+    let report = w.scheduled();
+    assert_eq!(report["probes"], 34, "{report}");
+    assert!(
+        report["shard_subrequests_max"].as_u64() > Some(0),
+        "{report}"
+    );
+    assert_eq!(by_api.seen().len(), 1, "the shard probed it: {report}");
+    let view = read(&w, "/ops/target/zz");
+    assert_eq!(view["state"], "healthy", "{view}");
+}
