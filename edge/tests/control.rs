@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vigil_testkit::edge::{config_head, Edge, CONTROL_TOKEN, READ_TOKEN};
+use vigil_testkit::edge::{
+    config_head, listed_targets, ops_request, Edge, CONTROL_TOKEN, READ_TOKEN,
+};
 use vigil_testkit::target::{Behaviour, TargetServer};
 
 fn bin() -> &'static Path {
@@ -21,23 +23,15 @@ fn send(
     who: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let mut req = edge
-        .http
-        .request(method, format!("http://{}{path}", edge.addr));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(w) = who {
-        req = req.header("X-Vigil-Operator", w);
-    }
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let res = req.send().expect("request");
-    let status = res.status().as_u16();
-    (status, res.json().unwrap_or(Value::Null))
+    let url = format!("http://{}{path}", edge.addr);
+    ops_request(
+        &edge.http,
+        method,
+        url,
+        token,
+        who,
+        body.map(str::to_string),
+    )
 }
 
 fn post_target(edge: &Edge, who: &str, body: &Value) -> (u16, Value) {
@@ -64,18 +58,7 @@ fn delete_target(edge: &Edge, who: &str, id: &str) -> (u16, Value) {
 
 /// The effective targets as `(id, source, url)`.
 fn listed(edge: &Edge) -> Vec<(String, String, String)> {
-    edge.get("/ops/targets")["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["id"].as_str().unwrap().to_string(),
-                t["source"].as_str().unwrap().to_string(),
-                t["url"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    listed_targets(&edge.get("/ops/targets"))
 }
 
 /// What `--check` says about the file `head` + `[[target]]` `toml`.

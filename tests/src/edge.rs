@@ -24,6 +24,45 @@ pub struct Edge {
     pub http: reqwest::blocking::Client,
 }
 
+/// One request to either shell's API: `token` as the bearer, `who` as
+/// `X-Vigil-Operator`, `body` as JSON; the status and the JSON answer
+/// (null when it is none).
+pub fn ops_request(
+    http: &reqwest::blocking::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    who: Option<&str>,
+    body: Option<String>,
+) -> (u16, Value) {
+    let mut req = http.request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(w) = who {
+        req = req.header("X-Vigil-Operator", w);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let res = req.send().expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or(Value::Null))
+}
+
+/// `GET /ops/targets`' effective targets as `(id, source, url)`, in
+/// either shell.
+pub fn listed_targets(listing: &Value) -> Vec<(String, String, String)> {
+    let text = |t: &Value, k: &str| t[k].as_str().unwrap_or_default().to_string();
+    listing["targets"]
+        .as_array()
+        .map(|ts| {
+            let entry = |t: &Value| (text(t, "id"), text(t, "source"), text(t, "url"));
+            ts.iter().map(entry).collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Configuration head for fast tests: cycles of `interval_s`, the state dir
 /// and listen address filled in.
 pub fn config_head(dir: &Path, addr: SocketAddr, interval_s: f64, retry_after_s: f64) -> String {

@@ -5,8 +5,9 @@
 //! the Durable Object store's shards, kept across a restart, refused when
 //! the plan cannot carry them or the store cannot take the change.
 
+use reqwest::Method;
 use serde_json::{json, Value};
-use vigil_testkit::edge::{CONTROL_TOKEN, READ_TOKEN};
+use vigil_testkit::edge::{listed_targets, ops_request, CONTROL_TOKEN, READ_TOKEN};
 use vigil_testkit::target::{Behaviour, TargetServer};
 use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
 
@@ -26,48 +27,35 @@ fn target(id: &str, url: &str) -> String {
     format!("[[target]]\nid = {id:?}\nurl = {url:?}\nbody_contains = \"ok\"\ntimeout_ms = 2000\n")
 }
 
-fn send(
-    w: &Wrangler,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    who: Option<&str>,
-    body: Option<String>,
-) -> (u16, Value) {
-    let mut req = w.http.request(method, w.url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
+/// Runs `test` on each store, once the Worker is built.
+fn on_each_store(test: impl Fn(&str)) {
+    if worker_or_skip() {
+        STORES.into_iter().for_each(test);
     }
-    if let Some(who) = who {
-        req = req.header("X-Vigil-Operator", who);
-    }
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b);
-    }
-    let res = req.send().expect("request");
-    let status = res.status().as_u16();
-    (status, res.json().unwrap_or(Value::Null))
 }
 
 fn post(w: &Wrangler, who: &str, body: &Value) -> (u16, Value) {
-    let path = "/ops/targets";
-    let body = Some(body.to_string());
-    send(
-        w,
-        reqwest::Method::POST,
-        path,
+    post_raw(w, Some(who), body.to_string())
+}
+
+fn post_raw(w: &Wrangler, who: Option<&str>, body: String) -> (u16, Value) {
+    let url = w.url("/ops/targets");
+    ops_request(
+        &w.http,
+        Method::POST,
+        url,
         Some(CONTROL_TOKEN),
-        Some(who),
-        body,
+        who,
+        Some(body),
     )
 }
 
 fn delete(w: &Wrangler, who: &str, id: &str) -> (u16, Value) {
-    let path = format!("/ops/targets/{id}");
-    send(
-        w,
-        reqwest::Method::DELETE,
-        &path,
+    let url = w.url(&format!("/ops/targets/{id}"));
+    ops_request(
+        &w.http,
+        Method::DELETE,
+        url,
         Some(CONTROL_TOKEN),
         Some(who),
         None,
@@ -75,28 +63,48 @@ fn delete(w: &Wrangler, who: &str, id: &str) -> (u16, Value) {
 }
 
 fn read(w: &Wrangler, path: &str) -> Value {
-    let (status, body) = send(w, reqwest::Method::GET, path, Some(READ_TOKEN), None, None);
+    let (status, body) = ops_request(
+        &w.http,
+        Method::GET,
+        w.url(path),
+        Some(READ_TOKEN),
+        None,
+        None,
+    );
     assert_eq!(status, 200, "{path}: {body}");
     body
 }
 
 /// The effective targets as `(id, source)`.
 fn listed(w: &Wrangler) -> Vec<(String, String)> {
-    read(w, "/ops/targets")["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["id"].as_str().unwrap().into(),
-                t["source"].as_str().unwrap().into(),
-            )
-        })
+    let listing = listed_targets(&read(w, "/ops/targets"));
+    listing
+        .into_iter()
+        .map(|(id, source, _)| (id, source))
         .collect()
 }
 
 fn pair(id: &str, source: &str) -> (String, String) {
     (id.to_string(), source.to_string())
+}
+
+/// How many changes the audit list holds.
+fn audited(w: &Wrangler) -> usize {
+    read(w, "/ops/audit")["audit"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// A Worker on `store` watching 33 targets of one server (the free plan
+/// fits 34 with KV; the Durable Object store probes more than 32 in shards).
+fn thirty_three(store: &str) -> (TargetServer, Wrangler) {
+    let up = TargetServer::start();
+    let targets: String = (0..33)
+        .map(|i| target(&format!("t{i}"), &up.url()))
+        .collect();
+    let config = format!("interval_s = 60\n{targets}");
+    let w = start(config, vec![("VIGIL_STORE", store.into())]);
+    (up, w)
 }
 
 /// Adds a failing target by API: refused without the control token and
@@ -106,10 +114,7 @@ fn pair(id: &str, source: &str) -> (String, String) {
 /// probed any more. On both stores.
 #[test]
 fn targets_added_and_removed_through_the_api_in_the_worker() {
-    if !worker_or_skip() {
-        return;
-    }
-    for store in STORES {
+    on_each_store(|store| {
         let filed = TargetServer::start();
         let failing = TargetServer::start();
         failing.set(Behaviour::Status(500));
@@ -123,23 +128,19 @@ fn targets_added_and_removed_through_the_api_in_the_worker() {
 
         // Tokens: the read token lists, only the control token changes.
         let good = json!({"id": "added", "url": failing.url(), "body_contains": "ok"});
-        for token in [None, Some(READ_TOKEN), Some("wrong-token-0123456789")] {
-            let body = Some(good.to_string());
-            let (status, _) = send(&w, reqwest::Method::POST, "/ops/targets", token, None, body);
-            assert_eq!(status, 401, "{store}: POST with {token:?}");
-        }
-        let (status, _) = send(
-            &w,
-            reqwest::Method::DELETE,
-            "/ops/targets/filed",
-            Some(READ_TOKEN),
-            None,
-            None,
-        );
-        assert_eq!(status, 401, "{store}");
-        for path in ["/ops/targets", "/ops/audit"] {
-            let (status, _) = send(&w, reqwest::Method::GET, path, None, None, None);
-            assert_eq!(status, 401, "{store}: {path}");
+        let refused = [
+            (Method::POST, "/ops/targets", None),
+            (Method::POST, "/ops/targets", Some(READ_TOKEN)),
+            (Method::POST, "/ops/targets", Some("wrong-token-0123456789")),
+            (Method::DELETE, "/ops/targets/filed", Some(READ_TOKEN)),
+            (Method::GET, "/ops/targets", None),
+            (Method::GET, "/ops/audit", None),
+        ];
+        for (method, path, token) in refused {
+            let what = format!("{method} {path} with {token:?}");
+            let body = (method == Method::POST).then(|| good.to_string());
+            let (status, _) = ops_request(&w.http, method, w.url(path), token, None, body);
+            assert_eq!(status, 401, "{store}: {what}");
         }
 
         // Bad bodies: 400 naming the key and the reason, nothing changed.
@@ -173,14 +174,7 @@ fn targets_added_and_removed_through_the_api_in_the_worker() {
             assert!(why.contains(reason), "{store}: {body}: {answer}");
         }
         for raw in ["{not json", ""] {
-            let (status, answer) = send(
-                &w,
-                reqwest::Method::POST,
-                "/ops/targets",
-                Some(CONTROL_TOKEN),
-                None,
-                Some(raw.into()),
-            );
+            let (status, answer) = post_raw(&w, None, raw.into());
             assert_eq!(status, 400, "{store}: {raw:?}: {answer}");
             assert_eq!(answer["error"]["code"], "bad_body", "{answer}");
         }
@@ -262,7 +256,7 @@ fn targets_added_and_removed_through_the_api_in_the_worker() {
         assert!(entries[0]["detail"]
             .as_str()
             .is_some_and(|d| d.contains(&incident)));
-    }
+    });
 }
 
 /// While the store cannot take writes (VIGIL_TEST_FAIL_WRITES), a change
@@ -270,10 +264,7 @@ fn targets_added_and_removed_through_the_api_in_the_worker() {
 /// change is taken. On both stores.
 #[test]
 fn a_target_change_that_cannot_be_stored_is_refused_in_the_worker() {
-    if !worker_or_skip() {
-        return;
-    }
-    for store in STORES {
+    on_each_store(|store| {
         let filed = TargetServer::start();
         let switch = TargetServer::start();
         let config = format!("interval_s = 60\n{}", target("filed", &filed.url()));
@@ -292,7 +283,7 @@ fn a_target_change_that_cannot_be_stored_is_refused_in_the_worker() {
         assert_eq!(status, 503, "{store}: {answer}");
         assert_eq!(answer["error"]["code"], "store_unavailable", "{answer}");
         assert_eq!(listed(&w), [pair("filed", "file")], "{store}: not made");
-        assert_eq!(read(&w, "/ops/audit")["audit"], json!([]), "{store}");
+        assert_eq!(audited(&w), 0, "{store}");
 
         switch.set(Behaviour::Ok);
         let (status, answer) = post(&w, "alice", &body);
@@ -301,9 +292,8 @@ fn a_target_change_that_cannot_be_stored_is_refused_in_the_worker() {
         let (status, answer) = delete(&w, "bob", "added");
         assert_eq!(status, 503, "{store}: {answer}");
         assert_eq!(listed(&w), [pair("filed", "file"), pair("added", "api")]);
-        let audit = read(&w, "/ops/audit")["audit"].clone();
-        assert_eq!(audit.as_array().map(Vec::len), Some(1), "{store}: {audit}");
-    }
+        assert_eq!(audited(&w), 1, "{store}: the removal not audited");
+    });
 }
 
 /// The free plan on the KV store probes at most 34 targets an invocation:
@@ -313,27 +303,18 @@ fn an_api_target_the_plan_cannot_carry_is_refused_in_the_worker() {
     if !worker_or_skip() {
         return;
     }
-    let up = TargetServer::start();
-    let targets: String = (0..33)
-        .map(|i| target(&format!("t{i}"), &up.url()))
-        .collect();
-    let w = start(
-        format!("interval_s = 60\n{targets}"),
-        vec![("VIGIL_STORE", "kv".into())],
-    );
-    let (status, answer) = post(&w, "alice", &json!({"id": "t33", "url": up.url()}));
-    assert_eq!(status, 200, "the 34th fits: {answer}");
+    let (up, w) = thirty_three("kv");
+    let fits = post(&w, "alice", &json!({"id": "t33", "url": up.url()}));
+    assert_eq!(fits.0, 200, "the 34th fits: {}", fits.1);
     let (status, answer) = post(&w, "alice", &json!({"id": "t34", "url": up.url()}));
-    assert_eq!(status, 409, "{answer}");
-    assert_eq!(answer["error"]["code"], "does_not_fit", "{answer}");
-    let why = answer["error"]["message"].as_str().unwrap();
+    let code = answer["error"]["code"].as_str();
+    assert_eq!((status, code), (409, Some("does_not_fit")), "{answer}");
+    let why = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(
         why.contains("35 targets") && why.contains("at most 34"),
         "{why}"
     );
-    assert_eq!(listed(&w).len(), 34, "nothing changed");
-    let audit = read(&w, "/ops/audit")["audit"].clone();
-    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
+    assert_eq!((listed(&w).len(), audited(&w)), (34, 1), "nothing changed");
 }
 
 /// On the Durable Object store, more targets than a shard's share are
@@ -344,16 +325,9 @@ fn shards_probe_api_targets_on_the_durable_object_store() {
     if !worker_or_skip() {
         return;
     }
-    let up = TargetServer::start();
-    let by_api = TargetServer::start();
     // 33 file targets and one by API: two shards of up to 32 probes.
-    let targets: String = (0..33)
-        .map(|i| target(&format!("t{i}"), &up.url()))
-        .collect();
-    let w = start(
-        format!("interval_s = 60\n{targets}"),
-        vec![("VIGIL_STORE", "durable_object".into())],
-    );
+    let (_up, w) = thirty_three("durable_object");
+    let by_api = TargetServer::start();
     let (status, answer) = post(&w, "alice", &json!({"id": "zz", "url": by_api.url()}));
     assert_eq!(status, 200, "{answer}");
     let report = w.scheduled();
