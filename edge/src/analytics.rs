@@ -169,6 +169,10 @@ mod tests {
                 "/ops/actions/vps1/restart_api",
                 "/ops/actions/{host}/{action}",
             ),
+            // Targets through the API (both shells).
+            ("/ops/targets", "/ops/targets"),
+            ("/ops/targets/docs", "/ops/targets/{id}"),
+            ("/ops/audit", "/ops/audit"),
             ("/wp-login.php", "other"),
             ("/ops/incidents//ack", "other"),
             ("/ops/target/a/b/c", "other"),
