@@ -523,6 +523,7 @@ async fn route(
                 Ok(body) => body,
                 Err(too_large) => return Ok(too_large),
             };
+            // The secrets of the effective targets (API targets' `headers_env`).
             let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
             return signal::take(&body, env, &io, &store, state, durable).await;
         }
