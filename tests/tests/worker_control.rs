@@ -119,7 +119,7 @@ fn targets_added_and_removed_through_the_api_in_the_worker() {
         let failing = TargetServer::start();
         failing.set(Behaviour::Status(500));
         let config = format!(
-            "interval_s = 60\nretry_after_s = 0.3\n{}",
+            "interval_s = 60\nretry_after_s = 0.3\n[status_page]\nenabled = true\n{}",
             target("filed", &filed.url())
         );
         let mut w = start(config, vec![("VIGIL_STORE", store.into())]);
@@ -127,7 +127,8 @@ fn targets_added_and_removed_through_the_api_in_the_worker() {
         assert_eq!(listed(&w), start_listing, "{store}");
 
         // Tokens: the read token lists, only the control token changes.
-        let good = json!({"id": "added", "url": failing.url(), "body_contains": "ok"});
+        let good =
+            json!({"id": "added", "url": failing.url(), "body_contains": "ok", "public": true});
         let refused = [
             (Method::POST, "/ops/targets", None),
             (Method::POST, "/ops/targets", Some(READ_TOKEN)),
@@ -210,6 +211,16 @@ fn targets_added_and_removed_through_the_api_in_the_worker() {
         let open = read(&w, "/ops/incidents?state=open");
         let incident = open["incidents"][0]["id"].as_str().unwrap().to_string();
         assert_eq!(open["incidents"][0]["target"], "added", "{store}: {open}");
+        // The views and the public status page have it too.
+        let ids = |list: &Value| -> Vec<String> {
+            let ids = list.as_array().unwrap().iter().map(|t| t["id"].to_string());
+            ids.collect()
+        };
+        let summary = read(&w, "/ops/summary");
+        assert_eq!(ids(&summary["targets"]), [r#""filed""#, r#""added""#]);
+        let status = read(&w, "/status.json");
+        assert_eq!(ids(&status["targets"]), [r#""added""#], "{store}: {status}");
+        assert_eq!(status["targets"][0]["state"], "outage", "{status}");
 
         // Kept across a restart of workerd (in the store, not the config).
         w.restart();
@@ -227,6 +238,7 @@ fn targets_added_and_removed_through_the_api_in_the_worker() {
         assert!(inc["resolved_at_ms"].as_u64().is_some(), "{store}: {inc}");
         assert_eq!(inc["resolution"], "target removed through the API by bob");
         assert_eq!(listed(&w), start_listing, "{store}");
+        assert_eq!(read(&w, "/status.json")["targets"], json!([]), "{store}");
         let before = failing.seen().len();
         let report = w.scheduled();
         assert_eq!(report["probes"], 1, "{store}: {report}");
