@@ -268,6 +268,30 @@ fn targets_added_and_removed_through_the_api_in_the_worker() {
         assert!(entries[0]["detail"]
             .as_str()
             .is_some_and(|d| d.contains(&incident)));
+
+        // An API target replaces the file's of the same id (no
+        // `file_targets_win`) until it is removed: the file's comes back.
+        let other = TargetServer::start();
+        let replace = json!({"id": "filed", "url": other.url(), "body_contains": "ok"});
+        let (status, answer) = post(&w, "carol", &replace);
+        assert_eq!(status, 200, "{store}: {answer}");
+        assert_eq!(answer["change"]["what"], "target.replace", "{answer}");
+        let listing = read(&w, "/ops/targets");
+        assert_eq!(
+            listing["targets"][0]["replaces_file_target"], true,
+            "{listing}"
+        );
+        let before = filed.seen().len();
+        w.scheduled();
+        assert_eq!(
+            (other.seen().len(), filed.seen().len()),
+            (1, before),
+            "{store}"
+        );
+        assert_eq!(delete(&w, "carol", "filed").0, 200, "{store}");
+        assert_eq!(listed(&w), start_listing, "{store}");
+        w.scheduled();
+        assert_eq!((other.seen().len(), filed.seen().len()), (1, before + 1));
     });
 }
 
