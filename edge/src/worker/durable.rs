@@ -13,6 +13,7 @@ use super::io::worker_io;
 use super::routes::{error, json, serve};
 use super::shards::probe_here;
 use super::{load_config, lookup, Fallible};
+use crate::core::probe::REGION_HEADER;
 use crate::shell::Secrets;
 
 const DO_BINDING: &str = "VIGIL_DO";
@@ -26,16 +27,22 @@ pub fn durable_mode(env: &Env) -> bool {
 /// The one Durable Object that owns the state.
 pub const COORDINATOR: &str = "vigil";
 
-/// The Durable Object named `name`: the coordinator, or a shard.
-pub fn durable_stub(env: &Env, name: &str) -> worker::Result<worker::Stub> {
-    env.durable_object(DO_BINDING)?
-        .id_from_name(name)?
-        .get_stub()
+/// The Durable Object named `name`: the coordinator, a shard, or a
+/// region's object, created with its region as the location hint (a hint:
+/// Cloudflare places the object near it when it is first created, and never
+/// moves it).
+pub fn durable_stub(env: &Env, name: &str, hint: Option<&str>) -> worker::Result<worker::Stub> {
+    let namespace = env.durable_object(DO_BINDING)?;
+    let id = namespace.id_from_name(name)?;
+    match hint {
+        Some(hint) => id.get_stub_with_location_hint(hint),
+        None => id.get_stub(),
+    }
 }
 
 /// Asks the Durable Object to run the cycle against its own storage.
 pub async fn durable_cycle(env: &Env) -> Fallible<String> {
-    let stub = durable_stub(env, COORDINATOR).map_err(|e| e.to_string())?;
+    let stub = durable_stub(env, COORDINATOR, None).map_err(|e| e.to_string())?;
     let mut res = stub
         .fetch_with_str("https://vigil.internal/cycle")
         .await
@@ -80,11 +87,22 @@ impl DurableObject for VigilEdge {
             };
         }
         if req.path() == "/probe" {
-            // A shard's job (see `shards`): probe the targets named.
-            let config = match load_config(&self.env) {
+            // A shard's job (see `shards`): probe the targets named; a
+            // region's object probes them as that vantage point.
+            let mut config = match load_config(&self.env) {
                 Ok(c) => c,
                 Err(e) => return error(500, "no_configuration", e),
             };
+            if let Some(region) = req.headers().get(REGION_HEADER)? {
+                if !config.remote_regions().contains(region.as_str()) {
+                    return error(
+                        400,
+                        "bad_region",
+                        format!("no target lists {region:?} in its regions"),
+                    );
+                }
+                config.region = region;
+            }
             let ids: Vec<String> = match crate::core::json::read(&req.bytes().await?) {
                 Ok(ids) => ids,
                 Err(e) => return error(400, "bad_body", e.to_string()),

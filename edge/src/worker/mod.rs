@@ -83,7 +83,7 @@ fn load_config(env: &Env) -> Fallible<Config> {
     budget::check(&config, config.plan(), store)
         .and_then(|()| budget::check_store(&config, store))
         .map_err(|e| e.to_string())
-        .and_then(|()| config.check_worker())
+        .and_then(|()| config.check_worker(store))
         .map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
     Ok(config)
 }
@@ -147,7 +147,7 @@ async fn answer(mut req: Request, env: &Env) -> worker::Result<Response> {
         .iter()
         .any(|p| req.path().starts_with(p));
     if durable_mode(env) && stateful {
-        return match durable_stub(env, COORDINATOR) {
+        return match durable_stub(env, COORDINATOR, None) {
             Ok(stub) => stub.fetch_with_request(req).await,
             Err(e) => error(502, "durable_object_unavailable", e.to_string()),
         };
