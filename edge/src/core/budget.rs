@@ -460,31 +460,26 @@ mod tests {
         let room = (Plan::Free.subrequest_budget() - CYCLE_STORAGE - ALERTS_KEPT) as usize;
         let mut c = config("", room);
         assert_eq!(check(&c, Plan::Free, StoreKind::Kv), Ok(()));
-        // Three regions on two targets: three calls, so three targets
-        // fewer probed from here fit; the regions' targets are not probed
-        // from here at all.
+        // Three regions on two targets: three calls kept, and those
+        // targets are not probed from here (region "main" is not listed).
         let three: Vec<String> = ["weur", "enam", "apac"].map(String::from).into();
         assert_eq!(region_calls(&c, Plan::Free, 1), 0);
         c.targets[0].regions = three.clone();
         c.targets[1].regions = three;
         assert_eq!(region_calls(&c, Plan::Free, 1), 3);
-        assert_eq!(check(&c, Plan::Free, StoreKind::Kv), Ok(()));
-        c.targets[2].regions = vec!["weur".into()];
-        assert_eq!(
-            check(&c, Plan::Free, StoreKind::Kv),
-            Ok(()),
-            "31 here, 3 calls"
-        );
-        for i in 0..2 {
-            c.targets[i].regions.clear();
-        }
-        c.targets[2].regions = vec!["weur".into(), "enam".into(), "apac".into(), "oc".into()];
         let err = check(&c, Plan::Free, StoreKind::Kv).unwrap_err();
         assert!(
-            err.to_string().contains("33 targets need 33 probes per invocation")
-                && err.to_string().contains("10 are kept for storage, alerts, host polls, a remediation round and region objects, leaving 30"),
+            err.to_string().contains("32 targets need 32 probes per invocation")
+                && err.to_string().contains(
+                    "9 are kept for storage, alerts, host polls, a remediation round and region objects, leaving 31"
+                ),
             "{err}"
         );
+        // One more target probed from weur only: no new call, one probe
+        // less from here.
+        c.targets[2].regions = vec!["weur".into()];
+        assert_eq!(region_calls(&c, Plan::Free, 1), 3);
+        assert_eq!(check(&c, Plan::Free, StoreKind::Kv), Ok(()));
     }
 
     #[test]
