@@ -873,14 +873,16 @@ impl Config {
     }
 
     /// The regions other vantage points report from: every target's
-    /// `regions` but this edge's own.
-    pub fn remote_regions(&self) -> std::collections::BTreeSet<&str> {
-        self.targets
-            .iter()
-            .flat_map(|t| t.regions.iter())
-            .map(String::as_str)
-            .filter(|r| *r != self.region)
-            .collect()
+    /// `regions` but this edge's own, each once, in the order listed (a
+    /// short list: no set type in the Worker's bundle).
+    pub fn remote_regions(&self) -> Vec<&str> {
+        let mut regions = Vec::new();
+        for r in self.targets.iter().flat_map(|t| t.regions.iter()) {
+            if *r != self.region {
+                first_time(&mut regions, r);
+            }
+        }
+        regions
     }
 
     pub fn target(&self, id: &str) -> Option<&Target> {
@@ -2097,7 +2099,7 @@ expect_headers = { "content-type" = "json" }"#;
         assert_eq!(c.targets[0].quorum(), 2, "a majority by default");
         assert_eq!(c.prober_silent_ms(), 1500, "three intervals by default");
         assert_eq!(
-            c.remote_regions().into_iter().collect::<Vec<_>>(),
+            c.remote_regions(),
             ["east", "west"]
         );
         assert!(c.probes_here(&c.targets[0]));

@@ -263,7 +263,7 @@ impl Batch {
                 self.region
             ));
         }
-        if !config.remote_regions().contains(self.region.as_str()) {
+        if !config.remote_regions().contains(&self.region.as_str()) {
             return invalid(format!(
                 "region: no target lists {:?} in its regions",
                 self.region
@@ -582,7 +582,7 @@ impl State {
     /// target names any more are forgotten.
     pub fn check_vantages(&mut self, config: &Config, now_ms: u64) -> Vec<Event> {
         let regions = config.remote_regions();
-        super::retain_map(&mut self.probers, |r, _| regions.contains(r.as_str()));
+        super::retain_map(&mut self.probers, |r, _| regions.contains(&r.as_str()));
         let mut events = self.check_partial(config, now_ms);
         for region in regions {
             let p = self.probers.entry(region.to_string()).or_default();

@@ -94,7 +94,7 @@ impl DurableObject for VigilEdge {
                 Err(e) => return error(500, "no_configuration", e),
             };
             if let Some(region) = req.headers().get(REGION_HEADER)? {
-                if !config.remote_regions().contains(region.as_str()) {
+                if !config.remote_regions().contains(&region.as_str()) {
                     return error(
                         400,
                         "bad_region",
