@@ -2098,10 +2098,7 @@ expect_headers = { "content-type" = "json" }"#;
         .unwrap();
         assert_eq!(c.targets[0].quorum(), 2, "a majority by default");
         assert_eq!(c.prober_silent_ms(), 1500, "three intervals by default");
-        assert_eq!(
-            c.remote_regions(),
-            ["east", "west"]
-        );
+        assert_eq!(c.remote_regions(), ["east", "west"]);
         assert!(c.probes_here(&c.targets[0]));
         let e = err(&GOOD.replace("role =", "slo = 100\nrole ="));
         assert!(e.contains("target[0].slo: a percentage"), "{e}");

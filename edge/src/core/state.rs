@@ -191,7 +191,7 @@ pub struct State {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub probers: BTreeMap<String, vantage::Prober>,
     /// What the vantage points saw that was no incident, newest first.
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vantage_notes: vantage::Notes,
     /// Targets added through the control API (`core::control`).
     #[cfg(not(target_arch = "wasm32"))]

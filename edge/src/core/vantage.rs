@@ -28,7 +28,7 @@
 //!   observation's age is measured on the prober's clock and carried over
 //!   to this edge's, so a skewed clock shifts nothing.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -566,13 +566,16 @@ impl State {
                 now_ms,
             );
         }
-        self.vantage_notes.push_front(Note {
-            at_ms: now_ms,
-            kind: kind.to_string(),
-            target: target.map(str::to_string),
-            regions,
-            text,
-        });
+        self.vantage_notes.insert(
+            0,
+            Note {
+                at_ms: now_ms,
+                kind: kind.to_string(),
+                target: target.map(str::to_string),
+                regions,
+                text,
+            },
+        );
         self.vantage_notes.truncate(NOTES_KEPT);
     }
 
@@ -753,5 +756,6 @@ impl Slot {
     }
 }
 
-/// Recent notes, kept in the state.
-pub type Notes = VecDeque<Note>;
+/// Recent notes, newest first, kept in the state (a `Vec`: 200 at most,
+/// and one collection type fewer in the Worker's bundle than a `VecDeque`).
+pub type Notes = Vec<Note>;
