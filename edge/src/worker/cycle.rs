@@ -138,17 +138,19 @@ pub async fn probe_waves(
             probes += a.observations.len();
             state.take_observations(config, &region, a.sent_at_ms, &a.observations, now_ms());
         }
-        let views: Vec<(String, String, u64)> = state
-            .view_confirms(config)
-            .into_iter()
-            .filter(|(r, _, _)| !prober.failed(r))
-            .map(|(r, id, at)| (r.to_string(), id.to_string(), at))
-            .collect();
+        // This edge's confirm probes, and the region objects' views still
+        // confirming (but those that failed this invocation).
         let next = state
             .targets
             .values()
             .filter_map(|t| t.confirm_at_ms)
-            .chain(views.iter().map(|v| v.2))
+            .chain(
+                state
+                    .view_confirms(config)
+                    .into_iter()
+                    .filter(|(r, ..)| !prober.failed(r))
+                    .map(|(.., at)| at),
+            )
             .min();
         wave = Wave::default();
         if let Some(at) = next.filter(|at| *at < until_ms) {
@@ -163,10 +165,11 @@ pub async fn probe_waves(
                         .is_some_and(|c| c <= now)
                 })
                 .collect();
-            let asks: Vec<(&str, &str)> = views
-                .iter()
-                .filter(|v| v.2 <= now)
-                .map(|(r, id, _)| (r.as_str(), id.as_str()))
+            let asks: Vec<(&str, &str)> = state
+                .view_confirms(config)
+                .into_iter()
+                .filter(|(r, _, at)| *at <= now && !prober.failed(r))
+                .map(|(r, id, _)| (r, id))
                 .collect();
             wave.regions = region_calls(config, &asks);
             fit(store, prober, &mut wave, &mut carried);
