@@ -221,6 +221,15 @@ impl Sim {
 
 const MIN: u64 = 60_000;
 
+/// What each vantage point saw at a transition: (region, health).
+fn seen_from(change: &crate::core::incident::StateChange) -> Vec<(&str, Option<Health>)> {
+    change
+        .vantages
+        .iter()
+        .map(|s| (s.region.as_str(), s.health))
+        .collect()
+}
+
 #[test]
 fn quorum_reached_opens_the_incident_and_remediation_with_who_saw_what() {
     let mut sim = Sim::new(2);
@@ -239,13 +248,8 @@ fn quorum_reached_opens_the_incident_and_remediation_with_who_saw_what() {
     );
     let change = &inc.history[0];
     assert_eq!(change.to, Health::Down);
-    let seen: Vec<_> = change
-        .vantages
-        .iter()
-        .map(|s| (s.region.as_str(), s.health))
-        .collect();
     assert_eq!(
-        seen,
+        seen_from(change),
         [
             ("weur", Some(Health::Healthy)),
             ("enam", Some(Health::Down)),
@@ -643,13 +647,8 @@ fn region_objects_asked_by_a_coordinator_that_reads_its_state_back_each_cycle() 
         1,
         "the confirm within the cycle decides"
     );
-    let seen: Vec<_> = state.incidents[0].history[0]
-        .vantages
-        .iter()
-        .map(|s| (s.region.as_str(), s.health))
-        .collect();
     assert_eq!(
-        seen,
+        seen_from(&state.incidents[0].history[0]),
         [
             ("weur", Some(Health::Down)),
             ("enam", Some(Health::Down)),
