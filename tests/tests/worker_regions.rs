@@ -218,6 +218,62 @@ fn region_objects_must_agree_before_an_incident() {
         .contains(&"api: healthy → down".to_string()));
 }
 
+/// A region object that does not answer (`VIGIL_TEST_MUTE_REGIONS`) is a
+/// silent prober after `prober_silent_s`, alerted once, and its view counts
+/// neither way: one other region cut off is no outage.
+#[test]
+fn a_region_object_that_does_not_answer_is_a_silent_prober_never_an_outage() {
+    if !worker_or_skip() {
+        return;
+    }
+    let discord = Discord::start();
+    let target = TargetServer::start();
+    let config = config(r#"["weur", "enam", "apac"]"#, &target.url())
+        .replace("prober_silent_s = 120", "prober_silent_s = 5");
+    let w = Wrangler::start(vars(
+        config,
+        &[
+            ("VIGIL_STORE", "durable_object".into()),
+            ("DISCORD_WEBHOOK_URL", discord.url()),
+            ("VIGIL_TEST_MUTE_REGIONS", "apac".into()),
+        ],
+    ));
+    target.set(Behaviour::FailFrom(vec!["enam"]));
+    cycle_until(&w, "the prober-silent note", |w| {
+        !notes(w, "prober_silent").is_empty()
+    });
+    cycle_until(&w, "the silent warning", |_| {
+        discord
+            .titles()
+            .iter()
+            .any(|t| t.starts_with("prober apac silent"))
+    });
+    let silent = notes(&w, "prober_silent");
+    let apac: Vec<&Value> = silent
+        .iter()
+        .filter(|n| n["regions"] == json!(["apac"]))
+        .collect();
+    assert_eq!(apac.len(), 1, "once: {silent:?}");
+    let vantage = get(&w, "/ops/vantage");
+    let apac = &vantage["targets"][0]["seen"][2];
+    assert_eq!(
+        (&apac["region"], &apac["health"]),
+        (&json!("apac"), &Value::Null),
+        "{vantage}"
+    );
+    assert!(get(&w, "/ops/incidents")["incidents"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(
+        target
+            .seen()
+            .iter()
+            .all(|s| s.headers.get("x-vigil-region").map(String::as_str) != Some("apac")),
+        "the muted object probed nothing"
+    );
+}
+
 /// `regions` in the KV store, or a name that is no location hint: a start
 /// error naming the key.
 #[test]

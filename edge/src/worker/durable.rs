@@ -19,6 +19,11 @@ use crate::shell::Secrets;
 const DO_BINDING: &str = "VIGIL_DO";
 /// `kv` (default) or `durable_object`.
 const STORE_VAR: &str = "VIGIL_STORE";
+/// Test only: `VIGIL_TEST_MUTE_REGIONS = "apac"` (regions, comma-separated)
+/// makes those region objects refuse to probe, as objects the coordinator
+/// cannot reach would (tests/tests/worker_regions.rs sets it; never set in
+/// deploy/wrangler.toml).
+const MUTE_VAR: &str = "VIGIL_TEST_MUTE_REGIONS";
 
 pub fn durable_mode(env: &Env) -> bool {
     lookup(env, STORE_VAR).as_deref() == Some("durable_object")
@@ -94,6 +99,10 @@ impl DurableObject for VigilEdge {
                 Err(e) => return error(500, "no_configuration", e),
             };
             if let Some(region) = req.headers().get(REGION_HEADER)? {
+                let muted = lookup(&self.env, MUTE_VAR);
+                if muted.is_some_and(|m| m.split(',').any(|r| r == region)) {
+                    return error(503, "muted", MUTE_VAR);
+                }
                 if !config.remote_regions().contains(&region.as_str()) {
                     return error(
                         400,
