@@ -1,7 +1,8 @@
 //! Several vantage points (issue 15): a target with `regions = [...]` is
 //! probed from each of them (this edge for its own `region`, remote probers,
-//! `vigil-edge --probe-only`, for theirs), and an incident opens only when at
-//! least `quorum` of them see it bad.
+//! `vigil-edge --probe-only`, for theirs; on the Worker, region Durable
+//! Objects the cycle asks, `worker::shards`), and an incident opens only
+//! when at least `quorum` of them see it bad.
 //!
 //! - Each vantage point has its own debounced view ([`View`]): the same
 //!   blip/confirm rule as a single edge (`failure_threshold` bad
