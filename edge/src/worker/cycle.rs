@@ -125,6 +125,8 @@ pub async fn probe_waves(
     fit(store, prober, &mut wave, &mut carried);
     while !(wave.here.is_empty() && wave.regions.is_empty()) {
         let here = wave.here.iter().map(|i| &config.targets[*i]).collect();
+        // At once: one after the other would hold this edge's probes for a
+        // region's slowest (a 0.4 KB gzip saving measured, not taken).
         let (observations, answers) =
             futures_util::future::join(prober.probe(here), prober.ask_regions(wave.regions)).await;
         probes += observations.len();
