@@ -114,6 +114,7 @@ const ROUTES: &[&str] = &[
     "/ops/crashes",
     "/ops/jobs/heartbeat",
     "/ops/signal",
+    "/ops/vantage",
     "/ops/targets",
     "/ops/audit",
     "/ops/incidents/{id}",
@@ -156,6 +157,7 @@ mod tests {
             ("/healthz", "/healthz"),
             ("/ops/summary", "/ops/summary"),
             ("/ops/jobs/heartbeat", "/ops/jobs/heartbeat"),
+            ("/ops/vantage", "/ops/vantage"),
             ("/ops/incidents/inc-7-midc1z40", "/ops/incidents/{id}"),
             (
                 "/ops/incidents/inc-7-midc1z40/ack",

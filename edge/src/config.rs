@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::core::budget::Plan;
+use crate::core::budget::{Plan, StoreKind};
 use crate::core::route::{valid_glob, DEFAULT_CHANNEL};
 use crate::core::schedule::{CronSchedule, ScheduleError};
 
@@ -141,11 +141,9 @@ impl Target {
         Some((text, self.content_type.as_deref().unwrap_or(default_type)))
     }
 
-    /// Whether several vantage points decide this target's health. Never
-    /// on the Worker, which refuses `regions` at start (`budget::check`):
-    /// the quorum's code stays out of its bundle.
+    /// Whether several vantage points decide this target's health.
     pub fn has_regions(&self) -> bool {
-        cfg!(not(target_arch = "wasm32")) && !self.regions.is_empty()
+        !self.regions.is_empty()
     }
 
     /// The vantage points that must agree: `quorum`, or a majority of
@@ -875,14 +873,16 @@ impl Config {
     }
 
     /// The regions other vantage points report from: every target's
-    /// `regions` but this edge's own.
-    pub fn remote_regions(&self) -> std::collections::BTreeSet<&str> {
-        self.targets
-            .iter()
-            .flat_map(|t| t.regions.iter())
-            .map(String::as_str)
-            .filter(|r| *r != self.region)
-            .collect()
+    /// `regions` but this edge's own, each once, in the order listed (a
+    /// short list: no set type in the Worker's bundle).
+    pub fn remote_regions(&self) -> Vec<&str> {
+        let mut regions = Vec::new();
+        for r in self.targets.iter().flat_map(|t| t.regions.iter()) {
+            if *r != self.region {
+                first_time(&mut regions, r);
+            }
+        }
+        regions
     }
 
     pub fn target(&self, id: &str) -> Option<&Target> {
@@ -922,19 +922,39 @@ impl Config {
     }
 
     /// What the Worker cannot do: `tls_expiry_days` (fetch shows no
-    /// certificate), `probe_ca_file`. Refused at the Worker's start and by `--check` with a
-    /// `[worker]` section, rather than silently never warning.
-    pub fn check_worker(&self) -> Result<(), String> {
+    /// certificate), `probe_ca_file`; `regions` other than Cloudflare's
+    /// location hints, or in the KV store (a region is a Durable Object).
+    /// Refused at the Worker's start and by `--check` with a `[worker]`
+    /// section, rather than silently never warning.
+    pub fn check_worker(&self, store: StoreKind) -> Result<(), String> {
         if self.probe_ca_file.is_some() {
             return Err("probe_ca_file: the Worker trusts only the platform's roots".into());
         }
-        match self.targets.iter().position(|t| t.tls_expiry_days.is_some()) {
-            Some(i) => Err(format!(
-                "target[{i}].tls_expiry_days: the Worker cannot read certificates (fetch exposes none); \
-                 remove it from the Worker's configuration or let a native edge watch the certificate"
-            )),
-            None => Ok(()),
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.tls_expiry_days.is_some() {
+                return Err(format!(
+                    "target[{i}].tls_expiry_days: the Worker cannot read certificates (fetch exposes none); \
+                     remove it from the Worker's configuration or let a native edge watch the certificate"
+                ));
+            }
+            if t.has_regions() && store == StoreKind::Kv {
+                return Err(format!(
+                    "target[{i}].regions: the KV store cannot host region objects (each region is a Durable Object \
+                     created with that region as its location hint): set VIGIL_STORE = \"durable_object\""
+                ));
+            }
+            if let Some(r) = t
+                .regions
+                .iter()
+                .find(|r| !LOCATION_HINTS.contains(&r.as_str()))
+            {
+                return Err(format!(
+                    "target[{i}].regions: {r:?} is not a Cloudflare location hint (the Worker's regions are {})",
+                    LOCATION_HINTS.join(", ")
+                ));
+            }
         }
+        Ok(())
     }
 
     pub fn host(&self, id: &str) -> Option<&Host> {
@@ -1320,6 +1340,11 @@ impl Config {
         Ok(())
     }
 }
+
+/// The Worker's regions: Cloudflare's location hints for Durable Objects.
+pub const LOCATION_HINTS: [&str; 9] = [
+    "wnam", "enam", "sam", "weur", "eeur", "apac", "oc", "afr", "me",
+];
 
 /// A target's `regions` and `quorum` (`core::vantage`).
 fn check_regions(t: &Target) -> Result<(), (&'static str, String)> {
@@ -1939,15 +1964,28 @@ expect_headers = { "content-type" = "json" }"#;
             &https.replace("body_contains = \"ok\"", "tls_expiry_days = 14"),
         )
         .unwrap();
-        let e = c.check_worker().unwrap_err();
+        let e = c.check_worker(StoreKind::DurableObject).unwrap_err();
         assert!(
             e.starts_with("target[0].tls_expiry_days: the Worker cannot read certificates"),
             "{e}"
         );
-        assert!(Config::parse("edge.toml", GOOD)
-            .unwrap()
-            .check_worker()
-            .is_ok());
+        let good = Config::parse("edge.toml", GOOD).unwrap();
+        assert!(good.check_worker(StoreKind::Kv).is_ok());
+        // Regions: Durable Objects with Cloudflare's location hints.
+        let mut regions = good.clone();
+        regions.targets[0].regions = vec!["weur".into(), "enam".into()];
+        assert!(regions.check_worker(StoreKind::DurableObject).is_ok());
+        let e = regions.check_worker(StoreKind::Kv).unwrap_err();
+        assert!(
+            e.starts_with("target[0].regions: the KV store cannot host region objects"),
+            "{e}"
+        );
+        regions.targets[0].regions.push("mars".into());
+        let e = regions.check_worker(StoreKind::DurableObject).unwrap_err();
+        assert!(
+            e.starts_with("target[0].regions: \"mars\" is not a Cloudflare location hint (the Worker's regions are wnam, enam, sam, weur, eeur, apac, oc, afr, me)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -2060,10 +2098,7 @@ expect_headers = { "content-type" = "json" }"#;
         .unwrap();
         assert_eq!(c.targets[0].quorum(), 2, "a majority by default");
         assert_eq!(c.prober_silent_ms(), 1500, "three intervals by default");
-        assert_eq!(
-            c.remote_regions().into_iter().collect::<Vec<_>>(),
-            ["east", "west"]
-        );
+        assert_eq!(c.remote_regions(), ["east", "west"]);
         assert!(c.probes_here(&c.targets[0]));
         let e = err(&GOOD.replace("role =", "slo = 100\nrole ="));
         assert!(e.contains("target[0].slo: a percentage"), "{e}");

@@ -124,12 +124,18 @@ fn main() -> ExitCode {
     let config = Arc::new(config);
     if args.check {
         if config.worker.is_some() {
-            // The KV store's fit, the stricter: the Durable Object store
-            // spreads probes over shards.
-            let kv = edge::core::budget::StoreKind::Kv;
+            // The KV store's fit, the stricter (the Durable Object store
+            // spreads probes over shards), unless `regions` need the
+            // Durable Object store.
+            use edge::core::budget::StoreKind;
+            let store = if config.targets.iter().any(|t| t.has_regions()) {
+                StoreKind::DurableObject
+            } else {
+                StoreKind::Kv
+            };
             let fits =
-                edge::core::budget::check(&config, config.plan(), kv).map_err(|e| e.to_string());
-            if let Err(e) = fits.and_then(|()| config.check_worker()) {
+                edge::core::budget::check(&config, config.plan(), store).map_err(|e| e.to_string());
+            if let Err(e) = fits.and_then(|()| config.check_worker(store)) {
                 eprintln!("vigil-edge: {}: {e}", args.config);
                 return ExitCode::from(1);
             }

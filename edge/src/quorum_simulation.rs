@@ -3,6 +3,9 @@
 //! own schedule, clock and view of the target, their batches taken as
 //! `POST /ops/observations` takes them. Also the figure in BENCHMARKS.md:
 //! false incidents under random per-prober failures, quorum 1 against 2.
+//! And the Worker's way (`Coordinator`): region objects asked by a
+//! coordinator that is no vantage point and reads its state back from the
+//! store every cycle.
 
 use crate::config::Config;
 use crate::core::history::History;
@@ -218,6 +221,15 @@ impl Sim {
 
 const MIN: u64 = 60_000;
 
+/// What each vantage point saw at a transition: (region, health).
+fn seen_from(change: &crate::core::incident::StateChange) -> Vec<(&str, Option<Health>)> {
+    change
+        .vantages
+        .iter()
+        .map(|s| (s.region.as_str(), s.health))
+        .collect()
+}
+
 #[test]
 fn quorum_reached_opens_the_incident_and_remediation_with_who_saw_what() {
     let mut sim = Sim::new(2);
@@ -236,13 +248,8 @@ fn quorum_reached_opens_the_incident_and_remediation_with_who_saw_what() {
     );
     let change = &inc.history[0];
     assert_eq!(change.to, Health::Down);
-    let seen: Vec<_> = change
-        .vantages
-        .iter()
-        .map(|s| (s.region.as_str(), s.health))
-        .collect();
     assert_eq!(
-        seen,
+        seen_from(change),
         [
             ("weur", Some(Health::Healthy)),
             ("enam", Some(Health::Down)),
@@ -502,4 +509,185 @@ fn quorum_false_incidents() {
         let ((one, _), (two, notes)) = (run(1), run(2));
         println!("| {:.0} % | {one} | {two} | {notes} |", rate * 100.0);
     }
+}
+
+/// The Worker's way (`worker::shards`, `worker::store`): a coordinator
+/// (region `main`, no vantage point) asks each region object once a cycle
+/// (the cron's minute), then the confirm probes of the views still
+/// confirming (`State::view_confirms`) within the interval; it reads its
+/// state back from the stored JSON every cycle, carrying what the isolate
+/// heard (`State::carry_heard`) unless `evicted`.
+struct Coordinator {
+    config: Config,
+    stored: String,
+    heard: Option<State>,
+    now: u64,
+    /// weur, enam, apac: the path from each region object to the target.
+    paths: [Path; 3],
+    /// Region objects that do not answer the coordinator.
+    mute: [bool; 3],
+    /// Every cycle starts in a fresh isolate (nothing carried).
+    evicted: bool,
+    /// Writes of the state (cycles whose state changed).
+    writes: usize,
+    probes: usize,
+}
+
+impl Coordinator {
+    fn new() -> Self {
+        let mut config = config(2);
+        config.region = "main".into();
+        Coordinator {
+            config,
+            stored: serde_json::to_string(&State::default()).unwrap(),
+            heard: None,
+            now: 1_700_000_000_000,
+            paths: [Path::Fine; 3],
+            mute: [false; 3],
+            evicted: false,
+            writes: 0,
+            probes: 0,
+        }
+    }
+
+    fn ask(&mut self, state: &mut State, region: usize) {
+        if self.mute[region] {
+            return;
+        }
+        self.probes += 1;
+        let health = match self.paths[region] {
+            Path::CutOff => Health::Down,
+            _ => Health::Healthy,
+        };
+        let obs = Observation {
+            target: "api".into(),
+            at_ms: self.now,
+            health,
+            status: Some(if health == Health::Down { 503 } else { 200 }),
+            latency_ms: 20,
+            error: (health == Health::Down).then(|| "unexpected status 503".into()),
+            cert: None,
+        };
+        state.take_observations(&self.config, REGIONS[region], self.now, &[obs], self.now);
+    }
+
+    fn cycle(&mut self) {
+        let mut state: State = serde_json::from_str(&self.stored).unwrap();
+        if let (Some(previous), false) = (&self.heard, self.evicted) {
+            state.carry_heard(previous);
+        }
+        let start = self.now;
+        state.reconcile(&self.config, start, false);
+        for region in 0..3 {
+            self.ask(&mut state, region);
+        }
+        loop {
+            let next = state
+                .view_confirms(&self.config)
+                .into_iter()
+                .filter(|(r, _, _)| !self.mute[REGIONS.iter().position(|x| x == r).unwrap()])
+                .map(|(r, _, at)| (REGIONS.iter().position(|x| *x == r).unwrap(), at))
+                .min_by_key(|(_, at)| *at);
+            match next {
+                Some((region, at)) if at < start + self.config.interval_ms() => {
+                    self.now = at;
+                    self.ask(&mut state, region);
+                }
+                _ => break,
+            }
+        }
+        state.tick(&self.config, &History::default(), None, self.now);
+        let text = serde_json::to_string(&crate::core::budget::worth_storing(&state)).unwrap();
+        if text != self.stored {
+            self.writes += 1;
+            self.stored = text;
+        }
+        self.heard = Some(state);
+        self.now = start + MIN;
+    }
+
+    fn run(&mut self, cycles: usize) -> &State {
+        for _ in 0..cycles {
+            self.cycle();
+        }
+        self.heard.as_ref().unwrap()
+    }
+}
+
+fn kinds(state: &State, kind: &str) -> usize {
+    state
+        .vantage_notes
+        .iter()
+        .filter(|n| n.kind == kind)
+        .count()
+}
+
+#[test]
+fn region_objects_asked_by_a_coordinator_that_reads_its_state_back_each_cycle() {
+    let mut c = Coordinator::new();
+    c.run(3);
+    let writes = c.writes;
+    assert_eq!(c.run(5).incidents.len(), 0);
+    assert_eq!(c.writes, writes, "a steady cycle writes nothing");
+    assert_eq!(c.probes, 3 * 8, "one probe per region object a cycle");
+
+    // One region cut off: its view confirms within the cycle, one note.
+    c.paths[0] = Path::CutOff;
+    let state = c.run(5);
+    assert!(state.incidents.is_empty());
+    assert_eq!(kinds(state, "seen_down_partly"), 1);
+    assert_eq!(state.vantage_notes[0].regions, ["weur"]);
+    assert_eq!(state.targets["api"].health, Health::Healthy);
+
+    // Two: the incident, with who saw what.
+    c.paths[1] = Path::CutOff;
+    let state = c.run(1);
+    assert_eq!(
+        state.incidents.len(),
+        1,
+        "the confirm within the cycle decides"
+    );
+    assert_eq!(
+        seen_from(&state.incidents[0].history[0]),
+        [
+            ("weur", Some(Health::Down)),
+            ("enam", Some(Health::Down)),
+            ("apac", Some(Health::Healthy)),
+        ]
+    );
+    c.paths = [Path::Fine; 3];
+    let state = c.run(2);
+    assert!(state.incidents[0].resolved_at_ms.is_some());
+}
+
+#[test]
+fn a_region_object_that_stops_answering_is_a_silent_prober_never_an_outage() {
+    let mut c = Coordinator::new();
+    c.run(3);
+    // apac stops answering, and enam is cut off from the target: one bad
+    // view is fresh, apac's counts neither way.
+    c.mute[2] = true;
+    c.paths[1] = Path::CutOff;
+    let state = c.run(6);
+    assert!(state.incidents.is_empty(), "never a false outage");
+    assert_eq!(kinds(state, "prober_silent"), 1, "after prober_silent_s");
+    assert_eq!(
+        state
+            .vantage_notes
+            .iter()
+            .find(|n| n.kind == "prober_silent")
+            .unwrap()
+            .regions,
+        ["apac"]
+    );
+    c.mute[2] = false;
+    assert_eq!(kinds(c.run(1), "prober_back"), 1);
+
+    // The fault this guards against: without what the isolate heard, each
+    // cycle would measure the silence afresh and never call it.
+    let mut evicted = Coordinator::new();
+    evicted.evicted = true;
+    evicted.run(3);
+    evicted.mute[2] = true;
+    assert_eq!(kinds(evicted.run(10), "prober_silent"), 0);
 }

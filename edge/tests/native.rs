@@ -430,6 +430,25 @@ fn check_refuses_a_configuration_that_cannot_fit_the_worker_plan() {
         "{err}"
     );
     assert!(check("paid").status.success());
+    // `regions`: region objects in the Durable Object store, named by
+    // Cloudflare's location hints.
+    let regions = |list: &str| {
+        let path = dir.path().join("regions.toml");
+        let text = format!("interval_s = 60\n[[target]]\nid = \"api\"\nurl = \"http://127.0.0.1:9/\"\nregions = {list}\n[worker]\n");
+        std::fs::write(&path, text).unwrap();
+        std::process::Command::new(bin())
+            .args(["--config", path.to_str().unwrap(), "--check"])
+            .output()
+            .unwrap()
+    };
+    assert!(regions(r#"["weur", "enam", "apac"]"#).status.success());
+    let mars = regions(r#"["weur", "mars"]"#);
+    let err = String::from_utf8_lossy(&mars.stderr);
+    assert!(
+        !mars.status.success()
+            && err.contains("target[0].regions: \"mars\" is not a Cloudflare location hint"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -97,6 +97,24 @@ pub fn shard_size(plan: Plan) -> usize {
     (plan.subrequest_budget() - 8) as usize
 }
 
+/// The region objects' calls one invocation makes for its slot's regular
+/// probes: per region other than this edge's, one per `shard_size` of its
+/// targets due.
+pub fn region_calls(config: &Config, plan: Plan, slots: u64) -> u32 {
+    let per_call = shard_size(plan) as u64;
+    config
+        .remote_regions()
+        .into_iter()
+        .map(|r| {
+            let n = config
+                .targets
+                .iter()
+                .filter(|t| t.regions.iter().any(|x| x == r));
+            (n.count() as u64).div_ceil(slots).div_ceil(per_call) as u32
+        })
+        .sum()
+}
+
 /// Subrequests of one remediation round at most: its calls, and per model
 /// turn the model call and one read-only tool call.
 pub fn round_cost(config: &Config) -> u32 {
@@ -146,14 +164,11 @@ pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNo
         plan: plan.as_str(),
         reason,
     };
-    if let Some(t) = config.targets.iter().find(|t| !t.regions.is_empty()) {
-        return Err(refuse(format!(
-            "target {:?}: regions (several vantage points) are not built on the Worker yet; run the native edge with vigil-edge --probe-only probers",
-            t.id
-        )));
-    }
     let budget = plan.subrequest_budget();
-    let overhead = overhead(config);
+    let slots = slots(config);
+    // Each region object's call is one subrequest (up to `shard_size`
+    // targets of its region each), kept like the overhead.
+    let overhead = overhead(config) + region_calls(config, plan, slots);
     let room = budget.saturating_sub(overhead);
     // In the Durable Object store each subrequest of the cycle can be a
     // shard's call, carrying `shard_size` probes.
@@ -161,17 +176,20 @@ pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNo
         StoreKind::Kv => 1,
         StoreKind::DurableObject => shard_size(plan) as u64,
     };
-    let slots = slots(config);
-    let per_invocation = (config.targets.len() as u64).div_ceil(slots);
+    let here = config
+        .targets
+        .iter()
+        .filter(|t| config.probes_here(t))
+        .count() as u64;
+    let per_invocation = here.div_ceil(slots);
     let fits = room as u64 * per_call;
     if per_invocation > fits {
         let most = fits * slots;
         return Err(refuse(format!(
-            "{} targets need {per_invocation} probes per invocation ({slots} invocation(s) per interval_s = {}), but one invocation may make {budget} subrequests and {overhead} are kept for storage, alerts, host polls and a remediation round, leaving {room}{}: at most {most} targets fit; remove {} targets, raise interval_s, {}or set plan = \"paid\"",
-            config.targets.len(),
+            "{here} targets need {per_invocation} probes per invocation ({slots} invocation(s) per interval_s = {}), but one invocation may make {budget} subrequests and {overhead} are kept for storage, alerts, host polls, a remediation round and region objects, leaving {room}{}: at most {most} targets fit; remove {} targets, raise interval_s, {}or set plan = \"paid\"",
             config.interval_s,
             if per_call > 1 { format!(", each a shard of {per_call} probes") } else { String::new() },
-            config.targets.len() as u64 - most,
+            here - most,
             if per_call > 1 { "" } else { "use the Durable Object store (it spreads probes over shards), " },
         )));
     }
@@ -438,16 +456,30 @@ mod tests {
     }
 
     #[test]
-    fn the_worker_refuses_several_vantage_points_not_built_there() {
-        let mut c = config("", 2);
-        c.targets[1].regions = vec!["weur".into(), "enam".into()];
-        let err = check(&c, Plan::Paid, StoreKind::DurableObject).unwrap_err();
+    fn each_region_object_call_is_kept_in_the_budget() {
+        let room = (Plan::Free.subrequest_budget() - CYCLE_STORAGE - ALERTS_KEPT) as usize;
+        let mut c = config("", room);
+        assert_eq!(check(&c, Plan::Free, StoreKind::Kv), Ok(()));
+        // Three regions on two targets: three calls kept, and those
+        // targets are not probed from here (region "main" is not listed).
+        let three: Vec<String> = ["weur", "enam", "apac"].map(String::from).into();
+        assert_eq!(region_calls(&c, Plan::Free, 1), 0);
+        c.targets[0].regions = three.clone();
+        c.targets[1].regions = three;
+        assert_eq!(region_calls(&c, Plan::Free, 1), 3);
+        let err = check(&c, Plan::Free, StoreKind::Kv).unwrap_err();
         assert!(
-            err.to_string().contains(
-                "target \"t1\": regions (several vantage points) are not built on the Worker yet"
-            ),
+            err.to_string().contains("32 targets need 32 probes per invocation")
+                && err.to_string().contains(
+                    "9 are kept for storage, alerts, host polls, a remediation round and region objects, leaving 31"
+                ),
             "{err}"
         );
+        // One more target probed from weur only: no new call, one probe
+        // less from here.
+        c.targets[2].regions = vec!["weur".into()];
+        assert_eq!(region_calls(&c, Plan::Free, 1), 3);
+        assert_eq!(check(&c, Plan::Free, StoreKind::Kv), Ok(()));
     }
 
     #[test]

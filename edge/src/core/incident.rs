@@ -25,7 +25,6 @@ pub struct StateChange {
     pub error: Option<String>,
     /// With `regions`: what each vantage point saw (`core::vantage`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip))]
     pub vantages: Vec<super::vantage::Seen>,
 }
 

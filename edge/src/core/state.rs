@@ -64,14 +64,11 @@ pub struct TargetState {
     pub burning: Burning,
     #[serde(default, skip_serializing_if = "Flap::is_quiet")]
     pub flap: Flap,
-    /// With `regions`: each vantage point's view (`core::vantage`; not on
-    /// the Worker, see `Target::has_regions`).
+    /// With `regions`: each vantage point's view (`core::vantage`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip))]
     pub vantages: BTreeMap<String, vantage::View>,
     /// With `regions`: seen bad from fewer than `quorum` vantage points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip))]
     pub partial: Option<vantage::Partial>,
     /// The certificate (fingerprint) whose expiry was last warned about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,11 +189,9 @@ pub struct State {
     pub crash_alerts: Vec<super::crash::CrashAlert>,
     /// Remote probers (`core::vantage`), by region.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip))]
     pub probers: BTreeMap<String, vantage::Prober>,
     /// What the vantage points saw that was no incident, newest first.
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vantage_notes: vantage::Notes,
     /// Targets added through the control API (`core::control`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -309,10 +304,7 @@ impl State {
         now_ms: u64,
     ) -> Vec<Event> {
         let mut events = self.check_jobs(config, oncall, now_ms);
-        if cfg!(not(target_arch = "wasm32")) {
-            // The Worker has no vantage points (see `Target::has_regions`).
-            events.extend(self.check_vantages(config, now_ms));
-        }
+        events.extend(self.check_vantages(config, now_ms));
         self.check_crashes(now_ms);
         self.check_flapping(config, now_ms);
         events.extend(self.check_slo(config, history, now_ms));

@@ -1,7 +1,8 @@
 //! Several vantage points (issue 15): a target with `regions = [...]` is
 //! probed from each of them (this edge for its own `region`, remote probers,
-//! `vigil-edge --probe-only`, for theirs), and an incident opens only when at
-//! least `quorum` of them see it bad.
+//! `vigil-edge --probe-only`, for theirs; on the Worker, region Durable
+//! Objects the cycle asks, `worker::shards`), and an incident opens only
+//! when at least `quorum` of them see it bad.
 //!
 //! - Each vantage point has its own debounced view ([`View`]): the same
 //!   blip/confirm rule as a single edge (`failure_threshold` bad
@@ -28,7 +29,7 @@
 //!   observation's age is measured on the prober's clock and carried over
 //!   to this edge's, so a skewed clock shifts nothing.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -263,7 +264,7 @@ impl Batch {
                 self.region
             ));
         }
-        if !config.remote_regions().contains(self.region.as_str()) {
+        if !config.remote_regions().contains(&self.region.as_str()) {
             return invalid(format!(
                 "region: no target lists {:?} in its regions",
                 self.region
@@ -314,37 +315,60 @@ impl State {
     ) -> Result<(BatchOutcome, Vec<Event>), BatchError> {
         let last_seq = self.probers.get(&batch.region).map_or(0, |p| p.last_seq);
         batch.check(config, last_seq, now_ms)?;
-        let prober = self.probers.entry(batch.region.clone()).or_default();
-        prober.last_seq = batch.seq;
+        self.probers
+            .entry(batch.region.clone())
+            .or_default()
+            .last_seq = batch.seq;
+        Ok(self.take_observations(
+            config,
+            &batch.region,
+            batch.sent_at_ms,
+            &batch.observations,
+            now_ms,
+        ))
+    }
+
+    /// Observations from a remote vantage point, taken at `sent_at_ms` on
+    /// its clock: a checked batch's, or the answer of a vantage point this
+    /// edge asked itself (the Worker's region objects, `worker::regions`:
+    /// no sequence to replay, no clock of their own to skew).
+    pub fn take_observations(
+        &mut self,
+        config: &Config,
+        region: &str,
+        sent_at_ms: u64,
+        observations: &[Observation],
+        now_ms: u64,
+    ) -> (BatchOutcome, Vec<Event>) {
+        let prober = self.probers.entry(region.to_string()).or_default();
         prober.heard_at_ms = Some(now_ms);
         let mut events = Vec::new();
         if let Some(since) = prober.silent_since_ms.take() {
             let text = format!(
-                "prober {} reports again after {} s of silence",
-                batch.region,
+                "prober {region} reports again after {} s of silence",
                 now_ms.saturating_sub(since) / 1000
             );
-            let key = format!("prober/{}/back/{now_ms}", batch.region);
+            let key = format!("prober/{region}/back/{now_ms}");
             self.note(
                 "prober_back",
                 None,
-                vec![batch.region.clone()],
+                vec![region.to_string()],
                 text,
                 Some(key),
                 now_ms,
             );
         }
-        let mut observations: Vec<&Observation> = batch.observations.iter().collect();
-        observations.sort_by_key(|o| o.at_ms);
+        let mut observations: Vec<&Observation> = observations.iter().collect();
+        super::sort_small_by_key(&mut observations, |o| o.at_ms);
         let mut outcome = BatchOutcome::default();
         for obs in observations {
             // The observation's age on the prober's clock, carried over.
-            let heard_at = now_ms.saturating_sub(batch.sent_at_ms - obs.at_ms);
+            let heard_at = now_ms.saturating_sub(sent_at_ms.saturating_sub(obs.at_ms));
             let stale = now_ms.saturating_sub(heard_at) > config.prober_silent_ms();
             let seen_already = self
                 .targets
                 .get(&obs.target)
-                .and_then(|ts| ts.vantages.get(&batch.region))
+                .and_then(|ts| ts.vantages.get(region))
                 .and_then(|v| v.last.as_ref())
                 .is_some_and(|last| last.at_ms >= obs.at_ms);
             if stale || seen_already {
@@ -352,9 +376,9 @@ impl State {
                 continue;
             }
             outcome.taken += 1;
-            events.extend(self.observe_from(config, &batch.region, obs, heard_at, now_ms));
+            events.extend(self.observe_from(config, region, obs, heard_at, now_ms));
         }
-        Ok((outcome, events))
+        (outcome, events)
     }
 
     /// One observation from a remote vantage point.
@@ -543,13 +567,16 @@ impl State {
                 now_ms,
             );
         }
-        self.vantage_notes.push_front(Note {
-            at_ms: now_ms,
-            kind: kind.to_string(),
-            target: target.map(str::to_string),
-            regions,
-            text,
-        });
+        self.vantage_notes.insert(
+            0,
+            Note {
+                at_ms: now_ms,
+                kind: kind.to_string(),
+                target: target.map(str::to_string),
+                regions,
+                text,
+            },
+        );
         self.vantage_notes.truncate(NOTES_KEPT);
     }
 
@@ -559,7 +586,7 @@ impl State {
     /// target names any more are forgotten.
     pub fn check_vantages(&mut self, config: &Config, now_ms: u64) -> Vec<Event> {
         let regions = config.remote_regions();
-        super::retain_map(&mut self.probers, |r, _| regions.contains(r.as_str()));
+        super::retain_map(&mut self.probers, |r, _| regions.contains(&r.as_str()));
         let mut events = self.check_partial(config, now_ms);
         for region in regions {
             let p = self.probers.entry(region.to_string()).or_default();
@@ -588,6 +615,51 @@ impl State {
             });
         }
         events
+    }
+}
+
+impl State {
+    /// The confirm probes that remote views still confirming want,
+    /// `retry_after_s` after each was heard: (region, target, when), for
+    /// an edge that drives its vantage points' probes itself (the Worker's
+    /// region objects); a remote prober schedules its own
+    /// ([`ProberSchedule`]).
+    pub fn view_confirms(&self, config: &Config) -> Vec<(&str, &str, u64)> {
+        let mut due = Vec::new();
+        for (id, ts) in &self.targets {
+            for (region, v) in ts.vantages.iter().filter(|(r, _)| **r != config.region) {
+                if let (Some(_), Some(at)) = (v.pending, v.heard_at_ms) {
+                    due.push((region.as_str(), id.as_str(), at + config.retry_after_ms()));
+                }
+            }
+        }
+        due
+    }
+
+    /// Carries what is kept in memory only (when each prober and view was
+    /// heard, and the view's last observation) over from `previous`, the
+    /// state this process held, into `self`, the same state read back from
+    /// its store: the Worker reads its state every cycle and request, so
+    /// without this every remote view would be stale and no prober ever
+    /// silent. A process that starts afresh has no `previous`: silence is
+    /// then measured from its start, as on the native edge.
+    pub fn carry_heard(&mut self, previous: &State) {
+        for (region, p) in &mut self.probers {
+            if let Some(q) = previous.probers.get(region) {
+                p.heard_at_ms = q.heard_at_ms;
+            }
+        }
+        for (id, ts) in &mut self.targets {
+            let Some(before) = previous.targets.get(id) else {
+                continue;
+            };
+            for (region, v) in &mut ts.vantages {
+                if let Some(b) = before.vantages.get(region) {
+                    v.heard_at_ms = b.heard_at_ms;
+                    v.last.clone_from(&b.last);
+                }
+            }
+        }
     }
 }
 
@@ -685,5 +757,6 @@ impl Slot {
     }
 }
 
-/// Recent notes, kept in the state.
-pub type Notes = VecDeque<Note>;
+/// Recent notes, newest first, kept in the state (a `Vec`: 200 at most,
+/// and one collection type fewer in the Worker's bundle than a `VecDeque`).
+pub type Notes = Vec<Note>;

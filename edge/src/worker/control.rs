@@ -80,7 +80,7 @@ pub async fn serve(
 /// posted target's key, as the file's would be refused at start), or more
 /// than the plan's subrequests or the store carry (409).
 fn refusal(config: &Config, env: &Env) -> Option<worker::Result<Response>> {
-    if let Err(why) = config.check_worker() {
+    if let Err(why) = config.check_worker(super::store_kind(env)) {
         // "target[3].tls_expiry_days: why": the file passed, so the API
         // target is the one refused.
         let (key, reason) = why.split_once(": ").unwrap_or(("target", &why));

@@ -11,7 +11,7 @@ use worker::{console_error, console_log, AnalyticsEngineDataset, Env, Storage};
 
 use super::analytics::write;
 use super::io::{now_ms, worker_io, WorkerIo};
-use super::shards::Prober;
+use super::shards::{region_calls, Prober, RegionCall};
 use super::store::Store;
 use super::{load_config, lookup, Fallible, AE_BINDING};
 use crate::analytics;
@@ -82,36 +82,53 @@ pub fn last_report() -> Option<CycleReport> {
     LAST.with(|l| l.borrow().clone())
 }
 
-/// Takes the budget for as many of `due` as fit, keeping room for the
-/// final saves and alerts (one subrequest a probe, or one a shard); the
-/// rest is carried.
-fn fit(store: &Store<'_>, prober: &Prober, due: &mut Vec<usize>, carried: &mut u32) {
+/// A wave of probes: targets probed by this edge (indices into the
+/// configuration), and region objects' calls.
+#[derive(Default)]
+pub struct Wave {
+    pub here: Vec<usize>,
+    pub regions: Vec<RegionCall>,
+}
+
+/// Takes the budget for as many of the wave's probes as fit, keeping room
+/// for the final saves and alerts (one subrequest a probe, a shard or a
+/// region object's call); the rest is carried.
+fn fit(store: &Store<'_>, prober: &Prober, wave: &mut Wave, carried: &mut u32) {
+    let keep = SAVES_KEPT + ALERTS_KEPT;
+    let calls = store.budget().take_up_to(wave.regions.len() as u32, keep) as usize;
+    for (_, ids) in wave.regions.drain(calls..) {
+        *carried += ids.len() as u32;
+    }
+    let due = &mut wave.here;
     let calls = store
         .budget()
-        .take_up_to(prober.cost(due.len()) as u32, SAVES_KEPT + ALERTS_KEPT)
-        as usize;
+        .take_up_to(prober.cost(due.len()) as u32, keep) as usize;
     let n = prober.covered(due.len(), calls);
     *carried += (due.len() - n) as u32;
     due.truncate(n);
 }
 
-/// Probes the targets `due` (indices into the configuration), then the
-/// confirm probes the debounce asks for until `until_ms`, each wave within
-/// the budget; returns the probes made and the probes carried.
+/// Probes the wave, then the confirm probes the debounce asks for (this
+/// edge's, and the region objects' views still confirming) until
+/// `until_ms`, each wave within the budget; returns the probes made and
+/// the probes carried.
 pub async fn probe_waves(
     (prober, store): (&Prober<'_>, &Store<'_>),
     state: &mut State,
     history: &mut History,
-    mut due: Vec<usize>,
+    mut wave: Wave,
     until_ms: u64,
 ) -> (usize, u32) {
     let config = prober.config();
     let ae = prober.analytics();
     let (mut probes, mut carried) = (0, 0);
-    fit(store, prober, &mut due, &mut carried);
-    while !due.is_empty() {
-        let wave = due.iter().map(|i| &config.targets[*i]).collect();
-        let observations = prober.probe(wave).await;
+    fit(store, prober, &mut wave, &mut carried);
+    while !(wave.here.is_empty() && wave.regions.is_empty()) {
+        let here = wave.here.iter().map(|i| &config.targets[*i]).collect();
+        // At once: one after the other would hold this edge's probes for a
+        // region's slowest (a 0.4 KB gzip saving measured, not taken).
+        let (observations, answers) =
+            futures_util::future::join(prober.probe(here), prober.ask_regions(wave.regions)).await;
         probes += observations.len();
         for o in &observations {
             state.observe_and_record(config, history, o, now_ms());
@@ -119,23 +136,45 @@ pub async fn probe_waves(
                 write(ae, analytics::probe(o));
             }
         }
-        let next = state.targets.values().filter_map(|t| t.confirm_at_ms).min();
-        match next {
-            Some(at) if at < until_ms => {
-                prober.sleep_until(at).await;
-                let now = now_ms();
-                due = (0..config.targets.len())
-                    .filter(|i| {
-                        state
-                            .targets
-                            .get(&config.targets[*i].id)
-                            .and_then(|t| t.confirm_at_ms)
-                            .is_some_and(|c| c <= now)
-                    })
-                    .collect();
-                fit(store, prober, &mut due, &mut carried);
-            }
-            _ => due.clear(),
+        for (region, a) in answers {
+            probes += a.observations.len();
+            state.take_observations(config, &region, a.sent_at_ms, &a.observations, now_ms());
+        }
+        // This edge's confirm probes, and the region objects' views still
+        // confirming (but those that failed this invocation).
+        let next = state
+            .targets
+            .values()
+            .filter_map(|t| t.confirm_at_ms)
+            .chain(
+                state
+                    .view_confirms(config)
+                    .into_iter()
+                    .filter(|(r, ..)| !prober.failed(r))
+                    .map(|(.., at)| at),
+            )
+            .min();
+        wave = Wave::default();
+        if let Some(at) = next.filter(|at| *at < until_ms) {
+            prober.sleep_until(at).await;
+            let now = now_ms();
+            wave.here = (0..config.targets.len())
+                .filter(|i| {
+                    state
+                        .targets
+                        .get(&config.targets[*i].id)
+                        .and_then(|t| t.confirm_at_ms)
+                        .is_some_and(|c| c <= now)
+                })
+                .collect();
+            let asks: Vec<(&str, &str)> = state
+                .view_confirms(config)
+                .into_iter()
+                .filter(|(r, _, at)| *at <= now && !prober.failed(r))
+                .map(|(r, id, _)| (r, id))
+                .collect();
+            wave.regions = region_calls(config, &asks);
+            fit(store, prober, &mut wave, &mut carried);
         }
     }
     (probes, carried)
@@ -166,11 +205,26 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     let shards = durable.map(|_| budget::shard_size(config.plan()));
     let prober = Prober::new(&io, env, shards, state.api_targets.clone());
     let slots = budget::slots(&config);
-    let due = (0..config.targets.len())
+    let due: Vec<usize> = (0..config.targets.len())
         .filter(|i| budget::in_slot(*i, slots, start))
         .collect();
+    // Targets with `regions`: from each region's object, and from here
+    // only when this edge's `region` is one of them.
+    let asks: Vec<(&str, &str)> = due
+        .iter()
+        .map(|i| &config.targets[*i])
+        .flat_map(|t| t.regions.iter().map(move |r| (r.as_str(), t.id.as_str())))
+        .filter(|(r, _)| *r != config.region)
+        .collect();
+    let wave = Wave {
+        regions: region_calls(&config, &asks),
+        here: due
+            .into_iter()
+            .filter(|i| config.probes_here(&config.targets[*i]))
+            .collect(),
+    };
     let until = start + config.interval_ms();
-    let waves = probe_waves((&prober, &store), &mut state, &mut history, due, until);
+    let waves = probe_waves((&prober, &store), &mut state, &mut history, wave, until);
     let (probes, unprobed) = waves.await;
     report.0 = probes;
     carried.probes += unprobed;

@@ -9,20 +9,25 @@ use std::collections::BTreeMap;
 
 use worker::{durable_object, DurableObject, Env, Method, Request, Response};
 
-use super::control::effective;
 use super::cycle::cycle;
 use super::io::worker_io;
 use super::routes::{error, json, serve};
 use super::shards::probe_here;
 use super::{load_config, lookup, Fallible};
-use crate::core::control::ApiTarget;
+use crate::core::control::{self, ApiTarget};
 use crate::core::json;
+use crate::core::probe::REGION_HEADER;
 use crate::ops_requests::query_param;
 use crate::shell::Secrets;
 
 const DO_BINDING: &str = "VIGIL_DO";
 /// `kv` (default) or `durable_object`.
 const STORE_VAR: &str = "VIGIL_STORE";
+/// Test only: `VIGIL_TEST_MUTE_REGIONS = "apac"` (regions, comma-separated)
+/// makes those region objects refuse to probe, as objects the coordinator
+/// cannot reach would (tests/tests/worker_regions.rs sets it; never set in
+/// deploy/wrangler.toml).
+const MUTE_VAR: &str = "VIGIL_TEST_MUTE_REGIONS";
 
 pub fn durable_mode(env: &Env) -> bool {
     lookup(env, STORE_VAR).as_deref() == Some("durable_object")
@@ -31,16 +36,22 @@ pub fn durable_mode(env: &Env) -> bool {
 /// The one Durable Object that owns the state.
 pub const COORDINATOR: &str = "vigil";
 
-/// The Durable Object named `name`: the coordinator, or a shard.
-pub fn durable_stub(env: &Env, name: &str) -> worker::Result<worker::Stub> {
-    env.durable_object(DO_BINDING)?
-        .id_from_name(name)?
-        .get_stub()
+/// The Durable Object named `name`: the coordinator, a shard, or a
+/// region's object, created with its region as the location hint (a hint:
+/// Cloudflare places the object near it when it is first created, and never
+/// moves it).
+pub fn durable_stub(env: &Env, name: &str, hint: Option<&str>) -> worker::Result<worker::Stub> {
+    let namespace = env.durable_object(DO_BINDING)?;
+    let id = namespace.id_from_name(name)?;
+    match hint {
+        Some(hint) => id.get_stub_with_location_hint(hint),
+        None => id.get_stub(),
+    }
 }
 
 /// Asks the Durable Object to run the cycle against its own storage.
 pub async fn durable_cycle(env: &Env) -> Fallible<String> {
-    let stub = durable_stub(env, COORDINATOR).map_err(|e| e.to_string())?;
+    let stub = durable_stub(env, COORDINATOR, None).map_err(|e| e.to_string())?;
     let mut res = stub
         .fetch_with_str("https://vigil.internal/cycle")
         .await
@@ -85,7 +96,8 @@ impl DurableObject for VigilEdge {
             };
         }
         if req.path() == "/probe" {
-            // A shard's job (see `shards`): probe the targets named.
+            // A shard's job (see `shards`): probe the targets named; a
+            // region's object probes them as that vantage point.
             let file = match load_config(&self.env) {
                 Ok(c) => c,
                 Err(e) => return error(500, "no_configuration", e),
@@ -96,7 +108,27 @@ impl DurableObject for VigilEdge {
             };
             let ids = query_param(&req.inner().url(), "ids").unwrap_or_default();
             let ids: Vec<&str> = ids.split(',').collect();
-            let config = effective(&file, &api);
+            // The file's configuration moved, not cloned, when no API target
+            // changes it.
+            let mut config = if api.is_empty() {
+                file
+            } else {
+                control::effective(&file, &api).0
+            };
+            if let Some(region) = req.headers().get(REGION_HEADER)? {
+                let muted = lookup(&self.env, MUTE_VAR);
+                if muted.is_some_and(|m| m.split(',').any(|r| r == region)) {
+                    return error(503, "muted", MUTE_VAR);
+                }
+                if !config.remote_regions().contains(&region.as_str()) {
+                    return error(
+                        400,
+                        "bad_region",
+                        format!("no target lists {region:?} in its regions"),
+                    );
+                }
+                config.region = region;
+            }
             let io = worker_io(
                 &config,
                 Secrets::from_env(&config, |k| lookup(&self.env, k)),

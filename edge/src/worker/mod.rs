@@ -79,19 +79,23 @@ fn config_json(env: &Env) -> Fallible<String> {
 fn load_config(env: &Env) -> Fallible<Config> {
     let config = Config::from_json(CONFIG_VAR, &config_json(env)?).map_err(|e| e.to_string())?;
     fits(&config, env)
-        .and_then(|()| config.check_worker())
+        .and_then(|()| config.check_worker(store_kind(env)))
         .map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
     Ok(config)
+}
+
+fn store_kind(env: &Env) -> budget::StoreKind {
+    if durable_mode(env) {
+        budget::StoreKind::DurableObject
+    } else {
+        budget::StoreKind::Kv
+    }
 }
 
 /// A configuration the plan or the store cannot carry is refused, not run
 /// past the platform's limits.
 fn fits(config: &Config, env: &Env) -> Fallible<()> {
-    let store = if durable_mode(env) {
-        budget::StoreKind::DurableObject
-    } else {
-        budget::StoreKind::Kv
-    };
+    let store = store_kind(env);
     budget::check(config, config.plan(), store)
         .and_then(|()| budget::check_store(config, store))
         .map_err(|e| e.to_string())
@@ -156,7 +160,7 @@ async fn answer(mut req: Request, env: &Env) -> worker::Result<Response> {
         .iter()
         .any(|p| req.path().starts_with(p));
     if durable_mode(env) && stateful {
-        return match durable_stub(env, COORDINATOR) {
+        return match durable_stub(env, COORDINATOR, None) {
             Ok(stub) => stub.fetch_with_request(req).await,
             Err(e) => error(502, "durable_object_unavailable", e.to_string()),
         };

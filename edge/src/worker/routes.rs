@@ -239,7 +239,10 @@ async fn route(
         (Method::Post, ["_log"]) => Access::CrashLog,
         (Method::Post, ["ops", "signal"]) => Access::Signal,
         (Method::Post, ["ops", "jobs", "heartbeat"]) => Access::Jobs,
-        (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes"])
+        (
+            Method::Get,
+            ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes" | "vantage"],
+        )
         | (Method::Get, ["ops", "incidents" | "target", _])
         | (Method::Get, ["ops", "targets" | "audit"]) => Access::Read,
         (Method::Post, ["ops", "targets"]) | (Method::Delete, ["ops", "targets", _]) => {
@@ -394,6 +397,7 @@ async fn route(
             // Alerts go out with the next cycle's outbox.
             json(202, &stored)
         }
+        ["ops", "vantage"] => json(200, &views::vantage(&config, &state, now)),
         ["ops", "anomalies"] => json_text(
             200,
             serde_json::to_string(&state.anomalies)

@@ -7,8 +7,16 @@
 //! are `[a-z0-9_-]`) with the state's API targets as its body: it has no
 //! state of its own and looks the ids up in the same effective
 //! configuration (`control::effective`) as the cycle.
+//!
+//! Several vantage points (`regions`): each region is an object of the same
+//! class, `region-<name>`, created with that region as its location hint.
+//! It probes the targets of its region like a shard (its probes carry
+//! `X-Vigil-Region: <name>`), one call per `shard_size` targets; the cycle
+//! takes its answer as a remote prober's batch (`State::take_observations`).
+//! A region object that fails to answer is not heard: the core counts its
+//! views out and calls it silent after `prober_silent_s`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use futures_util::stream::{self, StreamExt};
@@ -20,9 +28,9 @@ use super::durable::durable_stub;
 use super::io::WorkerIo;
 use super::{Fallible, AE_BINDING};
 use crate::config::{Config, Target};
-use crate::core::budget::{Budget, CONNECTIONS};
+use crate::core::budget::{shard_size, Budget, CONNECTIONS};
 use crate::core::control::ApiTarget;
-use crate::core::probe::Observation;
+use crate::core::probe::{Observation, REGION_HEADER};
 use crate::remediation::RemediationIo;
 
 /// A shard's answer.
@@ -31,6 +39,31 @@ pub struct ShardAnswer {
     pub observations: Vec<Observation>,
     /// The shard invocation's subrequests (its own count).
     pub subrequests: u32,
+    /// Its clock when it answered (a region object's observations are
+    /// aged on it).
+    #[serde(default)]
+    pub sent_at_ms: u64,
+}
+
+/// One region object's call: its region, and the ids of the targets it
+/// probes (at most `shard_size`).
+pub type RegionCall = (String, Vec<String>);
+
+/// The region objects' calls that probe `asks` (region, target id): one
+/// per `shard_size` targets of a region.
+pub fn region_calls(config: &Config, asks: &[(&str, &str)]) -> Vec<RegionCall> {
+    let size = shard_size(config.plan());
+    let mut calls: Vec<RegionCall> = Vec::new();
+    for (region, id) in asks {
+        match calls
+            .iter_mut()
+            .find(|(r, ids)| r == region && ids.len() < size)
+        {
+            Some((_, ids)) => ids.push(id.to_string()),
+            None => calls.push((region.to_string(), vec![id.to_string()])),
+        }
+    }
+    calls
 }
 
 /// Probes `targets` at most `CONNECTIONS` at a time, in order.
@@ -47,9 +80,11 @@ pub async fn probe_here(config: &Config, io: &WorkerIo, ids: &[&str]) -> ShardAn
     let mut budget = Budget::new(config.plan());
     let n = budget.take_up_to(ids.len() as u32, 0) as usize;
     let targets: Vec<&Target> = ids[..n].iter().filter_map(|id| config.target(id)).collect();
+    let observations = probe_all(io, targets).await;
     ShardAnswer {
-        observations: probe_all(io, targets).await,
+        observations,
         subrequests: budget.subrequests,
+        sent_at_ms: io.now_ms(),
     }
 }
 
@@ -64,6 +99,9 @@ pub struct Prober<'a> {
     /// because their shard failed (carried to the next invocation).
     pub shard_max: Cell<u32>,
     pub lost: Cell<u32>,
+    /// Region objects that failed to answer this invocation: not asked
+    /// again in it (their confirm probes wait for the next cycle).
+    failed: RefCell<Vec<String>>,
 }
 
 impl<'a> Prober<'a> {
@@ -80,6 +118,7 @@ impl<'a> Prober<'a> {
             api_targets,
             shard_max: Cell::new(0),
             lost: Cell::new(0),
+            failed: RefCell::new(Vec::new()),
         }
     }
 
@@ -87,7 +126,6 @@ impl<'a> Prober<'a> {
         self.shard.filter(|s| n > *s)
     }
 
-    /// The subrequests a wave of `n` probes costs this invocation.
     pub fn config(&self) -> &Config {
         &self.io.config
     }
@@ -104,6 +142,7 @@ impl<'a> Prober<'a> {
             .await;
     }
 
+    /// The subrequests a wave of `n` probes costs this invocation.
     pub fn cost(&self, n: usize) -> usize {
         self.spread(n).map_or(n, |s| n.div_ceil(s))
     }
@@ -118,33 +157,72 @@ impl<'a> Prober<'a> {
             return probe_all(self.io, targets).await;
         };
         let calls = targets.chunks(size).enumerate().map(|(k, chunk)| {
-            let ids: Vec<&str> = chunk.iter().map(|t| t.id.as_str()).collect();
-            async move {
-                let n = ids.len() as u32;
-                match self.call(k, ids).await {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        console_error!("shard-{k} failed ({n} targets carried): {e}");
-                        self.lost.set(self.lost.get() + n);
-                        None
-                    }
-                }
-            }
+            let ids: Vec<String> = chunk.iter().map(|t| t.id.clone()).collect();
+            (format!("shard-{k}"), None, ids)
         });
-        let answers: Vec<Option<ShardAnswer>> =
-            stream::iter(calls).buffered(CONNECTIONS).collect().await;
         let mut observations = Vec::new();
-        for a in answers.into_iter().flatten() {
-            self.shard_max.set(self.shard_max.get().max(a.subrequests));
+        for (_, a) in self.call_all(calls).await {
             observations.extend(a.observations);
         }
         observations
     }
 
-    async fn call(&self, k: usize, ids: Vec<&str>) -> Fallible<ShardAnswer> {
-        let stub = durable_stub(self.env, &format!("shard-{k}")).map_err(|e| e.to_string())?;
+    /// Whether region `region`'s object failed this invocation.
+    pub fn failed(&self, region: &str) -> bool {
+        self.failed.borrow().iter().any(|r| r == region)
+    }
+
+    /// Asks each region object for its probes: (region, answer) for those
+    /// that answered.
+    pub async fn ask_regions(&self, calls: Vec<RegionCall>) -> Vec<(String, ShardAnswer)> {
+        let calls = calls
+            .into_iter()
+            .map(|(region, ids)| (format!("region-{region}"), Some(region), ids));
+        self.call_all(calls).await
+    }
+
+    /// Calls the objects named, `CONNECTIONS` at a time: each a shard, or a
+    /// region's object (with its region); the answers of those that
+    /// answered.
+    async fn call_all(
+        &self,
+        calls: impl Iterator<Item = (String, Option<String>, Vec<String>)>,
+    ) -> Vec<(String, ShardAnswer)> {
+        let calls = calls.map(|(name, region, ids)| async move {
+            let n = ids.len() as u32;
+            match self.call(&name, region.as_deref(), ids).await {
+                Ok(a) => {
+                    self.shard_max.set(self.shard_max.get().max(a.subrequests));
+                    Some((region.unwrap_or_default(), a))
+                }
+                Err(e) => {
+                    console_error!("{name} failed ({n} targets carried): {e}");
+                    self.lost.set(self.lost.get() + n);
+                    if let Some(r) = region {
+                        self.failed.borrow_mut().push(r);
+                    }
+                    None
+                }
+            }
+        });
+        let answers: Vec<Option<(String, ShardAnswer)>> =
+            stream::iter(calls).buffered(CONNECTIONS).collect().await;
+        answers.into_iter().flatten().collect()
+    }
+
+    async fn call(
+        &self,
+        name: &str,
+        region: Option<&str>,
+        ids: Vec<String>,
+    ) -> Fallible<ShardAnswer> {
+        let stub = durable_stub(self.env, name, region).map_err(|e| e.to_string())?;
         let body = serde_json::to_string(&self.api_targets).map_err(|e| e.to_string())?;
-        let init = super::io::request_init("POST", &Headers::new());
+        let headers = Headers::new();
+        if let Some(r) = region {
+            headers.set(REGION_HEADER, r).map_err(|e| e.to_string())?;
+        }
+        let init = super::io::request_init("POST", &headers);
         init.set_body(&JsValue::from_str(&body));
         let url = format!("https://vigil.internal/probe?ids={}", ids.join(","));
         let req = super::io::request(&url, &init)?;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use worker::{console_error, console_log, Env, Response, Storage};
 
-use super::cycle::{deliver, probe_waves};
+use super::cycle::{deliver, probe_waves, Wave};
 use super::io::{now_ms, WorkerIo};
 use super::routes::{error, json};
 use super::shards::Prober;
@@ -66,9 +66,12 @@ pub async fn take(
     if outcome.probing.is_empty() {
         return json(202, &outcome);
     }
-    let due = (0..config.targets.len())
-        .filter(|i| outcome.probing.contains(&config.targets[*i].id))
-        .collect();
+    let wave = Wave {
+        here: (0..config.targets.len())
+            .filter(|i| outcome.probing.contains(&config.targets[*i].id))
+            .collect(),
+        regions: Vec::new(),
+    };
     let shards = durable.map(|_| budget::shard_size(config.plan()));
     let prober = Prober::new(io, env, shards, state.api_targets.clone());
     let mut history = match store.history().await {
@@ -78,7 +81,7 @@ pub async fn take(
     let until = now
         .saturating_add(config.retry_after_ms())
         .saturating_add(1);
-    probe_waves((&prober, store), &mut state, &mut history, due, until).await;
+    probe_waves((&prober, store), &mut state, &mut history, wave, until).await;
     Store::keep_history(history);
     deliver(io, store, &mut state, &mut Carried::default()).await;
     // The probes' outcome is the monitor's own: kept in this isolate when it

@@ -55,6 +55,12 @@ thread_local! {
     /// that is unchanged, as the native edge keeps its state in memory; the
     /// store's health and its alert outlive a change someone else stored.
     static UNSAVED: RefCell<Option<(Option<String>, State)>> = const { RefCell::new(None) };
+    /// The state as this isolate last saved it, with several vantage
+    /// points: when each region object was heard, and what it saw, are not
+    /// stored (a write a minute), so they are carried into the state read
+    /// next (`State::carry_heard`). An isolate evicted meanwhile measures
+    /// silence afresh, as a restarted native edge does.
+    static HEARD: RefCell<Option<State>> = const { RefCell::new(None) };
 }
 
 /// The store's health as this isolate saw it (`/healthz`).
@@ -127,6 +133,11 @@ impl<'a> Store<'a> {
                 state.store = unsaved.store;
             }
         }
+        HEARD.with(|h| {
+            if let Some(previous) = &*h.borrow() {
+                state.carry_heard(previous);
+            }
+        });
         let store = Store {
             backend,
             stored: RefCell::new(stored),
@@ -367,6 +378,9 @@ impl<'a> Store<'a> {
     }
 
     async fn settle(&self, state: &mut State, wrote: Fallible<bool>) -> Fallible<bool> {
+        if !state.probers.is_empty() {
+            HEARD.with(|h| *h.borrow_mut() = Some(state.clone()));
+        }
         match &wrote {
             Ok(_) => {
                 UNSAVED.with(|u| u.borrow_mut().take());
