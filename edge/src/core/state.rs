@@ -181,10 +181,10 @@ pub struct State {
     #[serde(skip)]
     pub ack_links: Option<AckLinks>,
     #[serde(default)]
-    pub anomalies: VecDeque<Anomaly>,
+    pub anomalies: Vec<Anomaly>,
     /// Actions run by hand through the control API, newest first.
     #[serde(default)]
-    pub manual_actions: VecDeque<ManualAction>,
+    pub manual_actions: Vec<ManualAction>,
     #[serde(default)]
     pub jobs: BTreeMap<String, super::jobs::JobState>,
     /// Crash alerts sent within the cooldown.
@@ -379,13 +379,16 @@ impl State {
         };
         let mut events = Vec::new();
         if obs.latency_ms > target.degraded_ms {
-            self.anomalies.push_front(Anomaly {
-                target: target.id.clone(),
-                at_ms: obs.at_ms,
-                latency_ms: obs.latency_ms,
-                degraded_ms: target.degraded_ms,
-                status: obs.status,
-            });
+            self.anomalies.insert(
+                0,
+                Anomaly {
+                    target: target.id.clone(),
+                    at_ms: obs.at_ms,
+                    latency_ms: obs.latency_ms,
+                    degraded_ms: target.degraded_ms,
+                    status: obs.status,
+                },
+            );
             self.anomalies.truncate(ANOMALIES_KEPT);
         }
         let ts = self
@@ -898,7 +901,7 @@ impl State {
                 inc.manual_actions.push(action.clone());
             }
         }
-        self.manual_actions.push_front(action);
+        self.manual_actions.insert(0, action);
         self.manual_actions.truncate(MANUAL_KEPT);
     }
 
