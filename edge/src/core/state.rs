@@ -1,7 +1,10 @@
 //! The persisted state and the monitor state machine: observations and `now`
 //! in, state changes and events out. No clock, no I/O.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+// The control API's audit only (native).
+#[cfg(not(target_arch = "wasm32"))]
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
