@@ -207,10 +207,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         };
         let (Some(incident), Some(target)) = (
             state.incident(&id).cloned(),
-            state
-                .incident(&id)
-                .and_then(|i| config.target(&i.target))
-                .cloned(),
+            state.incident(&id).and_then(|i| config.target(&i.target)),
         ) else {
             continue;
         };

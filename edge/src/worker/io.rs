@@ -22,8 +22,8 @@ pub fn now_ms() -> u64 {
 /// The edge's calls over `worker::Fetch`.
 pub type WorkerIo = Client<WorkerFetch>;
 
-pub fn worker_io(config: &Config, secrets: Secrets) -> WorkerIo {
-    Client::with_transport(WorkerFetch, Arc::new(config.clone()), secrets)
+pub fn worker_io(config: &Arc<Config>, secrets: Secrets) -> WorkerIo {
+    Client::with_transport(WorkerFetch, Arc::clone(config), secrets)
 }
 
 /// A request built on web_sys's init: worker's `RequestInit` also carries

@@ -24,6 +24,8 @@ mod shards;
 mod signal;
 mod store;
 
+use std::sync::Arc;
+
 use worker::js_sys::{Reflect, JSON};
 use worker::wasm_bindgen::JsValue;
 use worker::{
@@ -71,7 +73,9 @@ fn config_json(env: &Env) -> Fallible<String> {
     Ok(text)
 }
 
-fn load_config(env: &Env) -> Fallible<Config> {
+/// Shared (`Arc`) with the clients built on it: a copy would bring every
+/// configuration type's `Clone` into the bundle.
+fn load_config(env: &Env) -> Fallible<Arc<Config>> {
     let config = Config::from_json(CONFIG_VAR, &config_json(env)?).map_err(|e| e.to_string())?;
     // A configuration the plan cannot carry is refused, not run past the
     // platform's limits.
@@ -85,7 +89,7 @@ fn load_config(env: &Env) -> Fallible<Config> {
         .map_err(|e| e.to_string())
         .and_then(|()| config.check_worker())
         .map_err(|e| format!("{CONFIG_VAR}: {e}"))?;
-    Ok(config)
+    Ok(Arc::new(config))
 }
 
 #[event(scheduled)]

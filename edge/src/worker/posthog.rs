@@ -23,7 +23,7 @@ pub async fn proxy(req: Request, env: &Env) -> worker::Result<Response> {
         Ok(c) => c,
         Err(e) => return error(500, "no_configuration", e),
     };
-    let Some(ph) = config.posthog else {
+    let Some(ph) = &config.posthog else {
         return error(404, "not_found", "no [posthog] section: the proxy is off");
     };
     let method = req.method();
