@@ -113,7 +113,7 @@ impl Transport for WorkerFetch {
                 .get("retry-after")
                 .ok()
                 .flatten()
-                .and_then(|v| v.parse().ok());
+                .and_then(|v| crate::shell::retry_after_secs(&v));
             let headers = res.headers().entries().collect();
             let mut body = res.bytes().await.map_err(|e| e.to_string())?;
             body.truncate(BODY_LIMIT);
