@@ -233,7 +233,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         };
         let input = RoundInput {
             config: &config,
-            target: &target,
+            target,
             incident: &incident,
             n,
             resume,
