@@ -11,6 +11,11 @@ export PATH="$TOOLS/bin:$NODE_BIN:$PATH"
 export WASM_BINDGEN_BIN="$TOOLS/bin/wasm-bindgen" WASM_OPT_BIN="$NODE_BIN/wasm-opt" ESBUILD_BIN="$NODE_BIN/esbuild"
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=${VIGIL_WASM_OPT_LEVEL:-z} CARGO_PROFILE_RELEASE_LTO=true \
        CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_PANIC=abort
+# Panics keep their message but not their file, line and column: every
+# `unwrap`, `expect` and index check carried a location (4.3 KB gzip,
+# BENCHMARKS.md). A -Z flag needs RUSTC_BOOTSTRAP on the stable
+# toolchain (a nightly with a wasm32 std is not assumed); this build only.
+export RUSTC_BOOTSTRAP=1 RUSTFLAGS="${RUSTFLAGS:-} -Zlocation-detail=none"
 (cd edge && worker-build --release)
 "$NODE_BIN/wasm-opt" -Oz --gufa -Oz --strip-debug --strip-producers --enable-bulk-memory \
   --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals \

@@ -4,7 +4,7 @@
 //! embed over them); the outbox is part of the persisted state, so an alert
 //! that could not be sent is retried, after a restart too.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -653,19 +653,23 @@ pub fn backoff_ms(attempts: u32) -> u64 {
     (1000u64 << attempts.saturating_sub(1).min(6)).min(BACKOFF_MAX_MS)
 }
 
+/// Alerts waiting for delivery, and what was delivered or refused. Its lists,
+/// like the state's and the history's other short bounded lists,
+/// are `Vec`s, not `VecDeque`s: each `VecDeque` element type carried its own
+/// ring-buffer code in the Worker, 5.9 KB gzip for ten types (BENCHMARKS.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outbox {
-    pub entries: VecDeque<OutboxEntry>,
+    pub entries: Vec<OutboxEntry>,
     pub next_id: u64,
     /// `channel/key` of what was delivered (or folded).
     #[serde(default)]
-    pub sent_keys: VecDeque<String>,
+    pub sent_keys: Vec<String>,
     /// Messages a channel refused (400): kept, visible, never silently dropped.
     #[serde(default)]
-    pub dead: VecDeque<OutboxEntry>,
+    pub dead: Vec<OutboxEntry>,
     /// Per channel, when messages were sent within the last minute.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rate_ms: BTreeMap<String, VecDeque<u64>>,
+    pub rate_ms: BTreeMap<String, Vec<u64>>,
     /// `channel subject` → when the last alert about it was queued there
     /// (channels with a cooldown only).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -715,7 +719,7 @@ impl Outbox {
                 continue;
             }
             self.next_id += 1;
-            self.entries.push_back(OutboxEntry {
+            self.entries.push(OutboxEntry {
                 id: self.next_id,
                 key: alert.key.clone(),
                 channel: channel.clone(),
@@ -783,10 +787,10 @@ impl Outbox {
             }
             let rate = self.rate_ms.entry(channel.clone()).or_default();
             while rate
-                .front()
+                .first()
                 .is_some_and(|&t| now_ms.saturating_sub(t) >= RATE_WINDOW_MS)
             {
-                rate.pop_front();
+                rate.remove(0);
             }
             let sent = rate.len();
             if rate.is_empty() {
@@ -811,7 +815,7 @@ impl Outbox {
     fn fold(&mut self, channel: &str, keep: usize, per_minute: usize, now_ms: u64) {
         let mut seen = 0;
         let mut tail = Vec::new();
-        let mut rest = VecDeque::new();
+        let mut rest = Vec::new();
         for e in self.entries.drain(..) {
             if e.channel == channel {
                 seen += 1;
@@ -820,7 +824,7 @@ impl Outbox {
                     continue;
                 }
             }
-            rest.push_back(e);
+            rest.push(e);
         }
         self.entries = rest;
         let (pages, folded): (Vec<_>, Vec<_>) = tail.into_iter().partition(OutboxEntry::is_page);
@@ -841,12 +845,12 @@ impl Outbox {
             } else {
                 lines.push(e.headline());
                 total += 1;
-                self.sent_keys.push_back(format!("{channel}/{}", e.key));
+                self.sent_keys.push(format!("{channel}/{}", e.key));
             }
         }
         lines.truncate(FOLDED_LISTED);
         while self.sent_keys.len() > SENT_KEYS_KEPT {
-            self.sent_keys.pop_front();
+            self.sent_keys.remove(0);
         }
         if total > 0 {
             self.next_id += 1;
@@ -855,7 +859,7 @@ impl Outbox {
                 .map(|e| e.severity)
                 .min()
                 .unwrap_or(Severity::Warning);
-            self.entries.push_back(OutboxEntry {
+            self.entries.push(OutboxEntry {
                 id: self.next_id,
                 key: format!("summary/{}", self.next_id),
                 channel: channel.to_string(),
@@ -884,25 +888,23 @@ impl Outbox {
         };
         match outcome {
             Delivery::Sent => {
-                if let Some(e) = self.entries.remove(pos) {
-                    self.rate_ms
-                        .entry(e.channel.clone())
-                        .or_default()
-                        .push_back(now_ms);
-                    self.sent_keys.push_back(format!("{}/{}", e.channel, e.key));
-                    while self.sent_keys.len() > SENT_KEYS_KEPT {
-                        self.sent_keys.pop_front();
-                    }
+                let e = self.entries.remove(pos);
+                self.rate_ms
+                    .entry(e.channel.clone())
+                    .or_default()
+                    .push(now_ms);
+                self.sent_keys.push(format!("{}/{}", e.channel, e.key));
+                while self.sent_keys.len() > SENT_KEYS_KEPT {
+                    self.sent_keys.remove(0);
                 }
             }
             Delivery::Rejected { error } => {
-                if let Some(mut e) = self.entries.remove(pos) {
-                    e.attempts += 1;
-                    e.last_error = Some(error);
-                    self.dead.push_back(e);
-                    while self.dead.len() > DEAD_KEPT {
-                        self.dead.pop_front();
-                    }
+                let mut e = self.entries.remove(pos);
+                e.attempts += 1;
+                e.last_error = Some(error);
+                self.dead.push(e);
+                while self.dead.len() > DEAD_KEPT {
+                    self.dead.remove(0);
                 }
             }
             Delivery::RateLimited { retry_after_ms } => {

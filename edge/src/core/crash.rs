@@ -3,8 +3,6 @@
 //! app and alerts Discord, once per fingerprint of app + message within the
 //! cooldown. Pure: reports and `now` in, state changes out.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
 use super::alert::{crash_flood_message, crash_message, Alert};
@@ -101,7 +99,7 @@ pub struct Crash {
 /// and the monitor never reads them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CrashLog {
-    pub crashes: VecDeque<Crash>,
+    pub crashes: Vec<Crash>,
     pub next_id: u64,
     /// The writes crash reports spent today: the Worker's daily allowance
     /// (stored with the log, so counting costs no write of its own).
@@ -174,14 +172,14 @@ impl CrashLog {
     pub fn add(&mut self, mut crash: Crash, now_ms: u64) -> u64 {
         self.next_id += 1;
         crash.id = self.next_id;
-        self.crashes.push_front(crash);
+        self.crashes.insert(0, crash);
         self.crashes.truncate(CRASHES_KEPT);
         while self
             .crashes
-            .back()
+            .last()
             .is_some_and(|c| c.received_at_ms + CRASH_RETENTION_MS < now_ms)
         {
-            self.crashes.pop_back();
+            self.crashes.pop();
         }
         self.next_id
     }

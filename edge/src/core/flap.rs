@@ -5,8 +5,6 @@
 //! alert; once the target keeps one state for `flap_settle_s`, one alert says
 //! it settled (and the incident resolves if it settled healthy). Pure.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
 use super::alert::{flap_message, settled_message, Alert};
@@ -21,8 +19,8 @@ use crate::config::{Config, Role, Target};
 pub struct Flap {
     /// When the debounced state changed, within the window (at most
     /// `flap_threshold + 1` kept).
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    pub changes_ms: VecDeque<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes_ms: Vec<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub episode: Option<Episode>,
 }
@@ -45,14 +43,14 @@ impl Flap {
     /// now exceed the threshold.
     fn note(&mut self, config: &Config, now_ms: u64) -> bool {
         let window = config.flap_window_ms();
-        self.changes_ms.push_back(now_ms);
+        self.changes_ms.push(now_ms);
         while self
             .changes_ms
-            .front()
+            .first()
             .is_some_and(|&t| now_ms.saturating_sub(t) >= window)
             || self.changes_ms.len() > config.flap_threshold as usize + 1
         {
-            self.changes_ms.pop_front();
+            self.changes_ms.remove(0);
         }
         self.changes_ms.len() > config.flap_threshold as usize
     }
@@ -322,7 +320,7 @@ url = "http://127.0.0.1:1/"
             .unwrap()
             .contains("stopped flapping"));
         assert_eq!(
-            s.outbox.entries.back().unwrap().key,
+            s.outbox.entries.last().unwrap().key,
             format!("{second}/settled")
         );
         assert!(s.targets["api"].flap.is_quiet());

@@ -16,7 +16,7 @@
 //! middle rounded to a whole ms, so it is within `√G − 1 ≈ 4.9 %` plus
 //! 0.5 ms of the exact nearest-rank percentile of the same samples.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vigil_wire::HostMetrics;
@@ -150,12 +150,12 @@ pub struct Slice {
 pub struct TargetHistory {
     /// Oldest first.
     #[serde(default)]
-    pub hours: VecDeque<Rollup>,
+    pub hours: Vec<Rollup>,
     #[serde(default)]
-    pub slices: VecDeque<Slice>,
+    pub slices: Vec<Slice>,
     /// Oldest first, at most `DAYS_KEPT`.
     #[serde(default)]
-    pub days: VecDeque<Day>,
+    pub days: Vec<Day>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_at_ms: Option<u64>,
     /// Whether the last observation was up: it holds until the next one.
@@ -196,8 +196,8 @@ fn round2(v: f64) -> f64 {
 
 /// Adds time to day `d`, dropping days older than `DAYS_KEPT`; a late
 /// observation for a day already dropped or never seen is left out.
-pub(super) fn record_day(days: &mut VecDeque<Day>, d: u64, up_ms: u64, total_ms: u64) {
-    match days.back_mut() {
+pub(super) fn record_day(days: &mut Vec<Day>, d: u64, up_ms: u64, total_ms: u64) {
+    match days.last_mut() {
         Some(last) if last.d == d => {
             last.up_ms += up_ms;
             last.total_ms += total_ms;
@@ -208,10 +208,10 @@ pub(super) fn record_day(days: &mut VecDeque<Day>, d: u64, up_ms: u64, total_ms:
                 day.total_ms += total_ms;
             }
         }
-        _ => days.push_back(Day { d, up_ms, total_ms }),
+        _ => days.push(Day { d, up_ms, total_ms }),
     }
-    while days.front().is_some_and(|x| x.d + DAYS_KEPT <= d) {
-        days.pop_front();
+    while days.first().is_some_and(|x| x.d + DAYS_KEPT <= d) {
+        days.remove(0);
     }
 }
 
@@ -262,7 +262,7 @@ pub struct History {
     #[serde(default)]
     pub targets: BTreeMap<String, TargetHistory>,
     #[serde(default)]
-    pub hosts: BTreeMap<String, VecDeque<HostSample>>,
+    pub hosts: BTreeMap<String, Vec<HostSample>>,
     /// When each host's metrics were last asked for, answered or not.
     #[serde(default)]
     pub hosts_polled_at: BTreeMap<String, u64>,
@@ -330,7 +330,7 @@ impl History {
                 &mut th.hours[i + 1]
             }
             None => {
-                th.hours.push_front(Rollup::new(hour));
+                th.hours.insert(0, Rollup::new(hour));
                 &mut th.hours[0]
             }
         };
@@ -341,22 +341,22 @@ impl History {
         if up {
             rollup.latency.add(obs.latency_ms);
         }
-        let newest_hour = th.hours.back().map_or(hour, |r| r.hour);
+        let newest_hour = th.hours.last().map_or(hour, |r| r.hour);
         while th
             .hours
-            .front()
+            .first()
             .is_some_and(|r| r.hour + HOURS_KEPT <= newest_hour)
         {
-            th.hours.pop_front();
+            th.hours.remove(0);
         }
 
         let n = obs.at_ms / SLICE_MS;
-        let newest_n = th.slices.back().map_or(0, |s| s.n);
+        let newest_n = th.slices.last().map_or(0, |s| s.n);
         if let Some(s) = th.slices.iter_mut().rev().find(|s| s.n == n) {
             s.up_ms += up_ms;
             s.total_ms += weight;
         } else if th.slices.is_empty() || newest_n < n {
-            th.slices.push_back(Slice {
+            th.slices.push(Slice {
                 n,
                 up_ms,
                 total_ms: weight,
@@ -365,13 +365,13 @@ impl History {
         // Otherwise it is late (before the newest slice, with no slice of
         // its own): rare, and left out of burn rates.
         record_day(&mut th.days, obs.at_ms / DAY_MS, up_ms, weight);
-        let newest = th.slices.back().map_or(n, |s| s.n);
+        let newest = th.slices.last().map_or(n, |s| s.n);
         while th
             .slices
-            .front()
+            .first()
             .is_some_and(|s| s.n + SLICES_KEPT <= newest)
         {
-            th.slices.pop_front();
+            th.slices.remove(0);
         }
         self.dirty_since_ms.get_or_insert(obs.at_ms);
     }
@@ -424,9 +424,9 @@ impl History {
     pub fn record_host(&mut self, host: &str, metrics: &HostMetrics, now_ms: u64) {
         self.note_host_poll(host, now_ms);
         let samples = self.hosts.entry(host.to_string()).or_default();
-        samples.push_back(HostSample::new(metrics, now_ms));
+        samples.push(HostSample::new(metrics, now_ms));
         while samples.len() > HOST_SAMPLES_KEPT {
-            samples.pop_front();
+            samples.remove(0);
         }
         self.dirty_since_ms.get_or_insert(now_ms);
     }
@@ -546,8 +546,8 @@ impl History {
         }
     }
 
-    pub fn host_samples(&self, host: &str) -> Option<&VecDeque<HostSample>> {
-        self.hosts.get(host)
+    pub fn host_samples(&self, host: &str) -> Option<&[HostSample]> {
+        self.hosts.get(host).map(Vec::as_slice)
     }
 }
 
@@ -723,7 +723,7 @@ mod tests {
         }
         let th = &h.targets["web"];
         assert_eq!(th.hours.len() as u64, HOURS_KEPT);
-        assert_eq!(th.hours.front().unwrap().hour, 40 * 24 - HOURS_KEPT);
+        assert_eq!(th.hours.first().unwrap().hour, 40 * 24 - HOURS_KEPT);
         assert!(th.slices.len() as u64 <= SLICES_KEPT);
         // Latency histograms only for the last 24 hours.
         let with_latency = th.hours.iter().filter(|r| !r.latency.is_empty()).count();

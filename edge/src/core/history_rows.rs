@@ -15,7 +15,7 @@
 //! `History::rows_due` says what a flush writes (what changed since the last
 //! one); `History::from_rows` rebuilds the history a fresh isolate reads.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +57,7 @@ pub struct HostsRow<H, P> {
     pub hosts_polled_at: P,
 }
 
-pub type HostsRowOwned = HostsRow<BTreeMap<String, VecDeque<HostSample>>, BTreeMap<String, u64>>;
+pub type HostsRowOwned = HostsRow<BTreeMap<String, Vec<HostSample>>, BTreeMap<String, u64>>;
 
 /// Which row, in the order a history is rebuilt from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -137,7 +137,7 @@ fn put_hour(th: &mut TargetHistory, hour: u64, [watched, down]: [u64; 2], latenc
     match th.hours.iter().rposition(|r| r.hour <= hour) {
         Some(i) if th.hours[i].hour == hour => th.hours[i] = rollup,
         Some(i) => th.hours.insert(i + 1, rollup),
-        None => th.hours.push_front(rollup),
+        None => th.hours.insert(0, rollup),
     }
 }
 
@@ -291,7 +291,7 @@ impl History {
                         put_hour(th, first_hour, [watched, down], latency);
                         for (i, p) in pairs.chunks_exact(2).enumerate() {
                             if p[0] > 0 {
-                                th.slices.push_back(Slice {
+                                th.slices.push(Slice {
                                     n: first_hour * SLICES_PER_HOUR + i as u64,
                                     up_ms: p[0].saturating_sub(p[1]),
                                     total_ms: p[0],
@@ -304,12 +304,12 @@ impl History {
             }
         }
         for th in history.targets.values_mut() {
-            let newest = th.hours.back().map_or(0, |r| r.hour);
+            let newest = th.hours.last().map_or(0, |r| r.hour);
             th.hours.retain(|r| r.hour + HOURS_KEPT > newest);
             for r in th.hours.iter_mut().filter(|r| r.hour + 24 <= newest) {
                 r.latency = Histogram::default();
             }
-            let newest_slice = th.slices.back().map_or(0, |s| s.n);
+            let newest_slice = th.slices.last().map_or(0, |s| s.n);
             th.slices.retain(|s| s.n + SLICES_KEPT > newest_slice);
         }
         if let Some(h) = hosts {
@@ -473,7 +473,7 @@ mod tests {
         for i in 0..1000 {
             h.targets.insert(format!("t{i}"), one.clone());
         }
-        let newest = one.hours.back().unwrap().hour;
+        let newest = one.hours.last().unwrap().hour;
         h.dirty.hours = (newest + 1 - HOUR_SLOTS..=newest).collect();
         h.dirty.days = one.days.iter().map(|d| d.d).collect();
         let out = h.rows_due(now + 1).unwrap();

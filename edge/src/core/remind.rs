@@ -71,7 +71,7 @@ mod tests {
         s.check_reminders(&c, 600_000);
         s.check_reminders(&c, 600_001);
         assert_eq!(reminders(&s), 1);
-        let title = s.outbox.entries.back().unwrap().headline();
+        let title = s.outbox.entries.last().unwrap().headline();
         assert_eq!(title, "api: still down after 10 min");
         // A restart: nothing is sent twice.
         let mut s: State =

@@ -620,7 +620,7 @@ mod tests {
             s.execute_runbook(&c, "nope", "eve", 1).unwrap_err(),
             RunbookError::UnknownRunbook("nope".into())
         );
-        assert_eq!(s.audit.back().unwrap().what, "runbook.unknown");
+        assert_eq!(s.audit.last().unwrap().what, "runbook.unknown");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The persisted state and the monitor state machine: observations and `now`
 //! in, state changes and events out. No clock, no I/O.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -178,10 +178,10 @@ pub struct State {
     #[serde(skip)]
     pub ack_links: Option<AckLinks>,
     #[serde(default)]
-    pub anomalies: VecDeque<Anomaly>,
+    pub anomalies: Vec<Anomaly>,
     /// Actions run by hand through the control API, newest first.
     #[serde(default)]
-    pub manual_actions: VecDeque<ManualAction>,
+    pub manual_actions: Vec<ManualAction>,
     #[serde(default)]
     pub jobs: BTreeMap<String, super::jobs::JobState>,
     /// Crash alerts sent within the cooldown.
@@ -197,8 +197,8 @@ pub struct State {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub api_targets: BTreeMap<String, super::control::ApiTarget>,
     /// Changes made through the control API, oldest first.
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    pub audit: VecDeque<super::control::AuditEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<super::control::AuditEntry>,
     /// Whether this process can store the state (not stored: it describes
     /// the process and its disk).
     #[serde(skip)]
@@ -369,13 +369,16 @@ impl State {
         };
         let mut events = Vec::new();
         if obs.latency_ms > target.degraded_ms {
-            self.anomalies.push_front(Anomaly {
-                target: target.id.clone(),
-                at_ms: obs.at_ms,
-                latency_ms: obs.latency_ms,
-                degraded_ms: target.degraded_ms,
-                status: obs.status,
-            });
+            self.anomalies.insert(
+                0,
+                Anomaly {
+                    target: target.id.clone(),
+                    at_ms: obs.at_ms,
+                    latency_ms: obs.latency_ms,
+                    degraded_ms: target.degraded_ms,
+                    status: obs.status,
+                },
+            );
             self.anomalies.truncate(ANOMALIES_KEPT);
         }
         let ts = self
@@ -888,7 +891,7 @@ impl State {
                 inc.manual_actions.push(action.clone());
             }
         }
-        self.manual_actions.push_front(action);
+        self.manual_actions.insert(0, action);
         self.manual_actions.truncate(MANUAL_KEPT);
     }
 

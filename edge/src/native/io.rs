@@ -147,7 +147,7 @@ impl Transport for Reqwest {
         let retry_after = res
             .headers()
             .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
+            .and_then(|v| crate::shell::retry_after_secs(v.to_str().ok()?));
         let headers = res
             .headers()
             .iter()

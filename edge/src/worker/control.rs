@@ -6,8 +6,8 @@
 //! changed: a field it refuses (400, naming the key), more targets than the
 //! plan or the store carries (409). A change is answered once stored.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use worker::{Env, Method, Request, Response};
 
@@ -22,11 +22,11 @@ use crate::{ops_requests, views};
 
 /// `file` with the API targets `api` laid over it (`control::effective`);
 /// those left out (`GET /ops/targets` says why) are not watched.
-pub fn effective<'a>(file: &'a Config, api: &BTreeMap<String, ApiTarget>) -> Cow<'a, Config> {
+pub fn effective(file: &Arc<Config>, api: &BTreeMap<String, ApiTarget>) -> Arc<Config> {
     if api.is_empty() {
-        return Cow::Borrowed(file);
+        return Arc::clone(file);
     }
-    Cow::Owned(control::effective(file, api).0)
+    Arc::new(control::effective(file, api).0)
 }
 
 /// The routes (`segments` of the path), the token checked: read for

@@ -264,10 +264,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         };
         let (Some(incident), Some(target)) = (
             state.incident(&id).cloned(),
-            state
-                .incident(&id)
-                .and_then(|i| config.target(&i.target))
-                .cloned(),
+            state.incident(&id).and_then(|i| config.target(&i.target)),
         ) else {
             continue;
         };
@@ -293,7 +290,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         };
         let input = RoundInput {
             config: &config,
-            target: &target,
+            target,
             incident: &incident,
             n,
             resume,

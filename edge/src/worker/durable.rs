@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use worker::{durable_object, DurableObject, Env, Method, Request, Response};
 
@@ -111,7 +112,7 @@ impl DurableObject for VigilEdge {
             // The file's configuration moved, not cloned, when no API target
             // changes it.
             let mut config = if api.is_empty() {
-                file
+                Arc::unwrap_or_clone(file)
             } else {
                 control::effective(&file, &api).0
             };
@@ -129,6 +130,7 @@ impl DurableObject for VigilEdge {
                 }
                 config.region = region;
             }
+            let config = Arc::new(config);
             let io = worker_io(
                 &config,
                 Secrets::from_env(&config, |k| lookup(&self.env, k)),

@@ -22,8 +22,8 @@ pub fn now_ms() -> u64 {
 /// The edge's calls over `worker::Fetch`.
 pub type WorkerIo = Client<WorkerFetch>;
 
-pub fn worker_io(config: &Config, secrets: Secrets) -> WorkerIo {
-    Client::with_transport(WorkerFetch, Arc::new(config.clone()), secrets)
+pub fn worker_io(config: &Arc<Config>, secrets: Secrets) -> WorkerIo {
+    Client::with_transport(WorkerFetch, Arc::clone(config), secrets)
 }
 
 /// A request built on web_sys's init: worker's `RequestInit` also carries
@@ -113,7 +113,7 @@ impl Transport for WorkerFetch {
                 .get("retry-after")
                 .ok()
                 .flatten()
-                .and_then(|v| v.parse().ok());
+                .and_then(|v| crate::shell::retry_after_secs(&v));
             let headers = res.headers().entries().collect();
             let mut body = res.bytes().await.map_err(|e| e.to_string())?;
             body.truncate(BODY_LIMIT);

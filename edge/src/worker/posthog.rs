@@ -23,7 +23,7 @@ pub async fn proxy(req: Request, env: &Env) -> worker::Result<Response> {
         Ok(c) => c,
         Err(e) => return error(500, "no_configuration", e),
     };
-    let Some(ph) = config.posthog else {
+    let Some(ph) = &config.posthog else {
         return error(404, "not_found", "no [posthog] section: the proxy is off");
     };
     let method = req.method();
@@ -65,7 +65,7 @@ pub async fn proxy(req: Request, env: &Env) -> worker::Result<Response> {
     if let Some(body) = req.inner().body() {
         init.set_body(&body);
     }
-    let out = super::io::request(&upstream(&ph, path), &init).map_err(worker::Error::RustError)?;
+    let out = super::io::request(&upstream(ph, path), &init).map_err(worker::Error::RustError)?;
     let res = match Fetch::Request(out).send().await {
         Ok(r) => r,
         Err(e) => return error(502, "posthog_unavailable", e.to_string()),

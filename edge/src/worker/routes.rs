@@ -3,6 +3,8 @@
 //! on the stored state. A change is answered only once it is stored (else
 //! 503, not made).
 
+use std::sync::Arc;
+
 use vigil_wire::{ErrorBody, TokenCheck};
 use worker::{Env, Method, Request, Response, Storage};
 
@@ -103,7 +105,7 @@ pub async fn serve(
 
 /// The configuration and the secrets, with the tokens checked; `Err` is the
 /// answer when they cannot be had.
-fn setup(env: &Env) -> std::result::Result<(Config, Secrets), worker::Result<Response>> {
+fn setup(env: &Env) -> std::result::Result<(Arc<Config>, Secrets), worker::Result<Response>> {
     let config = load_config(env).map_err(|e| error(500, "no_configuration", e))?;
     let secrets = Secrets::from_env(&config, |k| lookup(env, k));
     secrets
@@ -575,7 +577,7 @@ pub async fn body_within(
 /// A manual action: recorded on the open incidents and stored before it
 /// is sent (like a round's decision), completed when the agent answers.
 async fn manual(
-    config: &Config,
+    config: &Arc<Config>,
     secrets: Secrets,
     store: &Store<'_>,
     state: &mut State,

@@ -18,6 +18,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -66,12 +68,42 @@ pub fn region_calls(config: &Config, asks: &[(&str, &str)]) -> Vec<RegionCall> {
     calls
 }
 
+/// What one call of a wave answered: a probe here (no region), or a
+/// shard's or a region object's answer (with its region); none when the
+/// call failed.
+type Answer = Option<(String, ShardAnswer)>;
+
+/// A probe here, a shard's or a region object's call, as one future type:
+/// each future type `buffered` runs is its own copy of futures-util's
+/// ordered stream in the Worker (1.3 KB gzip; BENCHMARKS.md).
+type Calls<'a> = Pin<Box<dyn Future<Output = Answer> + 'a>>;
+
+/// Runs `calls` at most `CONNECTIONS` at a time: the answers, in order.
+async fn run<'a>(calls: impl Iterator<Item = Calls<'a>>) -> Vec<(String, ShardAnswer)> {
+    let answers: Vec<Answer> = stream::iter(calls).buffered(CONNECTIONS).collect().await;
+    answers.into_iter().flatten().collect()
+}
+
+fn observations(answers: Vec<(String, ShardAnswer)>) -> Vec<Observation> {
+    answers
+        .into_iter()
+        .flat_map(|(_, a)| a.observations)
+        .collect()
+}
+
 /// Probes `targets` at most `CONNECTIONS` at a time, in order.
 pub async fn probe_all(io: &WorkerIo, targets: Vec<&Target>) -> Vec<Observation> {
-    stream::iter(targets.into_iter().map(|t| io.probe(t)))
-        .buffered(CONNECTIONS)
-        .collect()
-        .await
+    let calls = targets.into_iter().map(|t| {
+        Box::pin(async move {
+            let answer = ShardAnswer {
+                observations: vec![io.probe(t).await],
+                subrequests: 0,
+                sent_at_ms: 0,
+            };
+            Some((String::new(), answer))
+        }) as Calls
+    });
+    observations(run(calls).await)
 }
 
 /// A shard's job: the targets named in `ids` (as many as its budget
@@ -160,11 +192,7 @@ impl<'a> Prober<'a> {
             let ids: Vec<String> = chunk.iter().map(|t| t.id.clone()).collect();
             (format!("shard-{k}"), None, ids)
         });
-        let mut observations = Vec::new();
-        for (_, a) in self.call_all(calls).await {
-            observations.extend(a.observations);
-        }
-        observations
+        observations(self.call_all(calls).await)
     }
 
     /// Whether region `region`'s object failed this invocation.
@@ -188,26 +216,26 @@ impl<'a> Prober<'a> {
         &self,
         calls: impl Iterator<Item = (String, Option<String>, Vec<String>)>,
     ) -> Vec<(String, ShardAnswer)> {
-        let calls = calls.map(|(name, region, ids)| async move {
-            let n = ids.len() as u32;
-            match self.call(&name, region.as_deref(), ids).await {
-                Ok(a) => {
-                    self.shard_max.set(self.shard_max.get().max(a.subrequests));
-                    Some((region.unwrap_or_default(), a))
-                }
-                Err(e) => {
-                    console_error!("{name} failed ({n} targets carried): {e}");
-                    self.lost.set(self.lost.get() + n);
-                    if let Some(r) = region {
-                        self.failed.borrow_mut().push(r);
+        let calls = calls.map(|(name, region, ids)| {
+            Box::pin(async move {
+                let n = ids.len() as u32;
+                match self.call(&name, region.as_deref(), ids).await {
+                    Ok(a) => {
+                        self.shard_max.set(self.shard_max.get().max(a.subrequests));
+                        Some((region.unwrap_or_default(), a))
                     }
-                    None
+                    Err(e) => {
+                        console_error!("{name} failed ({n} targets carried): {e}");
+                        self.lost.set(self.lost.get() + n);
+                        if let Some(r) = region {
+                            self.failed.borrow_mut().push(r);
+                        }
+                        None
+                    }
                 }
-            }
+            }) as Calls
         });
-        let answers: Vec<Option<(String, ShardAnswer)>> =
-            stream::iter(calls).buffered(CONNECTIONS).collect().await;
-        answers.into_iter().flatten().collect()
+        run(calls).await
     }
 
     async fn call(
