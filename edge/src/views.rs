@@ -341,7 +341,6 @@ pub fn vantage<'a>(config: &'a Config, state: &'a State, now_ms: u64) -> Vantage
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 /// `GET /ops/approvals`: runbook runs, newest first, with their incident.
 pub fn runbook_runs(state: &State) -> serde_json::Value {
     let runs: Vec<serde_json::Value> = state

@@ -103,6 +103,18 @@ pub fn round_cost(config: &Config) -> u32 {
     ROUND_CALLS + 2 * config.llm.max_turns
 }
 
+/// Subrequests of one runbook step on `host` at most: the run's save
+/// before the action is sent, the action, a re-probe of each target on the
+/// host, and the step's record saved after it.
+pub fn step_cost(config: &Config, host: &str) -> u32 {
+    let reprobes = config
+        .targets
+        .iter()
+        .filter(|t| t.host.as_deref() == Some(host))
+        .count();
+    3 + reprobes as u32
+}
+
 /// How many cron invocations one probe interval spans: each target is
 /// probed in one of them (its slot), so a shard probes a share each minute.
 pub fn slots(config: &Config) -> u64 {
@@ -286,11 +298,15 @@ pub struct Carried {
     pub rounds: u32,
     pub alerts: u32,
     pub host_polls: u32,
+    /// Approved runbook steps (one a run) waiting for an invocation with
+    /// room for them.
+    #[serde(default)]
+    pub steps: u32,
 }
 
 impl Carried {
     pub fn total(&self) -> u32 {
-        self.probes + self.rounds + self.alerts + self.host_polls
+        self.probes + self.rounds + self.alerts + self.host_polls + self.steps
     }
 }
 

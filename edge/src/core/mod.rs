@@ -7,9 +7,6 @@ pub mod alert;
 pub mod budget;
 pub mod cert;
 pub mod channel;
-// Targets through the API and runbooks: the native edge only (the Worker
-// bundle does not carry them).
-#[cfg(not(target_arch = "wasm32"))]
 pub mod control;
 pub mod crash;
 pub mod deadman;
@@ -25,7 +22,6 @@ pub mod planner;
 pub mod probe;
 pub mod remind;
 pub mod route;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod runbook;
 pub mod schedule;
 pub mod signal;

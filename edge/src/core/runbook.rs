@@ -126,6 +126,19 @@ pub enum RunbookError {
     Expired(String),
 }
 
+impl RunbookError {
+    /// The HTTP answer both shells give: status, error code, message.
+    pub fn answer(&self) -> (u16, &'static str, String) {
+        let (status, code) = match self {
+            RunbookError::UnknownRunbook(_) => (404, "unknown_runbook"),
+            RunbookError::UnknownApproval(_) => (404, "unknown_approval"),
+            RunbookError::AlreadyDecided { .. } => (409, "already_decided"),
+            RunbookError::Expired(_) => (410, "expired"),
+        };
+        (status, code, self.to_string())
+    }
+}
+
 /// How long the ladder's proposal waits for a decision.
 pub const PROPOSAL_EXPIRES_MS: u64 = 3_600_000;
 

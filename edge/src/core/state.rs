@@ -199,11 +199,9 @@ pub struct State {
     #[cfg_attr(target_arch = "wasm32", serde(skip))]
     pub vantage_notes: vantage::Notes,
     /// Targets added through the control API (`core::control`).
-    #[cfg(not(target_arch = "wasm32"))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub api_targets: BTreeMap<String, super::control::ApiTarget>,
     /// Changes made through the control API, oldest first.
-    #[cfg(not(target_arch = "wasm32"))]
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub audit: VecDeque<super::control::AuditEntry>,
     /// Whether this process can store the state (not stored: it describes
@@ -323,7 +321,6 @@ impl State {
         self.check_escalations(config, now_ms);
         self.follow_pages(now_ms);
         self.check_reminders(config, now_ms);
-        #[cfg(not(target_arch = "wasm32"))]
         self.expire_approvals(now_ms);
         events
     }
@@ -865,12 +862,9 @@ impl State {
         if !self.finish_round(config, incident, owner, round) {
             return Vec::new();
         }
-        #[cfg(not(target_arch = "wasm32"))]
         if let Some(action) = proposal {
             self.propose_action(config, incident, &action, now_ms);
         }
-        #[cfg(target_arch = "wasm32")]
-        let _ = proposal;
         let events = reprobe
             .map(|obs| self.observe(config, &obs, now_ms))
             .unwrap_or_default();

@@ -827,13 +827,12 @@ fn run_answer(
         Err(e) => not_stored(&e),
         Ok(Err(e)) => {
             runner.deliver_soon();
-            let (status, code) = match &e {
-                RunbookError::UnknownRunbook(_) => (StatusCode::NOT_FOUND, "unknown_runbook"),
-                RunbookError::UnknownApproval(_) => (StatusCode::NOT_FOUND, "unknown_approval"),
-                RunbookError::AlreadyDecided { .. } => (StatusCode::CONFLICT, "already_decided"),
-                RunbookError::Expired(_) => (StatusCode::GONE, "expired"),
-            };
-            error(status, code, e.to_string())
+            let (status, code, message) = e.answer();
+            error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                code,
+                message,
+            )
         }
     }
 }
@@ -856,10 +855,8 @@ async fn decide_approval(
     Path((id, decision)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let approve = match decision.as_str() {
-        "approve" => true,
-        "deny" => false,
-        _ => return error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+    let Some(approve) = ops_requests::approval_verb(&decision) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such route");
     };
     let by = operator(&headers);
     let done = api

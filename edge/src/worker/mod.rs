@@ -9,7 +9,8 @@
 //! Every error is handled here: a panic would abort the isolate.
 //!
 //! `cycle`: one cron cycle; `shards`: where its probes run; `routes`: the
-//! HTTP API; `signal`: a host's signal, probed within its request;
+//! HTTP API; `runbooks`: runbook and approval routes, approved steps;
+//! `signal`: a host's signal, probed within its request;
 //! `store`: the stored documents; `durable`: the Durable Object;
 //! `analytics`: Analytics Engine points; `io`: the `worker::Fetch`
 //! transport.
@@ -20,6 +21,7 @@ mod durable;
 mod io;
 mod posthog;
 mod routes;
+mod runbooks;
 mod shards;
 mod signal;
 mod store;

@@ -8,9 +8,9 @@ use worker::{Env, Method, Request, Response, Storage};
 
 use super::cycle::last_report;
 use super::io::{now_ms, worker_io};
-use super::signal;
 use super::store::{self, Store, CRASHES_KEY};
 use super::{load_config, lookup};
+use super::{runbooks, signal};
 use crate::config::Config;
 use crate::core::acklink::AckLinkError;
 use crate::core::budget::Budget;
@@ -238,14 +238,19 @@ async fn route(
         (Method::Post, ["_log"]) => Access::CrashLog,
         (Method::Post, ["ops", "signal"]) => Access::Signal,
         (Method::Post, ["ops", "jobs", "heartbeat"]) => Access::Jobs,
-        (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes"])
+        (
+            Method::Get,
+            ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes" | "approvals"],
+        )
         | (Method::Get, ["ops", "incidents" | "target", _]) => Access::Read,
         (Method::Post, ["ops", "actions", _, _]) | (Method::Post, ["ops", "restart", _]) => {
             Access::Control
         }
         (Method::Get | Method::Post, ["ops", "ack-link"]) => Access::AckLink,
         (Method::Post, ["ops", "incidents", _, "ack" | "resolve"])
-        | (Method::Post, ["ops", "target", _, "maintenance"]) => Access::Control,
+        | (Method::Post, ["ops", "target", _, "maintenance"])
+        | (Method::Post, ["ops", "runbook", _, "execute"])
+        | (Method::Post, ["ops", "approvals", _, _]) => Access::Control,
         _ => return error(404, "not_found", "no such route"),
     };
     if matches!(access, Access::Open) {
@@ -285,6 +290,7 @@ async fn route(
     }
     let ack_links = secrets.ack_links(&config);
     let budget = Budget::new(config.plan());
+    let _turn = runbooks::turn(&segments).await;
     let (store, mut state) = match Store::open(env, durable, budget).await {
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
@@ -516,6 +522,11 @@ async fn route(
             let io = worker_io(&config, secrets);
             return signal::take(&body, env, &io, &store, state, durable).await;
         }
+        ["ops", "approvals"] => runbooks::approvals(&state),
+        ["ops", "runbook", id, "execute"] => {
+            runbooks::execute(&config, &mut state, id, &operator, now)
+        }
+        ["ops", "approvals", id, verb] => runbooks::decide(&mut state, id, verb, &operator, now),
         ["ops", "actions", host, name] => {
             return manual(&config, secrets, &store, &mut state, host, name, operator).await
         }
