@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::core::acklink::AckLinkError;
 use crate::core::budget::Budget;
 use crate::core::crash::{self, CrashLog, CrashReport};
+use crate::core::route::Routing;
 use crate::core::state::{State, StateError};
 use crate::shell::{manual_unstored, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::ui::{changed, Answer, Step, Ui, UiRequest, HEADERS};
@@ -296,6 +297,9 @@ async fn route(
         Err(e) => return error(502, "kv_unavailable", e),
     };
     state.ack_links = ack_links.ok().flatten();
+    // Alerts queued by a request go where the cycle's would (`[[route]]`,
+    // `[[webhook]]`): the routing is not stored with the state.
+    state.outbox.routing = Routing::from_config(&config);
     // Read routes store nothing; a change is stored before it is answered.
     let changes = matches!(access, Access::Control | Access::Jobs | Access::CrashLog);
     let before = state.clone();

@@ -1,0 +1,244 @@
+//! Runbooks with approval in the Worker (workerd, `VIGIL_TEST_STORE` picks
+//! the store), on the real ops-agent and Docker: the routes' good and bad
+//! inputs, the approval request and outcome in Discord and a signed
+//! `[[webhook]]`, denied and expired requests that reach no agent (its
+//! audit log stays empty), approved steps run by the cron in order with
+//! re-probes, and concurrent approve and deny with exactly one winner.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vigil_testkit::docker_or_skip;
+use vigil_testkit::edge::{CONTROL_TOKEN, READ_TOKEN};
+use vigil_testkit::pair::{Options, Pair};
+use vigil_testkit::webhooks::Hook;
+use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
+
+const HOOK_SECRET: &str = "hook-secret-0123456789abcdef0123";
+
+fn post(w: &Wrangler, path: &str, token: Option<&str>, who: &str) -> (u16, Value) {
+    let mut req = w.http.post(w.url(path)).header("X-Vigil-Operator", who);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().expect("POST");
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or(Value::Null))
+}
+
+fn get(w: &Wrangler, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = w.http.get(w.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().expect("GET");
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or(Value::Null))
+}
+
+fn run(w: &Wrangler, id: &str) -> Value {
+    let (status, body) = get(w, "/ops/approvals", Some(READ_TOKEN));
+    assert_eq!(status, 200, "{body}");
+    body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn execute(w: &Wrangler, runbook: &str) -> String {
+    let (status, body) = post(
+        w,
+        &format!("/ops/runbook/{runbook}/execute"),
+        Some(CONTROL_TOKEN),
+        "alice",
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["run"]["status"], "awaiting_approval", "{body}");
+    body["run"]["id"].as_str().unwrap().to_string()
+}
+
+/// Runs cron cycles until `done` holds (at most `secs` seconds).
+fn cycles_until(w: &Wrangler, what: &str, secs: u64, done: impl Fn(&Wrangler) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done(w) {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s\n{}", w.logs());
+        w.scheduled();
+    }
+}
+
+fn hook_types(hook: &Hook) -> Vec<(String, String)> {
+    hook.accepted()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default().to_string(),
+                e["title"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
+    if !worker_or_skip() || !docker_or_skip() {
+        return;
+    }
+    let hook = Hook::signed(HOOK_SECRET);
+    let p = Pair::start(
+        "vwrb",
+        Options {
+            native_edge: false,
+            with_gateway: true,
+            config: "[[runbook]]\nid = \"web\"\nhost = \"vps1\"\nsteps = [\"restart_gateway\", \"restart_api_core\"]\nexpires_s = 600\n\
+                     [[runbook]]\nid = \"hasty\"\nhost = \"vps1\"\nsteps = [\"restart_gateway\"]\nexpires_s = 1\n\
+                     [[webhook]]\nurl_env = \"HOOK_URL\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"approval_request\", \"approval_outcome\", \"runbook\"]\n"
+                .into(),
+            ..Options::default()
+        },
+    );
+    let config = p.edge_config.replace("interval_s = 1", "interval_s = 60");
+    let mut vars = vec![
+        ("VIGIL_CONFIG".to_string(), config),
+        ("OPS_READ_TOKEN".to_string(), READ_TOKEN.to_string()),
+        ("CONTROL_TOKEN".to_string(), CONTROL_TOKEN.to_string()),
+        ("HOOK_URL".to_string(), hook.hook_url()),
+        ("HOOK_SECRET".to_string(), HOOK_SECRET.to_string()),
+    ];
+    vars.extend(p.edge_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let w = Wrangler::start(vars);
+    w.scheduled();
+
+    // Tokens: none, wrong, or the read token on a control route.
+    let wrong = "wrong-token-0123456789abcdef";
+    for token in [None, Some(wrong), Some(READ_TOKEN)] {
+        for path in ["/ops/runbook/web/execute", "/ops/approvals/run-1/approve"] {
+            assert_eq!(post(&w, path, token, "eve").0, 401, "{path} {token:?}");
+        }
+    }
+    assert_eq!(get(&w, "/ops/approvals", None).0, 401);
+    assert_eq!(get(&w, "/ops/approvals", Some(wrong)).0, 401);
+    // Unknown ids and verbs.
+    let (status, body) = post(&w, "/ops/runbook/nope/execute", Some(CONTROL_TOKEN), "eve");
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_runbook")), "{body}");
+    let (status, body) = post(&w, "/ops/approvals/run-9-x/approve", Some(CONTROL_TOKEN), "eve");
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_approval")), "{body}");
+    assert_eq!(get(&w, "/ops/approvals", Some(READ_TOKEN)).1, json!({"runs": []}));
+
+    // Denied: nothing runs, and a second decision is refused.
+    let denied = execute(&w, "web");
+    let (status, body) = post(&w, &format!("/ops/approvals/{denied}/maybe"), Some(CONTROL_TOKEN), "bob");
+    assert_eq!(status, 404, "{body}");
+    cycles_until(&w, "the approval request in Discord", 60, |_| {
+        p.discord
+            .titles()
+            .iter()
+            .any(|t| t == "Runbook web on vps1 awaits approval")
+    });
+    assert!(
+        hook_types(&hook).contains(&(
+            "approval_request".into(),
+            "Runbook web on vps1 awaits approval".into()
+        )),
+        "{:?} {:?} {}\n{}",
+        hook.accepted(),
+        hook.refused(),
+        get(&w, "/ops/summary", Some(READ_TOKEN)).1,
+        w.logs()
+    );
+    assert!(hook.refused().is_empty(), "{:?}", hook.refused());
+    let (status, body) = post(&w, &format!("/ops/approvals/{denied}/deny"), Some(CONTROL_TOKEN), "bob");
+    assert_eq!((status, body["run"]["status"].as_str()), (200, Some("denied")), "{body}");
+    let (status, body) = post(&w, &format!("/ops/approvals/{denied}/approve"), Some(CONTROL_TOKEN), "mallory");
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("already_decided")), "{body}");
+
+    // Expired: a late approval is refused and recorded, never run; one left
+    // alone is expired by the cron.
+    let late = execute(&w, "hasty");
+    let quiet = execute(&w, "hasty");
+    let expires = run(&w, &late)["expires_at_ms"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    while now_ms() <= expires + 50 {
+        assert!(Instant::now() < deadline, "the clock did not pass the expiry");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = post(&w, &format!("/ops/approvals/{late}/approve"), Some(CONTROL_TOKEN), "bob");
+    assert_eq!((status, body["error"]["code"].as_str()), (410, Some("expired")), "{body}");
+    assert_eq!(run(&w, &late)["status"], "expired");
+    cycles_until(&w, "the cron's expiry", 60, |w| run(w, &quiet)["status"] == "expired");
+    cycles_until(&w, "the outcomes in Discord", 60, |_| {
+        let titles = p.discord.titles();
+        titles.iter().any(|t| t == "Runbook web on vps1: denied")
+            && titles.iter().any(|t| t == "Runbook hasty on vps1: expired")
+    });
+    assert!(
+        hook_types(&hook).contains(&("approval_outcome".into(), "Runbook web on vps1: denied".into())),
+        "{:?}",
+        hook.accepted()
+    );
+    w.scheduled();
+    assert!(p.audit().is_empty(), "denied and expired runs reach no agent: {:?}", p.audit());
+    assert_eq!(p.restarts(&p.gateway.as_ref().unwrap().0), 0);
+    assert_eq!(p.restarts(&p.api), 0);
+
+    // Approved: the cron runs the steps in order, each with a re-probe.
+    let approved = execute(&w, "web");
+    let (status, body) = post(&w, &format!("/ops/approvals/{approved}/approve"), Some(CONTROL_TOKEN), "bob");
+    assert_eq!((status, body["run"]["status"].as_str()), (200, Some("approved")), "{body}");
+    cycles_until(&w, "the run to succeed", 120, |w| run(w, &approved)["status"] == "succeeded");
+    let r = run(&w, &approved);
+    let steps = r["steps_run"].as_array().unwrap();
+    assert_eq!(
+        steps.iter().map(|s| s["action"].clone()).collect::<Vec<_>>(),
+        [json!("restart_gateway"), json!("restart_api_core")]
+    );
+    for s in steps {
+        assert_eq!(s["result"]["ok"], true, "{s}");
+        let probed: Vec<&str> = s["reprobes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["target"].as_str().unwrap())
+            .collect();
+        assert_eq!(probed, ["api", "gateway"], "{s}");
+    }
+    assert!(steps[0]["finished_at_ms"].as_u64() <= steps[1]["started_at_ms"].as_u64());
+    let outcomes: Vec<String> = p
+        .outcomes()
+        .iter()
+        .map(|e| format!("{}:{}", e["action"].as_str().unwrap_or_default(), e["outcome"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(outcomes, ["restart_gateway:ok", "restart_api_core:ok"]);
+    assert_eq!(p.restarts(&p.gateway.as_ref().unwrap().0), 1);
+    assert_eq!(p.restarts(&p.api), 1);
+    let (_, inc) = get(&w, &format!("/ops/incidents/{}", r["incident"].as_str().unwrap()), Some(READ_TOKEN));
+    assert_eq!(inc["runbook"]["decided_by"], "bob");
+    assert_eq!(inc["runbook"]["steps_run"][1]["reprobes"].as_array().map(Vec::len), Some(2), "{inc}");
+    assert_eq!(
+        inc["resolution"],
+        "runbook web: every step ran (restart_gateway → restart_api_core)"
+    );
+    cycles_until(&w, "the outcome in Discord and the webhook", 60, |_| {
+        hook_types(&hook).contains(&("runbook".into(), "Runbook web on vps1: succeeded".into()))
+    });
+    assert!(p.discord.titles().iter().any(|t| t == "Runbook web on vps1: approved by bob"));
+
+    // Concurrent approve and deny: exactly one wins, the other is 409.
+    let contested = execute(&w, "web");
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let decide = |verb: &'static str| {
+            let (w, contested) = (&w, &contested);
+            s.spawn(move || post(w, &format!("/ops/approvals/{contested}/{verb}"), Some(CONTROL_TOKEN), verb))
+        };
+        let handles = [decide("approve"), decide("deny")];
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{answers:?}");
+    let winner = answers.iter().find(|a| a.0 == 200).unwrap();
+    assert_eq!(run(&w, &contested)["status"], winner.1["run"]["status"], "{answers:?}");
+}
