@@ -65,7 +65,11 @@ fn execute(w: &Wrangler, runbook: &str) -> String {
 fn cycles_until(w: &Wrangler, what: &str, secs: u64, done: impl Fn(&Wrangler) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !done(w) {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s\n{}", w.logs());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {secs} s\n{}",
+            w.logs()
+        );
         w.scheduled();
     }
 }
@@ -127,14 +131,35 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
     assert_eq!(get(&w, "/ops/approvals", Some(wrong)).0, 401);
     // Unknown ids and verbs.
     let (status, body) = post(&w, "/ops/runbook/nope/execute", Some(CONTROL_TOKEN), "eve");
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_runbook")), "{body}");
-    let (status, body) = post(&w, "/ops/approvals/run-9-x/approve", Some(CONTROL_TOKEN), "eve");
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_approval")), "{body}");
-    assert_eq!(get(&w, "/ops/approvals", Some(READ_TOKEN)).1, json!({"runs": []}));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_runbook")),
+        "{body}"
+    );
+    let (status, body) = post(
+        &w,
+        "/ops/approvals/run-9-x/approve",
+        Some(CONTROL_TOKEN),
+        "eve",
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_approval")),
+        "{body}"
+    );
+    assert_eq!(
+        get(&w, "/ops/approvals", Some(READ_TOKEN)).1,
+        json!({"runs": []})
+    );
 
     // Denied: nothing runs, and a second decision is refused.
     let denied = execute(&w, "web");
-    let (status, body) = post(&w, &format!("/ops/approvals/{denied}/maybe"), Some(CONTROL_TOKEN), "bob");
+    let (status, body) = post(
+        &w,
+        &format!("/ops/approvals/{denied}/maybe"),
+        Some(CONTROL_TOKEN),
+        "bob",
+    );
     assert_eq!(status, 404, "{body}");
     cycles_until(&w, "the approval request in Discord", 60, |_| {
         p.discord
@@ -151,10 +176,28 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
         hook.accepted()
     );
     assert!(hook.refused().is_empty(), "{:?}", hook.refused());
-    let (status, body) = post(&w, &format!("/ops/approvals/{denied}/deny"), Some(CONTROL_TOKEN), "bob");
-    assert_eq!((status, body["run"]["status"].as_str()), (200, Some("denied")), "{body}");
-    let (status, body) = post(&w, &format!("/ops/approvals/{denied}/approve"), Some(CONTROL_TOKEN), "mallory");
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("already_decided")), "{body}");
+    let (status, body) = post(
+        &w,
+        &format!("/ops/approvals/{denied}/deny"),
+        Some(CONTROL_TOKEN),
+        "bob",
+    );
+    assert_eq!(
+        (status, body["run"]["status"].as_str()),
+        (200, Some("denied")),
+        "{body}"
+    );
+    let (status, body) = post(
+        &w,
+        &format!("/ops/approvals/{denied}/approve"),
+        Some(CONTROL_TOKEN),
+        "mallory",
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_decided")),
+        "{body}"
+    );
 
     // Expired: a late approval is refused and recorded, never run; one left
     // alone is expired by the cron.
@@ -162,39 +205,95 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
     let quiet = execute(&w, "hasty");
     let expires = run(&w, &late)["expires_at_ms"].as_u64().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
     while now_ms() <= expires + 50 {
-        assert!(Instant::now() < deadline, "the clock did not pass the expiry");
+        assert!(
+            Instant::now() < deadline,
+            "the clock did not pass the expiry"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (status, body) = post(&w, &format!("/ops/approvals/{late}/approve"), Some(CONTROL_TOKEN), "bob");
-    assert_eq!((status, body["error"]["code"].as_str()), (410, Some("expired")), "{body}");
+    let (status, body) = post(
+        &w,
+        &format!("/ops/approvals/{late}/approve"),
+        Some(CONTROL_TOKEN),
+        "bob",
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("expired")),
+        "{body}"
+    );
     assert_eq!(run(&w, &late)["status"], "expired");
-    cycles_until(&w, "the cron's expiry", 60, |w| run(w, &quiet)["status"] == "expired");
+    cycles_until(&w, "the cron's expiry", 60, |w| {
+        run(w, &quiet)["status"] == "expired"
+    });
     cycles_until(&w, "the outcomes in Discord", 60, |_| {
         let titles = p.discord.titles();
         titles.iter().any(|t| t == "Runbook web on vps1: denied")
             && titles.iter().any(|t| t == "Runbook hasty on vps1: expired")
     });
     assert!(
-        hook_types(&hook).contains(&("approval_outcome".into(), "Runbook web on vps1: denied".into())),
+        hook_types(&hook).contains(&(
+            "approval_outcome".into(),
+            "Runbook web on vps1: denied".into()
+        )),
         "{:?}",
         hook.accepted()
     );
     w.scheduled();
-    assert!(p.audit().is_empty(), "denied and expired runs reach no agent: {:?}", p.audit());
+    assert!(
+        p.audit().is_empty(),
+        "denied and expired runs reach no agent: {:?}",
+        p.audit()
+    );
     assert_eq!(p.restarts(&p.gateway.as_ref().unwrap().0), 0);
     assert_eq!(p.restarts(&p.api), 0);
 
     // Approved: the cron runs the steps in order, each with a re-probe.
     let approved = execute(&w, "web");
-    let (status, body) = post(&w, &format!("/ops/approvals/{approved}/approve"), Some(CONTROL_TOKEN), "bob");
-    assert_eq!((status, body["run"]["status"].as_str()), (200, Some("approved")), "{body}");
-    cycles_until(&w, "the run to succeed", 120, |w| run(w, &approved)["status"] == "succeeded");
+    let (status, body) = post(
+        &w,
+        &format!("/ops/approvals/{approved}/approve"),
+        Some(CONTROL_TOKEN),
+        "bob",
+    );
+    assert_eq!(
+        (status, body["run"]["status"].as_str()),
+        (200, Some("approved")),
+        "{body}"
+    );
+    // A run that cannot be stored as started sends nothing.
+    writes.set(Behaviour::Status(503));
+    assert_eq!(w.trigger(), 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = |l: &str| l.contains("vigil cycle failed") && l.contains("could not be stored");
+    while !w.logs().lines().any(failed) {
+        assert!(Instant::now() < deadline, "no failed cycle\n{}", w.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        p.audit().is_empty(),
+        "an unstored run reached the agent: {:?}",
+        p.audit()
+    );
+    assert_eq!(run(&w, &approved)["steps_run"], json!([]));
+    writes.set(Behaviour::Ok);
+    cycles_until(&w, "the run to succeed", 120, |w| {
+        run(w, &approved)["status"] == "succeeded"
+    });
     let r = run(&w, &approved);
     let steps = r["steps_run"].as_array().unwrap();
     assert_eq!(
-        steps.iter().map(|s| s["action"].clone()).collect::<Vec<_>>(),
+        steps
+            .iter()
+            .map(|s| s["action"].clone())
+            .collect::<Vec<_>>(),
         [json!("restart_gateway"), json!("restart_api_core")]
     );
     for s in steps {
@@ -211,14 +310,30 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
     let outcomes: Vec<String> = p
         .outcomes()
         .iter()
-        .map(|e| format!("{}:{}", e["action"].as_str().unwrap_or_default(), e["outcome"].as_str().unwrap_or_default()))
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["action"].as_str().unwrap_or_default(),
+                e["outcome"].as_str().unwrap_or_default()
+            )
+        })
         .collect();
     assert_eq!(outcomes, ["restart_gateway:ok", "restart_api_core:ok"]);
     assert_eq!(p.restarts(&p.gateway.as_ref().unwrap().0), 1);
     assert_eq!(p.restarts(&p.api), 1);
-    let (_, inc) = get(&w, &format!("/ops/incidents/{}", r["incident"].as_str().unwrap()), Some(READ_TOKEN));
+    let (_, inc) = get(
+        &w,
+        &format!("/ops/incidents/{}", r["incident"].as_str().unwrap()),
+        Some(READ_TOKEN),
+    );
     assert_eq!(inc["runbook"]["decided_by"], "bob");
-    assert_eq!(inc["runbook"]["steps_run"][1]["reprobes"].as_array().map(Vec::len), Some(2), "{inc}");
+    assert_eq!(
+        inc["runbook"]["steps_run"][1]["reprobes"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{inc}"
+    );
     assert_eq!(
         inc["resolution"],
         "runbook web: every step ran (restart_gateway → restart_api_core)"
@@ -226,7 +341,11 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
     cycles_until(&w, "the outcome in Discord and the webhook", 60, |_| {
         hook_types(&hook).contains(&("runbook".into(), "Runbook web on vps1: succeeded".into()))
     });
-    assert!(p.discord.titles().iter().any(|t| t == "Runbook web on vps1: approved by bob"));
+    assert!(p
+        .discord
+        .titles()
+        .iter()
+        .any(|t| t == "Runbook web on vps1: approved by bob"));
 
     // Concurrent approves and denies, each write held 300 ms: exactly one
     // wins, the others are 409.
@@ -249,6 +368,88 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
     });
     let won: Vec<&(u16, Value)> = answers.iter().filter(|a| a.0 == 200).collect();
     assert_eq!(won.len(), 1, "{answers:?}");
-    assert!(answers.iter().all(|a| a.0 == 200 || a.1["error"]["code"] == "already_decided"), "{answers:?}");
-    assert_eq!(run(&w, &contested)["status"], won[0].1["run"]["status"], "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.0 == 200 || a.1["error"]["code"] == "already_decided"),
+        "{answers:?}"
+    );
+    assert_eq!(
+        run(&w, &contested)["status"],
+        won[0].1["run"]["status"],
+        "{answers:?}"
+    );
+}
+
+/// The ladder's last rung needs approval (`restart_all`, actions.toml): the
+/// Worker's round never runs it, it proposes it on the incident; approved,
+/// the cron runs it as a step with a re-probe.
+#[test]
+fn the_ladder_proposes_an_action_needing_approval_in_the_worker() {
+    if !worker_or_skip() || !docker_or_skip() {
+        return;
+    }
+    let p = Pair::start(
+        "vwrp",
+        Options {
+            native_edge: false,
+            config: "max_remediation_rounds = 1".into(),
+            ladder: vec!["restart_all"],
+            ..Options::default()
+        },
+    );
+    let config = p.edge_config.replace("interval_s = 1", "interval_s = 60");
+    let mut vars = vec![
+        ("VIGIL_CONFIG".to_string(), config),
+        ("OPS_READ_TOKEN".to_string(), READ_TOKEN.to_string()),
+        ("CONTROL_TOKEN".to_string(), CONTROL_TOKEN.to_string()),
+    ];
+    vars.extend(p.edge_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let w = Wrangler::start(vars);
+    w.scheduled();
+    p.fault(p.api_port, "/break-disk");
+    let proposal = || {
+        let (_, list) = get(&w, "/ops/approvals", Some(READ_TOKEN));
+        list["runs"][0].clone()
+    };
+    cycles_until(&w, "the proposal", 60, |_| {
+        proposal()["status"] == "awaiting_approval"
+    });
+    let run = proposal();
+    assert_eq!(run["proposed_for"], "api", "{run}");
+    assert_eq!(run["steps"], json!(["restart_all"]));
+    cycles_until(&w, "the proposal in Discord", 60, |_| {
+        p.discord
+            .titles()
+            .contains(&"restart_all on vps1 for api awaits approval".to_string())
+    });
+    assert!(
+        p.audit().is_empty(),
+        "the ladder ran an action needing approval: {:?}",
+        p.audit()
+    );
+    let id = run["id"].as_str().unwrap();
+    let (status, body) = post(
+        &w,
+        &format!("/ops/approvals/{id}/approve"),
+        Some(CONTROL_TOKEN),
+        "bob",
+    );
+    assert_eq!(status, 200, "{body}");
+    cycles_until(&w, "the approved action", 120, |_| {
+        proposal()["status"] == "succeeded"
+    });
+    let outcomes: Vec<String> = p
+        .outcomes()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["action"].as_str().unwrap_or_default(),
+                e["outcome"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(outcomes, ["restart_all:ok"]);
+    assert_eq!(proposal()["steps_run"][0]["reprobes"][0]["target"], "api");
 }
