@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use vigil_testkit::docker_or_skip;
 use vigil_testkit::edge::{CONTROL_TOKEN, READ_TOKEN};
-use vigil_testkit::pair::{Options, Pair};
+use vigil_testkit::pair::{find_run, Options, Pair};
 use vigil_testkit::target::{Behaviour, TargetServer};
 use vigil_testkit::webhooks::Hook;
 use vigil_testkit::wrangler::{worker_or_skip, Wrangler};
@@ -27,26 +27,16 @@ fn post(w: &Wrangler, path: &str, token: Option<&str>, who: &str) -> (u16, Value
     (status, res.json().unwrap_or(Value::Null))
 }
 
-fn get(w: &Wrangler, path: &str, token: Option<&str>) -> (u16, Value) {
-    let mut req = w.http.get(w.url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let res = req.send().expect("GET");
-    let status = res.status().as_u16();
-    (status, res.json().unwrap_or(Value::Null))
+fn run(w: &Wrangler, id: &str) -> Value {
+    let (status, body) = w.get_json("/ops/approvals", Some(READ_TOKEN));
+    assert_eq!(status, 200, "{body}");
+    find_run(&body, id)
 }
 
-fn run(w: &Wrangler, id: &str) -> Value {
-    let (status, body) = get(w, "/ops/approvals", Some(READ_TOKEN));
-    assert_eq!(status, 200, "{body}");
-    body["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .cloned()
-        .unwrap_or(Value::Null)
+/// `POST /ops/approvals/{id}/{verb}` by `who`, with the control token.
+fn decide(w: &Wrangler, id: &str, verb: &str, who: &str) -> (u16, Value) {
+    let path = format!("/ops/approvals/{id}/{verb}");
+    post(w, &path, Some(CONTROL_TOKEN), who)
 }
 
 fn execute(w: &Wrangler, runbook: &str) -> String {
@@ -74,16 +64,38 @@ fn cycles_until(w: &Wrangler, what: &str, secs: u64, done: impl Fn(&Wrangler) ->
     }
 }
 
-fn hook_types(hook: &Hook) -> Vec<(String, String)> {
+/// Whether the webhook received an event of `kind` titled `title`.
+fn hooked(hook: &Hook, kind: &str, title: &str) -> bool {
     hook.accepted()
         .iter()
-        .map(|e| {
-            (
-                e["type"].as_str().unwrap_or_default().to_string(),
-                e["title"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
+        .any(|e| e["type"] == kind && e["title"] == title)
+}
+
+/// The agent, its containers and Discord, without a native edge.
+fn pair(name: &str, o: Options) -> Pair {
+    Pair::start(
+        name,
+        Options {
+            native_edge: false,
+            ..o
+        },
+    )
+}
+
+/// The Worker for `p`'s configuration (a cycle a minute), with `extra`
+/// variables, after its first cycle.
+fn worker<const N: usize>(p: &Pair, extra: [(&str, String); N]) -> Wrangler {
+    let config = p.edge_config.replace("interval_s = 1", "interval_s = 60");
+    let mut vars = vec![
+        ("VIGIL_CONFIG".to_string(), config),
+        ("OPS_READ_TOKEN".to_string(), READ_TOKEN.to_string()),
+        ("CONTROL_TOKEN".to_string(), CONTROL_TOKEN.to_string()),
+    ];
+    let env = p.edge_env.iter().map(|(k, v)| (*k, v.clone()));
+    vars.extend(env.chain(extra).map(|(k, v)| (k.to_string(), v)));
+    let w = Wrangler::start(vars);
+    w.scheduled();
+    w
 }
 
 #[test]
@@ -95,10 +107,9 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
     // Asked before every write (`VIGIL_TEST_FAIL_WRITES`): slowed down below
     // so that concurrent decisions overlap between their read and write.
     let writes = TargetServer::start();
-    let p = Pair::start(
+    let p = pair(
         "vwrb",
         Options {
-            native_edge: false,
             with_gateway: true,
             config: "[[runbook]]\nid = \"web\"\nhost = \"vps1\"\nsteps = [\"restart_gateway\", \"restart_api_core\"]\nexpires_s = 600\n\
                      [[runbook]]\nid = \"hasty\"\nhost = \"vps1\"\nsteps = [\"restart_gateway\"]\nexpires_s = 1\n\
@@ -107,18 +118,14 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
             ..Options::default()
         },
     );
-    let config = p.edge_config.replace("interval_s = 1", "interval_s = 60");
-    let mut vars = vec![
-        ("VIGIL_CONFIG".to_string(), config),
-        ("OPS_READ_TOKEN".to_string(), READ_TOKEN.to_string()),
-        ("CONTROL_TOKEN".to_string(), CONTROL_TOKEN.to_string()),
-        ("HOOK_URL".to_string(), hook.hook_url()),
-        ("HOOK_SECRET".to_string(), HOOK_SECRET.to_string()),
-        ("VIGIL_TEST_FAIL_WRITES".to_string(), writes.url()),
-    ];
-    vars.extend(p.edge_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let w = Wrangler::start(vars);
-    w.scheduled();
+    let w = worker(
+        &p,
+        [
+            ("HOOK_URL", hook.hook_url()),
+            ("HOOK_SECRET", HOOK_SECRET.to_string()),
+            ("VIGIL_TEST_FAIL_WRITES", writes.url()),
+        ],
+    );
 
     // Tokens: none, wrong, or the read token on a control route.
     let wrong = "wrong-token-0123456789abcdef";
@@ -127,8 +134,8 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
             assert_eq!(post(&w, path, token, "eve").0, 401, "{path} {token:?}");
         }
     }
-    assert_eq!(get(&w, "/ops/approvals", None).0, 401);
-    assert_eq!(get(&w, "/ops/approvals", Some(wrong)).0, 401);
+    assert_eq!(w.get_json("/ops/approvals", None).0, 401);
+    assert_eq!(w.get_json("/ops/approvals", Some(wrong)).0, 401);
     // Unknown ids and verbs.
     let (status, body) = post(&w, "/ops/runbook/nope/execute", Some(CONTROL_TOKEN), "eve");
     assert_eq!(
@@ -148,18 +155,13 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
         "{body}"
     );
     assert_eq!(
-        get(&w, "/ops/approvals", Some(READ_TOKEN)).1,
+        w.get_json("/ops/approvals", Some(READ_TOKEN)).1,
         json!({"runs": []})
     );
 
     // Denied: nothing runs, and a second decision is refused.
     let denied = execute(&w, "web");
-    let (status, body) = post(
-        &w,
-        &format!("/ops/approvals/{denied}/maybe"),
-        Some(CONTROL_TOKEN),
-        "bob",
-    );
+    let (status, body) = decide(&w, &denied, "maybe", "bob");
     assert_eq!(status, 404, "{body}");
     cycles_until(&w, "the approval request in Discord", 60, |_| {
         p.discord
@@ -168,31 +170,22 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
             .any(|t| t == "Runbook web on vps1 awaits approval")
     });
     assert!(
-        hook_types(&hook).contains(&(
-            "approval_request".into(),
-            "Runbook web on vps1 awaits approval".into()
-        )),
+        hooked(
+            &hook,
+            "approval_request",
+            "Runbook web on vps1 awaits approval"
+        ),
         "{:?}",
         hook.accepted()
     );
     assert!(hook.refused().is_empty(), "{:?}", hook.refused());
-    let (status, body) = post(
-        &w,
-        &format!("/ops/approvals/{denied}/deny"),
-        Some(CONTROL_TOKEN),
-        "bob",
-    );
+    let (status, body) = decide(&w, &denied, "deny", "bob");
     assert_eq!(
         (status, body["run"]["status"].as_str()),
         (200, Some("denied")),
         "{body}"
     );
-    let (status, body) = post(
-        &w,
-        &format!("/ops/approvals/{denied}/approve"),
-        Some(CONTROL_TOKEN),
-        "mallory",
-    );
+    let (status, body) = decide(&w, &denied, "approve", "mallory");
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("already_decided")),
@@ -218,12 +211,7 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (status, body) = post(
-        &w,
-        &format!("/ops/approvals/{late}/approve"),
-        Some(CONTROL_TOKEN),
-        "bob",
-    );
+    let (status, body) = decide(&w, &late, "approve", "bob");
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (410, Some("expired")),
@@ -239,10 +227,7 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
             && titles.iter().any(|t| t == "Runbook hasty on vps1: expired")
     });
     assert!(
-        hook_types(&hook).contains(&(
-            "approval_outcome".into(),
-            "Runbook web on vps1: denied".into()
-        )),
+        hooked(&hook, "approval_outcome", "Runbook web on vps1: denied"),
         "{:?}",
         hook.accepted()
     );
@@ -257,12 +242,7 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
 
     // Approved: the cron runs the steps in order, each with a re-probe.
     let approved = execute(&w, "web");
-    let (status, body) = post(
-        &w,
-        &format!("/ops/approvals/{approved}/approve"),
-        Some(CONTROL_TOKEN),
-        "bob",
-    );
+    let (status, body) = decide(&w, &approved, "approve", "bob");
     assert_eq!(
         (status, body["run"]["status"].as_str()),
         (200, Some("approved")),
@@ -288,41 +268,15 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
         run(w, &approved)["status"] == "succeeded"
     });
     let r = run(&w, &approved);
-    let steps = r["steps_run"].as_array().unwrap();
-    assert_eq!(
-        steps
-            .iter()
-            .map(|s| s["action"].clone())
-            .collect::<Vec<_>>(),
-        [json!("restart_gateway"), json!("restart_api_core")]
+    let gateway = &p.gateway.as_ref().unwrap().0;
+    assert_eq!((p.restarts(gateway), p.restarts(&p.api)), (1, 1));
+    // The agent's audit log too: exactly these two, in order, one at a time.
+    p.assert_run(
+        &r,
+        &["restart_gateway", "restart_api_core"],
+        &["api", "gateway"],
     );
-    for s in steps {
-        assert_eq!(s["result"]["ok"], true, "{s}");
-        let probed: Vec<&str> = s["reprobes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["target"].as_str().unwrap())
-            .collect();
-        assert_eq!(probed, ["api", "gateway"], "{s}");
-    }
-    assert!(steps[0]["finished_at_ms"].as_u64() <= steps[1]["started_at_ms"].as_u64());
-    let outcomes: Vec<String> = p
-        .outcomes()
-        .iter()
-        .map(|e| {
-            format!(
-                "{}:{}",
-                e["action"].as_str().unwrap_or_default(),
-                e["outcome"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
-    assert_eq!(outcomes, ["restart_gateway:ok", "restart_api_core:ok"]);
-    assert_eq!(p.restarts(&p.gateway.as_ref().unwrap().0), 1);
-    assert_eq!(p.restarts(&p.api), 1);
-    let (_, inc) = get(
-        &w,
+    let (_, inc) = w.get_json(
         &format!("/ops/incidents/{}", r["incident"].as_str().unwrap()),
         Some(READ_TOKEN),
     );
@@ -339,7 +293,7 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
         "runbook web: every step ran (restart_gateway → restart_api_core)"
     );
     cycles_until(&w, "the outcome in Discord and the webhook", 60, |_| {
-        hook_types(&hook).contains(&("runbook".into(), "Runbook web on vps1: succeeded".into()))
+        hooked(&hook, "runbook", "Runbook web on vps1: succeeded")
     });
     assert!(p
         .discord
@@ -358,10 +312,7 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
             .take(8)
             .map(|verb| {
                 let (w, contested) = (&w, &contested);
-                s.spawn(move || {
-                    let path = format!("/ops/approvals/{contested}/{verb}");
-                    post(w, &path, Some(CONTROL_TOKEN), verb)
-                })
+                s.spawn(move || decide(w, contested, verb, verb))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -389,27 +340,18 @@ fn the_ladder_proposes_an_action_needing_approval_in_the_worker() {
     if !worker_or_skip() || !docker_or_skip() {
         return;
     }
-    let p = Pair::start(
+    let p = pair(
         "vwrp",
         Options {
-            native_edge: false,
             config: "max_remediation_rounds = 1".into(),
             ladder: vec!["restart_all"],
             ..Options::default()
         },
     );
-    let config = p.edge_config.replace("interval_s = 1", "interval_s = 60");
-    let mut vars = vec![
-        ("VIGIL_CONFIG".to_string(), config),
-        ("OPS_READ_TOKEN".to_string(), READ_TOKEN.to_string()),
-        ("CONTROL_TOKEN".to_string(), CONTROL_TOKEN.to_string()),
-    ];
-    vars.extend(p.edge_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let w = Wrangler::start(vars);
-    w.scheduled();
+    let w = worker(&p, []);
     p.fault(p.api_port, "/break-disk");
     let proposal = || {
-        let (_, list) = get(&w, "/ops/approvals", Some(READ_TOKEN));
+        let (_, list) = w.get_json("/ops/approvals", Some(READ_TOKEN));
         list["runs"][0].clone()
     };
     cycles_until(&w, "the proposal", 60, |_| {
@@ -429,27 +371,11 @@ fn the_ladder_proposes_an_action_needing_approval_in_the_worker() {
         p.audit()
     );
     let id = run["id"].as_str().unwrap();
-    let (status, body) = post(
-        &w,
-        &format!("/ops/approvals/{id}/approve"),
-        Some(CONTROL_TOKEN),
-        "bob",
-    );
+    let (status, body) = decide(&w, id, "approve", "bob");
     assert_eq!(status, 200, "{body}");
     cycles_until(&w, "the approved action", 120, |_| {
         proposal()["status"] == "succeeded"
     });
-    let outcomes: Vec<String> = p
-        .outcomes()
-        .iter()
-        .map(|e| {
-            format!(
-                "{}:{}",
-                e["action"].as_str().unwrap_or_default(),
-                e["outcome"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
-    assert_eq!(outcomes, ["restart_all:ok"]);
+    assert_eq!(p.actions_done(), ["restart_all:ok"]);
     assert_eq!(proposal()["steps_run"][0]["reprobes"][0]["target"], "api");
 }
