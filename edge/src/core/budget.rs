@@ -467,6 +467,24 @@ mod tests {
     }
 
     #[test]
+    fn a_runbook_step_waits_for_an_invocation_with_room_for_it() {
+        let mut c = config(
+            "[[host]]\nid = \"web\"\nurl_env = \"U\"\ntoken_env = \"T\"\n",
+            3,
+        );
+        c.targets[0].host = Some("web".into());
+        c.targets[2].host = Some("web".into());
+        // The run's save, the action, two re-probes, the step's record.
+        assert_eq!(step_cost(&c, "web"), 5);
+        assert_eq!(step_cost(&c, "other"), 3);
+        let mut b = Budget::new(Plan::Free);
+        let limit = b.limit;
+        assert!(b.take(limit - 6, 0));
+        assert!(!b.take(0, step_cost(&c, "web") + 2), "no room: carried");
+        assert!(b.take(0, step_cost(&c, "web") + 1));
+    }
+
+    #[test]
     fn a_longer_interval_spreads_targets_over_invocations() {
         let c = config("", 0);
         let mut c5 = c.clone();

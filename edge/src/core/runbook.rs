@@ -634,6 +634,18 @@ mod tests {
             RunbookError::UnknownRunbook("nope".into())
         );
         assert_eq!(s.audit.back().unwrap().what, "runbook.unknown");
+        // Both shells answer with these.
+        let answer = |e: RunbookError| (e.answer().0, e.answer().1);
+        assert_eq!(
+            answer(RunbookError::UnknownRunbook("x".into())),
+            (404, "unknown_runbook")
+        );
+        assert_eq!(answer(RunbookError::Expired("x".into())), (410, "expired"));
+        let second = RunbookError::AlreadyDecided {
+            id: "x".into(),
+            status: "denied",
+        };
+        assert_eq!(answer(second), (409, "already_decided"));
     }
 
     #[test]
