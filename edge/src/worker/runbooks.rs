@@ -11,7 +11,7 @@
 //! README states (use the Durable Object store for a strict first decision).
 
 use std::cell::Cell;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use worker::{console_error, Response};
 
@@ -113,10 +113,7 @@ pub async fn run_steps(
     let config: &Config = &io.config;
     let mut ran = 0;
     for run in state.runs_due() {
-        loop {
-            let Some(k) = state.run(&run.id).and_then(|r| r.next_step()).map(|s| s.0) else {
-                break;
-            };
+        while let Some((k, _)) = state.run(&run.id).and_then(|r| r.next_step()) {
             if !store.budget().take(0, step_cost(config, &run.host) + keep) {
                 carried.steps += 1;
                 break;
@@ -134,10 +131,7 @@ pub async fn run_steps(
             };
             let shared = Mutex::new(std::mem::take(state));
             let step = run_step(&RoundIo::for_steps(io, store, &shared), config, &current, k).await;
-            match shared.into_inner() {
-                Ok(s) => *state = s,
-                Err(_) => return ran,
-            }
+            *state = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
             let Some(step) = step else {
                 break;
             };
