@@ -8,9 +8,10 @@ use worker::{Env, Method, Request, Response, Storage};
 
 use super::cycle::last_report;
 use super::io::{now_ms, worker_io};
+use super::runbooks;
+use super::signal;
 use super::store::{self, Store, CRASHES_KEY};
 use super::{load_config, lookup};
-use super::{runbooks, signal};
 use crate::config::Config;
 use crate::core::acklink::AckLinkError;
 use crate::core::budget::Budget;
@@ -239,11 +240,9 @@ async fn route(
         (Method::Post, ["_log"]) => Access::CrashLog,
         (Method::Post, ["ops", "signal"]) => Access::Signal,
         (Method::Post, ["ops", "jobs", "heartbeat"]) => Access::Jobs,
-        (
-            Method::Get,
-            ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes" | "approvals"],
-        )
-        | (Method::Get, ["ops", "incidents" | "target", _]) => Access::Read,
+        (Method::Get, ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes"])
+        | (Method::Get, ["ops", "incidents" | "target", _])
+        | (Method::Get, ["ops", "approvals"]) => Access::Read,
         (Method::Post, ["ops", "actions", _, _]) | (Method::Post, ["ops", "restart", _]) => {
             Access::Control
         }
