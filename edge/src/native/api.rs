@@ -809,7 +809,10 @@ async fn delete_target(
 
 /// Runbook runs, newest first (those awaiting approval among them).
 async fn approvals(State(api): State<Shared>) -> Response {
-    Json(api.runner.read(views::runbook_runs)).into_response()
+    match api.runner.read(views::runbook_runs) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
 }
 
 /// The answer to a runbook request or decision.
@@ -822,7 +825,14 @@ fn run_answer(
         Ok(Ok(run)) => {
             runner.start_runs();
             runner.deliver_soon();
-            (ok, Json(json!({"ok": true, "run": run}))).into_response()
+            (
+                ok,
+                Json(views::RunAnswer {
+                    ok: true,
+                    run: &run,
+                }),
+            )
+                .into_response()
         }
         Err(e) => not_stored(&e),
         Ok(Err(e)) => {

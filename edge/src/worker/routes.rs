@@ -47,7 +47,7 @@ fn object_with(mut object: String, members: &[(&str, String)]) -> String {
 
 /// What worker's `Response::from_json` does (the same header, the same
 /// error), built once instead of once per body type (bundle size).
-fn json_text(status: u16, text: serde_json::Result<String>) -> worker::Result<Response> {
+pub fn json_text(status: u16, text: serde_json::Result<String>) -> worker::Result<Response> {
     let Ok(text) = text else {
         return Err(worker::Error::Json((
             "Failed to encode data to json".into(),

@@ -17,7 +17,7 @@ use worker::{console_error, Response};
 
 use super::cycle::RoundIo;
 use super::io::{now_ms, WorkerIo};
-use super::routes::{error, json};
+use super::routes::{error, json, json_text};
 use super::store::Store;
 use crate::client::Transport;
 use crate::config::Config;
@@ -56,7 +56,7 @@ pub async fn turn(segments: &[&str]) -> Option<Turn> {
 
 /// `GET /ops/approvals`: every run, newest first.
 pub fn approvals(state: &State) -> worker::Result<Response> {
-    json(200, &views::runbook_runs(state))
+    json_text(200, views::runbook_runs(state))
 }
 
 /// `POST /ops/runbook/{id}/execute` (202: accepted, the run awaits its
@@ -87,7 +87,13 @@ pub fn decide(
 
 fn answer(done: Result<RunbookRun, RunbookError>, ok: u16) -> worker::Result<Response> {
     match done {
-        Ok(run) => json(ok, &serde_json::json!({"ok": true, "run": run})),
+        Ok(run) => json(
+            ok,
+            &views::RunAnswer {
+                ok: true,
+                run: &run,
+            },
+        ),
         Err(e) => {
             let (status, code, message) = e.answer();
             error(status, code, message)
