@@ -129,7 +129,9 @@ pub fn in_slot(index: usize, slots: u64, now_ms: u64) -> bool {
 }
 
 /// The subrequests a cycle keeps for storage, alerts, host polls, one
-/// remediation round and `[deadman]`'s ping; the rest is for probes.
+/// remediation round or one `[[runbook]]` step (whichever costs more: a
+/// step waits for an invocation where no round took them) and
+/// `[deadman]`'s ping; the rest is for probes.
 pub fn overhead(config: &Config) -> u32 {
     let round = if config.targets.iter().any(|t| t.role == Role::Remediate) {
         round_cost(config)
@@ -137,7 +139,13 @@ pub fn overhead(config: &Config) -> u32 {
         0
     };
     let deadman = u32::from(config.deadman.url_env.is_some());
-    CYCLE_STORAGE + ALERTS_KEPT + config.hosts.len() as u32 + round + deadman
+    let step = config
+        .runbooks
+        .iter()
+        .map(|r| step_cost(config, &r.host))
+        .max()
+        .unwrap_or(0);
+    CYCLE_STORAGE + ALERTS_KEPT + config.hosts.len() as u32 + round.max(step) + deadman
 }
 
 /// Why a configuration cannot fit its plan: the number that does not fit
@@ -179,7 +187,7 @@ pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNo
     if per_invocation > fits {
         let most = fits * slots;
         return Err(refuse(format!(
-            "{} targets need {per_invocation} probes per invocation ({slots} invocation(s) per interval_s = {}), but one invocation may make {budget} subrequests and {overhead} are kept for storage, alerts, host polls and a remediation round, leaving {room}{}: at most {most} targets fit; remove {} targets, raise interval_s, {}or set plan = \"paid\"",
+            "{} targets need {per_invocation} probes per invocation ({slots} invocation(s) per interval_s = {}), but one invocation may make {budget} subrequests and {overhead} are kept for storage, alerts, host polls and a remediation round or runbook step, leaving {room}{}: at most {most} targets fit; remove {} targets, raise interval_s, {}or set plan = \"paid\"",
             config.targets.len(),
             config.interval_s,
             if per_call > 1 { format!(", each a shard of {per_call} probes") } else { String::new() },
@@ -482,6 +490,19 @@ mod tests {
         assert!(b.take(limit - 6, 0));
         assert!(!b.take(0, step_cost(&c, "web") + 2), "no room: carried");
         assert!(b.take(0, step_cost(&c, "web") + 1));
+        // Kept for in every invocation, so that a step always fits one.
+        let without = overhead(&c);
+        c.runbooks.push(crate::config::Runbook {
+            id: "fix".into(),
+            host: "web".into(),
+            steps: vec!["restart_gateway".into()],
+            approval: true,
+            expires_s: 60.0,
+        });
+        assert_eq!(overhead(&c), without + 5);
+        // A round (14 with the default model turns) or a step, not both.
+        c.targets[0].role = crate::config::Role::Remediate;
+        assert_eq!(overhead(&c), without + round_cost(&c));
     }
 
     #[test]
