@@ -4,11 +4,13 @@
 //! answers); `routes` stores the change before the answer. The cron's
 //! cycle steps through the approved runs (`run_steps`).
 //!
-//! Concurrent decisions: in the Durable Object the read, the decision and
-//! the write touch only its storage, so its input gate lets no other
-//! request in between. On KV (no compare-and-swap) the decisions of one
-//! isolate take turns (`turn`); isolates elsewhere cannot be ordered, which
-//! README states (use the Durable Object store for a strict first decision).
+//! Concurrent decisions: the decisions one isolate serves take turns from
+//! their read to their write (`turn`). The Durable Object is one instance,
+//! so there every decision takes its turn: exactly one wins. On KV (no
+//! compare-and-swap) decisions served by different isolates at once cannot
+//! be ordered, which README states (the Durable Object store is the strict
+//! one). Tested with the writes held (`VIGIL_TEST_FAIL_WRITES`): without the
+//! turns every concurrent decision won, on both stores.
 
 use std::cell::Cell;
 use std::sync::{Mutex, PoisonError};
