@@ -64,6 +64,29 @@ fn cycles_until(w: &Wrangler, what: &str, secs: u64, done: impl Fn(&Wrangler) ->
     }
 }
 
+/// The audit view's page of incident `id`, signed in with the read token.
+fn audit_view(w: &Wrangler, id: &str) -> String {
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = http
+        .post(w.url("/ui/sign-in"))
+        .form(&[("token", READ_TOKEN)])
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = http
+        .get(w.url(&format!("/ui/incidents/{id}")))
+        .header("cookie", session)
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    page.text().unwrap()
+}
+
 /// Whether the webhook received an event of `kind` titled `title`.
 fn hooked(hook: &Hook, kind: &str, title: &str) -> bool {
     hook.accepted()
@@ -292,6 +315,17 @@ fn runbooks_wait_for_approval_and_run_in_order_in_the_worker() {
         inc["resolution"],
         "runbook web: every step ran (restart_gateway → restart_api_core)"
     );
+    // The audit view's timeline has the run: request, approval, steps.
+    let page = audit_view(&w, r["incident"].as_str().unwrap());
+    for line in [
+        "Runbook <code>web</code> (restart_gateway → restart_api_core) on vps1 requested by alice",
+        "<strong>Approved</strong> by bob",
+        "Step <code>restart_gateway</code>: ok in",
+        "Step <code>restart_api_core</code>: ok in",
+        "<p>Re-probe of gateway: healthy",
+    ] {
+        assert!(page.contains(line), "{line:?} not in:\n{page}");
+    }
     cycles_until(&w, "the outcome in Discord and the webhook", 60, |_| {
         hooked(&hook, "runbook", "Runbook web on vps1: succeeded")
     });
