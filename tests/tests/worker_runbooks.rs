@@ -66,19 +66,10 @@ fn cycles_until(w: &Wrangler, what: &str, secs: u64, done: impl Fn(&Wrangler) ->
 
 /// The audit view's page of incident `id`, signed in with the read token.
 fn audit_view(w: &Wrangler, id: &str) -> String {
-    let http = reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let res = http
-        .post(w.url("/ui/sign-in"))
-        .form(&[("token", READ_TOKEN)])
-        .send()
-        .unwrap();
-    assert_eq!(res.status(), 303);
-    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    let cookie = w.ui_sign_in(READ_TOKEN);
     let session = cookie.split(';').next().unwrap().to_string();
-    let page = http
+    let page = w
+        .http
         .get(w.url(&format!("/ui/incidents/{id}")))
         .header("cookie", session)
         .send()
