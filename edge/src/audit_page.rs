@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use crate::config::Target;
 use crate::core::incident::{Incident, ManualAction, RemediationStatus, Round, StateChange};
-#[cfg(not(target_arch = "wasm32"))]
 use crate::core::runbook::{RunStatus, RunbookRun, StepRecord};
 use crate::html::{escape, sort_small_by_key, when};
 
@@ -277,12 +276,8 @@ enum Entry<'a> {
     Acked(&'a str),
     Manual(&'a ManualAction),
     /// A runbook's request (or the ladder's proposal) and its approval
-    /// (native edge only: the Worker runs no runbooks).
-    #[cfg(not(target_arch = "wasm32"))]
     Requested(&'a RunbookRun),
-    #[cfg(not(target_arch = "wasm32"))]
     Decided(&'a RunbookRun),
-    #[cfg(not(target_arch = "wasm32"))]
     Step(&'a StepRecord),
     Resolved(&'a str),
 }
@@ -326,9 +321,7 @@ impl Entry<'_> {
                 }
                 text
             }
-            #[cfg(not(target_arch = "wasm32"))]
             Entry::Requested(run) => requested_html(run),
-            #[cfg(not(target_arch = "wasm32"))]
             Entry::Decided(run) => {
                 let by = run.decided_by.as_deref().unwrap_or("nobody");
                 match run.status {
@@ -337,7 +330,6 @@ impl Entry<'_> {
                     _ => format!("<strong>Approved</strong> by {}", escape(by)),
                 }
             }
-            #[cfg(not(target_arch = "wasm32"))]
             Entry::Step(step) => step_html(step),
             Entry::Resolved(how) => format!("Resolved {}", escape(how)),
         }
@@ -345,7 +337,6 @@ impl Entry<'_> {
 }
 
 /// What was asked to run, by whom, and until when it may be approved.
-#[cfg(not(target_arch = "wasm32"))]
 fn requested_html(run: &RunbookRun) -> String {
     let what = match &run.proposed_for {
         Some(target) => format!(
@@ -373,7 +364,6 @@ fn requested_html(run: &RunbookRun) -> String {
 }
 
 /// One runbook step: its result and the re-probe after it.
-#[cfg(not(target_arch = "wasm32"))]
 fn step_html(step: &StepRecord) -> String {
     let took = step.finished_at_ms.saturating_sub(step.started_at_ms);
     let mut out = match &step.result {
@@ -418,7 +408,6 @@ fn entries(i: &Incident) -> Vec<(u64, Entry<'_>)> {
     for m in &i.manual_actions {
         out.push((m.at_ms, Entry::Manual(m)));
     }
-    #[cfg(not(target_arch = "wasm32"))]
     if let Some(run) = &i.runbook {
         out.push((run.requested_at_ms, Entry::Requested(run)));
         if let Some(at) = run.decided_at_ms {

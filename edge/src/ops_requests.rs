@@ -2,6 +2,16 @@
 
 use serde::Deserialize;
 
+/// `POST /ops/approvals/{id}/{verb}`: true to approve, false to deny, none
+/// for another verb (404).
+pub fn approval_verb(verb: &str) -> Option<bool> {
+    match verb {
+        "approve" => Some(true),
+        "deny" => Some(false),
+        _ => None,
+    }
+}
+
 /// The first value of `key` in a URL's query string, form-decoded (`+` is a
 /// space, `%XX` a byte). Written here rather than taken from the `url` crate:
 /// this is the Worker's only use of it, and it is large in the bundle.

@@ -16,7 +16,6 @@ use crate::core::incident::{
 };
 use crate::core::planner::{self, Completion, Reply, LOG_TAIL};
 use crate::core::probe::{Health, Observation};
-#[cfg(not(target_arch = "wasm32"))]
 use crate::core::runbook::{RunbookRun, StepRecord};
 
 /// What a shell must provide. Errors are short human-readable texts: they
@@ -269,7 +268,6 @@ async fn act_and_reprobe<I: RemediationIo>(
 /// Step `k` of a runbook's run: the action through the agent (replayed, not
 /// run twice, when resent after a restart), then a re-probe of every
 /// target on the runbook's host.
-#[cfg(not(target_arch = "wasm32"))]
 pub async fn run_step<I: RemediationIo>(
     io: &I,
     config: &Config,

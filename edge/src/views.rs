@@ -364,19 +364,30 @@ pub fn target_change(done: Result<TargetChange, TargetChangeError>) -> (u16, ser
     (status, serde_json::json!({ "error": error }))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-/// `GET /ops/approvals`: runbook runs, newest first, with their incident.
-pub fn runbook_runs(state: &State) -> serde_json::Value {
-    let runs: Vec<serde_json::Value> = state
-        .incidents
-        .iter()
-        .rev()
-        .filter_map(|i| {
-            let run = i.runbook.as_ref()?;
-            let mut v = serde_json::to_value(run).ok()?;
-            v["incident"] = serde_json::Value::String(i.id.clone());
-            Some(v)
-        })
-        .collect();
-    serde_json::json!({ "runs": runs })
+/// `GET /ops/approvals`: runbook runs, newest first, each with its
+/// incident (`{"runs": [...]}`), serialized straight and joined as text: not
+/// through `serde_json::to_value`, which would compile every type of a run
+/// for `Value`'s serializer too (Worker bundle size).
+pub fn runbook_runs(state: &State) -> serde_json::Result<String> {
+    let mut out = String::from("{\"runs\":[");
+    let runs = state.incidents.iter().rev();
+    for (i, run) in runs.filter_map(|i| Some((i, i.runbook.as_ref()?))) {
+        if !out.ends_with('[') {
+            out.push(',');
+        }
+        let run = serde_json::to_string(run)?;
+        out.push_str(run.strip_suffix('}').unwrap_or(&run));
+        out.push_str(",\"incident\":");
+        out.push_str(&serde_json::to_string(&i.id)?);
+        out.push('}');
+    }
+    out.push_str("]}");
+    Ok(out)
+}
+
+/// The answer to a runbook request or decision (`{"ok": true, "run"}`).
+#[derive(serde::Serialize)]
+pub struct RunAnswer<'a> {
+    pub ok: bool,
+    pub run: &'a crate::core::runbook::RunbookRun,
 }

@@ -77,6 +77,15 @@ pub struct Pair {
     pub started_s: u64,
 }
 
+/// The run `id` in a `GET /ops/approvals` answer (null when absent).
+pub fn find_run(approvals: &Value, id: &str) -> Value {
+    let runs = approvals["runs"].as_array().expect("runs");
+    runs.iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 impl Pair {
     pub fn start(name: &str, o: Options) -> Pair {
         let started_s = unix_s();
@@ -278,6 +287,41 @@ impl Pair {
         let mut entries = self.audit();
         entries.retain(|e| e["outcome"] != "started");
         entries
+    }
+
+    /// A runbook run's steps (`/ops/approvals`' run): `actions` ran in
+    /// this order, one at a time, each ok and followed by a re-probe of
+    /// `reprobed`, and the agent's audit log has exactly them, in order.
+    pub fn assert_run(&self, run: &Value, actions: &[&str], reprobed: &[&str]) {
+        let steps = run["steps_run"].as_array().expect("steps_run");
+        let ran: Vec<&str> = steps.iter().filter_map(|s| s["action"].as_str()).collect();
+        assert_eq!(ran, actions, "{run}");
+        for s in steps {
+            assert_eq!(s["result"]["ok"], true, "{s}");
+            let probed: Vec<&str> = s["reprobes"]
+                .as_array()
+                .expect("reprobes")
+                .iter()
+                .filter_map(|o| o["target"].as_str())
+                .collect();
+            assert_eq!(probed, reprobed, "{s}");
+        }
+        for pair in steps.windows(2) {
+            assert!(pair[0]["finished_at_ms"].as_u64() <= pair[1]["started_at_ms"].as_u64());
+        }
+        let done: Vec<String> = actions.iter().map(|a| format!("{a}:ok")).collect();
+        assert_eq!(self.actions_done(), done);
+    }
+
+    /// The agent's answers as `action:outcome`, oldest first.
+    pub fn actions_done(&self) -> Vec<String> {
+        self.outcomes()
+            .iter()
+            .map(|e| {
+                let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                format!("{}:{}", field("action"), field("outcome"))
+            })
+            .collect()
     }
 
     pub fn incidents(&self) -> Vec<Value> {

@@ -168,6 +168,34 @@ impl Wrangler {
         }
     }
 
+    /// GET `path` with `token` (none: without one): status and JSON body.
+    pub fn get_json(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().expect("GET");
+        let status = res.status().as_u16();
+        (status, res.json().unwrap_or(Value::Null))
+    }
+
+    /// Signs in to the audit view (`/ui`) with `token`: the `Set-Cookie`
+    /// of its answer (a 303, not followed: the redirect carries the cookie).
+    pub fn ui_sign_in(&self, token: &str) -> String {
+        let http = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let res = http
+            .post(self.url("/ui/sign-in"))
+            .form(&[("token", token)])
+            .send()
+            .expect("POST /ui/sign-in");
+        assert_eq!(res.status(), 303);
+        res.headers()["set-cookie"].to_str().unwrap().to_string()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}://{}{path}", self.scheme, self.addr)
     }

@@ -304,19 +304,7 @@ fn the_worker_marks_the_session_cookie_secure_over_tls() {
         ("VIGIL_CONFIG".into(), config),
         ("OPS_READ_TOKEN".into(), READ_TOKEN.into()),
     ]);
-    // The redirect carries the cookie: do not follow it.
-    let http = reqwest::blocking::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let res = http
-        .post(w.url("/ui/sign-in"))
-        .form(&[("token", READ_TOKEN)])
-        .send()
-        .unwrap();
-    assert_eq!(res.status(), 303);
-    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    let cookie = w.ui_sign_in(READ_TOKEN);
     assert!(
         cookie.starts_with("vigil_ui=read.")
             && cookie.ends_with("; HttpOnly; SameSite=Strict; Secure"),

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use vigil_testkit::docker_or_skip;
 use vigil_testkit::edge::CONTROL_TOKEN;
-use vigil_testkit::pair::{Options, Pair};
+use vigil_testkit::pair::{find_run, Options, Pair};
 
 fn post(p: &Pair, path: &str, who: &str) -> (u16, Value) {
     let res = p
@@ -25,13 +25,7 @@ fn post(p: &Pair, path: &str, who: &str) -> (u16, Value) {
 }
 
 fn run(p: &Pair, id: &str) -> Value {
-    p.edge().get("/ops/approvals")["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .cloned()
-        .unwrap_or(Value::Null)
+    find_run(&p.edge().get("/ops/approvals"), id)
 }
 
 fn execute(p: &Pair, runbook: &str) -> String {
@@ -102,42 +96,11 @@ fn a_runbook_runs_only_when_approved_in_order_with_reprobes() {
         run(p, &approved)["status"] == "succeeded"
     });
     let r = run(&p, &approved);
-    let steps = r["steps_run"].as_array().unwrap();
-    assert_eq!(
-        steps
-            .iter()
-            .map(|s| s["action"].clone())
-            .collect::<Vec<_>>(),
-        [json!("restart_gateway"), json!("restart_api_core")]
-    );
-    for s in steps {
-        assert_eq!(s["result"]["ok"], true, "{s}");
-        let probed: Vec<&str> = s["reprobes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["target"].as_str().unwrap())
-            .collect();
-        assert_eq!(probed, ["api", "gateway"], "{s}");
-    }
-    assert!(steps[0]["finished_at_ms"].as_u64() <= steps[1]["started_at_ms"].as_u64());
-    // The agent's audit log: exactly these two, in order, one at a time.
-    let outcomes: Vec<(String, String)> = p
-        .outcomes()
-        .iter()
-        .map(|e| {
-            (
-                e["action"].as_str().unwrap_or_default().into(),
-                e["outcome"].as_str().unwrap_or_default().into(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        outcomes,
-        [
-            ("restart_gateway".to_string(), "ok".to_string()),
-            ("restart_api_core".to_string(), "ok".to_string())
-        ]
+    // The agent's audit log too: exactly these two, in order, one at a time.
+    p.assert_run(
+        &r,
+        &["restart_gateway", "restart_api_core"],
+        &["api", "gateway"],
     );
     assert_eq!(p.restarts(&p.gateway.as_ref().unwrap().0), 1);
     assert_eq!(p.restarts(&p.api), 1);

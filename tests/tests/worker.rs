@@ -32,13 +32,7 @@ fn alert_only(id: &str, url: &str) -> String {
 }
 
 fn get(w: &Wrangler, path: &str, token: Option<&str>) -> (u16, Value) {
-    let mut req = w.http.get(w.url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let res = req.send().expect("GET");
-    let status = res.status().as_u16();
-    (status, res.json().unwrap_or(Value::Null))
+    w.get_json(path, token)
 }
 
 /// Puts target `api` in maintenance for a minute.

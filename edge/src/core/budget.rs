@@ -121,6 +121,18 @@ pub fn round_cost(config: &Config) -> u32 {
     ROUND_CALLS + 2 * config.llm.max_turns
 }
 
+/// Subrequests of one runbook step on `host` at most: the run's save
+/// before the action is sent, the action, a re-probe of each target on the
+/// host, and the step's record saved after it.
+pub fn step_cost(config: &Config, host: &str) -> u32 {
+    let reprobes = config
+        .targets
+        .iter()
+        .filter(|t| t.host.as_deref() == Some(host))
+        .count();
+    3 + reprobes as u32
+}
+
 /// How many cron invocations one probe interval spans: each target is
 /// probed in one of them (its slot), so a shard probes a share each minute.
 pub fn slots(config: &Config) -> u64 {
@@ -135,7 +147,9 @@ pub fn in_slot(index: usize, slots: u64, now_ms: u64) -> bool {
 }
 
 /// The subrequests a cycle keeps for storage, alerts, host polls, one
-/// remediation round and `[deadman]`'s ping; the rest is for probes.
+/// remediation round or one `[[runbook]]` step (whichever costs more: a
+/// step waits for an invocation where no round took them) and
+/// `[deadman]`'s ping; the rest is for probes.
 pub fn overhead(config: &Config) -> u32 {
     let round = if config.targets.iter().any(|t| t.role == Role::Remediate) {
         round_cost(config)
@@ -143,7 +157,13 @@ pub fn overhead(config: &Config) -> u32 {
         0
     };
     let deadman = u32::from(config.deadman.url_env.is_some());
-    CYCLE_STORAGE + ALERTS_KEPT + config.hosts.len() as u32 + round + deadman
+    let step = config
+        .runbooks
+        .iter()
+        .map(|r| step_cost(config, &r.host))
+        .max()
+        .unwrap_or(0);
+    CYCLE_STORAGE + ALERTS_KEPT + config.hosts.len() as u32 + round.max(step) + deadman
 }
 
 /// Why a configuration cannot fit its plan: the number that does not fit
@@ -186,7 +206,7 @@ pub fn check(config: &Config, plan: Plan, store: StoreKind) -> Result<(), DoesNo
     if per_invocation > fits {
         let most = fits * slots;
         return Err(refuse(format!(
-            "{here} targets need {per_invocation} probes per invocation ({slots} invocation(s) per interval_s = {}), but one invocation may make {budget} subrequests and {overhead} are kept for storage, alerts, host polls, a remediation round and region objects, leaving {room}{}: at most {most} targets fit; remove {} targets, raise interval_s, {}or set plan = \"paid\"",
+            "{here} targets need {per_invocation} probes per invocation ({slots} invocation(s) per interval_s = {}), but one invocation may make {budget} subrequests and {overhead} are kept for storage, alerts, host polls, a remediation round or runbook step, and region objects, leaving {room}{}: at most {most} targets fit; remove {} targets, raise interval_s, {}or set plan = \"paid\"",
             config.interval_s,
             if per_call > 1 { format!(", each a shard of {per_call} probes") } else { String::new() },
             here - most,
@@ -304,11 +324,15 @@ pub struct Carried {
     pub rounds: u32,
     pub alerts: u32,
     pub host_polls: u32,
+    /// Approved runbook steps (one a run) waiting for an invocation with
+    /// room for them.
+    #[serde(default)]
+    pub steps: u32,
 }
 
 impl Carried {
     pub fn total(&self) -> u32 {
-        self.probes + self.rounds + self.alerts + self.host_polls
+        self.probes + self.rounds + self.alerts + self.host_polls + self.steps
     }
 }
 
@@ -471,7 +495,7 @@ mod tests {
         assert!(
             err.to_string().contains("32 targets need 32 probes per invocation")
                 && err.to_string().contains(
-                    "9 are kept for storage, alerts, host polls, a remediation round and region objects, leaving 31"
+                    "9 are kept for storage, alerts, host polls, a remediation round or runbook step, and region objects, leaving 31"
                 ),
             "{err}"
         );
@@ -480,6 +504,37 @@ mod tests {
         c.targets[2].regions = vec!["weur".into()];
         assert_eq!(region_calls(&c, Plan::Free, 1), 3);
         assert_eq!(check(&c, Plan::Free, StoreKind::Kv), Ok(()));
+    }
+
+    #[test]
+    fn a_runbook_step_waits_for_an_invocation_with_room_for_it() {
+        let mut c = config(
+            "[[host]]\nid = \"web\"\nurl_env = \"U\"\ntoken_env = \"T\"\n",
+            3,
+        );
+        c.targets[0].host = Some("web".into());
+        c.targets[2].host = Some("web".into());
+        // The run's save, the action, two re-probes, the step's record.
+        assert_eq!(step_cost(&c, "web"), 5);
+        assert_eq!(step_cost(&c, "other"), 3);
+        let mut b = Budget::new(Plan::Free);
+        let limit = b.limit;
+        assert!(b.take(limit - 6, 0));
+        assert!(!b.take(0, step_cost(&c, "web") + 2), "no room: carried");
+        assert!(b.take(0, step_cost(&c, "web") + 1));
+        // Kept for in every invocation, so that a step always fits one.
+        let without = overhead(&c);
+        c.runbooks.push(crate::config::Runbook {
+            id: "fix".into(),
+            host: "web".into(),
+            steps: vec!["restart_gateway".into()],
+            approval: true,
+            expires_s: 60.0,
+        });
+        assert_eq!(overhead(&c), without + 5);
+        // A round (14 with the default model turns) or a step, not both.
+        c.targets[0].role = crate::config::Role::Remediate;
+        assert_eq!(overhead(&c), without + round_cost(&c));
     }
 
     #[test]

@@ -312,8 +312,7 @@ pub struct Incident {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub crash_reports: u64,
     /// A runbook's request, approval and steps (subject `runbook:<id>`),
-    /// or the ladder's proposal waiting for approval (native edge only).
-    #[cfg(not(target_arch = "wasm32"))]
+    /// or the ladder's proposal waiting for approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook: Option<super::runbook::RunbookRun>,
 }
@@ -361,21 +360,13 @@ impl Incident {
             page_acked: false,
             page_resolved: false,
             crash_reports: 0,
-            #[cfg(not(target_arch = "wasm32"))]
             runbook: None,
         }
     }
 
     /// Whether it carries a runbook's run (or a proposal).
-    #[cfg(not(target_arch = "wasm32"))]
     pub fn is_runbook(&self) -> bool {
         self.runbook.is_some()
-    }
-
-    /// The Worker runs no runbooks.
-    #[cfg(target_arch = "wasm32")]
-    pub fn is_runbook(&self) -> bool {
-        false
     }
 
     pub fn is_open(&self) -> bool {

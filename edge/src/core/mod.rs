@@ -22,8 +22,6 @@ pub mod planner;
 pub mod probe;
 pub mod remind;
 pub mod route;
-// Runbooks: the native edge only (the Worker bundle does not carry them).
-#[cfg(not(target_arch = "wasm32"))]
 pub mod runbook;
 pub mod schedule;
 pub mod signal;

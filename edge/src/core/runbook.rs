@@ -126,6 +126,19 @@ pub enum RunbookError {
     Expired(String),
 }
 
+impl RunbookError {
+    /// The HTTP answer both shells give: status, error code, message.
+    pub fn answer(&self) -> (u16, &'static str, String) {
+        let (status, code) = match self {
+            RunbookError::UnknownRunbook(_) => (404, "unknown_runbook"),
+            RunbookError::UnknownApproval(_) => (404, "unknown_approval"),
+            RunbookError::AlreadyDecided { .. } => (409, "already_decided"),
+            RunbookError::Expired(_) => (410, "expired"),
+        };
+        (status, code, self.to_string())
+    }
+}
+
 /// How long the ladder's proposal waits for a decision.
 pub const PROPOSAL_EXPIRES_MS: u64 = 3_600_000;
 
@@ -621,6 +634,18 @@ mod tests {
             RunbookError::UnknownRunbook("nope".into())
         );
         assert_eq!(s.audit.last().unwrap().what, "runbook.unknown");
+        // Both shells answer with these.
+        let answer = |e: RunbookError| (e.answer().0, e.answer().1);
+        assert_eq!(
+            answer(RunbookError::UnknownRunbook("x".into())),
+            (404, "unknown_runbook")
+        );
+        assert_eq!(answer(RunbookError::Expired("x".into())), (410, "expired"));
+        let second = RunbookError::AlreadyDecided {
+            id: "x".into(),
+            status: "denied",
+        };
+        assert_eq!(answer(second), (409, "already_decided"));
     }
 
     #[test]

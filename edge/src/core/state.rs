@@ -313,7 +313,6 @@ impl State {
         self.check_escalations(config, now_ms);
         self.follow_pages(now_ms);
         self.check_reminders(config, now_ms);
-        #[cfg(not(target_arch = "wasm32"))]
         self.expire_approvals(now_ms);
         events
     }
@@ -858,12 +857,9 @@ impl State {
         if !self.finish_round(config, incident, owner, round) {
             return Vec::new();
         }
-        #[cfg(not(target_arch = "wasm32"))]
         if let Some(action) = proposal {
             self.propose_action(config, incident, &action, now_ms);
         }
-        #[cfg(target_arch = "wasm32")]
-        let _ = proposal;
         let events = reprobe
             .map(|obs| self.observe(config, &obs, now_ms))
             .unwrap_or_default();

@@ -792,7 +792,10 @@ async fn delete_target(
 
 /// Runbook runs, newest first (those awaiting approval among them).
 async fn approvals(State(api): State<Shared>) -> Response {
-    Json(api.runner.read(views::runbook_runs)).into_response()
+    match api.runner.read(views::runbook_runs) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
 }
 
 /// The answer to a runbook request or decision.
@@ -805,18 +808,24 @@ fn run_answer(
         Ok(Ok(run)) => {
             runner.start_runs();
             runner.deliver_soon();
-            (ok, Json(json!({"ok": true, "run": run}))).into_response()
+            (
+                ok,
+                Json(views::RunAnswer {
+                    ok: true,
+                    run: &run,
+                }),
+            )
+                .into_response()
         }
         Err(e) => not_stored(&e),
         Ok(Err(e)) => {
             runner.deliver_soon();
-            let (status, code) = match &e {
-                RunbookError::UnknownRunbook(_) => (StatusCode::NOT_FOUND, "unknown_runbook"),
-                RunbookError::UnknownApproval(_) => (StatusCode::NOT_FOUND, "unknown_approval"),
-                RunbookError::AlreadyDecided { .. } => (StatusCode::CONFLICT, "already_decided"),
-                RunbookError::Expired(_) => (StatusCode::GONE, "expired"),
-            };
-            error(status, code, e.to_string())
+            let (status, code, message) = e.answer();
+            error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                code,
+                message,
+            )
         }
     }
 }
@@ -839,10 +848,8 @@ async fn decide_approval(
     Path((id, decision)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let approve = match decision.as_str() {
-        "approve" => true,
-        "deny" => false,
-        _ => return error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+    let Some(approve) = ops_requests::approval_verb(&decision) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such route");
     };
     let by = operator(&headers);
     let done = api

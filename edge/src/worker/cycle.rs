@@ -11,6 +11,7 @@ use worker::{console_error, console_log, AnalyticsEngineDataset, Env, Storage};
 
 use super::analytics::write;
 use super::io::{now_ms, worker_io, WorkerIo};
+use super::runbooks;
 use super::shards::{region_calls, Prober, RegionCall};
 use super::store::Store;
 use super::{load_config, lookup, Fallible, AE_BINDING};
@@ -46,6 +47,8 @@ fn kept(config: &Config) -> u32 {
 pub struct CycleReport {
     probes: usize,
     rounds: usize,
+    /// Runbook steps run.
+    steps: usize,
     delivered: usize,
     host_polls: usize,
     kv_reads: u32,
@@ -196,7 +199,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     let owner = format!("worker-{start}");
     state.reconcile(&config, start, false);
     let mut carried = Carried::default();
-    let mut report = (0, 0, 0, 0);
+    let mut report = (0, 0, 0, 0, 0);
     let keep = kept(&config) + ALERTS_KEPT;
 
     // The cron is the schedule: each invocation probes the targets in its
@@ -315,6 +318,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
         report.1 += 1;
     }
 
+    report.4 = runbooks::run_steps(&io, &store, &mut state, keep, &mut carried).await;
     carried.probes += prober.lost.get();
     report.2 = deliver(&io, &store, &mut state, &mut carried).await;
     let saved = store.save(&mut state).await;
@@ -332,6 +336,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     let report = CycleReport {
         probes: report.0,
         rounds: report.1,
+        steps: report.4,
         delivered: report.2,
         host_polls: report.3,
         kv_reads: spent.storage_reads,
@@ -414,7 +419,7 @@ pub async fn deliver(
 /// budget, and the state (with the decision the round just noted) saved
 /// before the action is sent, so an isolate killed in between resumes the
 /// same action, with the same Idempotency-Key, next time.
-struct RoundIo<'a, 's> {
+pub(super) struct RoundIo<'a, 's> {
     io: &'a WorkerIo,
     store: &'a Store<'s>,
     state: &'a Mutex<State>,
@@ -422,7 +427,23 @@ struct RoundIo<'a, 's> {
     dropped: Cell<bool>,
 }
 
-impl RoundIo<'_, '_> {
+impl<'a, 's> RoundIo<'a, 's> {
+    /// The I/O of a runbook's steps (`runbooks::run_steps`): counted like a
+    /// round's, the run stored before its action is sent.
+    pub(super) fn for_steps(
+        io: &'a WorkerIo,
+        store: &'a Store<'s>,
+        state: &'a Mutex<State>,
+    ) -> Self {
+        RoundIo {
+            io,
+            store,
+            state,
+            drop_after_decision: false,
+            dropped: Cell::new(false),
+        }
+    }
+
     /// Takes one subrequest, or refuses the call: the round started only
     /// when its calls fit (`budget::round_cost`), so this is a backstop.
     fn count(&self) -> Result<(), String> {

@@ -10,8 +10,8 @@
 //!
 //! `cycle`: one cron cycle; `shards`: where its probes run; `routes`: the
 //! HTTP API; `control`: targets through the API (the effective
-//! configuration, its routes); `signal`: a host's signal, probed within its
-//! request;
+//! configuration, its routes); `runbooks`: runbook and approval routes,
+//! approved steps; `signal`: a host's signal, probed within its request;
 //! `store`: the stored documents; `durable`: the Durable Object;
 //! `analytics`: Analytics Engine points; `io`: the `worker::Fetch`
 //! transport.
@@ -23,6 +23,7 @@ mod durable;
 mod io;
 mod posthog;
 mod routes;
+mod runbooks;
 mod shards;
 mod signal;
 mod store;

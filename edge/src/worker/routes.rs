@@ -10,6 +10,7 @@ use worker::{Env, Method, Request, Response, Storage};
 
 use super::cycle::last_report;
 use super::io::{now_ms, worker_io};
+use super::runbooks;
 use super::signal;
 use super::store::{self, Store, CRASHES_KEY};
 use super::{load_config, lookup};
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::core::acklink::AckLinkError;
 use crate::core::budget::Budget;
 use crate::core::crash::{self, CrashLog, CrashReport};
+use crate::core::route::Routing;
 use crate::core::state::{State, StateError};
 use crate::shell::{manual_unstored, Secrets, BODY_LIMIT, CRASH_BODY_LIMIT, CRASH_CORS};
 use crate::ui::{changed, Answer, Step, Ui, UiRequest, HEADERS};
@@ -47,7 +49,7 @@ fn object_with(mut object: String, members: &[(&str, String)]) -> String {
 
 /// What worker's `Response::from_json` does (the same header, the same
 /// error), built once instead of once per body type (bundle size).
-fn json_text(status: u16, text: serde_json::Result<String>) -> worker::Result<Response> {
+pub fn json_text(status: u16, text: serde_json::Result<String>) -> worker::Result<Response> {
     let Ok(text) = text else {
         return Err(worker::Error::Json((
             "Failed to encode data to json".into(),
@@ -246,7 +248,7 @@ async fn route(
             ["ops", "summary" | "incidents" | "anomalies" | "jobs" | "crashes" | "vantage"],
         )
         | (Method::Get, ["ops", "incidents" | "target", _])
-        | (Method::Get, ["ops", "targets" | "audit"]) => Access::Read,
+        | (Method::Get, ["ops", "targets" | "audit" | "approvals"]) => Access::Read,
         (Method::Post, ["ops", "targets"]) | (Method::Delete, ["ops", "targets", _]) => {
             Access::Control
         }
@@ -255,7 +257,9 @@ async fn route(
         }
         (Method::Get | Method::Post, ["ops", "ack-link"]) => Access::AckLink,
         (Method::Post, ["ops", "incidents", _, "ack" | "resolve"])
-        | (Method::Post, ["ops", "target", _, "maintenance"]) => Access::Control,
+        | (Method::Post, ["ops", "target", _, "maintenance"])
+        | (Method::Post, ["ops", "runbook", _, "execute"])
+        | (Method::Post, ["ops", "approvals", _, _]) => Access::Control,
         _ => return error(404, "not_found", "no such route"),
     };
     if matches!(access, Access::Open) {
@@ -295,12 +299,16 @@ async fn route(
     }
     let ack_links = secrets.ack_links(&file);
     let budget = Budget::new(file.plan());
+    let _turn = runbooks::turn(&segments).await;
     let (store, mut state) = match Store::open(env, durable, budget).await {
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
     let config = super::control::effective(&file, &state.api_targets);
     state.ack_links = ack_links.ok().flatten();
+    // Alerts queued by a request go where the cycle's would (`[[route]]`,
+    // `[[webhook]]`): the routing is not stored with the state.
+    state.outbox.routing = Routing::from_config(&config);
     // Read routes store nothing; a change is stored before it is answered.
     let changes = matches!(access, Access::Control | Access::Jobs | Access::CrashLog);
     let before = state.clone();
@@ -533,6 +541,11 @@ async fn route(
             let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
             return signal::take(&body, env, &io, &store, state, durable).await;
         }
+        ["ops", "approvals"] => runbooks::approvals(&state),
+        ["ops", "runbook", id, "execute"] => {
+            runbooks::execute(&config, &mut state, id, &operator, now)
+        }
+        ["ops", "approvals", id, verb] => runbooks::decide(&mut state, id, verb, &operator, now),
         ["ops", "actions", host, name] => {
             return manual(&config, secrets, &store, &mut state, host, name, operator).await
         }
