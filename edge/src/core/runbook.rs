@@ -472,6 +472,16 @@ impl State {
             .collect()
     }
 
+    /// Whether an approved run acts on `host` (approved or running): no
+    /// remediation round acts there meanwhile (`remediation_due`).
+    pub fn run_acting_on(&self, host: &str) -> bool {
+        self.incidents
+            .iter()
+            .filter(|i| i.is_open())
+            .filter_map(|i| i.runbook.as_ref())
+            .any(|r| r.host == host && r.next_step().is_some())
+    }
+
     /// Marks the run started (before its first step is sent).
     pub fn start_run(&mut self, run_id: &str) {
         if let Some(run) = self
@@ -703,6 +713,40 @@ mod tests {
         assert!(
             inc.is_open(),
             "the monitor, not the run, resolves a target's incident"
+        );
+    }
+
+    #[test]
+    fn no_remediation_round_acts_on_a_host_while_an_approved_run_does() {
+        let c = Config::parse(
+            "t",
+            "[[host]]\nid = \"web\"\nurl_env = \"U\"\ntoken_env = \"T\"\n[[target]]\nid = \"api\"\nurl = \"http://127.0.0.1:1/\"\nrole = \"remediate\"\nhost = \"web\"\nactions = [\"restart_api\"]\n[[runbook]]\nid = \"fix\"\nhost = \"web\"\nsteps = [\"restart_gateway\", \"restart_api\"]\nexpires_s = 60\n",
+        )
+        .unwrap();
+        let mut s = State::default();
+        // The run's own restart takes api down: its incident must not get a
+        // round of its own (a second restart) while the run is acting.
+        let run = s.execute_runbook(&c, "fix", "alice", 1000).unwrap();
+        let inc = s.open_incident("api", RemediationStatus::Pending, 1500);
+        assert_eq!(
+            s.remediation_due(&c, 1500),
+            [inc.clone()],
+            "awaiting approval: nothing acts yet"
+        );
+        s.decide_approval(&run.id, true, "bob", 2000).unwrap();
+        assert!(s.remediation_due(&c, 2000).is_empty(), "approved");
+        s.start_run(&run.id);
+        assert!(
+            s.take_lease(&c, &inc, "edge", 2500, 60_000).is_none(),
+            "running"
+        );
+        s.record_step(&c, &run.id, step("restart_gateway", true), 3000);
+        assert!(s.remediation_due(&c, 3000).is_empty(), "between steps");
+        s.record_step(&c, &run.id, step("restart_api", true), 4000);
+        assert_eq!(
+            s.remediation_due(&c, 4000),
+            [inc],
+            "the run is over: the ladder may act"
         );
     }
 

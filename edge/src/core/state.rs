@@ -650,6 +650,13 @@ impl State {
                     .get(&i.target)
                     .is_some_and(|t| t.in_maintenance(now_ms))
             })
+            // A human-approved run acting on the host comes first: its
+            // steps take targets down on purpose, and a round beside it
+            // would act twice.
+            .filter(|i| {
+                let host = config.target(&i.target).and_then(|t| t.host.as_deref());
+                !host.is_some_and(|h| self.run_acting_on(h))
+            })
             .map(|i| i.id.clone())
             .collect()
     }
