@@ -573,7 +573,7 @@ fn llm_plans_through_the_allowlist_and_the_audit_is_complete() {
     p.fault(p.api_port, "/crash");
     p.wait("recovery", 40, |p| resolved(p, "api"));
     let r = rounds(&p.incident("api"))[0].clone();
-    assert_eq!(r["planner"], "llm");
+    assert_eq!(r["planner"], "llm", "{r:#}");
     assert_eq!(r["reason"], "the api-core process exited with status 3");
     assert_eq!(r["usage"]["total_tokens"], 264);
     assert_eq!(r["tool_calls"][0]["verdict"], "read");
