@@ -29,8 +29,9 @@ mod store;
 
 use std::sync::Arc;
 
-use worker::js_sys::{Reflect, JSON};
-use worker::wasm_bindgen::JsValue;
+use worker::js_sys::{Array, Function, Promise, Reflect, JSON};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
     console_error, console_log, event, Context, Env, Request, Response, ScheduleContext,
     ScheduledEvent,
@@ -52,6 +53,16 @@ const AE_BINDING: &str = "VIGIL_AE";
 const CONFIG_VAR: &str = "VIGIL_CONFIG";
 
 type Fallible<T> = std::result::Result<T, String>;
+
+/// `object.method(args)`, awaited: a binding's method called as JavaScript
+/// where worker's wrapper would pass its arguments through serde.
+async fn call(object: &JsValue, method: &str, args: &[JsValue]) -> worker::Result<JsValue> {
+    let method: Function = Reflect::get(object, &method.into())?.dyn_into()?;
+    let promise: Promise = method
+        .apply(object, &args.iter().collect::<Array>())?
+        .dyn_into()?;
+    Ok(JsFuture::from(promise).await?)
+}
 
 fn lookup(env: &Env, key: &str) -> Option<String> {
     env.secret(key)
