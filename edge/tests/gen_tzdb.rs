@@ -66,6 +66,7 @@ fn a_zone_that_starts_to_disagree_with_its_rule_stops_the_generator() {
             .to_string()
     };
     for start in [
+        // The zones' text (`name rule` lines) and the explicit changes' table.
         "Africa/Casablanca ",
         "Europe/Berlin ",
         "    (\"Africa/Casablanca\", ",

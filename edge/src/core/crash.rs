@@ -38,11 +38,36 @@ pub enum Severity {
 }
 
 /// When the browser saw it: epoch ms, or the text it sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Timestamp {
     Ms(u64),
     Text(String),
+}
+
+/// Read by a visitor, not `#[serde(untagged)]`: an untagged enum buffers the
+/// value in serde's `Content` first, code the Worker bundle needed only for
+/// this and `RemediationStatus` (BENCHMARKS.md, "The edge Worker").
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MsOrText;
+        impl serde::de::Visitor<'_> for MsOrText {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("epoch milliseconds or a text")
+            }
+            fn visit_u64<E>(self, ms: u64) -> Result<Timestamp, E> {
+                Ok(Timestamp::Ms(ms))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Timestamp, E> {
+                Ok(Timestamp::Text(text.to_string()))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Timestamp, E> {
+                Ok(Timestamp::Text(text))
+            }
+        }
+        d.deserialize_any(MsOrText)
+    }
 }
 
 /// The body of `POST /_log`.
@@ -411,6 +436,18 @@ mod tests {
         .unwrap();
         assert_eq!(r.user_agent.as_deref(), Some("Firefox"));
         assert_eq!(r.timestamp, Some(Timestamp::Ms(1_700_000_000_000)));
+        for bad in [
+            r#""timestamp": -1"#,
+            r#""timestamp": 1.5"#,
+            r#""timestamp": [1]"#,
+        ] {
+            let body = format!(r#"{{"app": "shop", "message": "m", {bad}}}"#);
+            let why = CrashReport::parse(body.as_bytes()).unwrap_err().to_string();
+            assert!(
+                why.contains("expected epoch milliseconds or a text"),
+                "{why}"
+            );
+        }
         assert!(!truncated);
         let long = "x".repeat(STACK_MAX + 10);
         let body = format!(r#"{{"app": "shop", "message": "m", "stack": "{long}"}}"#);

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use vigil_wire::{ErrorBody, TokenCheck};
+use worker::js_sys::{Object, Reflect};
 use worker::{Env, Method, Request, Response, Storage};
 
 use super::cycle::last_report;
@@ -188,15 +189,21 @@ fn page(a: Answer) -> worker::Result<Response> {
 /// Counts one event of the client (`CF-Connecting-IP`) through the
 /// rate-limit binding `binding` (when bound): `VIGIL_CRASH_RATE` counts
 /// `/_log` requests, `VIGIL_AUTH_FAIL_RATE` failed authentications.
+/// Called as JavaScript (`super::call`), not by worker's `RateLimiter`,
+/// whose options and outcome go through serde_wasm_bindgen.
 async fn within_rate(req: &Request, env: &Env, binding: &str) -> worker::Result<bool> {
-    let Ok(limiter) = env.rate_limiter(binding) else {
+    let limiter = Reflect::get(env, &binding.into())?;
+    if !limiter.is_object() {
         return Ok(true);
-    };
+    }
     let client = req
         .headers()
         .get("cf-connecting-ip")?
         .unwrap_or_else(|| "unknown".into());
-    Ok(limiter.limit(client).await?.success)
+    let options = Object::new();
+    Reflect::set(&options, &"key".into(), &client.into())?;
+    let outcome = super::call(&limiter, "limit", &[options.into()]).await?;
+    Ok(Reflect::get(&outcome, &"success".into())?.as_bool() == Some(true))
 }
 
 /// Counts one failed authentication of the client; `Some` is the 429 to
