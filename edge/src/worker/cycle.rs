@@ -187,7 +187,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     let file = load_config(env)?;
     let (store, mut state) = Store::open(env, durable, Budget::new(file.plan())).await?;
     // The file's targets and the API's (`core::control`).
-    let config = super::control::effective(&file, &state.api_targets);
+    let config = super::control::effective(env, &file, &state.api_targets)?;
     let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
     let ae = env.analytics_engine(AE_BINDING).ok();
     let ack_links = io.secrets().ack_links(&config)?;

@@ -144,7 +144,10 @@ async fn ui(req: &mut Request, env: &Env, durable: Option<&Storage>) -> worker::
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
-    let config = super::control::effective(&file, &state.api_targets);
+    let config = match super::control::effective(env, &file, &state.api_targets) {
+        Ok(config) => config,
+        Err(e) => return error(500, "no_configuration", e),
+    };
     let cookie = req.headers().get("cookie")?;
     let now = now_ms();
     let tls = url.starts_with("https:");
@@ -311,7 +314,10 @@ async fn route(
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
-    let config = super::control::effective(&file, &state.api_targets);
+    let config = match super::control::effective(env, &file, &state.api_targets) {
+        Ok(config) => config,
+        Err(e) => return error(500, "no_configuration", e),
+    };
     state.ack_links = ack_links.ok().flatten();
     // Alerts queued by a request go where the cycle's would (`[[route]]`,
     // `[[webhook]]`): the routing is not stored with the state.
