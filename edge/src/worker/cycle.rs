@@ -206,7 +206,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     // slot (all of them when interval_s is a minute), then the confirm
     // probes the debounce asks for, inside the same invocation.
     let shards = durable.map(|_| budget::shard_size(config.plan()));
-    let prober = Prober::new(&io, env, shards, state.api_targets.clone());
+    let prober = Prober::new(&io, env, shards, &state.api_targets)?;
     let slots = budget::slots(&config);
     let due: Vec<usize> = (0..config.targets.len())
         .filter(|i| budget::in_slot(*i, slots, start))
