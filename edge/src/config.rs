@@ -1010,13 +1010,23 @@ impl Config {
         config.checked(file)
     }
 
-    /// Validates a configuration changed after it was read (targets added
-    /// through the API), with the file's checks and errors.
-    pub fn revalidated(mut self) -> Result<Self, ConfigError> {
-        // The `[[webhook]]`s' channels, added last by `checked`, are added again.
+    /// Validates a configuration whose targets changed after it was read
+    /// (targets added through the API), with the file's checks and errors.
+    /// In place: the caller undoes a refused change (the Worker has no
+    /// `Config: Clone`, see `core::control::effective`).
+    pub fn revalidate(&mut self) -> Result<(), ConfigError> {
+        // The `[[webhook]]`s' channels, added last by `checked`, set aside
+        // while the declared ones are checked; a target changes neither
+        // them nor the jobs' schedules.
         let declared = self.channels.len().saturating_sub(self.webhooks.len());
-        self.channels.truncate(declared);
-        self.checked("(api)")
+        let webhooks = self.channels.split_off(declared);
+        let checked = self.validate();
+        self.channels.extend(webhooks);
+        checked.map_err(|(key, reason)| ConfigError {
+            file: "(api)".into(),
+            key,
+            reason,
+        })
     }
 
     /// Validates a parsed configuration and compiles its cron schedules.
@@ -1808,7 +1818,9 @@ token_env = "OPS_AGENT_TOKEN"
         // A checked configuration checked again keeps one channel per webhook.
         let hooked = format!("{GOOD}[[webhook]]\nurl_env = \"U\"\nsecret_env = \"S\"\n");
         let once = Config::parse("edge.toml", &hooked).unwrap();
-        assert_eq!(once.clone().revalidated().unwrap().channels, once.channels);
+        let mut again = once.clone();
+        again.revalidate().unwrap();
+        assert_eq!(again.channels, once.channels);
         assert!(err(&format!(
             "{GOOD}[[channel]]\nid = \"a.b\"\nkind = \"slack\"\nurl_env = \"U\"\n"
         ))

@@ -730,7 +730,7 @@ mod tests {
         let inc = s.open_incident("api", RemediationStatus::Pending, 1500);
         assert_eq!(
             s.remediation_due(&c, 1500),
-            [inc.clone()],
+            std::slice::from_ref(&inc),
             "awaiting approval: nothing acts yet"
         );
         s.decide_approval(&run.id, true, "bob", 2000).unwrap();

@@ -774,7 +774,7 @@ async fn put_target(
     let by = operator(&headers);
     target_change(
         api.runner
-            .change_targets(|s, file| s.put_api_target(file, body, &by, now_ms())),
+            .change_targets(|s, files| s.put_api_target(files, body, &by, now_ms())),
     )
 }
 
@@ -786,7 +786,7 @@ async fn delete_target(
     let by = operator(&headers);
     target_change(
         api.runner
-            .change_targets(|s, file| s.remove_api_target(file, &id, &by, now_ms())),
+            .change_targets(|s, files| s.remove_api_target(files, &id, &by, now_ms())),
     )
 }
 

@@ -70,7 +70,8 @@ impl Runner {
     pub fn open(file_config: Arc<Config>, io: Arc<NativeIo>) -> Result<Arc<Self>, StoreError> {
         let mut store = FileStore::open(std::path::Path::new(&file_config.state_dir))?;
         let mut state = store.load()?;
-        let (config, left_out) = control::effective(&file_config, &state.api_targets);
+        let (config, left_out) =
+            control::effective(Config::clone(&file_config), &state.api_targets);
         for (id, why) in &left_out {
             tracing::warn!(target_id = %id, %why, "API target not watched");
         }
@@ -113,10 +114,14 @@ impl Runner {
     /// the effective configuration changes, or refused and undone.
     pub fn change_targets(
         &self,
-        change: impl FnOnce(&mut State, &Config) -> Result<(Config, TargetChange), TargetChangeError>,
+        change: impl FnOnce(
+            &mut State,
+            (&Config, [Config; 2]),
+        ) -> Result<(Config, TargetChange), TargetChangeError>,
     ) -> Result<Result<TargetChange, TargetChangeError>, StoreError> {
         let file = self.file_config.clone();
-        let done = self.try_update(|s| match change(s, &file) {
+        let copies = [Config::clone(&file), Config::clone(&file)];
+        let done = self.try_update(|s| match change(s, (&file, copies)) {
             Ok((config, change)) => {
                 // Under the state's lock: the next cycle sees both at once.
                 *lock(&self.config) = Arc::new(config);
@@ -127,7 +132,7 @@ impl Runner {
         if done.is_err() {
             // The state was put back: so is the configuration.
             let api = self.read(|s| s.api_targets.clone());
-            *lock(&self.config) = Arc::new(control::effective(&file, &api).0);
+            *lock(&self.config) = Arc::new(control::effective(Config::clone(&file), &api).0);
         }
         if matches!(done, Ok(Ok(_))) {
             self.wake_cycle.notify_one();
@@ -139,7 +144,7 @@ impl Runner {
     /// `GET /ops/targets`.
     pub fn targets_listing(&self) -> serde_json::Value {
         let api = self.read(|s| s.api_targets.clone());
-        let (effective, left_out) = control::effective(&self.file_config, &api);
+        let (effective, left_out) = control::effective(Config::clone(&self.file_config), &api);
         control::listing(&self.file_config, &effective, &api, &left_out)
     }
 

@@ -37,10 +37,16 @@ pub fn write_to_env(env: &Env, point: Point) {
     }
 }
 
-/// `{"written": n, "failed": n}` for `/ops/summary`.
-pub fn counts() -> serde_json::Value {
-    serde_json::json!({
-        "written": WRITTEN.load(Ordering::Relaxed),
-        "failed": FAILED.load(Ordering::Relaxed),
-    })
+/// `{"failed": n, "written": n}` for `/ops/summary`.
+#[derive(serde::Serialize)]
+pub struct Counts {
+    failed: u64,
+    written: u64,
+}
+
+pub fn counts() -> Counts {
+    Counts {
+        failed: FAILED.load(Ordering::Relaxed),
+        written: WRITTEN.load(Ordering::Relaxed),
+    }
 }

@@ -14,19 +14,25 @@ use worker::{Env, Method, Request, Response};
 use super::io::now_ms;
 use super::routes::{body_within, error, json, not_stored};
 use super::store::Store;
+use super::{config_copy, Fallible};
 use crate::config::Config;
 use crate::core::control::{self, ApiTarget, TargetChangeError};
 use crate::core::state::State;
 use crate::shell::BODY_LIMIT;
 use crate::{ops_requests, views};
 
-/// `file` with the API targets `api` laid over it (`control::effective`);
-/// those left out (`GET /ops/targets` says why) are not watched.
-pub fn effective(file: &Arc<Config>, api: &BTreeMap<String, ApiTarget>) -> Arc<Config> {
+/// `file` with the API targets `api` laid over it (`control::effective`,
+/// on `VIGIL_CONFIG` read again); those left out (`GET /ops/targets` says
+/// why) are not watched.
+pub fn effective(
+    env: &Env,
+    file: &Arc<Config>,
+    api: &BTreeMap<String, ApiTarget>,
+) -> Fallible<Arc<Config>> {
     if api.is_empty() {
-        return Arc::clone(file);
+        return Ok(Arc::clone(file));
     }
-    Arc::new(control::effective(file, api).0)
+    Ok(Arc::new(control::effective(config_copy(env)?, api).0))
 }
 
 /// The routes (`segments` of the path), the token checked: read for
@@ -40,21 +46,30 @@ pub async fn serve(
     by: &str,
 ) -> worker::Result<Response> {
     let now = now_ms();
+    if let (Method::Get, ["ops", "audit"]) = (req.method(), segments) {
+        return json(200, &control::audit_view(&state.audit));
+    }
+    // The file's configuration twice, to lay the API targets over before
+    // and after a change (`State::put_api_target`).
+    let copies = match [config_copy(env), config_copy(env)] {
+        [Ok(a), Ok(b)] => [a, b],
+        [Err(e), _] | [_, Err(e)] => return error(500, "no_configuration", e),
+    };
     let done = match (req.method(), segments) {
-        (Method::Get, ["ops", "audit"]) => return json(200, &control::audit_view(&state.audit)),
         (Method::Get, _) => {
-            let (config, left_out) = control::effective(file, &state.api_targets);
+            let [copy, _] = copies;
+            let (config, left_out) = control::effective(copy, &state.api_targets);
             let listing = control::listing(file, &config, &state.api_targets, &left_out);
             return json(200, &listing);
         }
-        (Method::Delete, [.., id]) => state.remove_api_target(file, id, by, now),
+        (Method::Delete, [.., id]) => state.remove_api_target((file, copies), id, by, now),
         _ => {
             let body = match body_within(req, BODY_LIMIT).await? {
                 Ok(body) => body,
                 Err(too_large) => return Ok(too_large),
             };
             match ops_requests::target_body(&body) {
-                Ok(body) => state.put_api_target(file, body, by, now),
+                Ok(body) => state.put_api_target((file, copies), body, by, now),
                 Err(why) => return error(400, "bad_body", why),
             }
         }

@@ -187,7 +187,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     let file = load_config(env)?;
     let (store, mut state) = Store::open(env, durable, Budget::new(file.plan())).await?;
     // The file's targets and the API's (`core::control`).
-    let config = super::control::effective(&file, &state.api_targets);
+    let config = super::control::effective(env, &file, &state.api_targets)?;
     let io = worker_io(&config, Secrets::from_env(&config, |k| lookup(env, k)));
     let ae = env.analytics_engine(AE_BINDING).ok();
     let ack_links = io.secrets().ack_links(&config)?;
@@ -206,7 +206,7 @@ pub async fn cycle(env: &Env, durable: Option<&Storage>) -> Fallible<CycleReport
     // slot (all of them when interval_s is a minute), then the confirm
     // probes the debounce asks for, inside the same invocation.
     let shards = durable.map(|_| budget::shard_size(config.plan()));
-    let prober = Prober::new(&io, env, shards, state.api_targets.clone());
+    let prober = Prober::new(&io, env, shards, &state.api_targets)?;
     let slots = budget::slots(&config);
     let due: Vec<usize> = (0..config.targets.len())
         .filter(|i| budget::in_slot(*i, slots, start))

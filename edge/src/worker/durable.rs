@@ -14,7 +14,7 @@ use super::cycle::cycle;
 use super::io::worker_io;
 use super::routes::{error, json, serve};
 use super::shards::probe_here;
-use super::{load_config, lookup, Fallible};
+use super::{checked_config, lookup, Fallible};
 use crate::core::control::{self, ApiTarget};
 use crate::core::json;
 use crate::core::probe::REGION_HEADER;
@@ -99,7 +99,7 @@ impl DurableObject for VigilEdge {
         if req.path() == "/probe" {
             // A shard's job (see `shards`): probe the targets named; a
             // region's object probes them as that vantage point.
-            let file = match load_config(&self.env) {
+            let file = match checked_config(&self.env) {
                 Ok(c) => c,
                 Err(e) => return error(500, "no_configuration", e),
             };
@@ -109,13 +109,7 @@ impl DurableObject for VigilEdge {
             };
             let ids = query_param(&req.inner().url(), "ids").unwrap_or_default();
             let ids: Vec<&str> = ids.split(',').collect();
-            // The file's configuration moved, not cloned, when no API target
-            // changes it.
-            let mut config = if api.is_empty() {
-                Arc::unwrap_or_clone(file)
-            } else {
-                control::effective(&file, &api).0
-            };
+            let mut config = control::effective(file, &api).0;
             if let Some(region) = req.headers().get(REGION_HEADER)? {
                 let muted = lookup(&self.env, MUTE_VAR);
                 if muted.is_some_and(|m| m.split(',').any(|r| r == region)) {

@@ -50,6 +50,26 @@ fn object_with(mut object: String, members: &[(&str, String)]) -> String {
 
 /// What worker's `Response::from_json` does (the same header, the same
 /// error), built once instead of once per body type (bundle size).
+/// `/ops/summary`'s `worker`: what the Worker may spend, and what its last
+/// cycle (in this isolate) spent and carried over. This and `WritesToday`
+/// are typed bodies, not `json!` (the cycle report's types compiled for
+/// `Value`'s serializer too); members in the order `Value` sorted them.
+#[derive(serde::Serialize)]
+struct WorkerSpend {
+    analytics: super::analytics::Counts,
+    last_cycle: Option<super::cycle::CycleReport>,
+    plan: &'static str,
+    subrequest_budget: u32,
+}
+
+/// `/ops/crashes`' `writes_today`.
+#[derive(serde::Serialize)]
+struct WritesToday {
+    allowance: u32,
+    day: u64,
+    used: u32,
+}
+
 pub fn json_text(status: u16, text: serde_json::Result<String>) -> worker::Result<Response> {
     let Ok(text) = text else {
         return Err(worker::Error::Json((
@@ -144,7 +164,10 @@ async fn ui(req: &mut Request, env: &Env, durable: Option<&Storage>) -> worker::
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
-    let config = super::control::effective(&file, &state.api_targets);
+    let config = match super::control::effective(env, &file, &state.api_targets) {
+        Ok(config) => config,
+        Err(e) => return error(500, "no_configuration", e),
+    };
     let cookie = req.headers().get("cookie")?;
     let now = now_ms();
     let tls = url.starts_with("https:");
@@ -311,7 +334,10 @@ async fn route(
         Ok(s) => s,
         Err(e) => return error(502, "kv_unavailable", e),
     };
-    let config = super::control::effective(&file, &state.api_targets);
+    let config = match super::control::effective(env, &file, &state.api_targets) {
+        Ok(config) => config,
+        Err(e) => return error(500, "no_configuration", e),
+    };
     state.ack_links = ack_links.ok().flatten();
     // Alerts queued by a request go where the cycle's would (`[[route]]`,
     // `[[webhook]]`): the routing is not stored with the state.
@@ -336,18 +362,13 @@ async fn route(
                 .await;
             match summary {
                 Ok(summary) => {
-                    // What the Worker may spend, and what its last cycle
-                    // (in this isolate) spent and carried over.
-                    let worker = serde_json::json!({
-                        "plan": config.plan().as_str(),
-                        "subrequest_budget": config.plan().subrequest_budget(),
-                        "last_cycle": last_report(),
-                        "analytics": super::analytics::counts(),
+                    let worker = serde_json::to_string(&WorkerSpend {
+                        analytics: super::analytics::counts(),
+                        last_cycle: last_report(),
+                        plan: config.plan().as_str(),
+                        subrequest_budget: config.plan().subrequest_budget(),
                     });
-                    json_text(
-                        200,
-                        Ok(object_with(summary, &[("worker", worker.to_string())])),
-                    )
+                    json_text(200, worker.map(|w| object_with(summary, &[("worker", w)])))
                 }
                 Err(e) => error(500, "internal", e.to_string()),
             }
@@ -361,13 +382,15 @@ async fn route(
                 Ok(list) => match serde_json::to_string(&list) {
                     Ok(list) => {
                         // What crash reports spent of their daily writes.
-                        let writes = serde_json::json!({
-                            "day": doc.writes.day,
-                            "used": doc.writes.used,
-                            "allowance": config.plan().crash_writes_per_day(),
+                        let writes = serde_json::to_string(&WritesToday {
+                            allowance: config.plan().crash_writes_per_day(),
+                            day: doc.writes.day,
+                            used: doc.writes.used,
                         });
-                        let body = object_with(list, &[("writes_today", writes.to_string())]);
-                        json_text(200, Ok(body))
+                        json_text(
+                            200,
+                            writes.map(|w| object_with(list, &[("writes_today", w)])),
+                        )
                     }
                     Err(e) => error(500, "internal", e.to_string()),
                 },

@@ -125,8 +125,10 @@ pub struct Prober<'a> {
     env: &'a Env,
     /// Probes per shard call, when probing is spread over shards.
     shard: Option<usize>,
-    /// The state's API targets, sent to the shards.
-    api_targets: BTreeMap<String, ApiTarget>,
+    /// The state's API targets as sent to the shards (their JSON text,
+    /// written once: a copy of the map would bring its `Clone` into the
+    /// bundle).
+    api_targets: String,
     /// The largest shard invocation's subrequests, and targets not probed
     /// because their shard failed (carried to the next invocation).
     pub shard_max: Cell<u32>,
@@ -141,17 +143,17 @@ impl<'a> Prober<'a> {
         io: &'a WorkerIo,
         env: &'a Env,
         shard: Option<usize>,
-        api_targets: BTreeMap<String, ApiTarget>,
-    ) -> Self {
-        Prober {
+        api_targets: &BTreeMap<String, ApiTarget>,
+    ) -> Fallible<Self> {
+        Ok(Prober {
             io,
             env,
             shard,
-            api_targets,
+            api_targets: serde_json::to_string(api_targets).map_err(|e| e.to_string())?,
             shard_max: Cell::new(0),
             lost: Cell::new(0),
             failed: RefCell::new(Vec::new()),
-        }
+        })
     }
 
     fn spread(&self, n: usize) -> Option<usize> {
@@ -245,13 +247,12 @@ impl<'a> Prober<'a> {
         ids: Vec<String>,
     ) -> Fallible<ShardAnswer> {
         let stub = durable_stub(self.env, name, region).map_err(|e| e.to_string())?;
-        let body = serde_json::to_string(&self.api_targets).map_err(|e| e.to_string())?;
         let headers = Headers::new();
         if let Some(r) = region {
             headers.set(REGION_HEADER, r).map_err(|e| e.to_string())?;
         }
         let init = super::io::request_init("POST", &headers);
-        init.set_body(&JsValue::from_str(&body));
+        init.set_body(&JsValue::from_str(&self.api_targets));
         let url = format!("https://vigil.internal/probe?ids={}", ids.join(","));
         let req = super::io::request(&url, &init)?;
         let mut res = stub

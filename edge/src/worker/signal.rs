@@ -73,7 +73,10 @@ pub async fn take(
         regions: Vec::new(),
     };
     let shards = durable.map(|_| budget::shard_size(config.plan()));
-    let prober = Prober::new(io, env, shards, state.api_targets.clone());
+    let prober = match Prober::new(io, env, shards, &state.api_targets) {
+        Ok(p) => p,
+        Err(e) => return error(500, "internal", e),
+    };
     let mut history = match store.history().await {
         Ok(h) => h,
         Err(e) => return error(502, "kv_unavailable", e),
