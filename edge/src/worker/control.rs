@@ -49,19 +49,21 @@ pub async fn serve(
     if let (Method::Get, ["ops", "audit"]) = (req.method(), segments) {
         return json(200, &control::audit_view(&state.audit));
     }
-    // The file's configuration twice, to lay the API targets over before
-    // and after a change (`State::put_api_target`).
+    if req.method() == Method::Get {
+        let (config, left_out) = match config_copy(env) {
+            Ok(copy) => control::effective(copy, &state.api_targets),
+            Err(e) => return error(500, "no_configuration", e),
+        };
+        let listing = control::listing(file, &config, &state.api_targets, &left_out);
+        return json(200, &listing);
+    }
+    // A change: the file's configuration twice, to lay the API targets over
+    // before and after it (`State::put_api_target`).
     let copies = match [config_copy(env), config_copy(env)] {
         [Ok(a), Ok(b)] => [a, b],
         [Err(e), _] | [_, Err(e)] => return error(500, "no_configuration", e),
     };
     let done = match (req.method(), segments) {
-        (Method::Get, _) => {
-            let [copy, _] = copies;
-            let (config, left_out) = control::effective(copy, &state.api_targets);
-            let listing = control::listing(file, &config, &state.api_targets, &left_out);
-            return json(200, &listing);
-        }
         (Method::Delete, [.., id]) => state.remove_api_target((file, copies), id, by, now),
         _ => {
             let body = match body_within(req, BODY_LIMIT).await? {
